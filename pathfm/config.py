@@ -1,0 +1,428 @@
+"""The one config tree of pathfm, validated in one place.
+
+Everything a training run needs is a field of :class:`Config`. Presets live in ``pathfm/configs/*.yaml``
+(also reachable as ``configs/`` at the repository root); a run is ``preset + dotted overrides``::
+
+    cfg = load_config("smoke", ["loss.kde_weight=0.1", "data.hed.strength=0"])
+
+Named recipe knobs (what sweeps and ablations vary) have short aliases, see :data:`KNOB_ALIASES`, so a
+sweep may say ``kde_weight`` instead of ``loss.kde_weight``.
+
+Validation errors name the field (``data.tissue.min_tissue_fraction``) and the allowed range.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pathfm.errors import ConfigError
+
+PRESET_DIR = Path(__file__).parent / "configs"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SAMPLES_DIR = REPO_ROOT / "samples"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------------- data
+class TissueFilterConfig(_Strict):
+    """HSV tile filter (Midnight / Virchow2): keep a tile if >= min_tissue_fraction of its pixels lie in
+    the box below, in OpenCV units (H 0-180, S and V 0-255)."""
+
+    enabled: bool = True
+    min_tissue_fraction: float = Field(0.6, ge=0.0, le=1.0)
+    h_min: int = Field(90, ge=0, le=180)
+    h_max: int = Field(180, ge=0, le=180)
+    s_min: int = Field(8, ge=0, le=255)
+    s_max: int = Field(255, ge=0, le=255)
+    v_min: int = Field(103, ge=0, le=255)
+    v_max: int = Field(255, ge=0, le=255)
+    max_draws: int = Field(32, ge=1, description="draws per sample before the slide counts as empty")
+    thumbnail_size: int = Field(1024, ge=64, description="longest side of the thumbnail tissue mask")
+    min_mask_overlap: float = Field(0.4, ge=0.0, le=1.0, description="tile overlap with the coarse mask")
+
+    @model_validator(mode="after")
+    def _bounds_ordered(self) -> "TissueFilterConfig":
+        for lo, hi in (("h_min", "h_max"), ("s_min", "s_max"), ("v_min", "v_max")):
+            if getattr(self, lo) > getattr(self, hi):
+                raise ValueError(f"{lo} ({getattr(self, lo)}) must be <= {hi} ({getattr(self, hi)})")
+        return self
+
+
+class HEDConfig(_Strict):
+    """HED colour augmentation (Tellez et al. 2019): per stain channel alpha~U(1-s,1+s), beta~U(-s,s)."""
+
+    strength: float = Field(0.05, ge=0.0, le=1.0, description="sigma; 0 is exactly the identity")
+    p: float = Field(1.0, ge=0.0, le=1.0, description="probability per crop")
+
+
+class CropsConfig(_Strict):
+    """DINOv2 multi-crop. Sizes must be multiples of the model's patch size (checked in Config)."""
+
+    global_size: int = Field(224, ge=14)
+    local_size: int = Field(98, ge=14)
+    n_global: Literal[2] = 2
+    n_local: int = Field(8, ge=0, le=16)
+    global_scale: tuple[float, float] = (0.32, 1.0)
+    local_scale: tuple[float, float] = (0.05, 0.32)
+    hflip: float = Field(0.5, ge=0.0, le=1.0)
+    vflip: float = Field(0.5, ge=0.0, le=1.0, description="tissue has no up")
+    color_jitter: float = Field(0.8, ge=0.0, le=1.0, description="probability of DINOv2's colour jitter")
+    jitter_strength: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)
+    grayscale: float = Field(0.2, ge=0.0, le=1.0)
+    blur_global1: float = Field(1.0, ge=0.0, le=1.0, description="blur probability, global crop 1")
+    blur_global2: float = Field(0.1, ge=0.0, le=1.0)
+    blur_local: float = Field(0.5, ge=0.0, le=1.0)
+    solarize_global2: float = Field(0.2, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _scales(self) -> "CropsConfig":
+        for name in ("global_scale", "local_scale"):
+            lo, hi = getattr(self, name)
+            if not 0.0 < lo <= hi <= 1.0:
+                raise ValueError(f"{name} must satisfy 0 < min <= max <= 1, got {(lo, hi)}")
+        return self
+
+
+class DataConfig(_Strict):
+    slides: str = Field(
+        "samples/wsi",
+        description="a folder of slides or a manifest (.csv/.parquet); relative paths resolve against the "
+        "current directory, then the repository root",
+    )
+    assume_mpp: float | None = Field(None, gt=0.0, description="mpp for slides without metadata (explicit)")
+    n_slides: int | None = Field(None, ge=1, description="nested seeded subset of the manifest")
+    n_tiles: int | None = Field(None, ge=1, description="fixed tile pool size instead of fully online")
+    subset_seed: int = 0
+    group_by_patient: bool = False
+    tile_size: int = Field(256, ge=32)
+    mpps: list[float] = Field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0], min_length=1)
+    mpp_weights: list[float] | None = None
+    tissue: TissueFilterConfig = Field(default_factory=TissueFilterConfig)
+    hed: HEDConfig = Field(default_factory=HEDConfig)
+    crops: CropsConfig = Field(default_factory=CropsConfig)
+    normalize_mean: float = 0.5
+    normalize_std: float = Field(0.5, gt=0.0)
+    batch_size: int = Field(8, ge=1, description="images per device per micro-step")
+    num_workers: int = Field(0, ge=0)
+    max_open_slides: int = Field(16, ge=1, description="LRU bound on open openslide handles per worker")
+
+    @model_validator(mode="after")
+    def _mpps(self) -> "DataConfig":
+        if any(m <= 0 for m in self.mpps):
+            raise ValueError(f"mpps must be positive, got {self.mpps}")
+        if self.mpp_weights is not None and len(self.mpp_weights) != len(self.mpps):
+            raise ValueError("mpp_weights must have one weight per entry of mpps")
+        return self
+
+
+# -------------------------------------------------------------------------------------------- model
+ARCHS = ("vit_pico", "vit_tiny", "vit_small", "vit_base", "vit_large", "vit_giant")
+
+
+class ModelConfig(_Strict):
+    arch: Literal["vit_pico", "vit_tiny", "vit_small", "vit_base", "vit_large", "vit_giant"] = "vit_small"
+    patch_size: Literal[14, 16] = 14
+    n_registers: int = Field(0, ge=0, le=16)
+    layerscale: float | None = Field(1e-5, description="LayerScale init; null disables it")
+    drop_path: float = Field(0.1, ge=0.0, lt=1.0)
+    ffn: Literal["mlp", "swiglu"] = "mlp"
+    attention: Literal["auto", "sdpa", "xformers"] = "auto"
+    init_from: str | None = Field(None, description="checkpoint or exported backbone to start from")
+
+
+class HeadConfig(_Strict):
+    n_prototypes: int = Field(65536, ge=2)
+    hidden_dim: int = Field(2048, ge=8)
+    bottleneck_dim: int = Field(256, ge=8)
+    n_layers: int = Field(3, ge=1)
+
+
+class LossConfig(_Strict):
+    dino_weight: float = Field(1.0, ge=0.0)
+    ibot_weight: float = Field(1.0, ge=0.0)
+    separate_ibot_head: bool = False
+    centering: Literal["sinkhorn_knopp", "softmax"] = "sinkhorn_knopp"
+    sinkhorn_iterations: int = Field(3, ge=1)
+    center_momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    student_temp: float = Field(0.1, gt=0.0)
+    koleo_weight: float = Field(0.0, ge=0.0, description="DINOv2 baseline: 0.1")
+    kde_weight: float = Field(0.05, ge=0.0, description="Midnight KDE regulariser; 0 switches it off")
+    kde_kappa: float = Field(5.0, gt=0.0)
+    mask_probability: float = Field(0.5, ge=0.0, le=1.0)
+    mask_ratio: tuple[float, float] = (0.1, 0.5)
+
+
+class OptimConfig(_Strict):
+    steps: int = Field(100, ge=1, description="optimizer steps of this stage")
+    grad_accum: int = Field(1, ge=1, description="micro-steps per optimizer step (Midnight: 2)")
+    base_lr: float = Field(4e-3, gt=0.0)
+    lr_scaling: Literal["sqrt_wrt_1024", "none"] = "sqrt_wrt_1024"
+    min_lr: float = Field(1e-6, ge=0.0)
+    warmup_steps: int = Field(10, ge=0)
+    weight_decay: float = Field(0.04, ge=0.0)
+    weight_decay_end: float = Field(0.4, ge=0.0)
+    momentum_teacher: float = Field(0.992, ge=0.0, le=1.0)
+    momentum_teacher_end: float = Field(1.0, ge=0.0, le=1.0)
+    teacher_temp_warmup: float = Field(0.04, gt=0.0)
+    teacher_temp: float = Field(0.07, gt=0.0)
+    teacher_temp_warmup_steps: int = Field(30, ge=0)
+    layerwise_decay: float = Field(0.9, gt=0.0, le=1.0)
+    patch_embed_lr_mult: float = Field(0.2, ge=0.0)
+    freeze_last_layer_steps: int = Field(0, ge=0)
+    clip_grad: float | None = Field(3.0, gt=0.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+class HighResConfig(_Strict):
+    """High-resolution post-training (Midnight-92k/392): same physical area at twice the pixel density."""
+
+    enabled: bool = False
+    steps: int = Field(20, ge=1)
+    tile_size: int = Field(512, ge=32)
+    mpp_factor: float = Field(0.5, gt=0.0, description="multiplies every entry of data.mpps")
+    global_size: int = Field(392, ge=14)
+    local_size: int = Field(168, ge=14)
+    base_lr: float = Field(1e-4, gt=0.0)
+    warmup_steps: int = Field(0, ge=0)
+    batch_size: int | None = Field(None, ge=1)
+
+
+class RunConfig(_Strict):
+    output_dir: str = "runs"
+    name: str | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "bf16"
+    log_every: int = Field(1, ge=1)
+    checkpoint_every: int = Field(50, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    progress: bool = True
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's default)")
+
+
+class EvalHookConfig(_Strict):
+    """In-training fast probe on small cached tasks; what a sweep scheduler reports and prunes on."""
+
+    every: int = Field(0, ge=0, description="steps between probes; 0 disables")
+    tasks: list[str] = Field(default_factory=lambda: ["crc"])
+    probe: Literal["knn", "linear"] = "knn"
+    final: bool = Field(True, description="run the full evaluation at the end of a sweep trial")
+
+
+class Config(_Strict):
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    dino_head: HeadConfig = Field(default_factory=HeadConfig)
+    ibot_head: HeadConfig = Field(default_factory=HeadConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    highres: HighResConfig = Field(default_factory=HighResConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+    eval: EvalHookConfig = Field(default_factory=EvalHookConfig)
+
+    @model_validator(mode="after")
+    def _crops_fit_patches(self) -> "Config":
+        p = self.model.patch_size
+        checks = [
+            ("data.crops.global_size", self.data.crops.global_size),
+            ("data.crops.local_size", self.data.crops.local_size),
+        ]
+        if self.highres.enabled:
+            checks += [("highres.global_size", self.highres.global_size), ("highres.local_size", self.highres.local_size)]
+        for name, size in checks:
+            if size % p:
+                raise ValueError(
+                    f"{name}={size} is not a multiple of model.patch_size={p}; use e.g. {max(p, size // p * p)}"
+                )
+        return self
+
+    # ------------------------------------------------------------------------------ derived views
+    def highres_stage(self) -> "Config":
+        """The config of the high-resolution post-training stage derived from this one."""
+        hr = self.highres
+        d = self.model_dump()
+        d["data"]["tile_size"] = hr.tile_size
+        d["data"]["mpps"] = [m * hr.mpp_factor for m in self.data.mpps]
+        d["data"]["crops"]["global_size"] = hr.global_size
+        d["data"]["crops"]["local_size"] = hr.local_size
+        if hr.batch_size:
+            d["data"]["batch_size"] = hr.batch_size
+        d["optim"]["steps"] = hr.steps
+        d["optim"]["base_lr"] = hr.base_lr
+        d["optim"]["warmup_steps"] = hr.warmup_steps
+        d["optim"]["freeze_last_layer_steps"] = 0
+        # schedules warm-started near their final values (OpenMidnight's lesson)
+        d["optim"]["teacher_temp_warmup_steps"] = 0
+        d["optim"]["teacher_temp_warmup"] = self.optim.teacher_temp
+        d["highres"]["enabled"] = False
+        return Config.model_validate(d)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# ------------------------------------------------------------------------------- knobs and overrides
+KNOB_ALIASES: dict[str, str] = {
+    "seed": "seed",
+    "kde_weight": "loss.kde_weight",
+    "kde_kappa": "loss.kde_kappa",
+    "koleo_weight": "loss.koleo_weight",
+    "min_tissue_fraction": "data.tissue.min_tissue_fraction",
+    "hsv_filter": "data.tissue.enabled",
+    "h_min": "data.tissue.h_min",
+    "h_max": "data.tissue.h_max",
+    "s_min": "data.tissue.s_min",
+    "s_max": "data.tissue.s_max",
+    "v_min": "data.tissue.v_min",
+    "v_max": "data.tissue.v_max",
+    "hed_strength": "data.hed.strength",
+    "n_slides": "data.n_slides",
+    "n_tiles": "data.n_tiles",
+    "highres": "highres.enabled",
+    "highres_steps": "highres.steps",
+    "steps": "optim.steps",
+    "base_lr": "optim.base_lr",
+    "centering": "loss.centering",
+    "arch": "model.arch",
+}
+
+
+def resolve_key(key: str) -> str:
+    """Map a knob alias (``kde_weight``) or a dotted path (``loss.kde_weight``) to the dotted path,
+    raising ConfigError with close matches when the key names no field."""
+    dotted = KNOB_ALIASES.get(key, key)
+    node: Any = Config
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        fields = getattr(node, "model_fields", None)
+        if fields is None or part not in fields:
+            here = ".".join(parts[:i]) or "<root>"
+            known = sorted(fields) if fields else []
+            import difflib
+
+            close = difflib.get_close_matches(part, known + list(KNOB_ALIASES), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; fields of {here}: {', '.join(known)}"
+            raise ConfigError(f"unknown config key '{key}' (no field '{part}' in {here}){hint}")
+        ann = fields[part].annotation
+        node = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    return dotted
+
+
+def set_dotted(tree: dict, key: str, value: Any) -> None:
+    """Set ``tree[a][b][c] = value`` for key ``a.b.c`` (an alias is resolved first)."""
+    parts = resolve_key(key).split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def get_dotted(cfg: Config | dict, key: str) -> Any:
+    node: Any = cfg.model_dump() if isinstance(cfg, Config) else cfg
+    for part in resolve_key(key).split("."):
+        node = node[part]
+    return node
+
+
+def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
+    """``["a.b=1", "c=[1,2]"]`` -> ``{"a.b": 1, "c": [1, 2]}``; values are parsed as YAML (safe)."""
+    out: dict[str, Any] = {}
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not key=value (e.g. loss.kde_weight=0.1)")
+        key, raw = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+    return out
+
+
+def find_preset(name_or_path: str | Path) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") and p.exists():
+        return p
+    for cand in (PRESET_DIR / f"{p.stem}.yaml", REPO_ROOT / p):
+        if cand.exists():
+            return cand
+    known = sorted(q.stem for q in PRESET_DIR.glob("*.yaml"))
+    raise ConfigError(f"config '{name_or_path}' not found; give a YAML path or a preset: {', '.join(known)}")
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def merge(base: dict, update: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def config_from_dict(tree: dict, *, source: str = "config") -> Config:
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = ".".join(str(x) for x in err["loc"])
+            got = "" if not loc else f" (got {err.get('input')!r})"
+            lines.append(f"  {loc or '<root>'}: {err['msg'].removeprefix('Value error, ')}{got}")
+        raise ConfigError(f"{source} is invalid:\n" + "\n".join(lines)) from None
+
+
+def load_config(preset: str | Path | None = "smoke", overrides: list[str] | dict | None = None) -> Config:
+    """Preset (name or YAML path; a preset may say ``base: other_preset``) + overrides -> Config."""
+    tree: dict = {}
+    source = "defaults"
+    if preset is not None:
+        path = find_preset(preset)
+        tree = read_yaml(path)
+        chain = [tree]
+        while "base" in chain[-1]:
+            chain.append(read_yaml(find_preset(chain[-1].pop("base"))))
+        tree = {}
+        for layer in reversed(chain):
+            tree = merge(tree, layer)
+        source = str(path)
+    ov = parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides or {})
+    for key, value in ov.items():
+        try:
+            set_dotted(tree, key, value)
+        except ConfigError as e:
+            raise ConfigError(f"{source} override: {e}") from None
+    return config_from_dict(tree, source=source)
+
+
+def lr_scaled(cfg: Config, world_size: int = 1) -> float:
+    """Base lr after the scaling rule (DINOv2: base_lr * sqrt(global_batch / 1024))."""
+    if cfg.optim.lr_scaling == "none":
+        return cfg.optim.base_lr
+    global_batch = cfg.data.batch_size * world_size * cfg.optim.grad_accum
+    return cfg.optim.base_lr * math.sqrt(global_batch / 1024)
+
+
+def resolve_path(p: str | Path) -> Path:
+    """A user path: absolute, else relative to the cwd if it exists there, else to the repository root."""
+    p = Path(p).expanduser()
+    if p.is_absolute() or p.exists():
+        return p.resolve()
+    alt = REPO_ROOT / p
+    return alt.resolve() if alt.exists() else p.resolve()

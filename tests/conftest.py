@@ -1,0 +1,57 @@
+"""Shared fixtures. Tests use the real components: real openslide on the bundled slides, a real local
+Ray, real SQLite for Optuna. Environment for Ray/matplotlib is fixed here, before anything imports them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("XFORMERS_DISABLED", "1")
+
+import pytest  # noqa: E402
+
+from pathfm.config import REPO_ROOT, SAMPLES_DIR  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    return SAMPLES_DIR
+
+
+@pytest.fixture(scope="session")
+def wsi_dir(samples: Path) -> Path:
+    return samples / "wsi"
+
+
+@pytest.fixture(scope="session")
+def cmu_slide(wsi_dir: Path) -> Path:
+    """Aperio, 1 level, mpp 0.499."""
+    return wsi_dir / "CMU-1-Small-Region.svs"
+
+
+@pytest.fixture(scope="session")
+def tcga_slide(wsi_dir: Path) -> Path:
+    """Aperio, 2 levels, no mpp metadata."""
+    return wsi_dir / "TCGA-CR-7395-01A-01-TS1.svs"
+
+
+@pytest.fixture(scope="session")
+def pyramid_slide(wsi_dir: Path) -> Path:
+    """Generic tiled TIFF, 3 levels, mpp 0.499."""
+    return wsi_dir / "CMU-1-Small-Region.generic-tiled-pyramid.tiff"
+
+
+@pytest.fixture(scope="session")
+def bad_tiff(samples: Path) -> Path:
+    """A strip TIFF that openslide cannot open."""
+    return samples / "bad_inputs" / "kidney-48-5.tif"
