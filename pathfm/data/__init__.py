@@ -1,1 +1,31 @@
-"""data"""
+"""Whole-slide-image data pipeline: slides and manifests, tissue masks, online patching with the HSV
+filter, HED stain augmentation, DINOv2 multi-crop, nested data-size subsets, labelled tile folders.
+
+Heavy modules (torch, openslide) are imported lazily, so ``import pathfm.data`` is cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "build_train_loader": "pathfm.data.loader",
+    "OnlinePatchDataset": "pathfm.data.dataset",
+    "TileFolder": "pathfm.data.tiles",
+    "load_manifest": "pathfm.data.manifest",
+    "SlideEntry": "pathfm.data.manifest",
+    "nested_subset": "pathfm.data.subsets",
+    "HSVFilter": "pathfm.data.hsv",
+    "HSVBox": "pathfm.data.hsv",
+    "hed_augment": "pathfm.data.hed",
+    "MultiCrop": "pathfm.data.multicrop",
+    "open_slide": "pathfm.data.slides",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'pathfm.data' has no attribute {name!r}")

@@ -1,0 +1,77 @@
+"""``build_train_loader(cfg, rank, world_size, start_sample)``: the infinite stream of multi-crop batches.
+
+Micro-batch ``m`` of rank ``r`` holds samples ``k = start_sample + m * B * world_size + r * B + i`` for
+``i < B`` (B = ``cfg.data.batch_size``), so the data depends only on ``(seed, k)``: resuming with
+``start_sample`` = samples consumed so far continues exactly, and 0, 1 or N workers give the same batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from pathfm.data.dataset import OnlinePatchDataset, collate_multicrop
+from pathfm.errors import ConfigError
+
+
+def _worker_init(_worker_id: int) -> None:
+    """One BLAS thread per worker: the small per-tile products must not oversubscribe the cores."""
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        pass
+
+
+class InfiniteBatchSampler(Sampler[list[int]]):
+    """Yields the global sample indices of this rank's micro-batches, forever."""
+
+    def __init__(self, batch_size: int, rank: int = 0, world_size: int = 1, start_sample: int = 0):
+        if not 0 <= rank < world_size:
+            raise ConfigError(f"rank {rank} is not in [0, world_size={world_size})")
+        if start_sample < 0:
+            raise ConfigError(f"start_sample must be >= 0, got {start_sample}")
+        self.batch_size, self.rank, self.world_size, self.start = batch_size, rank, world_size, start_sample
+
+    def __iter__(self) -> Iterator[list[int]]:
+        b, m = self.batch_size, 0
+        while True:
+            first = self.start + m * b * self.world_size + self.rank * b
+            yield list(range(first, first + b))
+            m += 1
+
+
+class TrainLoader(DataLoader):
+    """A torch DataLoader whose iteration also folds each batch's per-slide counts into
+    ``loader.dataset.stats`` when the samples were drawn in worker processes."""
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            if self.num_workers > 0:
+                self.dataset.stats.merge(batch["slide_stats"])
+            yield batch
+
+
+def build_train_loader(cfg, rank: int = 0, world_size: int = 1, start_sample: int = 0,
+                       dataset: OnlinePatchDataset | None = None) -> TrainLoader:
+    """Validate the slides (all errors at once, before anything starts), then return the infinite loader.
+
+    Each batch: ``global_crops`` (2B, 3, G, G) and ``local_crops`` (n_local * B, 3, L, L) float32,
+    crop-major; ``n_images`` = B; ``tile_stats`` = {draws, accepted, rejected, skipped_slides} of the batch.
+    Pass ``dataset`` to reuse already validated slides (e.g. a high-res stage with the same slides)."""
+    ds = dataset if dataset is not None else OnlinePatchDataset.from_config(cfg, progress=cfg.run.progress)
+    nw = int(cfg.data.num_workers)
+    return TrainLoader(
+        ds,
+        batch_sampler=InfiniteBatchSampler(cfg.data.batch_size, rank, world_size, start_sample),
+        collate_fn=collate_multicrop,
+        num_workers=nw,
+        persistent_workers=False,
+        prefetch_factor=2 if nw > 0 else None,
+        pin_memory=torch.cuda.is_available(),
+        multiprocessing_context="fork" if nw > 0 else None,
+        worker_init_fn=_worker_init if nw > 0 else None,
+    )

@@ -1,0 +1,270 @@
+"""Online patching: draw a tile of ``tile_size`` px at a configured resolution from a random tissue
+location of a random slide, HSV-filter it, retry, count.
+
+Everything a draw does comes from the Generator it is given, so a tile is a pure function of the seed
+of that Generator (and of which slides this process has dropped, which only changes when slides fail).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pathfm.data.hsv import HSVFilter
+from pathfm.data.manifest import SlideEntry
+from pathfm.data.slides import SlideCache, SlideGeometry, metadata_mpp, open_slide, read_tile, resolve_mpp
+from pathfm.data.tissue import TissueMask
+from pathfm.errors import SlideError
+
+log = logging.getLogger("pathfm.data")
+
+#: a configured resolution is usable for a slide if it needs at most this much upsampling
+MAX_UPSAMPLE = 1.1
+
+
+@dataclass
+class SlideSource:
+    """A slide ready for sampling: resolution, pyramid geometry, tissue mask, usable resolutions."""
+
+    entry: SlideEntry
+    mpp: float
+    mpp_source: str
+    geometry: SlideGeometry
+    mask: TissueMask
+    mpp_choices: tuple[int, ...]  # indices into the configured mpps this slide can serve
+
+    @property
+    def slide_id(self) -> str:
+        return self.entry.slide_id
+
+
+def inspect_slide(entry: SlideEntry, hsv: HSVFilter, thumbnail_size: int, assume_mpp: float | None):
+    """Open a slide once: (resolved mpp, its source, geometry, tissue mask, slide metadata mpp)."""
+    slide = open_slide(entry.path)
+    try:
+        meta = metadata_mpp(slide)
+        mpp, source = resolve_mpp(entry.path, meta, entry.mpp, assume_mpp)
+        geometry = SlideGeometry.of(slide)
+        mask = TissueMask.from_slide(slide, hsv, thumbnail_size)
+    finally:
+        slide.close()
+    return mpp, source, geometry, mask, meta
+
+
+def usable_mpps(slide_mpp: float, mpps: list[float]) -> tuple[int, ...]:
+    return tuple(i for i, m in enumerate(mpps) if m * MAX_UPSAMPLE >= slide_mpp)
+
+
+@dataclass
+class SlideCounts:
+    draws: int = 0
+    accepted: int = 0
+    rejected: int = 0
+
+
+@dataclass
+class TileStats:
+    """Per-slide draw/accept/reject counts and skip events (mergeable across workers)."""
+
+    per_slide: dict[str, SlideCounts] = field(default_factory=lambda: defaultdict(SlideCounts))
+    skipped_slides: int = 0
+
+    def add(self, slide_id: str, accepted: bool) -> None:
+        c = self.per_slide[slide_id]
+        c.draws += 1
+        if accepted:
+            c.accepted += 1
+        else:
+            c.rejected += 1
+
+    def totals(self) -> dict[str, int]:
+        d = sum(c.draws for c in self.per_slide.values())
+        a = sum(c.accepted for c in self.per_slide.values())
+        return {"draws": d, "accepted": a, "rejected": d - a, "skipped_slides": self.skipped_slides}
+
+    def to_dict(self) -> dict:
+        return {"per_slide": {k: [c.draws, c.accepted, c.rejected] for k, c in self.per_slide.items()},
+                "skipped_slides": self.skipped_slides}
+
+    def merge(self, d: dict) -> None:
+        for k, (dr, ac, rj) in d["per_slide"].items():
+            c = self.per_slide[k]
+            c.draws += dr
+            c.accepted += ac
+            c.rejected += rj
+        self.skipped_slides += d["skipped_slides"]
+
+    def acceptance_rate(self) -> dict:
+        t = self.totals()
+        return {
+            "overall": t["accepted"] / t["draws"] if t["draws"] else float("nan"),
+            "per_slide": {k: (c.accepted / c.draws if c.draws else float("nan")) for k, c in self.per_slide.items()},
+            "draws": t["draws"], "accepted": t["accepted"], "rejected": t["rejected"],
+            "skipped_slides": t["skipped_slides"],
+        }
+
+
+@dataclass
+class Tile:
+    pixels: np.ndarray  # (T, T, 3) uint8
+    slide_id: str
+    mpp: float
+    x: int  # level-0 top-left
+    y: int
+    extent: float  # level-0 side length
+    tissue_fraction: float
+    accepted: bool
+
+
+class TileSampler:
+    """Draws HSV-accepted tiles from a list of :class:`SlideSource`, with a per-process LRU of handles."""
+
+    def __init__(self, sources: list[SlideSource], mpps: list[float], mpp_weights: list[float] | None,
+                 tile_size: int, hsv: HSVFilter, max_draws: int, min_mask_overlap: float, max_open: int = 16):
+        if not sources:
+            raise SlideError("no usable slides to sample from")
+        self.sources = sources
+        self.mpps = [float(m) for m in mpps]
+        self.weights = np.asarray(mpp_weights if mpp_weights is not None else [1.0] * len(mpps), dtype=np.float64)
+        self.tile_size = int(tile_size)
+        self.hsv = hsv
+        self.max_draws = int(max_draws)
+        self.min_mask_overlap = float(min_mask_overlap)
+        self.cache = SlideCache(max_open)
+        self.dropped: dict[str, str] = {}  # slide_id -> reason (this process)
+        self.stats = TileStats()
+
+    # ------------------------------------------------------------------ one draw
+    def propose(self, src: SlideSource, rng: np.random.Generator) -> tuple[float, float, float, int]:
+        """(x0, y0, extent0, mpp index): a resolution and a tissue location of a given slide."""
+        choices = np.asarray(src.mpp_choices)
+        w = self.weights[choices]
+        mi = int(choices[rng.choice(len(choices), p=w / w.sum())]) if len(choices) > 1 else int(choices[0])
+        extent = self.tile_size * self.mpps[mi] / src.mpp
+        cx, cy = src.mask.sample_center(rng)
+        g = src.geometry
+        x0 = min(max(cx - extent / 2, 0.0), max(g.width - extent, 0.0))
+        y0 = min(max(cy - extent / 2, 0.0), max(g.height - extent, 0.0))
+        return x0, y0, extent, mi
+
+    def read(self, src: SlideSource, x0: float, y0: float, extent: float) -> np.ndarray:
+        slide = self.cache.get(src.entry.path)
+        return read_tile(slide, src.geometry, int(x0), int(y0), extent, self.tile_size)
+
+    def draw_from(self, src: SlideSource, rng: np.random.Generator, stats: TileStats, keep_rejected: list | None = None) -> Tile | None:
+        """Up to ``max_draws`` proposals on one slide; the first accepted tile, or None."""
+        for _ in range(self.max_draws):
+            x0, y0, extent, mi = self.propose(src, rng)
+            if src.mask.overlap(x0, y0, extent) < self.min_mask_overlap:
+                stats.add(src.slide_id, False)
+                continue
+            pixels = self.read(src, x0, y0, extent)
+            ok, frac = self.hsv.accepts(pixels)
+            stats.add(src.slide_id, ok)
+            tile = Tile(pixels, src.slide_id, self.mpps[mi], int(x0), int(y0), extent, frac, ok)
+            if ok:
+                return tile
+            if keep_rejected is not None:
+                keep_rejected.append(tile)
+        return None
+
+    def active(self) -> list[int]:
+        return [i for i, s in enumerate(self.sources) if s.slide_id not in self.dropped]
+
+    def drop(self, src: SlideSource, reason: str) -> None:
+        self.dropped[src.slide_id] = reason
+        self.cache.discard(src.entry.path)
+        msg = f"slide {src.slide_id} ({src.entry.path}) dropped from sampling: {reason}"
+        log.warning(msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+
+    def sample(self, rng: np.random.Generator) -> tuple[Tile, TileStats]:
+        """One accepted tile and the counts of this sample (also added to ``self.stats``).
+
+        A slide that cannot be read is skipped (counted in ``skipped_slides``) and dropped; a slide that
+        has never yielded an accepted tile after ``max_draws`` proposals is dropped with a warning."""
+        stats = TileStats()
+        try:
+            for _attempt in range(4 * len(self.sources) + 8):
+                active = self.active()
+                if not active:
+                    raise SlideError(
+                        "every slide was dropped from sampling: "
+                        + "; ".join(f"{k}: {v}" for k, v in self.dropped.items())
+                        + ". Check the slides (pathfm data scan) and data.tissue (min_tissue_fraction, HSV bounds)"
+                    )
+                src = self.sources[active[int(rng.integers(len(active)))]]
+                try:
+                    tile = self.draw_from(src, rng, stats)
+                except Exception as e:  # noqa: BLE001 - a broken or vanished slide must not end training
+                    if not _is_read_error(e):
+                        raise
+                    stats.skipped_slides += 1
+                    self.drop(src, f"unreadable: {e}")
+                    continue
+                if tile is not None:
+                    return tile, stats
+                never = self.stats.per_slide[src.slide_id].accepted + stats.per_slide[src.slide_id].accepted == 0
+                if never:
+                    self.drop(src, f"no tile passed the HSV filter in {self.max_draws} draws "
+                                   f"(data.tissue.min_tissue_fraction={self.hsv.min_fraction})")
+            raise SlideError(
+                f"no tile passed the tissue filter after {4 * len(self.sources) + 8} slide attempts of "
+                f"{self.max_draws} draws; lower data.tissue.min_tissue_fraction or widen the HSV bounds"
+            )
+        finally:
+            self.stats.merge(stats.to_dict())
+
+
+def _is_read_error(e: Exception) -> bool:
+    try:
+        import openslide
+
+        if isinstance(e, openslide.OpenSlideError):
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    return isinstance(e, (SlideError, OSError))
+
+
+def build_sources(entries: list[SlideEntry], mpps: list[float], hsv: HSVFilter, thumbnail_size: int,
+                  assume_mpp: float | None, progress: bool = False) -> list[SlideSource]:
+    """Validate every slide *before* training: all files openable and with a resolution (one error
+    listing every failure), then drop (with a warning) slides without tissue or without a usable
+    resolution. Raises SlideError if nothing is left."""
+    from tqdm.auto import tqdm
+
+    inspected, errors = [], []
+    for e in tqdm(entries, desc="slides", disable=not progress, leave=False):
+        try:
+            inspected.append((e, *inspect_slide(e, hsv, thumbnail_size, assume_mpp)))
+        except SlideError as err:
+            errors.append(str(err))
+    if errors:
+        raise SlideError(f"{len(errors)} of {len(entries)} slide(s) cannot be used:\n  " + "\n  ".join(errors))
+    sources = []
+    for e, mpp, source, geometry, mask, _meta in inspected:
+        choices = usable_mpps(mpp, mpps)
+        if not choices:
+            msg = (f"slide {e.slide_id} ({e.path}) dropped: its resolution {mpp:.3g} um/px is coarser than every "
+                   f"configured data.mpps {mpps} (more than {MAX_UPSAMPLE}x upsampling)")
+        elif mask.n_tissue == 0:
+            msg = f"slide {e.slide_id} ({e.path}) dropped: no tissue found in its thumbnail (HSV mask is empty)"
+        else:
+            sources.append(SlideSource(e, mpp, source, geometry, mask, choices))
+            continue
+        log.warning(msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=2)
+    if not sources:
+        raise SlideError(f"none of the {len(entries)} slide(s) can be sampled (see the warnings above)")
+    return sources
+
+
+
+
+
+__all__ = ["SlideSource", "TileSampler", "TileStats", "Tile", "build_sources", "inspect_slide", "usable_mpps"]

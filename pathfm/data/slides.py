@@ -1,0 +1,169 @@
+"""Opening whole-slide images with openslide: clear errors, explicit resolution, bounded handle cache.
+
+Resolution (microns per pixel at level 0) comes from, in this order: a manifest override, the slide's
+own metadata (``openslide.mpp-x``/``mpp-y``), an explicit ``assume_mpp``. Nothing is ever guessed:
+a slide with none of the three raises :class:`~pathfm.errors.SlideError` naming the slide and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pathfm.errors import SlideError
+
+MPP_FIX = (
+    "give its resolution explicitly: an 'mpp' column in the slide manifest (pathfm data scan writes one), "
+    "or data.assume_mpp=0.5 for every slide without metadata"
+)
+
+
+def open_slide(path: str | Path):
+    """``openslide.OpenSlide(path)`` with a :class:`SlideError` that names the file instead of
+    openslide's exceptions (missing file, unsupported format, truncated or corrupt file)."""
+    import openslide
+
+    path = Path(path)
+    if not path.exists():
+        raise SlideError(f"slide not found: {path}")
+    if path.is_dir():
+        raise SlideError(f"slide path is a folder, not a slide file: {path}")
+    try:
+        slide = openslide.OpenSlide(str(path))
+        # Touch the pyramid: a truncated file often opens but fails on first read.
+        slide.read_region((0, 0), slide.level_count - 1, (1, 1))
+    except openslide.OpenSlideUnsupportedFormatError:
+        raise SlideError(
+            f"{path}: openslide cannot read this file format (supported: Aperio .svs, tiled pyramidal TIFF, "
+            "Hamamatsu, Leica, MIRAX, Philips, Sakura, Trestle, Ventana, DICOM); convert it to a tiled "
+            "pyramidal TIFF (e.g. with vips tiffsave --tile --pyramid) or remove it from the manifest"
+        ) from None
+    except (openslide.OpenSlideError, OSError) as e:
+        raise SlideError(f"{path}: openslide could not read the slide (truncated or corrupt?): {e}") from None
+    return slide
+
+
+def metadata_mpp(slide) -> float | None:
+    """Level-0 microns per pixel from the slide metadata (mean of x and y), or None."""
+    import openslide
+
+    vals = []
+    for key in (openslide.PROPERTY_NAME_MPP_X, openslide.PROPERTY_NAME_MPP_Y):
+        try:
+            v = float(slide.properties.get(key, "nan"))
+        except ValueError:
+            v = float("nan")
+        if np.isfinite(v) and v > 0:
+            vals.append(v)
+    return float(np.mean(vals)) if vals else None
+
+
+def resolve_mpp(path: str | Path, metadata: float | None, override: float | None, assume: float | None) -> tuple[float, str]:
+    """(mpp, source) with source in {"manifest", "metadata", "assume_mpp"}; SlideError if none."""
+    if override is not None and np.isfinite(override):
+        if override <= 0:
+            raise SlideError(f"{path}: manifest mpp must be > 0, got {override}")
+        return float(override), "manifest"
+    if metadata is not None:
+        return float(metadata), "metadata"
+    if assume is not None:
+        return float(assume), "assume_mpp"
+    raise SlideError(f"{path}: the slide has no resolution (mpp) metadata; {MPP_FIX}")
+
+
+@dataclass(frozen=True)
+class SlideGeometry:
+    """What sampling needs to know about a slide's pyramid."""
+
+    width: int
+    height: int
+    level_dimensions: tuple[tuple[int, int], ...]
+    level_downsamples: tuple[float, ...]
+
+    @classmethod
+    def of(cls, slide) -> "SlideGeometry":
+        w, h = slide.dimensions
+        return cls(int(w), int(h), tuple(tuple(map(int, d)) for d in slide.level_dimensions),
+                   tuple(float(d) for d in slide.level_downsamples))
+
+    def best_level(self, downsample: float) -> int:
+        """The coarsest level whose downsample does not exceed ``downsample`` (level 0 if none), with a
+        little tolerance for the rounding of level downsamples (e.g. 3.9999)."""
+        best = 0
+        for i, d in enumerate(self.level_downsamples):
+            if d <= downsample * 1.01:
+                best = i
+        return best
+
+
+class SlideCache:
+    """At most ``max_open`` open openslide handles (least recently used closed first).
+
+    Handles are per process: after a fork (DataLoader workers) the cache notices the new pid and
+    starts empty, so no handle is ever shared across processes."""
+
+    def __init__(self, max_open: int = 16):
+        if max_open < 1:
+            raise ValueError("max_open must be >= 1")
+        self.max_open = max_open
+        self._pid = os.getpid()
+        self._handles: OrderedDict[str, object] = OrderedDict()
+        self.opens = 0
+
+    def get(self, path: str | Path):
+        if os.getpid() != self._pid:  # forked: drop the parent's handles without touching them
+            self._handles = OrderedDict()
+            self._pid = os.getpid()
+        key = str(path)
+        slide = self._handles.get(key)
+        if slide is not None:
+            self._handles.move_to_end(key)
+            return slide
+        slide = open_slide(key)
+        self.opens += 1
+        self._handles[key] = slide
+        while len(self._handles) > self.max_open:
+            _, old = self._handles.popitem(last=False)
+            old.close()
+        return slide
+
+    def discard(self, path: str | Path) -> None:
+        slide = self._handles.pop(str(path), None)
+        if slide is not None:
+            try:
+                slide.close()
+            except Exception:  # noqa: BLE001 - a broken handle is being thrown away anyway
+                pass
+
+    def __len__(self) -> int:
+        return len(self._handles)
+
+    def __getstate__(self):  # pickling (spawned workers) carries no handles
+        return {"max_open": self.max_open, "_pid": -1, "_handles": OrderedDict(), "opens": 0}
+
+
+def read_tile(slide, geometry: SlideGeometry, x0: int, y0: int, extent0: float, size: int) -> np.ndarray:
+    """Read the square region of level-0 side ``extent0`` at (x0, y0) as a ``size`` px RGB uint8 tile,
+    from the coarsest pyramid level that still has at least ``size`` px across it; resized only when that
+    level's pixel count differs. Pixels outside the slide come back white."""
+    from PIL import Image
+
+    downsample = extent0 / size
+    level = geometry.best_level(downsample)
+    n = max(1, int(round(extent0 / geometry.level_downsamples[level])))
+    region = slide.read_region((int(x0), int(y0)), level, (n, n))
+    arr = np.asarray(region)
+    if arr[..., 3].min() < 255:  # outside the slide (transparent): composite on white
+        bg = Image.new("RGBA", region.size, (255, 255, 255, 255))
+        region = Image.alpha_composite(bg, region)
+    rgb = region.convert("RGB")
+    if n != size:
+        if n % size == 0:  # integer factor (a 1-level slide read for a coarser resolution): box average
+            rgb = rgb.reduce(n // size)
+        else:
+            rgb = rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return np.asarray(rgb)

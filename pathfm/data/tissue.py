@@ -1,0 +1,82 @@
+"""Coarse tissue mask of a slide, computed on its thumbnail with the same HSV box as the tile filter.
+
+Used to place tiles: a location is drawn uniformly among tissue pixels of the mask, and a tile must
+overlap the mask by at least ``min_mask_overlap`` (paper: 40 %) before it is read and HSV-filtered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pathfm.data.hsv import HSVFilter
+
+
+def _shift_or(mask: np.ndarray) -> np.ndarray:
+    out = mask.copy()
+    out[1:] |= mask[:-1]; out[:-1] |= mask[1:]
+    out[:, 1:] |= mask[:, :-1]; out[:, :-1] |= mask[:, 1:]
+    return out
+
+
+def _shift_and(mask: np.ndarray) -> np.ndarray:
+    out = mask.copy()
+    out[1:] &= mask[:-1]; out[:-1] &= mask[1:]
+    out[:, 1:] &= mask[:, :-1]; out[:, :-1] &= mask[:, 1:]
+    return out
+
+
+def thumbnail_tissue(thumb_rgb: np.ndarray, hsv: HSVFilter) -> np.ndarray:
+    """Boolean tissue mask of an RGB thumbnail: HSV box, then a morphological closing and opening
+    (cross-shaped, radius 1) that fills pin holes and removes isolated specks."""
+    m = hsv.mask(thumb_rgb)
+    m = _shift_and(_shift_or(m))  # closing
+    m = _shift_or(_shift_and(m))  # opening
+    return m
+
+
+@dataclass
+class TissueMask:
+    """A boolean mask over the slide; ``scale`` = level-0 pixels per mask pixel (x, y)."""
+
+    mask: np.ndarray
+    scale: tuple[float, float]
+
+    def __post_init__(self):
+        m = self.mask.astype(np.int32)
+        self._integral = np.pad(m.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+        self._tissue_idx = np.flatnonzero(self.mask)
+
+    @classmethod
+    def from_slide(cls, slide, hsv: HSVFilter, thumbnail_size: int = 1024) -> "TissueMask":
+        w, h = slide.dimensions
+        thumb = np.asarray(slide.get_thumbnail((thumbnail_size, thumbnail_size)).convert("RGB"))
+        th, tw = thumb.shape[:2]
+        return cls(thumbnail_tissue(thumb, hsv), (w / tw, h / th))
+
+    @property
+    def fraction(self) -> float:
+        return float(self.mask.mean()) if self.mask.size else 0.0
+
+    @property
+    def n_tissue(self) -> int:
+        return int(self._tissue_idx.size)
+
+    def sample_center(self, rng: np.random.Generator) -> tuple[float, float]:
+        """A level-0 point drawn uniformly over the tissue area (uniform tissue pixel + uniform offset)."""
+        j = self._tissue_idx[rng.integers(self._tissue_idx.size)]
+        my, mx = divmod(int(j), self.mask.shape[1])
+        ox, oy = rng.random(2)
+        return (mx + ox) * self.scale[0], (my + oy) * self.scale[1]
+
+    def overlap(self, x0: float, y0: float, extent: float) -> float:
+        """Fraction of the mask pixels touched by the level-0 square (x0, y0, extent) that are tissue."""
+        h, w = self.mask.shape
+        c0 = min(max(int(np.floor(x0 / self.scale[0])), 0), w - 1)
+        r0 = min(max(int(np.floor(y0 / self.scale[1])), 0), h - 1)
+        c1 = min(max(int(np.ceil((x0 + extent) / self.scale[0])), c0 + 1), w)
+        r1 = min(max(int(np.ceil((y0 + extent) / self.scale[1])), r0 + 1), h)
+        s = self._integral
+        total = s[r1, c1] - s[r0, c1] - s[r1, c0] + s[r0, c0]
+        return float(total) / ((r1 - r0) * (c1 - c0))
