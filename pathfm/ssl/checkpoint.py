@@ -1,0 +1,138 @@
+"""Training checkpoints: atomic, checksummed, last K kept, corrupt ones skipped.
+
+``run_dir/checkpoints/step_00000010.pt`` + ``step_00000010.pt.sha256``. The file is written to a
+temporary name and renamed; the sidecar is written after it. A checkpoint counts as valid when its
+sidecar exists and matches and it loads with ``torch.load(weights_only=True)``; :func:`latest_valid`
+walks back from the newest one, so a file truncated by a crash or a full disk falls back to the
+previous checkpoint with a warning.
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+import re
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pathfm.errors import PathfmError
+from pathfm.io import atomic_path, atomic_write_text, sha256_file
+
+FORMAT = "pathfm-checkpoint"
+VERSION = 1
+_NAME = re.compile(r"^step_(\d{8})\.pt$")
+
+
+class CheckpointError(PathfmError):
+    """No usable checkpoint where one was asked for."""
+
+
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def checkpoint_path(run_dir: str | Path, step: int) -> Path:
+    return checkpoint_dir(run_dir) / f"step_{step:08d}.pt"
+
+
+# ---------------------------------------------------------------------------------------- RNG state
+def rng_state() -> dict[str, Any]:
+    """torch (CPU and CUDA), numpy and python RNG states, as tensors/plain types (weights_only safe)."""
+    py_version, py_state, py_gauss = random.getstate()
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": {"version": py_version, "state": torch.tensor(py_state, dtype=torch.int64), "gauss": py_gauss},
+        "numpy": {
+            "kind": np_state[0],
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
+    n = state["numpy"]
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# -------------------------------------------------------------------------------------- save/load
+def save_checkpoint(run_dir: str | Path, step: int, payload: dict[str, Any], keep: int) -> Path:
+    """Write ``payload`` (plus format/version/step) atomically with its sha256 sidecar; prune to ``keep``."""
+    path = checkpoint_path(run_dir, step)
+    payload = {"format": FORMAT, "version": VERSION, "step": int(step), **payload}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    atomic_write_text(path.with_name(path.name + ".sha256"), f"{sha256_file(path)}  {path.name}\n")
+    prune(run_dir, keep)
+    return path
+
+
+def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """(step, path) of every checkpoint file, oldest first."""
+    d = checkpoint_dir(run_dir)
+    if not d.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _NAME.match(p.name))]
+    return sorted(found)
+
+
+def prune(run_dir: str | Path, keep: int) -> None:
+    for _, path in list_checkpoints(run_dir)[:-keep]:
+        path.unlink(missing_ok=True)
+        path.with_name(path.name + ".sha256").unlink(missing_ok=True)
+
+
+def verify(path: Path) -> str | None:
+    """None if ``path`` matches its sha256 sidecar, else the reason it does not."""
+    side = path.with_name(path.name + ".sha256")
+    if not side.exists():
+        return "no .sha256 sidecar (the write did not finish)"
+    expected = side.read_text().split()[0] if side.read_text().strip() else ""
+    actual = sha256_file(path)
+    if expected != actual:
+        return f"sha256 mismatch (file {actual[:12]}..., sidecar {expected[:12]}...): corrupt or truncated"
+    return None
+
+
+def load_checkpoint(path: str | Path, *, check: bool = True) -> dict[str, Any]:
+    """Load one checkpoint (CPU tensors). CheckpointError if it is not a valid pathfm checkpoint."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    if check and (why := verify(path)):
+        raise CheckpointError(f"{path}: {why}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({str(e).splitlines()[0] if str(e) else e!r})") from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a pathfm training checkpoint")
+    return obj
+
+
+def latest_valid(run_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint that verifies and loads, skipping (and logging) corrupt ones; None if none."""
+    for step, path in reversed(list_checkpoints(run_dir)):
+        try:
+            return path, load_checkpoint(path)
+        except CheckpointError as e:
+            warnings.warn(f"skipping checkpoint at step {step}: {e}", stacklevel=2)
+    return None

@@ -1,0 +1,91 @@
+"""``pathfm train CONFIG [key=value ...]`` and ``pathfm train resume=RUN_DIR [key=value ...]``.
+
+Examples::
+
+    pathfm train configs/smoke.yaml                       # CPU smoke run on the bundled slides
+    pathfm train smoke optim.steps=60 loss.kde_weight=0.1  # preset name + dotted overrides (or knob aliases)
+    pathfm train resume=runs/smoke-20250101-120000         # continue the latest valid checkpoint
+    pathfm train resume=runs/x optim.steps=200             # ... and extend it
+    pathfm train midnight_vitg14 --stage highres model.init_from=runs/x/checkpoints/step_00500000.pt
+    torchrun --nproc-per-node 8 -m pathfm.cli train configs/vitb14_ablation.yaml --run-dir runs/b14
+
+Nothing heavy is imported at module level (``pathfm --help`` stays instant).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a DINOv2/Midnight model (run dir with metrics, checkpoints, exported teacher)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("items", nargs="*", metavar="CONFIG|key=value",
+                   help="a preset name or YAML path, then dotted overrides; resume=RUN_DIR continues a run")  # fmt: skip
+    p.add_argument("--run-dir", default=None, help="run directory (default: run.output_dir/<run.name or preset-time>)")
+    p.add_argument("--stage", choices=("all", "main", "highres"), default="all",
+                   help="which stages to run (highres: only the high-resolution post-training)")  # fmt: skip
+    p.set_defaults(func=handle)
+
+
+def _split_items(items: list[str]) -> tuple[str | None, str | None, list[str]]:
+    """-> (config, resume dir, overrides)."""
+    config, resume, overrides = None, None, []
+    for item in items:
+        if "=" not in item:
+            if config is not None:
+                from pathfm.errors import ConfigError
+
+                raise ConfigError(f"two configs given ({config}, {item}); overrides must look like key=value")
+            config = item
+        elif item.split("=", 1)[0].strip() == "resume":
+            resume = item.split("=", 1)[1].strip()
+        else:
+            overrides.append(item)
+    return config, resume, overrides
+
+
+def _default_run_dir(cfg, config_name: str) -> Path:
+    name = cfg.run.name
+    if not name:
+        stem = Path(config_name).stem
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank must agree on the folder
+            name = f"{stem}-{os.environ.get('TORCHELASTIC_RUN_ID', 'ddp')}"
+        else:
+            name = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Path(cfg.run.output_dir).expanduser() / name
+
+
+def handle(args: argparse.Namespace) -> int:
+    from pathfm.config import load_config
+    from pathfm.errors import ConfigError
+    from pathfm.ssl.trainer import train
+
+    config, resume, overrides = _split_items(args.items)
+    if resume:
+        run_dir = Path(resume)
+        saved = run_dir / "config.yaml"
+        if not saved.exists():
+            raise ConfigError(f"resume={resume}: {saved} not found (is this a pathfm run directory?)")
+        if config is not None:
+            print(f"pathfm train: resuming {run_dir} with its own config.yaml ({config} ignored)", file=sys.stderr)
+        cfg = load_config(saved, overrides)
+    else:
+        if config is None:
+            raise ConfigError("give a config (a preset name such as smoke, or a YAML path) or resume=RUN_DIR")
+        cfg = load_config(config, overrides)
+        run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(cfg, config)
+    result = train(cfg, run_dir, resume=bool(resume), stages=args.stage)
+    loss = result.metrics.get("loss")
+    state = "stopped early" if result.stopped_early else "done"
+    loss_txt = f", loss {loss:.4f}" if isinstance(loss, float) else ""
+    print(f"{state}: {result.run_dir} (step {result.final_step}{loss_txt}); teacher backbone: {result.teacher_path}")
+    return 0

@@ -1,0 +1,114 @@
+"""Process-group setup for ``torchrun`` (DDP) and the collective hooks the losses need.
+
+One process (no torch.distributed at all) is the default; under ``torchrun`` the usual env variables
+(RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) start NCCL on GPUs or gloo on CPUs.
+Sinkhorn-Knopp and softmax centering receive :func:`all_reduce_sum` (or None in one process), so their
+normalisers are global sums exactly as in DINOv2 (§A.3 of the reference notes).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+
+AllReduce = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    backend: str | None  # None in a single process
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def pick_device(requested: str, local_rank: int = 0) -> torch.device:
+    """``auto``: the local GPU when there is one, else the CPU."""
+    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        from pathfm.errors import ConfigError
+
+        raise ConfigError("run.device=cuda but no CUDA device is visible; use run.device=auto or cpu")
+    return torch.device("cuda", local_rank)
+
+
+def init_distributed(requested_device: str = "auto") -> DistEnv:
+    """Join the process group described by torchrun's env variables (or stay single-process)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
+    device = pick_device(requested_device, local_rank)
+    if world <= 1:
+        return DistEnv(0, 1, 0, device, None)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend, rank=rank, world_size=world)
+    return DistEnv(rank, world, local_rank, device, backend)
+
+
+def shutdown_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(t: torch.Tensor, op: "dist.ReduceOp | None" = None) -> torch.Tensor:
+    """In-place reduction (sum unless ``op`` says otherwise) over all ranks, returning ``t``; a no-op in
+    one process. This is the ``all_reduce`` hook the centering functions call as ``f(t, op=...)``."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM if op is None else op)
+    return t
+
+
+def all_reduce_hook(env: DistEnv) -> AllReduce | None:
+    """The hook handed to Sinkhorn-Knopp / centering: None in one process."""
+    return all_reduce_sum if env.distributed else None
+
+
+def all_reduce_mean_dict(values: dict[str, float], env: DistEnv, device: torch.device) -> dict[str, float]:
+    """Average a dict of scalars over ranks (for logging)."""
+    if not env.distributed or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
+    all_reduce_sum(t)
+    return {k: float(v) / env.world_size for k, v in zip(keys, t.tolist())}
+
+
+def all_reduce_sum_dict(values: dict[str, float], env: DistEnv, device: torch.device) -> dict[str, float]:
+    """Sum a dict of counters over ranks."""
+    if not env.distributed or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
+    all_reduce_sum(t)
+    return dict(zip(keys, t.tolist()))
+
+
+def broadcast_object(obj: object, env: DistEnv) -> object:
+    """Rank 0's ``obj`` on every rank."""
+    if not env.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier(env: DistEnv) -> None:
+    if env.distributed:
+        dist.barrier()

@@ -1,0 +1,400 @@
+"""The ViT backbone of the DINOv2 / Midnight recipe.
+
+A plain pre-norm Vision Transformer written for self-supervised multi-crop training:
+
+* patch 14 or 16, sizes pico (CPU smoke) to giant (ViT-g/14: width 1536, 40 blocks, 24 heads);
+* optional register tokens (Darcet et al. 2024), LayerScale, stochastic depth (student only),
+  MLP or SwiGLU feed-forward;
+* a learned ``mask_token`` that replaces masked patch embeddings BEFORE the positional embeddings are
+  added (iBOT; DINOv2 ``prepare_tokens_with_masks``);
+* learned positional embeddings for a 224 px grid, bicubically interpolated to any crop size (so the
+  high-resolution stage at 392 px reuses the same parameters);
+* attention through ``torch.nn.functional.scaled_dot_product_attention`` or, on a GPU with xformers
+  installed (and ``XFORMERS_DISABLED`` unset), xformers' memory-efficient attention, where all crops of a
+  multi-crop batch run in ONE pass with a block-diagonal mask.
+
+Parameter names follow DINOv2 (``blocks.3.attn.qkv.weight``, ``blocks.3.ls1.gamma``, ``mlp.w12`` ...),
+which the name-driven parameter groups (layer-wise lr decay, no weight decay on norms/biases/gamma) rely
+on, and which lets DINOv2 hub weights be loaded with :func:`load_dinov2_state_dict`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pathfm.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    embed_dim: int
+    depth: int
+    num_heads: int
+
+
+ARCH_SPECS: dict[str, ArchSpec] = {
+    "vit_pico": ArchSpec(96, 4, 3),
+    "vit_tiny": ArchSpec(192, 12, 3),
+    "vit_small": ArchSpec(384, 12, 6),
+    "vit_base": ArchSpec(768, 12, 12),
+    "vit_large": ArchSpec(1024, 24, 16),
+    "vit_giant": ArchSpec(1536, 40, 24),  # DINOv2 "vit_giant2"
+}
+
+BASE_IMG_SIZE = 224  # the grid the learned positional embeddings are stored for
+
+
+# ------------------------------------------------------------------------------------- attention
+def xformers_available() -> bool:
+    """True if xformers imports and the user did not set ``XFORMERS_DISABLED``."""
+    if os.environ.get("XFORMERS_DISABLED"):
+        return False
+    try:
+        import xformers.ops  # noqa: F401
+    except Exception:  # ImportError, or a broken build without kernels
+        return False
+    return True
+
+
+def select_attention_backend(requested: str, device: torch.device | str) -> str:
+    """``"xformers"`` or ``"sdpa"`` for a model on ``device``.
+
+    ``auto`` takes xformers on CUDA when available; ``xformers`` on a machine without it is a ConfigError.
+    """
+    device = torch.device(device)
+    if requested == "sdpa":
+        return "sdpa"
+    has_xf = device.type == "cuda" and xformers_available()
+    if requested == "xformers" and not has_xf:
+        raise ConfigError(
+            "model.attention=xformers but xformers is not usable here (needs a CUDA device, `pip install "
+            "xformers`, and XFORMERS_DISABLED unset); use model.attention=auto or sdpa"
+        )
+    return "xformers" if has_xf else "sdpa"
+
+
+def _attend_groups(q: Tensor, k: Tensor, v: Tensor, groups: Sequence[tuple[int, int]], backend: str) -> Tensor:
+    """Self-attention inside each group of rows of a flat token tensor.
+
+    q, k, v: (T, H, hd) with T = sum(B_i * N_i); group i is B_i sequences of N_i tokens. Returns (T, H, hd).
+    """
+    if backend == "xformers":
+        from xformers.ops import fmha, memory_efficient_attention
+
+        seqlens = [n for b, n in groups for _ in range(b)]
+        bias = fmha.BlockDiagonalMask.from_seqlens(seqlens)
+        return memory_efficient_attention(q[None], k[None], v[None], attn_bias=bias)[0]
+    outs = []
+    start = 0
+    for b, n in groups:
+        sl = slice(start, start + b * n)
+        start += b * n
+        # (B, N, H, hd) -> (B, H, N, hd)
+        qi, ki, vi = (t[sl].view(b, n, t.shape[1], t.shape[2]).transpose(1, 2) for t in (q, k, v))
+        oi = F.scaled_dot_product_attention(qi, ki, vi)
+        outs.append(oi.transpose(1, 2).reshape(b * n, q.shape[1], q.shape[2]))
+    return torch.cat(outs) if len(outs) > 1 else outs[0]
+
+
+# ---------------------------------------------------------------------------------------- layers
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches -> tokens (a strided convolution)."""
+
+    def __init__(self, patch_size: int, embed_dim: int, in_chans: int = 3) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        p = self.patch_size
+        if h % p or w % p:
+            raise ValueError(f"input size {h}x{w} is not a multiple of the patch size {p}")
+        return self.proj(x).flatten(2).transpose(1, 2)  # (B, N, D)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"embed dim {dim} is not divisible by {num_heads} heads")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, groups: Sequence[tuple[int, int]], backend: str) -> Tensor:
+        """x: flat tokens (T, D) of the given groups."""
+        t, d = x.shape
+        q, k, v = self.qkv(x).view(t, 3, self.num_heads, d // self.num_heads).unbind(1)
+        out = _attend_groups(q, k, v, groups, backend)
+        return self.proj(out.reshape(t, d))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class SwiGLU(nn.Module):
+    """SwiGLU FFN (Shazeer 2020) with DINOv2's hidden size round_up_8(floor(4D * 2/3))."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        hidden = (int(hidden * 2 / 3) + 7) // 8 * 8
+        self.w12 = nn.Linear(dim, 2 * hidden)
+        self.w3 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a, b = self.w12(x).chunk(2, dim=-1)
+        return self.w3(F.silu(a) * b)
+
+
+class LayerScale(nn.Module):
+    def __init__(self, dim: int, init: float) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), float(init)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.gamma
+
+
+def drop_path(x: Tensor, rate: float, training: bool) -> Tensor:
+    """Stochastic depth per sample (Huang et al. 2016): drop a residual branch for a whole sample and
+    rescale the kept ones by 1/(1 - rate). x: (B, N, D)."""
+    if rate <= 0.0 or not training:
+        return x
+    keep = 1.0 - rate
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+    return x * mask / keep
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block acting on a list of crop groups at once.
+
+    Token-wise work (norms, qkv, projections, FFN) runs on all crops' tokens concatenated; only attention
+    is done per group (SDPA) or in one block-diagonal call (xformers).
+    """
+
+    def __init__(self, dim: int, num_heads: int, ffn: str, layerscale: float | None, drop_path_rate: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads)
+        self.ls1 = LayerScale(dim, layerscale) if layerscale else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = SwiGLU(dim, 4 * dim) if ffn == "swiglu" else Mlp(dim, 4 * dim)
+        self.ls2 = LayerScale(dim, layerscale) if layerscale else nn.Identity()
+        self.drop_path_rate = drop_path_rate
+
+    def _add_branch(self, xs: list[Tensor], branch_flat: Tensor) -> list[Tensor]:
+        out, start = [], 0
+        for x in xs:
+            b, n, d = x.shape
+            br = branch_flat[start : start + b * n].view(b, n, d)
+            start += b * n
+            out.append(x + drop_path(br, self.drop_path_rate, self.training))
+        return out
+
+    def forward(self, xs: list[Tensor], backend: str) -> list[Tensor]:
+        groups = [(x.shape[0], x.shape[1]) for x in xs]
+        flat = torch.cat([x.reshape(-1, x.shape[-1]) for x in xs]) if len(xs) > 1 else xs[0].reshape(-1, xs[0].shape[-1])
+        xs = self._add_branch(xs, self.ls1(self.attn(self.norm1(flat), groups, backend)))
+        flat = torch.cat([x.reshape(-1, x.shape[-1]) for x in xs]) if len(xs) > 1 else xs[0].reshape(-1, xs[0].shape[-1])
+        return self._add_branch(xs, self.ls2(self.mlp(self.norm2(flat))))
+
+
+# -------------------------------------------------------------------------------------- backbone
+def interpolate_pos_embed(pos_embed: Tensor, grid_hw: tuple[int, int]) -> Tensor:
+    """Bicubically resize patch positional embeddings (1, h0*w0, D) from their square grid to ``grid_hw``."""
+    n0 = pos_embed.shape[1]
+    side = int(math.isqrt(n0))
+    if side * side != n0:
+        raise ValueError(f"positional embeddings of {n0} patches are not a square grid")
+    if (side, side) == tuple(grid_hw):
+        return pos_embed
+    d = pos_embed.shape[-1]
+    grid = pos_embed.reshape(1, side, side, d).permute(0, 3, 1, 2)
+    dtype = grid.dtype
+    grid = F.interpolate(grid.float(), size=tuple(grid_hw), mode="bicubic", align_corners=False)
+    return grid.to(dtype).permute(0, 2, 3, 1).reshape(1, grid_hw[0] * grid_hw[1], d)
+
+
+class VisionTransformer(nn.Module):
+    """DINOv2-style ViT. See the module docstring; build it with :func:`build_backbone`."""
+
+    def __init__(
+        self,
+        *,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        patch_size: int = 14,
+        n_registers: int = 0,
+        layerscale: float | None = 1e-5,
+        drop_path_rate: float = 0.0,
+        ffn: str = "mlp",
+        attention: str = "auto",
+        base_img_size: int = BASE_IMG_SIZE,
+    ) -> None:
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.patch_size = patch_size
+        self.n_registers = n_registers
+        self.depth = depth
+        self.attention = attention
+        grid = base_img_size // patch_size
+        self.patch_embed = PatchEmbed(patch_size, embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + grid * grid, embed_dim))
+        self.register_tokens = nn.Parameter(torch.zeros(1, n_registers, embed_dim)) if n_registers else None
+        self.mask_token = nn.Parameter(torch.zeros(1, embed_dim))
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, ffn, layerscale, drop_path_rate) for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.cfg: dict[str, Any] | None = None  # the ModelConfig dump, set by build_backbone
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.normal_(self.cls_token, std=1e-6)
+        if self.register_tokens is not None:
+            nn.init.normal_(self.register_tokens, std=1e-6)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        w = self.patch_embed.proj.weight
+        nn.init.trunc_normal_(w.view(w.shape[0], -1), std=0.02)
+        nn.init.zeros_(self.patch_embed.proj.bias)
+
+    # ---------------------------------------------------------------------------------- helpers
+    @property
+    def n_prefix_tokens(self) -> int:
+        return 1 + self.n_registers
+
+    def attention_backend(self, device: torch.device | str | None = None) -> str:
+        """The attention implementation used for inputs on ``device`` (default: where the weights are)."""
+        return select_attention_backend(self.attention, device or self.cls_token.device)
+
+    def prepare_tokens(self, x: Tensor, masks: Tensor | None = None) -> Tensor:
+        """Image (B,3,H,W) -> tokens (B, 1+R+N, D): patch embed, mask token, [CLS], pos-embed, registers."""
+        b, _, h, w = x.shape
+        tokens = self.patch_embed(x)
+        if masks is not None:
+            if masks.shape != tokens.shape[:2]:
+                raise ValueError(f"masks of shape {tuple(masks.shape)} do not match {tuple(tokens.shape[:2])} patches")
+            tokens = torch.where(masks.unsqueeze(-1), self.mask_token.to(tokens.dtype), tokens)
+        grid = (h // self.patch_size, w // self.patch_size)
+        pos = interpolate_pos_embed(self.pos_embed[:, 1:], grid)
+        tokens = tokens + pos.to(tokens.dtype)
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(b, -1, -1).to(tokens.dtype)
+        parts = [cls]
+        if self.register_tokens is not None:
+            parts.append(self.register_tokens.expand(b, -1, -1).to(tokens.dtype))
+        parts.append(tokens)
+        return torch.cat(parts, dim=1)
+
+    # ---------------------------------------------------------------------------------- forward
+    def forward_features_list(
+        self, images: Sequence[Tensor], masks: Sequence[Tensor | None] | None = None
+    ) -> list[dict[str, Tensor]]:
+        """Several crop groups (e.g. global crops with masks, local crops) in one pass.
+
+        Each group is a batch of same-size images; groups may differ in size. Returns, per group,
+        ``{"cls": (B,D), "patch": (B,N,D), "registers": (B,R,D)}`` after the final LayerNorm.
+        """
+        images = [im for im in images]
+        masks = list(masks) if masks is not None else [None] * len(images)
+        if len(masks) != len(images):
+            raise ValueError("give one mask (or None) per image group")
+        keep = [i for i, im in enumerate(images) if im.shape[0] > 0]
+        xs = [self.prepare_tokens(images[i], masks[i]) for i in keep]
+        backend = self.attention_backend(images[keep[0]].device) if keep else "sdpa"
+        for blk in self.blocks:
+            xs = blk(xs, backend)
+        out: list[dict[str, Tensor]] = []
+        by_index = dict(zip(keep, xs))
+        r = self.n_registers
+        for i, im in enumerate(images):
+            if i not in by_index:
+                d = self.embed_dim
+                empty = im.new_zeros((0, d))
+                out.append({"cls": empty, "patch": im.new_zeros((0, 0, d)), "registers": im.new_zeros((0, r, d))})
+                continue
+            x = self.norm(by_index[i])
+            out.append({"cls": x[:, 0], "registers": x[:, 1 : 1 + r], "patch": x[:, 1 + r :]})
+        return out
+
+    def forward_features(self, x: Tensor, masks: Tensor | None = None) -> dict[str, Tensor]:
+        """x: (B,3,H,W) normalised; masks: optional bool (B, N). -> {"cls": (B,D), "patch": (B,N,D), ...}."""
+        return self.forward_features_list([x], [masks])[0]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The CLS embedding (B, D)."""
+        return self.forward_features(x)["cls"]
+
+
+def build_backbone(model_cfg: Any, *, drop_path: float | None = None) -> VisionTransformer:
+    """A randomly initialised backbone for ``cfg.model`` (a ModelConfig or its dict dump).
+
+    ``drop_path`` overrides the config's rate (the EMA teacher is built with 0).
+    """
+    d = model_cfg.model_dump() if hasattr(model_cfg, "model_dump") else dict(model_cfg)
+    arch = d.get("arch", "vit_small")
+    if arch not in ARCH_SPECS:
+        raise ConfigError(f"model.arch={arch!r} is unknown; choose one of {', '.join(ARCH_SPECS)}")
+    spec = ARCH_SPECS[arch]
+    model = VisionTransformer(
+        embed_dim=spec.embed_dim,
+        depth=spec.depth,
+        num_heads=spec.num_heads,
+        patch_size=int(d.get("patch_size", 14)),
+        n_registers=int(d.get("n_registers", 0)),
+        layerscale=d.get("layerscale", 1e-5),
+        drop_path_rate=float(d.get("drop_path", 0.0) if drop_path is None else drop_path),
+        ffn=d.get("ffn", "mlp"),
+        attention=d.get("attention", "auto"),
+    )
+    model.cfg = d
+    return model
+
+
+def adapt_state_dict(state: dict[str, Tensor], model: VisionTransformer) -> dict[str, Tensor]:
+    """Make a backbone state dict loadable into ``model``.
+
+    Positional embeddings stored for another grid (e.g. DINOv2 hub weights, 37x37 for 518 px) are kept
+    at their resolution: ``model.pos_embed`` is re-created with that shape (it is interpolated to the
+    crop size at every forward anyway), so no information is lost. ``mask_token`` is shaped (1, D).
+    Call this BEFORE building an optimizer over the model's parameters.
+    """
+    state = dict(state)
+    pe = state.get("pos_embed")
+    if pe is not None and pe.shape != model.pos_embed.shape:
+        if pe.ndim != 3 or pe.shape[-1] != model.embed_dim or math.isqrt(pe.shape[1] - 1) ** 2 != pe.shape[1] - 1:
+            raise ValueError(f"pos_embed of shape {tuple(pe.shape)} does not fit a ViT of width {model.embed_dim}")
+        model.pos_embed = nn.Parameter(torch.zeros(pe.shape, dtype=model.pos_embed.dtype, device=model.pos_embed.device))
+    mt = state.get("mask_token")
+    if mt is not None and mt.numel() == model.mask_token.numel():
+        state["mask_token"] = mt.reshape(model.mask_token.shape)
+    return state
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

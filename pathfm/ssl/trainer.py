@@ -1,0 +1,586 @@
+"""``train(cfg, run_dir)``: the DINOv2 / Midnight training loop, its run directory and its stages.
+
+Run directory (the contract in docs/architecture.md)::
+
+    run_dir/config.yaml                 resolved config
+    run_dir/metrics.jsonl               one record per logged step (keys: METRIC_KEYS [+ probe/<task>/<metric>])
+    run_dir/checkpoints/step_XXXXXXXX.pt (+ .sha256), last cfg.run.keep_checkpoints kept
+    run_dir/teacher_backbone.pt         exported EMA teacher backbone, refreshed at every checkpoint
+    run_dir/DONE                        written when the run finished (or was stopped by a callback)
+
+Stages: ``main`` and, if ``cfg.highres.enabled``, ``highres`` (= ``cfg.highres_stage()``: larger tiles and
+crops, the same positional embeddings interpolated, its own lr schedule and a fresh optimizer). Steps
+are counted globally across stages. Works in one process (CPU or GPU) and under ``torchrun`` (DDP).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import random
+import resource
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from pathfm.config import Config, lr_scaled, resolve_path
+from pathfm.errors import ConfigError, PathfmError
+from pathfm.io import append_jsonl, atomic_write_text, read_jsonl
+from pathfm.ssl import checkpoint as ckpt
+from pathfm.ssl.distributed import (
+    DistEnv,
+    all_reduce_hook,
+    all_reduce_mean_dict,
+    all_reduce_sum_dict,
+    barrier,
+    broadcast_object,
+    init_distributed,
+)
+from pathfm.ssl.export import config_sha, export_backbone
+from pathfm.ssl.models import adapt_state_dict, count_parameters
+from pathfm.ssl.step import (
+    LOSS_PARTS,
+    SSLNet,
+    build_student_teacher,
+    check_finite,
+    clip_and_step,
+    ema_update,
+    make_ibot_masks,
+    ssl_losses,
+    teacher_targets,
+)
+
+METRIC_KEYS = (
+    "step", "stage", "loss", "loss/dino_local", "loss/dino_global", "loss/ibot", "loss/koleo", "loss/kde",
+    "lr", "wd", "momentum", "teacher_temp", "images_per_s", "tiles_accepted", "tiles_rejected",
+    "acceptance_rate", "peak_mem_mb", "time_s", "tiles_seen",
+)  # fmt: skip
+
+
+class StopTraining(Exception):
+    """Raised by a callback's ``on_log`` to end the run early (e.g. an ASHA scheduler's decision)."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    final_step: int
+    metrics: dict[str, Any]
+    teacher_path: Path | None
+    stopped_early: bool = False
+
+
+@dataclass
+class Stage:
+    name: str
+    cfg: Config
+
+
+@dataclass
+class Progress:
+    """Everything that counts along the run (saved in checkpoints)."""
+
+    stage_index: int = 0
+    stage_step: int = 0  # optimizer steps done in the current stage
+    global_step: int = 0  # optimizer steps done in all stages
+    tiles_seen: int = 0
+    tiles_accepted: int = 0
+    tiles_rejected: int = 0
+    time_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def plan_stages(cfg: Config, which: str = "all") -> list[Stage]:
+    """``all``: main (+ highres if enabled); ``main``; ``highres`` (only the post-training stage)."""
+    stages = [Stage("main", cfg)]
+    if which == "highres" and not cfg.highres.enabled:
+        raise ConfigError("stage=highres needs highres.enabled=true (and model.init_from=<a checkpoint>)")
+    if cfg.highres.enabled:
+        stages.append(Stage("highres", cfg.highres_stage()))
+    if which == "main":
+        return stages[:1]
+    if which == "highres":
+        return stages[1:]
+    return stages
+
+
+# ----------------------------------------------------------------------------------- small helpers
+def _peak_mem_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if device.type != "cuda" or precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def _effective_precision(cfg: Config, device: torch.device) -> str:
+    return cfg.run.precision if device.type == "cuda" else "fp32"
+
+
+def _seed_everything(seed: int, rank: int) -> None:
+    """One seed for init (same on every rank); ``seed + rank`` afterwards for per-rank randomness."""
+    random.seed(seed + rank)
+    np.random.seed((seed + rank) % 2**32)
+    torch.manual_seed(seed + rank)
+
+
+def _load_init_weights(student: SSLNet, teacher: SSLNet, source: str) -> str:
+    """``model.init_from``: a pathfm checkpoint (student, teacher, heads), an exported backbone, or a
+    plain backbone state dict (e.g. DINOv2 hub weights). Returns a one-line description."""
+    path = resolve_path(source)
+    if not path.exists():
+        raise ConfigError(f"model.init_from={source}: no such file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise ConfigError(f"model.init_from={path}: not a loadable torch file ({type(e).__name__})") from None
+    fmt = obj.get("format") if isinstance(obj, dict) else None
+    if fmt == ckpt.FORMAT:
+        for net, key in ((student, "student"), (teacher, "teacher")):
+            _load_net(net, obj[key], path)
+        return f"student, teacher and heads from checkpoint {path} (step {obj.get('step')})"
+    state = obj.get("state_dict") if fmt == "pathfm-backbone" else obj
+    if isinstance(state, dict) and "teacher" in state and isinstance(state["teacher"], dict):
+        state = state["teacher"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"model.init_from={path}: neither a pathfm file nor a backbone state dict")
+    state = {k.removeprefix("backbone."): v for k, v in state.items()}
+    for net in (student, teacher):
+        state_n = adapt_state_dict(state, net.backbone)
+        missing, unexpected = net.backbone.load_state_dict(state_n, strict=False)
+    if len(missing) == len(list(student.backbone.state_dict())):
+        raise ConfigError(f"model.init_from={path}: no parameter name matches the {student.backbone.cfg['arch']} backbone")
+    extra = f" (missing {len(missing)}, unused {len(unexpected)} keys)" if missing or unexpected else ""
+    return f"backbone from {path}{extra}"
+
+
+def _load_net(net: SSLNet, states: dict[str, dict], path: Path) -> None:
+    try:
+        net.backbone.load_state_dict(adapt_state_dict(states["backbone"], net.backbone))
+        net.dino_head.load_state_dict(states["dino_head"])
+        if net.ibot_head is not None:
+            if "ibot_head" not in states:
+                raise ConfigError(f"{path}: has no separate iBOT head but loss.separate_ibot_head=true")
+            net.ibot_head.load_state_dict(states["ibot_head"])
+    except RuntimeError as e:
+        raise ConfigError(f"{path}: weights do not fit this config's model/heads: {str(e).splitlines()[0]}") from None
+
+
+def _net_state(net: SSLNet) -> dict[str, dict]:
+    out = {"backbone": net.backbone.state_dict(), "dino_head": net.dino_head.state_dict()}
+    if net.ibot_head is not None:
+        out["ibot_head"] = net.ibot_head.state_dict()
+    return out
+
+
+def _build_centers(cfg: Config, device: torch.device) -> dict[str, Any] | None:
+    if cfg.loss.centering != "softmax":
+        return None
+    from pathfm.ssl.centering import Center
+
+    dims = {"dino": cfg.dino_head.n_prototypes}
+    dims["ibot"] = cfg.ibot_head.n_prototypes if cfg.loss.separate_ibot_head else cfg.dino_head.n_prototypes
+    return {k: Center(d, momentum=cfg.loss.center_momentum).to(device) for k, d in dims.items()}
+
+
+# ------------------------------------------------------------------------------------------ the run
+class _Run:
+    """One training run: networks, optimizer, loader, counters, and the loop over stages."""
+
+    def __init__(self, cfg: Config, run_dir: Path, env: DistEnv, callbacks: Sequence[Any], stages: list[Stage]):
+        self.cfg, self.run_dir, self.env, self.callbacks, self.stages = cfg, run_dir, env, list(callbacks), stages
+        self.device = env.device
+        self.precision = _effective_precision(cfg, self.device)
+        self.progress = Progress()
+        self.all_reduce = all_reduce_hook(env)
+        self.sha = config_sha(cfg)
+        self.last_record: dict[str, Any] = {}
+        self.stopped_early = False
+        self._tqdm = None
+
+        torch.manual_seed(cfg.seed)  # identical init on every rank
+        student, teacher = build_student_teacher(cfg)
+        self.init_note = _load_init_weights(student, teacher, cfg.model.init_from) if cfg.model.init_from else None
+        self.student = student.to(self.device)
+        self.teacher = teacher.to(self.device)
+        self.centers = _build_centers(cfg, self.device)
+        self.student_fwd: nn.Module = self.student
+        if env.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.student_fwd = nn.parallel.DistributedDataParallel(self.student, device_ids=ids)
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scaler: torch.amp.GradScaler | None = None
+
+    # ------------------------------------------------------------------------------ stage setup
+    def _setup_stage(self, stage: Stage) -> None:
+        from pathfm.ssl.param_groups import param_groups
+
+        scfg = stage.cfg
+        groups = param_groups(list(self.student.named_parameters()), self.student.backbone.depth, scfg.optim)
+        fused = {"foreach": True} if self.device.type == "cuda" else {}
+        self.optimizer = torch.optim.AdamW(groups, lr=0.0, betas=tuple(scfg.optim.betas), **fused)
+        fp16 = self.precision == "fp16"
+        self.scaler = torch.amp.GradScaler("cuda") if fp16 else None
+        self.base_lr = lr_scaled(scfg, self.env.world_size)
+
+    def _loader(self, stage: Stage) -> Iterator[dict]:
+        from pathfm.data import build_train_loader
+
+        scfg = stage.cfg
+        per_step = scfg.data.batch_size * self.env.world_size * scfg.optim.grad_accum
+        loader = build_train_loader(
+            scfg, rank=self.env.rank, world_size=self.env.world_size, start_sample=self.progress.stage_step * per_step
+        )
+        # torch's DataLoader draws a base seed from the global torch RNG when its iterator starts; keep that
+        # draw out of the training RNG stream (drop path), so a resumed run continues it bit-identically.
+        it = iter(loader)
+        with torch.random.fork_rng(devices=[]):
+            first = next(it)
+        return itertools.chain([first], it)
+
+    # ------------------------------------------------------------------------------ checkpoints
+    def _gather_rng(self) -> list[dict]:
+        state = ckpt.rng_state()
+        if not self.env.distributed:
+            return [state]
+        out: list[Any] = [None] * self.env.world_size
+        torch.distributed.all_gather_object(out, state)
+        return out
+
+    def save(self) -> Path | None:
+        rngs = self._gather_rng()
+        path = None
+        if self.env.is_main:
+            payload = {
+                "config": self.cfg.model_dump(mode="json"),
+                "model": self.cfg.model.model_dump(mode="json"),
+                "config_sha": self.sha,
+                "stage": self.stages[self.progress.stage_index].name,
+                "progress": self.progress.as_dict(),
+                "student": _net_state(self.student),
+                "teacher": _net_state(self.teacher),
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+                "centers": {k: c.state_dict() for k, c in (self.centers or {}).items()},
+                "rng": rngs,
+                "world_size": self.env.world_size,
+            }
+            step = self.progress.global_step
+            path = ckpt.save_checkpoint(self.run_dir, step, payload, self.cfg.run.keep_checkpoints)
+            export_backbone(self.teacher.backbone, self.run_dir / "teacher_backbone.pt", step=step, config_sha=self.sha)
+            for cb in self.callbacks:
+                if hasattr(cb, "on_checkpoint"):
+                    cb.on_checkpoint(step, path)
+        barrier(self.env)
+        return path
+
+    def restore(self, state: dict[str, Any], source: Path) -> None:
+        saved_model = state.get("model")
+        if saved_model != self.cfg.model.model_dump(mode="json"):
+            raise ConfigError(
+                f"{source}: the checkpoint's model {saved_model} differs from the config's "
+                f"{self.cfg.model.model_dump(mode='json')}; resume with the run's own config.yaml"
+            )
+        names = [s.name for s in self.stages]
+        if state["stage"] not in names:
+            raise ConfigError(f"{source}: checkpoint is in stage '{state['stage']}', not one of this run's {names}")
+        _load_net(self.student, state["student"], source)
+        _load_net(self.teacher, state["teacher"], source)
+        self.progress = Progress(**state["progress"])
+        self.progress.stage_index = names.index(state["stage"])
+        self._setup_stage(self.stages[self.progress.stage_index])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        for k, c in (self.centers or {}).items():
+            c.load_state_dict(state["centers"][k])
+        self._saved_rng = (state["rng"], source)
+
+    def restore_rng(self) -> None:
+        """Set the RNG states saved with the checkpoint (after the data iterator exists: creating a torch
+        DataLoader iterator draws from torch's global RNG)."""
+        rngs, source = self._saved_rng
+        if len(rngs) == self.env.world_size:
+            ckpt.set_rng_state(rngs[self.env.rank])
+        else:
+            warnings.warn(f"{source}: saved with {len(rngs)} processes, resuming with {self.env.world_size}: "
+                          "random streams (drop path) are re-seeded, data order is unchanged")  # fmt: skip
+            _seed_everything(self.cfg.seed + self.progress.global_step, self.env.rank)
+
+    # ------------------------------------------------------------------------------ one step
+    def _micro_step(self, batch: dict, stage: Stage, micro: int, sched: dict, sync: bool) -> dict[str, float]:
+        scfg, env = stage.cfg, self.env
+        b = int(batch["n_images"])
+        n_g = scfg.data.crops.n_global
+        global_crops = batch["global_crops"].to(self.device, non_blocking=True)
+        local_crops = batch["local_crops"].to(self.device, non_blocking=True)
+        grid = global_crops.shape[-1] // scfg.model.patch_size
+        masks, mask_w = make_ibot_masks(
+            scfg.loss,
+            seed_key=[scfg.seed, self.progress.stage_index, self.progress.stage_step, micro],
+            n_global=n_g,
+            images_global=b * env.world_size,
+            rank_images=slice(env.rank * b, (env.rank + 1) * b),
+            grid=grid,
+        )
+        masks = masks.to(self.device)
+        with _autocast(self.device, self.precision):
+            targets = teacher_targets(
+                self.teacher, global_crops, masks, sched["teacher_temp"], scfg.loss, self.centers, self.all_reduce
+            )
+            no_sync = self.student_fwd.no_sync() if (env.distributed and not sync) else contextlib.nullcontext()
+            with no_sync:
+                out = self.student_fwd(global_crops, local_crops, masks)
+                parts = ssl_losses(out, targets, masks, mask_w, scfg.loss, n_g)
+                values = {k: float(v.detach()) for k, v in parts.items()}
+                check_finite(values, self.progress.global_step + 1)
+                loss = sum(parts.values()) / scfg.optim.grad_accum
+                (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        return values
+
+    def _optimizer_step(self, stage: Stage, it: Iterator[dict]) -> dict[str, Any]:
+        from pathfm.ssl.schedules import schedule_values
+        from pathfm.ssl.param_groups import apply_schedule
+
+        scfg = stage.cfg
+        sched = schedule_values(scfg, self.progress.stage_step, self.base_lr)
+        apply_schedule(self.optimizer, sched)
+        accum = scfg.optim.grad_accum
+        sums = dict.fromkeys(LOSS_PARTS, 0.0)
+        tiles = {"images": 0.0, "accepted": 0.0, "rejected": 0.0}
+        for micro in range(accum):
+            batch = next(it)
+            values = self._micro_step(batch, stage, micro, sched, sync=micro == accum - 1)
+            for k, v in values.items():
+                sums[k] += v / accum
+            stats = batch.get("tile_stats") or {}
+            tiles["images"] += int(batch["n_images"])
+            tiles["accepted"] += stats.get("accepted", 0)
+            tiles["rejected"] += stats.get("rejected", 0)
+        clip_and_step(self.student, self.optimizer, self.scaler, scfg.optim.clip_grad, self.progress.global_step + 1)
+        ema_update(self.teacher, self.student, sched["momentum"])
+        tiles = all_reduce_sum_dict(tiles, self.env, self.device)
+        p = self.progress
+        p.stage_step += 1
+        p.global_step += 1
+        p.tiles_seen += int(tiles["images"])
+        p.tiles_accepted += int(tiles["accepted"])
+        p.tiles_rejected += int(tiles["rejected"])
+        return {"losses": all_reduce_mean_dict(sums, self.env, self.device), "sched": sched}
+
+    # ------------------------------------------------------------------------------ logging
+    def _record(self, stage: Stage, step_out: dict, images_per_s: float) -> dict[str, Any]:
+        p, losses, sched = self.progress, step_out["losses"], step_out["sched"]
+        seen = p.tiles_accepted + p.tiles_rejected
+        rec: dict[str, Any] = {
+            "step": p.global_step,
+            "stage": stage.name,
+            "loss": sum(losses.values()),
+            **{f"loss/{k}": losses[k] for k in LOSS_PARTS},
+            "lr": float(sched["lr"]),
+            "wd": float(sched["wd"]),
+            "momentum": float(sched["momentum"]),
+            "teacher_temp": float(sched["teacher_temp"]),
+            "images_per_s": images_per_s,
+            "tiles_accepted": p.tiles_accepted,
+            "tiles_rejected": p.tiles_rejected,
+            "acceptance_rate": p.tiles_accepted / seen if seen else float("nan"),
+            "peak_mem_mb": _peak_mem_mb(self.device),
+            "time_s": p.time_s,
+            "tiles_seen": p.tiles_seen,
+        }
+        return rec
+
+    def _maybe_probe(self, rec: dict[str, Any], stage: Stage) -> None:
+        every = stage.cfg.eval.every
+        if every <= 0 or self.progress.global_step % every:
+            return
+        try:
+            from pathfm.eval import fast_probe
+        except ImportError:
+            warnings.warn("eval.every > 0 but pathfm.eval.fast_probe is not available; skipping the probe")
+            return
+        backbone = self.teacher.backbone
+        was_training = backbone.training
+        backbone.eval()
+        try:
+            rec.update(fast_probe(backbone, tasks=stage.cfg.eval.tasks, probe=stage.cfg.eval.probe))
+        finally:
+            backbone.train(was_training)
+
+    def _log(self, rec: dict[str, Any]) -> None:
+        """Append the record, notify callbacks (rank 0), and agree on StopTraining across ranks."""
+        stop = False
+        if self.env.is_main:
+            append_jsonl(self.run_dir / "metrics.jsonl", rec)
+            self.last_record = rec
+            try:
+                for cb in self.callbacks:
+                    if hasattr(cb, "on_log"):
+                        cb.on_log(rec)
+            except StopTraining:
+                stop = True
+        if self.env.distributed:
+            stop = bool(broadcast_object(stop, self.env))
+        if stop:
+            raise StopTraining
+
+    # ------------------------------------------------------------------------------ the loop
+    def run_stage(self, stage: Stage, bar, it: Iterator[dict] | None = None) -> None:
+        scfg = stage.cfg
+        it = it if it is not None else self._loader(stage)
+        t_last, images_last = time.perf_counter(), self.progress.tiles_seen
+        while self.progress.stage_step < scfg.optim.steps:
+            t0 = time.perf_counter()
+            step_out = self._optimizer_step(stage, it)
+            now = time.perf_counter()
+            self.progress.time_s += now - t0
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(stage=stage.name, loss=f"{sum(step_out['losses'].values()):.3f}", lr=f"{step_out['sched']['lr']:.2e}")
+            last = self.progress.stage_step == scfg.optim.steps
+            if self.progress.global_step % self.cfg.run.log_every == 0 or last:
+                ips = (self.progress.tiles_seen - images_last) / max(now - t_last, 1e-9)
+                t_last, images_last = now, self.progress.tiles_seen
+                rec = self._record(stage, step_out, ips)
+                if self.env.is_main:
+                    self._maybe_probe(rec, stage)
+                try:
+                    self._log(rec)
+                except StopTraining:
+                    self.stopped_early = True
+                    self.save()
+                    raise
+            if self.progress.global_step % self.cfg.run.checkpoint_every == 0 or last:
+                self.save()
+
+    def banner(self) -> str:
+        b = self.student.backbone
+        lines = [
+            f"pathfm train: {self.run_dir}",
+            f"  model {self.cfg.model.arch}/{self.cfg.model.patch_size} ({count_parameters(self.student) / 1e6:.1f}M params "
+            f"incl. heads), attention={b.attention_backend(self.device)}, device={self.device}, precision={self.precision}, "
+            f"world_size={self.env.world_size}",
+            "  stages: " + ", ".join(f"{s.name} ({s.cfg.optim.steps} steps, crops {s.cfg.data.crops.global_size}/"
+                                     f"{s.cfg.data.crops.local_size})" for s in self.stages),  # fmt: skip
+        ]
+        if self.init_note:
+            lines.append(f"  init: {self.init_note}")
+        return "\n".join(lines)
+
+
+def _prepare_run_dir(cfg: Config, run_dir: Path, resume: bool | str | Path, env: DistEnv) -> tuple[Path, dict] | None:
+    """Validate the run dir against ``resume`` and return the checkpoint to resume from (or None)."""
+    if resume is False or resume is None:
+        if ckpt.list_checkpoints(run_dir):
+            raise PathfmError(
+                f"{run_dir} already holds checkpoints; continue it with resume=True (CLI: resume={run_dir}) "
+                "or choose a new run directory"
+            )
+        return None
+    if resume is True:
+        found = ckpt.latest_valid(run_dir)
+        if found is None:
+            raise ckpt.CheckpointError(f"{run_dir}/checkpoints: no valid checkpoint to resume from")
+        return found
+    path = Path(resume)
+    return path, ckpt.load_checkpoint(path)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop records logged after the checkpoint we resume from (they will be logged again)."""
+    records = read_jsonl(path)
+    kept = [r for r in records if r.get("step", 0) <= step]
+    if len(kept) != len(records):
+        text = "".join(json.dumps(r) + "\n" for r in kept)
+        atomic_write_text(path, text)
+
+
+def train(
+    cfg: Config,
+    run_dir: str | Path,
+    resume: bool | str | Path = False,
+    callbacks: Sequence[Any] | None = None,
+    *,
+    stages: str = "all",
+) -> TrainResult:
+    """Train (or continue) a run in ``run_dir``; see the module docstring for what it writes.
+
+    ``resume=True`` continues from the newest valid checkpoint in ``run_dir`` (bit-identical on CPU);
+    ``resume=<path>`` from that checkpoint. ``stages``: ``all`` | ``main`` | ``highres`` (only the
+    post-training stage, usually with ``model.init_from`` = a finished run's checkpoint).
+    """
+    if not isinstance(cfg, Config):
+        raise TypeError("train() takes a pathfm.config.Config (see pathfm.config.load_config)")
+    run_dir = Path(run_dir)
+    env = init_distributed(cfg.run.device)
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    plan = plan_stages(cfg, stages)
+    found = _prepare_run_dir(cfg, run_dir, resume, env)
+    if found is not None and (run_dir / "DONE").exists() and found[1]["progress"]["global_step"] >= sum(
+        s.cfg.optim.steps for s in plan
+    ):
+        rec = read_jsonl(run_dir / "metrics.jsonl")
+        return TrainResult(run_dir, found[1]["progress"]["global_step"], rec[-1] if rec else {},
+                           run_dir / "teacher_backbone.pt")  # fmt: skip
+
+    run = _Run(cfg, run_dir, env, callbacks or [], plan)
+    if found is not None:
+        path, state = found
+        run.restore(state, path)
+        first_it = run._loader(plan[run.progress.stage_index])
+        run.restore_rng()
+        if env.is_main:
+            _truncate_metrics(run_dir / "metrics.jsonl", run.progress.global_step)
+            (run_dir / "DONE").unlink(missing_ok=True)
+    else:
+        run._setup_stage(plan[0])
+        if env.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+        first_it = run._loader(plan[0])
+        _seed_everything(cfg.seed, env.rank)
+    total = sum(s.cfg.optim.steps for s in plan)
+    bar = None
+    if env.is_main:
+        print(run.banner(), file=sys.stderr, flush=True)
+        if cfg.run.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, initial=run.progress.global_step, desc="train", unit="step", file=sys.stderr)
+    try:
+        for index in range(run.progress.stage_index, len(plan)):
+            it = None
+            if index != run.progress.stage_index:  # entering a new stage
+                run.progress.stage_index, run.progress.stage_step = index, 0
+                run._setup_stage(plan[index])
+            else:
+                it = first_it
+            run.run_stage(plan[index], bar, it)
+    except StopTraining:
+        pass
+    finally:
+        if bar is not None:
+            bar.close()
+    teacher_path = run_dir / "teacher_backbone.pt"
+    if env.is_main:
+        status = "stopped" if run.stopped_early else "finished"
+        atomic_write_text(run_dir / "DONE", f"{status} at step {run.progress.global_step}\n")
+    barrier(env)
+    return TrainResult(run_dir, run.progress.global_step, run.last_record, teacher_path, run.stopped_early)
