@@ -1,0 +1,523 @@
+"""Expand a study at a scale into a plan: the arms (deduplicated), seeds, baseline and comparisons.
+
+The plan is plain data (:class:`StudyPlan`); :meth:`StudyPlan.to_sweep_spec` turns it into a
+``pathfm.sweeps.spec.SweepSpec`` (explicit ``arms`` x ``seeds``) that ``pathfm.sweeps.runner.run_sweep``
+runs. Precedence of overrides: preset < scale < study ``overrides`` < study ``scales.<scale>`` <
+``--set`` < arm.
+
+Two arms whose resolved training configs are identical (e.g. the leave-one-out arm "-highres" and the
+cumulative arm "+hed") run once; the arm keeps its first name and records the others as aliases, and
+comparisons naming an alias are rewritten to the kept name.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pathfm.ablations.design import fractional_factorial
+from pathfm.ablations.scales import Scale, get_scale
+from pathfm.ablations.study import (
+    BlockEntry,
+    ExplicitArm,
+    RelativeValues,
+    Study,
+    StudyError,
+)
+from pathfm.config import Config, get_dotted, load_config, resolve_key
+from pathfm.errors import ConfigError
+
+# Schedules that an equal-epochs arm shortens together with its steps.
+STEP_SCHEDULES = ("optim.warmup_steps", "optim.teacher_temp_warmup_steps", "optim.freeze_last_layer_steps")
+
+
+@dataclass
+class ArmPlan:
+    name: str
+    overrides: dict[str, Any]  # dotted config path -> value
+    aliases: list[str] = field(default_factory=list)
+    block: str = "explicit"  # which generator made it
+    labels: dict[str, Any] = field(default_factory=dict)  # knob values / design coding for the analysis
+
+
+@dataclass
+class StudyPlan:
+    study: str
+    version: int
+    description: str
+    scale: str
+    base: str
+    overrides: dict[str, Any]  # applied to every trial (dotted paths)
+    arms: list[ArmPlan]
+    seeds: list[int]
+    baseline_arm: str | None
+    comparisons: list[tuple[str, str]]
+    resources: dict[str, float]
+    report_every: int
+    max_concurrent_trials: int | None
+    eval: dict[str, Any]
+    eval_resolutions: list[str] | None = None
+    objective: dict[str, Any] | None = None
+    space: dict[str, Any] = field(default_factory=dict)
+    search: dict[str, Any] | None = None
+    analysis: dict[str, Any] = field(default_factory=dict)
+    designs: list[dict[str, Any]] = field(default_factory=list)  # factorial blocks: factors, generators, aliases
+    source: str | None = None
+
+    @property
+    def n_trials(self) -> int:
+        return len(self.arms) * len(self.seeds) * _space_size(self.space, self.search)
+
+    def arm(self, name: str) -> ArmPlan:
+        for a in self.arms:
+            if a.name == name or name in a.aliases:
+                return a
+        raise KeyError(name)
+
+    def arm_config(self, name: str) -> Config:
+        return load_config(self.base, {**self.overrides, **self.arm(name).overrides})
+
+    def sweep_name(self) -> str:
+        return f"{self.study}-v{self.version}-{self.scale}"
+
+    def meta(self) -> dict[str, Any]:
+        """What lands in SweepSpec.meta (the contract's StudyMeta fields)."""
+        return {
+            "study": self.study,
+            "version": self.version,
+            "description": self.description,
+            "baseline_arm": self.baseline_arm,
+            "comparisons": [list(c) for c in self.comparisons],
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["comparisons"] = [list(c) for c in self.comparisons]
+        d["n_trials"] = self.n_trials
+        d["arm_aliases"] = {a.name: a.aliases for a in self.arms if a.aliases}
+        return d
+
+    def to_sweep_dict(self) -> dict[str, Any]:
+        """The SweepSpec as plain data (contract of pathfm.sweeps.spec)."""
+        d: dict[str, Any] = {
+            "name": self.sweep_name(),
+            "base": self.base,
+            "overrides": dict(self.overrides),
+            "arms": [{"name": a.name, "overrides": dict(a.overrides)} for a in self.arms],
+            "seeds": list(self.seeds),
+            "resources": dict(self.resources),
+            "report_every": self.report_every,
+            "eval": dict(self.eval),
+            "meta": self.meta(),
+        }
+        if self.max_concurrent_trials is not None:
+            d["max_concurrent_trials"] = self.max_concurrent_trials
+        if self.objective:
+            d["objective"] = dict(self.objective)
+        if self.space:
+            d["space"] = dict(self.space)
+        if self.search:
+            d["search"] = dict(self.search)
+        return d
+
+    def to_sweep_spec(self):  # -> pathfm.sweeps.spec.SweepSpec
+        """Build the SweepSpec (imported lazily: the sweeps package is only needed to run)."""
+        from pathfm.sweeps.spec import spec_from_dict
+
+        try:
+            return spec_from_dict(self.to_sweep_dict(), source=f"study {self.study} at scale {self.scale}")
+        except ConfigError as e:
+            raise StudyError(str(e)) from None
+
+
+def _space_size(space: dict[str, Any], search: dict[str, Any] | None) -> int:
+    if not space:
+        return 1
+    algorithm = (search or {}).get("algorithm", "grid")
+    num_samples = int((search or {}).get("num_samples", 1))
+    if algorithm != "grid":
+        return num_samples
+    n = 1
+    for dist in space.values():
+        if isinstance(dist, dict) and "grid" in dist:
+            n *= len(dist["grid"])
+    return n * num_samples
+
+
+# ------------------------------------------------------------------------------------ helpers
+def _dotted(mapping: dict[str, Any], ctx: str) -> dict[str, Any]:
+    out = {}
+    for k, v in mapping.items():
+        try:
+            out[resolve_key(k)] = v
+        except ConfigError as e:
+            raise StudyError(f"{ctx}: {e}") from None
+    return out
+
+
+def _alias_of(dotted: str) -> str:
+    """The short knob alias of a dotted path (``loss.kde_weight`` -> ``kde_weight``), else the path."""
+    from pathfm.config import KNOB_ALIASES
+
+    return next((alias for alias, path in KNOB_ALIASES.items() if path == dotted), dotted)
+
+
+def count_slides(cfg: Config) -> int:
+    """Number of slides ``cfg.data.slides`` names (a folder of slides or a .csv/.parquet manifest), read
+    with the data part's own manifest reader, so the ladder's "all" is what training would see."""
+    from pathfm.data.manifest import load_manifest
+    from pathfm.errors import PathfmError
+
+    try:
+        return len(load_manifest(cfg.data.slides))
+    except PathfmError as e:
+        raise StudyError(f"{e}\n(the data ladder counts the slides of data.slides for its 'all' rung; set it with "
+                         "--set data.slides=PATH, or give --max-slides N)") from None
+
+
+def geometric_grid(start: int, stop: int, factor: float = 2.0) -> list[int]:
+    """``start, start*f, start*f^2, ... < stop``, then ``stop`` (distinct integers, ascending)."""
+    if start > stop:
+        raise StudyError(f"ladder start {start} exceeds the maximum {stop}")
+    out: list[int] = []
+    x = float(start)
+    while round(x) < stop:
+        v = int(round(x))
+        if not out or v > out[-1]:
+            out.append(v)
+        x *= factor
+    out.append(stop)
+    return out
+
+
+def _fmt(template: str, values: dict[str, Any], ctx: str) -> str:
+    safe = {k.replace(".", "_"): v for k, v in values.items()}
+    try:
+        return template.format(**safe)
+    except (KeyError, IndexError, ValueError) as e:
+        raise StudyError(f"{ctx}: name template {template!r} cannot be filled from {sorted(safe)}: {e}") from None
+
+
+def _component(study: Study, name: str, ctx: str):
+    if name not in study.components:
+        raise StudyError(f"{ctx}: unknown component '{name}'; the study defines: {', '.join(study.components) or 'none'}")
+    return study.components[name]
+
+
+def _components_state(study: Study, on: set[str], order: list[str]) -> dict[str, Any]:
+    ov: dict[str, Any] = {}
+    for c in order:
+        comp = study.components[c]
+        ov.update(comp.enabled if c in on else comp.disabled)
+    return ov
+
+
+# ---------------------------------------------------------------------------------- generators
+@dataclass
+class _RawArm:
+    name: str
+    overrides: dict[str, Any]
+    block: str
+    labels: dict[str, Any] = field(default_factory=dict)
+    comparisons: list[tuple[str, str]] = field(default_factory=list)
+    derived: set[str] = field(default_factory=set)  # keys computed from the base config (follow --set)
+
+
+def _gen_cumulative(study: Study, b: BlockEntry, ctx: str) -> list[_RawArm]:
+    spec = b.cumulative
+    assert spec is not None
+    for c in spec.order:
+        _component(study, c, ctx)
+    base_name = spec.baseline_name or study.baseline
+    arms = [_RawArm(base_name, _components_state(study, set(), spec.order), "cumulative",
+                    {c: 0 for c in spec.order})]
+    on: set[str] = set()
+    for c in spec.order:
+        on.add(c)
+        name = spec.names.get(c, f"+{c}")
+        arms.append(_RawArm(name, _components_state(study, on, spec.order), "cumulative",
+                            {x: int(x in on) for x in spec.order}, [(name, arms[-1].name)]))
+    return arms
+
+
+def _gen_leave_one_out(study: Study, b: BlockEntry, ctx: str) -> list[_RawArm]:
+    spec = b.leave_one_out
+    assert spec is not None
+    order = spec.order or list(study.components)
+    for c in order:
+        _component(study, c, ctx)
+    full = set(order)
+    arms = [_RawArm(spec.full_name, _components_state(study, full, order), "leave_one_out", {c: 1 for c in order})]
+    for c in order:
+        name = spec.names.get(c, f"-{c}")
+        on = full - {c}
+        arms.append(_RawArm(name, _components_state(study, on, order), "leave_one_out",
+                            {x: int(x in on) for x in order}, [(name, spec.full_name)]))
+    return arms
+
+
+def _gen_grid(study: Study, b: BlockEntry, base_cfg: Config, ctx: str) -> list[_RawArm]:
+    from pathfm.ablations.design import full_factorial
+
+    assert b.grid is not None
+    levels: dict[str, list[Any]] = {}
+    resolved: dict[str, dict[Any, Any]] = {}
+    for knob, spec in b.grid.items():
+        if isinstance(spec, RelativeValues):
+            ref = get_dotted(base_cfg, spec.relative_to)
+            if not isinstance(ref, (int, float)) or isinstance(ref, bool):
+                raise StudyError(f"{ctx}: grid.{knob}.relative_to={spec.relative_to} is not a number ({ref!r})")
+            levels[knob] = list(spec.values)
+            resolved[knob] = {v: max(1, int(round(ref * v))) if isinstance(ref, int) else ref * v for v in spec.values}
+        else:
+            levels[knob] = list(spec)
+    arms = []
+    for run in full_factorial(levels):
+        values = {k: resolved[k][v] if k in resolved else v for k, v in run.items()}
+        template = b.name or ",".join(f"{k}={{{k.replace('.', '_')}}}" for k in run)
+        name = _fmt(template, run, ctx)
+        labels = {_alias_of(resolve_key(k)): v for k, v in values.items()}
+        labels.update({f"{k}_fraction": run[k] for k in resolved})
+        arms.append(_RawArm(name, {**b.fixed, **values}, "grid", labels))
+    return arms
+
+
+def _gen_factorial(study: Study, b: BlockEntry, ctx: str, designs: list[dict[str, Any]]) -> list[_RawArm]:
+    spec = b.factorial
+    assert spec is not None
+    for f in spec.factors:
+        if f not in spec.levels:
+            _component(study, f, ctx)
+        elif len(spec.levels[f]) != 2:
+            raise StudyError(f"{ctx}: factorial.levels.{f} must be [low, high], got {spec.levels[f]}")
+    try:
+        design = fractional_factorial(spec.factors, spec.generators, min_resolution=spec.min_resolution)
+    except ConfigError as e:
+        raise StudyError(f"{ctx}: {e}") from None
+    arms = []
+    for run in design.runs():
+        ov: dict[str, Any] = {}
+        parts = []
+        for f, level in run.items():
+            if f in spec.levels:
+                value = spec.levels[f][0 if level < 0 else 1]
+                ov[f] = value
+                parts.append(f"{f}={value}")
+            else:
+                comp = study.components[f]
+                ov.update(comp.enabled if level > 0 else comp.disabled)
+                if level > 0:
+                    parts.append(f"+{f}")
+        if all(level < 0 for level in run.values()):
+            name = spec.none_name or study.baseline
+        else:
+            name = "".join(p if p.startswith("+") else f"[{p}]" for p in parts) or (spec.none_name or study.baseline)
+        labels = {f"design.{f}": level for f, level in run.items()}
+        arms.append(_RawArm(name, {**b.fixed, **ov}, "factorial", labels))
+    designs.append({
+        "factors": list(design.factors),
+        "generators": [f"{g.target}={'-' if g.sign < 0 else ''}{'*'.join(g.sources)}" for g in design.generators],
+        "resolution": design.resolution,
+        "runs": design.n_runs,
+        "description": design.describe(),
+        "aliases": {k: v for k, v in design.alias_table().items() if v},
+        "arms": [a.name for a in arms],
+    })
+    return arms
+
+
+def _gen_ladder(study: Study, b: BlockEntry, base_cfg: Config, ctx: str, max_override: int | None) -> list[_RawArm]:
+    spec = b.ladder
+    assert spec is not None
+    if spec.max == "all":
+        top = max_override if max_override is not None else count_slides(base_cfg)
+    else:
+        top = int(spec.max)
+    grid = geometric_grid(spec.start, top, spec.factor)
+    steps = base_cfg.optim.steps
+    arms = []
+    names_at_top = {v: _fmt(spec.all_name, {"variant": v, "n": top}, ctx) if spec.all_name else None for v in spec.variants}
+    for variant in spec.variants:
+        for n in grid:
+            ov: dict[str, Any] = {spec.knob: n}
+            labels: dict[str, Any] = {spec.knob: n, "variant": variant, "fraction_of_data": n / top}
+            if variant == "equal_epochs":
+                frac = n / top
+                ov["optim.steps"] = max(spec.min_steps, int(round(steps * frac)))
+                for key in STEP_SCHEDULES:
+                    ov[key] = int(round(get_dotted(base_cfg, key) * frac))
+                labels["steps"] = ov["optim.steps"]
+            else:
+                labels["steps"] = steps
+            name = names_at_top[variant] if n == top and names_at_top[variant] else _fmt(spec.name, {"n": n, "variant": variant}, ctx)
+            derived = {"optim.steps", *STEP_SCHEDULES} if variant == "equal_epochs" else set()
+            arms.append(_RawArm(name, {**b.fixed, **ov}, "ladder", labels, derived=derived))
+    return arms
+
+
+# ------------------------------------------------------------------------------------ expansion
+def _scale_filter(entry_scales: list[str] | None, scale: str) -> bool:
+    return entry_scales is None or scale in entry_scales
+
+
+def expand_study(
+    study: Study,
+    scale: str | Scale,
+    *,
+    seeds: int | list[int] | None = None,
+    overrides: dict[str, Any] | None = None,
+    only_arms: list[str] | None = None,
+    max_slides: int | None = None,
+) -> StudyPlan:
+    """Expand ``study`` at ``scale`` into a validated :class:`StudyPlan` (every arm's config is built with
+    :func:`pathfm.config.load_config` here, so a bad value fails before anything runs)."""
+    sc = scale if isinstance(scale, Scale) else get_scale(scale)
+    src = study.source or study.study
+    per_scale = study.scales.get(sc.name)
+    common: dict[str, Any] = {}
+    common.update(_dotted(sc.overrides, f"scale {sc.name} overrides"))
+    common.update(_dotted(study.overrides, f"{src}: overrides"))
+    if per_scale:
+        common.update(_dotted(per_scale.overrides, f"{src}: scales.{sc.name}.overrides"))
+    cli = _dotted(overrides or {}, "--set")
+    common.update(cli)
+    try:
+        base_cfg = load_config(sc.base, common)
+    except ConfigError as e:
+        raise StudyError(f"{src} at scale {sc.name}: {e}") from None
+
+    raw: list[_RawArm] = []
+    designs: list[dict[str, Any]] = []
+    for i, entry in enumerate(study.arms):
+        ctx = f"{src}: arms[{i}]"
+        if isinstance(entry, ExplicitArm):
+            if _scale_filter(entry.scales, sc.name):
+                labels = dict(entry.labels) or {k: v for k, v in entry.overrides.items()}
+                raw.append(_RawArm(entry.name, dict(entry.overrides), "explicit", labels))
+            continue
+        if not _scale_filter(entry.scales, sc.name):
+            continue
+        kind = entry.kind
+        if kind == "cumulative":
+            raw += _gen_cumulative(study, entry, ctx)
+        elif kind == "leave_one_out":
+            raw += _gen_leave_one_out(study, entry, ctx)
+        elif kind == "grid":
+            raw += _gen_grid(study, entry, base_cfg, ctx)
+        elif kind == "factorial":
+            raw += _gen_factorial(study, entry, ctx, designs)
+        elif kind == "ladder":
+            raw += _gen_ladder(study, entry, base_cfg, ctx, max_slides)
+
+    arms, alias_of = _dedup(raw, sc.base, common, src, sc.name)
+    # --set must not silently fight the arms: a knob the arms vary cannot be fixed from the command line.
+    derived = {k for r in raw for k in r.derived}
+    varied = {k for a in arms for k in a.overrides} - derived
+    clash = sorted(set(cli) & varied)
+    if clash:
+        raise StudyError(
+            f"--set {', '.join(clash)}: study {study.study} varies {'it' if len(clash) == 1 else 'them'} across arms; "
+            "copy the study YAML and edit its arms instead"
+        )
+
+    def canon(name: str, what: str) -> str:
+        if name not in alias_of:
+            raise StudyError(f"{src}: {what} names arm '{name}', which the study does not define; arms: "
+                             f"{', '.join(a.name for a in arms)}")
+        return alias_of[name]
+
+    baseline = canon(study.baseline, "baseline")
+    pairs: list[tuple[str, str]] = []
+    for r in raw:
+        pairs += r.comparisons
+    pairs += [tuple(c) for c in study.comparisons]  # type: ignore[misc]
+    comparisons: list[tuple[str, str]] = []
+    for a, ref in pairs:
+        ca, cr = canon(a, "a comparison"), canon(ref, "a comparison")
+        if ca != cr and (ca, cr) not in comparisons and (cr, ca) not in comparisons:
+            comparisons.append((ca, cr))
+
+    if only_arms:
+        keep = {canon(n, "--arms") for n in only_arms}
+        arms = [a for a in arms if a.name in keep]
+        comparisons = [c for c in comparisons if c[0] in keep and c[1] in keep]
+        if baseline not in keep:
+            baseline = None  # type: ignore[assignment]
+
+    seed_list = _seed_list(seeds, per_scale.seeds if per_scale and per_scale.seeds is not None else sc.seeds)
+    ev = dict(sc.eval)
+    return StudyPlan(
+        study=study.study,
+        version=study.version,
+        description=study.description,
+        scale=sc.name,
+        base=sc.base,
+        overrides=common,
+        arms=arms,
+        seeds=seed_list,
+        baseline_arm=baseline,
+        comparisons=comparisons,
+        resources=dict(sc.resources),
+        report_every=sc.report_every,
+        max_concurrent_trials=sc.max_concurrent_trials,
+        eval=ev,
+        eval_resolutions=list(study.eval_resolutions) if study.eval_resolutions else None,
+        objective=study.objective,
+        space=dict(study.space),
+        search=study.search,
+        analysis=dict(study.analysis),
+        designs=designs,
+        source=study.source,
+    )
+
+
+def _seed_list(seeds: int | list[int] | None, default: int | list[int]) -> list[int]:
+    s = default if seeds is None else seeds
+    if isinstance(s, int):
+        if s < 1:
+            raise StudyError(f"--seeds must be >= 1, got {s}")
+        return list(range(s))
+    if not s or len(set(s)) != len(s):
+        raise StudyError(f"seeds must be a non-empty list of distinct integers, got {s}")
+    return list(s)
+
+
+def _dedup(raw: list[_RawArm], base: str, common: dict[str, Any], src: str, scale: str):
+    """Merge arms whose resolved configs are identical; returns (arms, name -> kept name)."""
+    arms: list[ArmPlan] = []
+    by_key: dict[str, ArmPlan] = {}
+    key_of_name: dict[str, str] = {}
+    alias_of: dict[str, str] = {}
+    for r in raw:
+        ov = _dotted(r.overrides, f"{src}: arm '{r.name}'")
+        try:
+            cfg = load_config(base, {**common, **ov})
+        except ConfigError as e:
+            raise StudyError(f"{src}: arm '{r.name}' at scale {scale}: {e}") from None
+        key = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
+        if r.name in key_of_name:
+            if key_of_name[r.name] != key:
+                raise StudyError(f"{src}: arm name '{r.name}' is used for two different configurations; rename one")
+            continue
+        key_of_name[r.name] = key
+        if key in by_key:
+            kept = by_key[key]
+            kept.aliases.append(r.name)
+            for k, v in r.labels.items():
+                kept.labels.setdefault(k, v)
+            alias_of[r.name] = kept.name
+            continue
+        arm = ArmPlan(r.name, ov, [], r.block, dict(r.labels))
+        by_key[key] = arm
+        arms.append(arm)
+        alias_of[r.name] = r.name
+    return arms, alias_of
+
+
+def plan_for(name_or_path: str | Path, scale: str, **kw: Any) -> StudyPlan:
+    """Load a study (bundled name or YAML path) and expand it at ``scale``."""
+    from pathfm.ablations.study import load_study
+
+    return expand_study(load_study(name_or_path), scale, **kw)

@@ -1,0 +1,181 @@
+"""Run a study plan with the sweep harness and record the study next to the results.
+
+``pathfm ablate run`` = :func:`run_plan`:
+
+1. ``sweep_dir/study_plan.json``: every arm's overrides and labels (knob values, design coding, ladder
+   variant), the aliases of deduplicated arms, comparisons and the study's analysis hints;
+2. :func:`pathfm.sweeps.runner.run_sweep` runs arms x seeds (``sweep_spec.yaml``, ``sweep_meta.json``,
+   trial folders, ``results.parquet``);
+3. studies with ``eval_resolutions`` evaluate every finished trial again at those input sizes; the rows
+   land in the trial's ``eval.parquet`` with the task named ``<task>@<px>px``;
+4. ``results.parquet`` is rebuilt and gains one ``param.<label>`` column per arm label that varies
+   (``param.n_slides``, ``param.hed_strength``, ...), so the analysis can plot against the knob.
+   :func:`collect_study` redoes steps 3-4 at any time (``pathfm ablate collect DIR``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pathfm.ablations.expand import StudyPlan
+from pathfm.ablations.study import StudyError
+from pathfm.io import atomic_path, atomic_write_json
+
+PLAN_FILE = "study_plan.json"
+
+
+def sweep_dir_for(plan: StudyPlan, storage: str | Path, name: str | None = None) -> Path:
+    s = str(storage)
+    if "://" in s and not s.startswith("file://"):
+        raise StudyError(f"--storage {s}: use a local or shared (NFS) folder; cloud URIs are not supported")
+    return Path(s.removeprefix("file://")).expanduser().resolve() / (name or plan.sweep_name())
+
+
+def run_plan(
+    plan: StudyPlan,
+    storage: str | Path = "runs/sweeps",
+    *,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    name: str | None = None,
+    verbose: int = 1,
+) -> Path:
+    """Run every arm x seed of ``plan`` through :func:`pathfm.sweeps.runner.run_sweep`; returns the sweep dir."""
+    try:
+        from pathfm.sweeps.runner import run_sweep
+    except ImportError as e:
+        raise StudyError(f"pathfm.sweeps is not available ({e}); cannot run a study") from None
+    spec = plan.to_sweep_spec()
+    if name:
+        spec.name = name
+    sweep_dir = sweep_dir_for(plan, storage, spec.name)
+    if (sweep_dir / "sweep_spec.yaml").exists():
+        raise StudyError(
+            f"{sweep_dir} already holds this study's sweep; continue it with `pathfm sweep resume {sweep_dir}` "
+            f"(then `pathfm ablate collect {sweep_dir}`), or start another with --name or --storage"
+        )
+    write_plan(plan, sweep_dir)
+    out = Path(run_sweep(spec, sweep_dir.parent, address=address, num_cpus=num_cpus, verbose=verbose))
+    collect_study(out, plan)
+    return out
+
+
+def write_plan(plan: StudyPlan, sweep_dir: Path) -> Path:
+    path = Path(sweep_dir) / PLAN_FILE
+    atomic_write_json(path, plan.to_dict())
+    return path
+
+
+def read_plan(sweep_dir: Path) -> dict[str, Any]:
+    path = Path(sweep_dir) / PLAN_FILE
+    if not path.exists():
+        raise StudyError(f"{sweep_dir} has no {PLAN_FILE}: it was not started by `pathfm ablate run`")
+    return json.loads(path.read_text())
+
+
+def collect_study(sweep_dir: Path, plan: StudyPlan | dict | None = None) -> Path:
+    """Extra-resolution evaluations (if the study asks), then results.parquet with arm-label columns."""
+    from pathfm.sweeps.collect import collect
+
+    sweep_dir = Path(sweep_dir)
+    info = plan.to_dict() if isinstance(plan, StudyPlan) else (plan or read_plan(sweep_dir))
+    if info.get("eval_resolutions"):
+        evaluate_resolutions(sweep_dir, info)
+    out = collect(sweep_dir)
+    add_label_columns(out, info)
+    return out
+
+
+# ------------------------------------------------------------------------------ resolutions
+def _trial_dirs(sweep_dir: Path) -> list[tuple[Path, dict]]:
+    from pathfm.sweeps.collect import read_trial, trial_dirs
+
+    return [(d, read_trial(d) or {}) for d in trial_dirs(sweep_dir)]
+
+
+def resolution_px(cfg: Any, which: str) -> int:
+    """``train``: the main stage's global crop; ``highres``: the high-resolution stage's global crop."""
+    if which == "train":
+        return int(cfg.data.crops.global_size)
+    if which == "highres":
+        return int(cfg.highres.global_size)
+    raise StudyError(f"eval_resolutions: '{which}' is not 'train' or 'highres'")
+
+
+def evaluate_resolutions(sweep_dir: Path, info: dict[str, Any]) -> None:
+    """Evaluate every finished trial at each of ``info['eval_resolutions']`` (idempotent: a resolution
+    whose rows are already in the trial's eval.parquet for its final step is skipped)."""
+    import polars as pl
+
+    from pathfm.config import config_from_dict, read_yaml
+    from pathfm.eval import evaluate
+    from pathfm.eval.results import append_results
+
+    ev = info.get("eval") or {}
+    tasks = list(ev.get("tasks") or ["crc"])
+    probes = list(ev.get("probes") or ["linear"])
+    device = "cpu" if float((info.get("resources") or {}).get("gpu", 0)) <= 0 else "auto"
+    for trial_dir, trial in _trial_dirs(sweep_dir):
+        if trial.get("status") != "TERMINATED" or not (trial_dir / "config.yaml").exists():
+            continue
+        cfg = config_from_dict(read_yaml(trial_dir / "config.yaml"), source=str(trial_dir / "config.yaml"))
+        eval_path = trial_dir / "eval.parquet"
+        have: set[str] = set()
+        if eval_path.exists():
+            old = pl.read_parquet(eval_path)
+            have = set(old.filter(pl.col("step") == trial.get("final_step"))["task"].unique().to_list())
+        for which in info["eval_resolutions"]:
+            px = resolution_px(cfg, which)
+            names = {t: f"{t}@{px}px" for t in tasks}
+            if set(names.values()) <= have:
+                continue
+            df = evaluate(str(trial_dir), tasks=tasks, probes=probes, baselines=False, resize=px, output=None,
+                          progress=False, verbose=False, device=device)
+            df = df.with_columns(pl.col("task").replace(names))
+            append_results(eval_path, df)
+            have |= set(names.values())
+
+
+# ----------------------------------------------------------------------------- label columns
+def label_columns(info: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{label: {arm name or alias: value}}`` for every scalar arm label that varies across arms."""
+    per_label: dict[str, dict[str, Any]] = {}
+    for arm in info.get("arms", []):
+        for k, v in (arm.get("labels") or {}).items():
+            if isinstance(v, (bool, int, float, str)) or v is None:
+                per_label.setdefault(k, {})[arm["name"]] = v
+    return {k: m for k, m in per_label.items() if len({json.dumps(v) for v in m.values()}) > 1}
+
+
+def add_label_columns(results: Path, info: dict[str, Any]) -> None:
+    """Rewrite ``results`` with ``param.<label>`` columns (atomic). Existing searched params win."""
+    import polars as pl
+
+    cols = label_columns(info)
+    if not cols or not Path(results).exists():
+        return
+    df = pl.read_parquet(results)
+    added = []
+    for label, by_arm in cols.items():
+        col = f"param.{label}"
+        if col in df.columns:
+            continue
+        values = list(by_arm.values())
+        if all(isinstance(v, bool) for v in values):
+            dtype: Any = pl.Boolean
+        elif all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            dtype = pl.Int64
+        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            dtype = pl.Float64
+            by_arm = {a: float(v) for a, v in by_arm.items()}
+        else:
+            dtype = pl.String
+            by_arm = {a: None if v is None else str(v) for a, v in by_arm.items()}
+        added.append(pl.col("arm").replace_strict(by_arm, default=None, return_dtype=dtype).alias(col))
+    if not added:
+        return
+    df = df.with_columns(added)
+    with atomic_path(results) as tmp:
+        df.write_parquet(tmp)

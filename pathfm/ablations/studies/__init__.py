@@ -1,0 +1,1 @@
+"""The bundled study files (``*.yaml``); a package so that they ship with the wheel."""
