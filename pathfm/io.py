@@ -106,3 +106,35 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def redact_url(url: str | None) -> str | None:
+    """``scheme://user:secret@host/db`` -> ``scheme://user:***@host/db`` (for logs and metadata files);
+    strings without a password come back unchanged."""
+    import re
+
+    if url is None:
+        return None
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*):[^/\s]*@", r"\1:***@", str(url))
+
+
+def ensure_writable_dir(path: str | Path, what: str) -> Path:
+    """Create ``path`` (with parents) and prove it takes a file, or raise a PathfmError naming ``what``
+    (e.g. "run directory") and the fix. Call it before any expensive work; it fails for root too when the
+    path lies under a regular file, on a read-only or full file system, or under /proc."""
+    from pathfm.errors import PathfmError
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".pathfm_write_test.", dir=path)
+        try:
+            os.write(fd, b"ok")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as e:
+        raise PathfmError(f"{what} '{path}' is not writable ({e.strerror or e}); choose a folder on a writable "
+                          "file system with free space") from None
+    return path

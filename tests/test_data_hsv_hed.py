@@ -35,12 +35,32 @@ def test_hsv_matches_skimage_in_opencv_units():
 
 def test_lut_filter_equals_direct_box_test(tissue_tiles):
     box = HSVBox()
-    flt = HSVFilter(box, 0.6)
+    with_lut, without = HSVFilter(box, 0.6, use_lut=True), HSVFilter(box, 0.6, use_lut=False)
     for tile in tissue_tiles.values():
         direct = box.contains(rgb_to_hsv_opencv(tile))
-        assert np.array_equal(flt.mask(tile), direct)
         rgba = np.concatenate([tile, np.full(tile.shape[:2] + (1,), 255, np.uint8)], axis=2)
-        assert flt.fraction(rgba) == pytest.approx(direct.mean())
+        for flt in (with_lut, without):
+            assert np.array_equal(flt.mask(tile), direct)
+            assert flt.fraction(rgba) == pytest.approx(direct.mean())
+            assert flt.fraction(tile) == pytest.approx(direct.mean())
+    assert without._lut is None
+
+
+def test_filter_builds_its_table_only_after_enough_pixels(tissue_tiles):
+    from pathfm.data import hsv
+
+    box = HSVBox(h_min=91)  # a box no other test builds a table for
+    hsv._LUTS.pop(box, None)
+    tiles = list(tissue_tiles.values())
+    n = tiles[0].shape[0] * tiles[0].shape[1]
+    flt = HSVFilter(box, 0.6, lut_after_pixels=2 * n)
+    first = [flt.fraction(t) for t in tiles[:2]]
+    assert flt._lut is None and flt.direct_pixels == 2 * n  # rented: classified directly
+    third = flt.fraction(tiles[2])  # would pass the threshold: bought
+    assert flt._lut is not None and box in hsv._LUTS
+    ref = [HSVFilter(box, 0.6, use_lut=False).fraction(t) for t in tiles[:3]]
+    assert first + [third] == ref
+    assert HSVFilter(box, 0.6).fraction(tiles[0]) == ref[0]  # a new filter reuses the built table
 
 
 def test_filter_accepts_tissue_and_rejects_background(tissue_tiles):

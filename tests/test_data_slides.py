@@ -146,3 +146,16 @@ def test_scan_reports_every_unreadable_slide(tmp_path, broken_slides, cmu_slide,
 
     df = pl.read_parquet(out)
     assert df["slide_id"].to_list() == ["CMU-1-Small-Region"]
+
+
+def test_read_size_snaps_to_an_integer_factor_within_one_percent(cmu_slide):
+    from pathfm.data.slides import level_read_size
+
+    assert level_read_size(1026.05, 256) == 1024  # 2 um/px from a 0.499 um/px level: exact 4x box average
+    assert level_read_size(256.5, 256) == 256 and level_read_size(513.0, 256) == 512
+    assert level_read_size(300.0, 256) == 300 and level_read_size(100.0, 128) == 100  # real resampling kept
+    s = open_slide(cmu_slide)
+    g = SlideGeometry.of(s)
+    snapped = read_tile(s, g, 600, 900, 1026.05, 256)
+    exact = np.asarray(s.read_region((600, 900), 0, (1024, 1024)).convert("RGB").reduce(4))
+    assert np.array_equal(snapped, exact)

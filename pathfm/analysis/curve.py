@@ -413,6 +413,7 @@ def plot_curve(result: CurveResult, stem: str | Path, size: Literal["single", "d
             ax.annotate(f"target {result.target:g}", xy=(0.01, result.target), xycoords=("axes fraction", "data"),
                         va="bottom", fontsize=6, color="0.3")
         ax.set_xscale("log")
+        _plain_log_ticks(ax, np.concatenate([ac.points["x"].to_numpy().astype(float) for ac in result.arms]))
         ax.set_xlabel(X_LABELS.get(result.x, result.x) + " (log scale)")
         ax.set_ylabel(result.metric.replace("_", " "))
         handles, labels = ax.get_legend_handles_labels()
@@ -423,7 +424,7 @@ def plot_curve(result: CurveResult, stem: str | Path, size: Literal["single", "d
             handles += [Line2D([], [], color="0.3", lw=1.2), Line2D([], [], color="0.3", lw=1.0, ls="--"),
                         Patch(color="0.3", alpha=0.18, lw=0)]
             labels += [r"fit $a - b\,x^{-c}$", "extrapolation", f"{int(level * 100)}% bootstrap band"]
-        ax.legend(handles, labels, loc="lower right")
+        ax.legend(handles, labels, loc="best")
         caption = {
             "title": f"Data efficiency: {result.metric} vs {X_LABELS.get(result.x, result.x)}",
             "kind": "data_efficiency_curve",
@@ -433,3 +434,18 @@ def plot_curve(result: CurveResult, stem: str | Path, size: Literal["single", "d
             "summary": result.summary(),
         }
         return save_figure(fig, stem, caption)
+
+
+def _plain_log_ticks(ax, xs: np.ndarray) -> None:
+    """Label a log x-axis with the data's own values (1, 2, 4, 8 slides) when it spans few decades,
+    instead of matplotlib's 2x10^0 style."""
+    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
+    xs = np.unique(xs[np.isfinite(xs) & (xs > 0)])
+    if xs.size == 0 or xs.size > 12 or xs.max() / xs.min() > 1e4:
+        return
+    ax.xaxis.set_major_locator(FixedLocator(xs))
+    ax.xaxis.set_minor_locator(NullLocator())
+    fmt = ScalarFormatter()
+    fmt.set_scientific(False)
+    ax.xaxis.set_major_formatter(fmt)

@@ -69,7 +69,7 @@ def sample_hed_params(rng: np.random.Generator, sigma: float) -> HEDParams:
 
 def hed_affine(params: HEDParams) -> tuple[np.ndarray, np.ndarray]:
     """(M, b) of the collapsed map ln I' = ln I @ M + b (float64)."""
-    m = HED_FROM_RGB @ np.diag(params.alpha) @ RGB_FROM_HED
+    m = (HED_FROM_RGB * np.asarray(params.alpha)) @ RGB_FROM_HED  # = HED_FROM_RGB @ diag(alpha) @ RGB_FROM_HED
     b = -LAMBDA * (np.asarray(params.beta) @ RGB_FROM_HED)
     return m, b
 
@@ -83,13 +83,18 @@ def hed_augment(rgb: np.ndarray, params: HEDParams) -> np.ndarray:
     if params.is_identity:
         return rgb.copy()
     m, b = hed_affine(params)
-    log_i = _LOG_LUT.take(rgb).reshape(-1, 3)
+    h, w, _ = rgb.shape
+    log_i = _LOG_LUT.take(rgb.reshape(-1, 3))  # (N, 3) float32, ln I
     out = log_i @ m.astype(np.float32)
-    out += (b + np.log(255.0)).astype(np.float32)  # exp(.) is then 255 * I'
-    np.exp(out, out=out)
+    # + b + ln 255 (so exp(.) is 255 * I'); added row-wise with a (W * 3)-long bias row, which numpy
+    # vectorises far better than broadcasting a 3-vector over N rows
+    bias = np.tile((b + np.log(255.0)).astype(np.float32), w)
+    out = out.reshape(h, w * 3)
+    out += bias
+    np.exp(out, out=out)  # >= 0, so only the upper clip is needed
     out += np.float32(0.5)
-    np.clip(out, 0.0, 255.5, out=out)
-    return out.astype(np.uint8).reshape(rgb.shape)
+    np.minimum(out, np.float32(255.5), out=out)
+    return out.astype(np.uint8).reshape(rgb.shape)  # truncation of x + 0.5 = round half up
 
 
 def hed_augment_reference(rgb: np.ndarray, params: HEDParams) -> np.ndarray:

@@ -5,8 +5,12 @@ H in [h_min, h_max], S in [s_min, s_max], V in [v_min, v_max] (paper: H 90-180, 
 0-179 for 0-358 degrees, S and V are 0-255).
 
 Speed: the box test of one colour depends on nothing else, so for a given set of bounds all 2**24 RGB
-colours are classified once (:func:`hsv_box_lut`, ~1 s, cached) and a tile costs one table gather per
-pixel. The colour conversion reproduces OpenCV's integer ``cvtColor(..., COLOR_RGB2HSV)`` for 8-bit
+colours can be classified once (:func:`hsv_box_lut`, ~0.7 s, cached per process) and a tile then costs
+one table gather per pixel (~6x faster than converting). Building the table only pays off after about
+2**24 pixels, so a filter classifies pixels directly until it has converted that many and only then
+builds the table (rent-or-buy: never more than about twice the cheaper choice). Short runs (smoke
+trials, previews, scans of a few slides) never pay the build; long training runs switch after a few
+hundred tiles. Both paths give identical answers. The colour conversion reproduces OpenCV's integer ``cvtColor(..., COLOR_RGB2HSV)`` for 8-bit
 images (fixed-point with 12 fractional bits, rounding as OpenCV's ``hsv_shift``), so thresholds mean
 exactly what they mean in OpenCV-based pipelines: checked once against ``cv2.cvtColor`` and ``cv2.inRange``
 of opencv-python-headless 5.0.0 on all 2**24 colours (identical; OpenCV is not a dependency).
@@ -14,8 +18,8 @@ of opencv-python-headless 5.0.0 on all 2**24 colours (identical; OpenCV is not a
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
@@ -73,11 +77,18 @@ class HSVBox:
         )
 
 
-@lru_cache(maxsize=8)
+_LUTS: OrderedDict[HSVBox, np.ndarray] = OrderedDict()  # per process, most recently used last
+_MAX_LUTS = 8
+
+
 def hsv_box_lut(box: HSVBox) -> np.ndarray:
-    """Boolean table of 2**24 entries; entry ``r | g << 8 | b << 16`` says whether colour (r, g, b) is in
-    the box. Indexed so that the little-endian uint32 view of an RGBA/RGBX pixel, masked to 24 bits, is
-    the index."""
+    """Boolean table of 2**24 entries (cached per process, 8 boxes at most); entry ``r | g << 8 | b << 16``
+    says whether colour (r, g, b) is in the box. Indexed so that the little-endian uint32 view of an
+    RGBA/RGBX pixel, masked to 24 bits, is the index."""
+    lut = _LUTS.get(box)
+    if lut is not None:
+        _LUTS.move_to_end(box)
+        return lut
     lut = np.empty(1 << 24, dtype=bool)
     chunk = 1 << 20
     for start in range(0, 1 << 24, chunk):
@@ -85,40 +96,90 @@ def hsv_box_lut(box: HSVBox) -> np.ndarray:
         rgb = np.stack([idx & 0xFF, (idx >> 8) & 0xFF, (idx >> 16) & 0xFF], axis=-1).astype(np.uint8)
         lut[start : start + chunk] = box.contains(rgb_to_hsv_opencv(rgb))
     lut.flags.writeable = False
+    _LUTS[box] = lut
+    while len(_LUTS) > _MAX_LUTS:
+        _LUTS.popitem(last=False)
     return lut
+
+
+def clear_lut_cache() -> None:
+    """Forget every built table (benchmarks use it to time the build)."""
+    _LUTS.clear()
+
+
+def _check_tile(tile: np.ndarray) -> None:
+    if tile.dtype != np.uint8 or tile.ndim != 3 or tile.shape[2] not in (3, 4):
+        raise ValueError(f"expected a uint8 RGB/RGBA tile (H, W, 3|4), got {tile.dtype} {tile.shape}")
 
 
 def _pixel_codes(tile: np.ndarray) -> np.ndarray:
     """24-bit colour codes ``r | g << 8 | b << 16`` of an RGB or RGBA uint8 tile, flattened."""
-    if tile.dtype != np.uint8 or tile.ndim != 3 or tile.shape[2] not in (3, 4):
-        raise ValueError(f"expected a uint8 RGB/RGBA tile (H, W, 3|4), got {tile.dtype} {tile.shape}")
+    _check_tile(tile)
     if tile.shape[2] == 4 and tile.flags.c_contiguous:
         return tile.view(np.uint32).reshape(-1) & np.uint32(0xFFFFFF)
     t = tile[..., :3].astype(np.uint32)
     return t[..., 0] | (t[..., 1] << 8) | (t[..., 2] << 16)
 
 
-class HSVFilter:
-    """Tissue fraction of tiles under an :class:`HSVBox`, via the cached 2**24 lookup table."""
+#: pixels a filter converts directly before it builds the 2**24 table (about the build's cost)
+LUT_AFTER_PIXELS = 1 << 24
 
-    def __init__(self, box: HSVBox = HSVBox(), min_fraction: float = 0.6, enabled: bool = True):
+
+class HSVFilter:
+    """Tissue fraction of tiles under an :class:`HSVBox`.
+
+    ``use_lut``: True builds the 2**24 lookup table now, False never builds it, None (default) converts
+    pixels directly until ``LUT_AFTER_PIXELS`` have been classified (or a table for this box already
+    exists in the process) and uses the table from then on."""
+
+    def __init__(self, box: HSVBox = HSVBox(), min_fraction: float = 0.6, enabled: bool = True,
+                 use_lut: bool | None = None, lut_after_pixels: int = LUT_AFTER_PIXELS):
         self.box = box
         self.min_fraction = float(min_fraction)
         self.enabled = enabled
-        self.lut = hsv_box_lut(box)
+        self.use_lut = use_lut
+        self.lut_after_pixels = int(lut_after_pixels)
+        self.direct_pixels = 0  # classified without the table so far (this process)
+        self._lut: np.ndarray | None = hsv_box_lut(box) if use_lut else None
 
     @classmethod
     def from_config(cls, tissue_cfg) -> "HSVFilter":
         return cls(HSVBox.from_config(tissue_cfg), tissue_cfg.min_tissue_fraction, tissue_cfg.enabled)
 
+    @property
+    def lut(self) -> np.ndarray:
+        """The 2**24 table of this box (built on first access)."""
+        if self._lut is None:
+            self._lut = hsv_box_lut(self.box)
+        return self._lut
+
+    def _table(self, n_pixels: int) -> np.ndarray | None:
+        """The table if it should be used for the next ``n_pixels``, else None (and count them)."""
+        if self._lut is not None:
+            return self._lut
+        if self.use_lut is False:
+            return None
+        if self.box in _LUTS or self.direct_pixels + n_pixels > self.lut_after_pixels:
+            return self.lut
+        self.direct_pixels += n_pixels
+        return None
+
     def mask(self, tile: np.ndarray) -> np.ndarray:
-        """Per-pixel in-box mask, shape (H, W)."""
-        return self.lut[_pixel_codes(tile)].reshape(tile.shape[:2])
+        """Per-pixel in-box mask, shape (H, W) (RGB or RGBA uint8; alpha is ignored)."""
+        _check_tile(tile)
+        lut = self._table(tile.shape[0] * tile.shape[1])
+        if lut is None:
+            return self.box.contains(rgb_to_hsv_opencv(tile[..., :3]))
+        return lut[_pixel_codes(tile)].reshape(tile.shape[:2])
 
     def fraction(self, tile: np.ndarray) -> float:
         """Fraction of the tile's pixels inside the box (RGB or RGBA uint8; alpha is ignored)."""
-        codes = _pixel_codes(tile)
-        return np.count_nonzero(self.lut.take(codes)) / codes.size
+        _check_tile(tile)
+        n = tile.shape[0] * tile.shape[1]
+        lut = self._table(n)
+        if lut is None:
+            return np.count_nonzero(self.box.contains(rgb_to_hsv_opencv(tile[..., :3]))) / n
+        return np.count_nonzero(lut.take(_pixel_codes(tile))) / n
 
     def accepts(self, tile: np.ndarray) -> tuple[bool, float]:
         """(keep?, tissue fraction). With the filter switched off every tile is kept (fraction still reported)."""

@@ -9,6 +9,7 @@ previous checkpoint with a warning.
 
 from __future__ import annotations
 
+import errno
 import pickle
 import random
 import re
@@ -78,9 +79,22 @@ def save_checkpoint(run_dir: str | Path, step: int, payload: dict[str, Any], kee
     """Write ``payload`` (plus format/version/step) atomically with its sha256 sidecar; prune to ``keep``."""
     path = checkpoint_path(run_dir, step)
     payload = {"format": FORMAT, "version": VERSION, "step": int(step), **payload}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    atomic_write_text(path.with_name(path.name + ".sha256"), f"{sha256_file(path)}  {path.name}\n")
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+        atomic_write_text(path.with_name(path.name + ".sha256"), f"{sha256_file(path)}  {path.name}\n")
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError (inline_container)
+        if isinstance(e, OSError) and e.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise
+        if isinstance(e, RuntimeError) and "inline_container" not in str(e) and "write" not in str(e):
+            raise
+        path.unlink(missing_ok=True)  # no checkpoint without its sidecar; the previous ones are intact
+        previous = [p.name for _, p in list_checkpoints(run_dir)]
+        raise CheckpointError(
+            f"{path}: could not write the checkpoint of step {step} (disk full or file size limit: "
+            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}); free space or move the run, then resume "
+            f"(resume=True): the last complete checkpoint is {previous[-1] if previous else 'none'}"
+        ) from None
     prune(run_dir, keep)
     return path
 

@@ -33,7 +33,7 @@ from torch import nn
 
 from pathfm.config import Config, lr_scaled, resolve_path
 from pathfm.errors import ConfigError, PathfmError
-from pathfm.io import append_jsonl, atomic_write_text, read_jsonl
+from pathfm.io import append_jsonl, atomic_write_text, ensure_writable_dir, read_jsonl
 from pathfm.ssl import checkpoint as ckpt
 from pathfm.ssl.distributed import (
     DistEnv,
@@ -61,7 +61,7 @@ from pathfm.ssl.step import (
 METRIC_KEYS = (
     "step", "stage", "loss", "loss/dino_local", "loss/dino_global", "loss/ibot", "loss/koleo", "loss/kde",
     "lr", "wd", "momentum", "teacher_temp", "images_per_s", "tiles_accepted", "tiles_rejected",
-    "acceptance_rate", "peak_mem_mb", "time_s", "tiles_seen",
+    "acceptance_rate", "peak_mem_mb", "time_s", "tiles_seen", "slides_skipped",
 )  # fmt: skip
 
 
@@ -94,6 +94,7 @@ class Progress:
     tiles_seen: int = 0
     tiles_accepted: int = 0
     tiles_rejected: int = 0
+    slides_skipped: int = 0  # unreadable slides dropped from sampling (deleted or corrupt mid-run)
     time_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -362,7 +363,7 @@ class _Run:
         apply_schedule(self.optimizer, sched)
         accum = scfg.optim.grad_accum
         sums = dict.fromkeys(LOSS_PARTS, 0.0)
-        tiles = {"images": 0.0, "accepted": 0.0, "rejected": 0.0}
+        tiles = {"images": 0.0, "accepted": 0.0, "rejected": 0.0, "skipped": 0.0}
         for micro in range(accum):
             batch = next(it)
             values = self._micro_step(batch, stage, micro, sched, sync=micro == accum - 1)
@@ -372,6 +373,7 @@ class _Run:
             tiles["images"] += int(batch["n_images"])
             tiles["accepted"] += stats.get("accepted", 0)
             tiles["rejected"] += stats.get("rejected", 0)
+            tiles["skipped"] += stats.get("skipped_slides", 0)
         clip_and_step(self.student, self.optimizer, self.scaler, scfg.optim.clip_grad, self.progress.global_step + 1)
         ema_update(self.teacher, self.student, sched["momentum"])
         tiles = all_reduce_sum_dict(tiles, self.env, self.device)
@@ -381,6 +383,7 @@ class _Run:
         p.tiles_seen += int(tiles["images"])
         p.tiles_accepted += int(tiles["accepted"])
         p.tiles_rejected += int(tiles["rejected"])
+        p.slides_skipped += int(tiles["skipped"])
         return {"losses": all_reduce_mean_dict(sums, self.env, self.device), "sched": sched}
 
     # ------------------------------------------------------------------------------ logging
@@ -403,6 +406,7 @@ class _Run:
             "peak_mem_mb": _peak_mem_mb(self.device),
             "time_s": p.time_s,
             "tiles_seen": p.tiles_seen,
+            "slides_skipped": p.slides_skipped,
         }
         return rec
 
@@ -529,6 +533,8 @@ def train(
         raise TypeError("train() takes a pathfm.config.Config (see pathfm.config.load_config)")
     run_dir = Path(run_dir)
     env = init_distributed(cfg.run.device)
+    if env.is_main:
+        ensure_writable_dir(run_dir, "run directory")  # before building anything
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     plan = plan_stages(cfg, stages)

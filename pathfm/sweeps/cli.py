@@ -1,0 +1,137 @@
+"""``pathfm sweep``: run, resume, inspect and collect sweeps; plain Optuna studies.
+
+    pathfm sweep run SPEC.yaml [--address auto|ray://HOST:10001] [--storage PATH] [--dry-run]
+    pathfm sweep resume DIR [--address ...] [--retry-errored]
+    pathfm sweep status DIR
+    pathfm sweep collect DIR
+    pathfm sweep optuna SPEC.yaml [--storage sqlite:///study.db] [--n-trials N] [--workers N]
+
+Nothing heavy is imported at module level (``pathfm --help`` stays instant).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("sweep", help="Ray Tune / Optuna sweeps of training runs",
+                              description="Run every trial of a sweep spec, resume it, inspect it, collect results.")
+    sub = p.add_subparsers(dest="sweep_cmd", metavar="CMD")
+    sub.required = True
+
+    run = sub.add_parser("run", help="launch a sweep (local Ray by default)")
+    run.add_argument("spec", help="sweep spec YAML (see sweeps/examples/)")
+    run.add_argument("--address", default=None,
+                     help="Ray cluster to join: 'auto' (on a cluster node) or 'ray://HEAD:10001'; default: local Ray")
+    run.add_argument("--storage", default="runs/sweeps", help="folder holding the sweep folder (shared on clusters)")
+    run.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="validate every trial, print count/resources/cost, run one CPU step, and stop")
+    run.add_argument("--step-time", type=float, default=None,
+                     help="seconds per training step on the target device (for the --dry-run cost estimate)")
+    run.add_argument("--autoscaling", action="store_true",
+                     help="the cluster adds nodes on demand: skip the up-front check that a node can host a trial")
+    run.add_argument("-q", "--quiet", action="store_true", help="no Ray table, only our summary lines")
+    run.add_argument("-v", "--verbose", action="store_true", help="also forward the trials' logs")
+    run.set_defaults(func=_run)
+
+    res = sub.add_parser("resume", help="continue a sweep whose driver stopped (finished trials are kept)")
+    res.add_argument("sweep_dir")
+    res.add_argument("--address", default=None)
+    res.add_argument("--num-cpus", type=int, default=None)
+    res.add_argument("--retry-errored", action="store_true", help="also retry trials that failed")
+    res.add_argument("--autoscaling", action="store_true", help="see `pathfm sweep run --autoscaling`")
+    res.add_argument("-q", "--quiet", action="store_true")
+    res.set_defaults(func=_resume)
+
+    st = sub.add_parser("status", help="table of the trials of a sweep folder (no Ray needed)")
+    st.add_argument("sweep_dir")
+    st.set_defaults(func=_status)
+
+    co = sub.add_parser("collect", help="(re)build results.parquet from the trial folders")
+    co.add_argument("sweep_dir")
+    co.set_defaults(func=_collect)
+
+    op = sub.add_parser("optuna", help="a plain Optuna study (no Ray) on an RDB storage, with pruning")
+    op.add_argument("spec")
+    op.add_argument("--storage", default=None,
+                    help="SQLAlchemy URL (default: sqlite:///<sweep folder>/optuna.db; PostgreSQL for many hosts)")
+    op.add_argument("--dir", default="runs/sweeps", help="folder holding the sweep folder (trial folders)")
+    op.add_argument("--n-trials", type=int, default=None, help="total trials of the study (default: search.num_samples)")
+    op.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    op.set_defaults(func=_optuna)
+
+
+def _verbosity(args) -> int:
+    if getattr(args, "quiet", False):
+        return 0
+    return 2 if getattr(args, "verbose", False) else 1
+
+
+def _sigterm_as_sigint() -> None:
+    """SIGTERM (a scheduler's kill) stops the sweep like Ctrl-C: Tune saves its state and exits."""
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _run(args) -> int:
+    from pathfm.sweeps.runner import run_sweep
+
+    _sigterm_as_sigint()
+    sweep_dir = run_sweep(args.spec, storage=args.storage, address=args.address, num_cpus=args.num_cpus,
+                          dry_run=args.dry_run, verbose=_verbosity(args), step_time=args.step_time,
+                          autoscaling=args.autoscaling)
+    if not args.dry_run:
+        print(sweep_dir)
+    return 0
+
+
+def _resume(args) -> int:
+    from pathfm.sweeps.runner import resume_sweep
+
+    _sigterm_as_sigint()
+    print(resume_sweep(args.sweep_dir, address=args.address, num_cpus=args.num_cpus,
+                       retry_errored=args.retry_errored, verbose=_verbosity(args), autoscaling=args.autoscaling))
+    return 0
+
+
+def _status(args) -> int:
+    from pathlib import Path
+
+    from pathfm.errors import PathfmError
+    from pathfm.sweeps.runner import format_status
+
+    if not Path(args.sweep_dir).is_dir():
+        raise PathfmError(f"sweep folder '{args.sweep_dir}' does not exist")
+    print(format_status(args.sweep_dir))
+    return 0
+
+
+def _collect(args) -> int:
+    from pathfm.sweeps.collect import collect
+
+    print(collect(args.sweep_dir))
+    return 0
+
+
+def _optuna(args) -> int:
+    from pathfm.sweeps.optuna_study import run_optuna_study
+
+    out = run_optuna_study(args.spec, storage=args.storage, root=args.dir, n_trials=args.n_trials,
+                           workers=args.workers)
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    parser = argparse.ArgumentParser(prog="pathfm")
+    register(parser.add_subparsers(dest="verb"))
+    a = parser.parse_args()
+    sys.exit(a.func(a))

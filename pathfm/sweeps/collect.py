@@ -1,0 +1,209 @@
+"""Rebuild a sweep's tidy ``results.parquet`` from its trial folders (no Ray needed).
+
+Collection reads only what each trial wrote next to its checkpoints (``trial.json``,
+``metrics.jsonl``, ``eval.parquet``), so it can run at any time: while the sweep runs, after the
+driver died, or on a copy of the folder. It is idempotent (same folders -> same table, rows sorted)
+and atomic (written to a temporary file and renamed), so concurrent collectors never leave a
+corrupt file: the last rename wins and each candidate is complete.
+
+Schema (docs/architecture.md "Tidy result rows"): one row per (trial, step-or-final, metric) with
+``sweep, trial_id, arm, status, seed, kind, step, final, task, probe, backbone, fold, metric, value,
+wall_time_s, gpu_hours, tiles_seen`` plus ``param.<name>`` per searched parameter and ``trial_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pathfm.io import atomic_path, read_jsonl
+
+TRIAL_FILE = "trial.json"
+META_FILE = "sweep_meta.json"
+RESULTS_FILE = "results.parquet"
+OBJECTIVE_METRIC = "eval/mean_balanced_accuracy"
+_NON_METRIC_KEYS = {"step", "stage", "time_s", "tiles_seen"}
+
+BASE_SCHEMA: dict[str, str] = {
+    "sweep": "str", "trial_id": "str", "arm": "str", "status": "str", "seed": "int", "kind": "str",
+    "step": "int", "final": "bool", "task": "str", "probe": "str", "backbone": "str", "fold": "int",
+    "metric": "str", "value": "float", "wall_time_s": "float", "gpu_hours": "float", "tiles_seen": "int",
+    "trial_dir": "str",
+}
+
+
+def read_trial(trial_dir: Path) -> dict | None:
+    """The trial's ``trial.json`` (None if missing or unreadable: a trial that never started)."""
+    try:
+        return json.loads((Path(trial_dir) / TRIAL_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def trial_dirs(sweep_dir: Path) -> list[Path]:
+    """Trial folders of a sweep (those holding a trial.json), sorted by trial index then name."""
+    dirs = [p for p in Path(sweep_dir).iterdir() if p.is_dir() and (p / TRIAL_FILE).exists()]
+
+    def key(p: Path) -> tuple:
+        t = read_trial(p) or {}
+        return (t.get("index") if isinstance(t.get("index"), int) else 1 << 30, p.name)
+
+    return sorted(dirs, key=key)
+
+
+def train_records(trial_dir: Path) -> list[dict]:
+    """metrics.jsonl deduplicated by step (a resumed run re-logs steps after its checkpoint; last wins)."""
+    by_step: dict[int, dict] = {}
+    for rec in read_jsonl(Path(trial_dir) / "metrics.jsonl"):
+        if isinstance(rec.get("step"), int):
+            by_step[rec["step"]] = rec
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v)
+
+
+def trial_rows(trial_dir: Path, sweep: str, param_names: list[str]) -> list[dict]:
+    """Tidy rows of one trial folder (train metrics per logged step, eval rows, the objective)."""
+    info = read_trial(trial_dir)
+    if info is None:
+        return []
+    gpus = float(info.get("gpus") or 0.0)
+    params = info.get("params") or {}
+    common = {
+        "sweep": sweep, "trial_id": str(info.get("trial_id")), "arm": info.get("arm"),
+        "status": info.get("status"), "seed": info.get("seed"), "trial_dir": Path(trial_dir).name,
+    }
+    common.update({f"param.{k}": params.get(k) for k in param_names})
+    rows: list[dict] = []
+    records = train_records(trial_dir)
+    for i, rec in enumerate(records):
+        t = _num(rec.get("time_s"))
+        base = dict(common, kind="train", step=rec["step"], final=i == len(records) - 1, task=None, probe=None,
+                    backbone=None, fold=None, wall_time_s=t, gpu_hours=(t or 0.0) * gpus / 3600.0,
+                    tiles_seen=rec.get("tiles_seen"))
+        for k, v in rec.items():
+            x = _num(v)
+            if k in _NON_METRIC_KEYS or x is None:
+                continue
+            rows.append(dict(base, metric=k, value=x))
+    wall = _num(info.get("wall_time_s"))
+    totals = dict(common, kind="eval", final=True, wall_time_s=wall, gpu_hours=_num(info.get("gpu_hours")),
+                  tiles_seen=info.get("tiles_seen"))
+    eval_path = Path(trial_dir) / "eval.parquet"
+    if eval_path.exists():
+        import polars as pl
+
+        try:
+            ev = pl.read_parquet(eval_path)
+        except Exception:  # a half-copied file from elsewhere; atomic writers never leave one
+            ev = None
+        if ev is not None:
+            for r in ev.iter_rows(named=True):
+                rows.append(dict(totals, step=r.get("step"), task=r.get("task"), probe=r.get("probe"),
+                                 backbone=r.get("backbone"), fold=r.get("fold"), metric=r.get("metric"),
+                                 value=_num(r.get("value"))))
+    for metric, value in sorted((info.get("objective") or {}).items()):
+        if _num(value) is not None:
+            rows.append(dict(totals, step=info.get("final_step"), task=None, probe=None, backbone=None, fold=None,
+                             metric=metric, value=float(value)))
+    return rows
+
+
+def _param_dtype(values: list[Any]) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "float"
+    if all(isinstance(v, bool) for v in vals):
+        return "bool"
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in vals):
+        return "int"
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+        return "float"
+    return "str"
+
+
+def _coerce(v: Any, dtype: str) -> Any:
+    if v is None:
+        return None
+    if dtype == "float":
+        return float(v)
+    if dtype == "int":
+        return int(v)
+    if dtype == "str" and not isinstance(v, str):
+        return json.dumps(v)
+    return v
+
+
+def results_frame(sweep_dir: Path):
+    """The tidy results of a sweep as a polars DataFrame (rebuilt from the trial folders)."""
+    import polars as pl
+
+    sweep_dir = Path(sweep_dir)
+    meta = read_meta(sweep_dir)
+    sweep = meta.get("sweep") or sweep_dir.name
+    param_names = list(meta.get("params") or [])
+    dirs = trial_dirs(sweep_dir)
+    if not param_names:  # a folder without metadata: take the params the trials recorded
+        for d in dirs:
+            for k in (read_trial(d) or {}).get("params") or {}:
+                if k not in param_names:
+                    param_names.append(k)
+    rows: list[dict] = []
+    for d in dirs:
+        rows.extend(trial_rows(d, sweep, param_names))
+    pl_types = {"str": pl.String, "int": pl.Int64, "float": pl.Float64, "bool": pl.Boolean}
+    schema = {k: pl_types[v] for k, v in BASE_SCHEMA.items()}
+    for name in param_names:
+        col = f"param.{name}"
+        dtype = _param_dtype([r.get(col) for r in rows])
+        schema[col] = pl_types[dtype]
+        for r in rows:
+            r[col] = _coerce(r.get(col), dtype)
+    for r in rows:
+        for k, t in BASE_SCHEMA.items():
+            r[k] = _coerce(r.get(k), t) if t in ("float", "int") else r.get(k)
+    df = pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
+    return df.sort(["trial_dir", "kind", "step", "metric", "task", "probe", "backbone", "fold"],
+                   nulls_last=True, maintain_order=True)
+
+
+def collect(sweep_dir: str | Path) -> Path:
+    """(Re)write ``sweep_dir/results.parquet`` from the trial folders; idempotent and atomic."""
+    sweep_dir = Path(sweep_dir).resolve()
+    if not sweep_dir.is_dir():
+        from pathfm.errors import PathfmError
+
+        raise PathfmError(f"sweep folder '{sweep_dir}' does not exist")
+    df = results_frame(sweep_dir)
+    out = sweep_dir / RESULTS_FILE
+    with atomic_path(out) as tmp:
+        df.write_parquet(tmp)
+    return out
+
+
+def read_meta(sweep_dir: Path) -> dict:
+    try:
+        return json.loads((Path(sweep_dir) / META_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def summarize(sweep_dir: str | Path) -> list[dict]:
+    """One dict per trial for ``pathfm sweep status``: id, arm, seed, params, status, step, objective."""
+    out = []
+    for d in trial_dirs(Path(sweep_dir)):
+        info = read_trial(d) or {}
+        recs = train_records(d)
+        out.append({
+            "trial_id": info.get("trial_id"), "index": info.get("index"), "arm": info.get("arm"),
+            "seed": info.get("seed"), "params": info.get("params") or {}, "status": info.get("status"),
+            "step": recs[-1]["step"] if recs else 0, "total_steps": info.get("total_steps"),
+            "objective": info.get("objective") or {}, "error": info.get("error"),
+            "wall_time_s": info.get("wall_time_s"), "attempts": info.get("attempts"), "dir": d.name,
+        })
+    return out

@@ -1,0 +1,376 @@
+"""The Ray Tune trainable: one sweep trial = one full training run + evaluation, in its own folder.
+
+Inside a trial (a Ray actor, ``CUDA_VISIBLE_DEVICES`` set by Ray) :func:`sweep_trainable`:
+
+1. resolves its trial (arm, seed, params) and builds the validated training config;
+2. runs :func:`pathfm.ssl.trainer.train` with the trial folder ``<sweep_dir>/trial_<id>`` as ``run_dir``
+   (absolute), resuming from the trial's latest checkpoint when Ray restarts or resumes it (so it
+   continues from its step, never from zero);
+3. reports every ``report_every`` steps with ``ray.tune.report`` and a small checkpoint folder that
+   points at (or, without shared storage, holds a copy of) the trainer's latest checkpoint;
+4. on a scheduler stop (ASHA) ends training cleanly and records ``STOPPED``;
+5. evaluates the trained teacher (:func:`pathfm.eval.evaluate`) and reports the objective;
+6. writes ``trial.json`` (status, params, attempts, error text) next to the checkpoints, so a failed
+   trial leaves its error behind and the sweep goes on.
+
+Only ``ray.tune.report / get_checkpoint / get_context / Checkpoint`` are used here (Train V2 rule);
+``workers > 1`` launches a Ray Train ``TorchTrainer`` from inside this function.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from pathfm.io import atomic_write_json
+from pathfm.sweeps.collect import OBJECTIVE_METRIC, TRIAL_FILE, read_trial
+from pathfm.sweeps.spec import SweepSpec, total_steps, trial_from_sample, validate_trial
+
+POINTER_FILE = "pathfm_checkpoint.json"
+FAULT_COUNTER = ".injected_failures"
+
+
+@dataclass
+class SweepContext:
+    """What every trial needs besides its Tune config (shipped once via ``tune.with_parameters``)."""
+
+    spec: SweepSpec
+    sweep_dir: str  # absolute local path (shared on clusters)
+    trials: list[dict] = field(default_factory=list)  # expanded trials (grid/random); empty for optuna
+
+    def trial_for(self, config: dict, trial_id: str = "") -> dict:
+        if "index" in config and self.trials:
+            return self.trials[int(config["index"])]
+        suffix = trial_id.rsplit("_", 1)[-1] if "_" in trial_id else ""
+        return trial_from_sample(self.spec, int(suffix) if suffix.isdigit() else None, config)
+
+
+def trial_dirname(trial_id: str) -> str:
+    return f"trial_{trial_id}"
+
+
+# ---------------------------------------------------------------------------------- trial.json
+def update_trial_json(run_dir: Path, **fields: Any) -> dict:
+    """Read-modify-write ``trial.json`` atomically and return the new content."""
+    info = read_trial(run_dir) or {}
+    info.update(fields)
+    atomic_write_json(Path(run_dir) / TRIAL_FILE, info)
+    return info
+
+
+def objective_from_eval(df: Any, tasks: list[str], probes: list[str]) -> dict[str, float]:
+    """``eval/mean_balanced_accuracy`` = mean over tasks of the linear-probe balanced accuracy of the trained
+    backbone (mean over folds); falls back to the first probe if ``linear`` was not run. Also per-task
+    and per-probe means as ``eval/<task>/<probe>/balanced_accuracy``."""
+    import polars as pl
+
+    out: dict[str, float] = {}
+    if df is None or df.height == 0:
+        return out
+    trained = df.filter((pl.col("backbone") == "trained") & (pl.col("metric") == "balanced_accuracy"))
+    means = trained.group_by(["task", "probe"]).agg(pl.col("value").mean()).sort(["task", "probe"])
+    for r in means.iter_rows(named=True):
+        out[f"eval/{r['task']}/{r['probe']}/balanced_accuracy"] = float(r["value"])
+    head_probe = "linear" if "linear" in probes else probes[0]
+    per_task = [out[k] for t in tasks if (k := f"eval/{t}/{head_probe}/balanced_accuracy") in out]
+    if per_task:
+        out[OBJECTIVE_METRIC] = float(sum(per_task) / len(per_task))
+    return out
+
+
+def _numeric(record: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _fault_rule(spec: SweepSpec, trial: dict) -> Any:
+    """The first fault-injection rule whose ``when`` matches this trial (None: no injected failure)."""
+    probe = dict(trial.get("params") or {}, arm=trial.get("arm"), seed=trial.get("seed"), index=trial.get("index"))
+    for rule in spec.fault_injection:
+        if all(k in probe and probe[k] == v for k, v in rule.when.items()):
+            return rule
+    return None
+
+
+def _stop_trial_exc() -> type[Exception]:
+    from pathfm.sweeps.optuna_study import StopTrial
+
+    return StopTrial
+
+
+# ------------------------------------------------------------------------------ the reporter
+class TuneReporter:
+    """Trainer callback: reports to Tune every ``report_every`` steps, turns a Tune stop into
+    ``StopTraining``, enforces the per-trial time budget and (for tests) injects failures."""
+
+    def __init__(self, spec: SweepSpec, trial: dict, run_dir: Path, report: Callable[..., None] | None,
+                 copy_checkpoints: bool, start_step: int = 0, stop_file: Path | None = None):
+        self.spec, self.trial, self.run_dir, self.report = spec, trial, run_dir, report
+        self.stop_file = stop_file
+        self.copy_checkpoints = copy_checkpoints
+        self.last_report_step = start_step
+        self.latest_ckpt: tuple[int, Path] | None = None
+        self.reported_ckpt_step: int | None = None
+        self.stop_requested = False
+        self.budget_stop = False
+        self.first_step_wall: float | None = None
+        self.t0 = time.time()
+        self.fault = _fault_rule(spec, trial)
+
+    def on_checkpoint(self, step: int, path: Path) -> None:
+        self.latest_ckpt = (int(step), Path(path))
+
+    def on_log(self, record: dict) -> None:
+        from pathfm.ssl.trainer import StopTraining
+
+        step = int(record.get("step", 0))
+        if self.first_step_wall is None:
+            self.first_step_wall = time.time()
+        if self.fault is not None:
+            self._maybe_fail(step)
+        if self.report is not None and step - self.last_report_step >= self.spec.report_every:
+            self.last_report_step = step
+            try:
+                self._report(record)
+            except (SystemExit, _stop_trial_exc()):  # Tune/Optuna asked this trial to stop (scheduler)
+                self.stop_requested = True
+                raise StopTraining from None
+        if self.stop_file is not None and self.stop_file.exists():  # a DDP trial's Tune driver says stop
+            self.stop_requested = True
+            raise StopTraining
+        budget = self.spec.budget.trial_time_s
+        if budget is not None and time.time() - self.t0 > budget:
+            self.budget_stop = True
+            raise StopTraining
+
+    def _maybe_fail(self, step: int) -> None:
+        fi = self.fault
+        if step != fi.at_step:
+            return
+        counter = self.run_dir / FAULT_COUNTER
+        n = int(counter.read_text()) if counter.exists() else 0
+        if n >= fi.times:
+            return
+        counter.write_text(str(n + 1))
+        raise RuntimeError(f"injected failure at step {step} (fault_injection, attempt {n + 1} of {fi.times})")
+
+    def _report(self, record: dict, extra: dict | None = None) -> None:
+        metrics = _numeric(record)
+        metrics.update(extra or {})
+        checkpoint = None
+        if self.latest_ckpt is not None and self.latest_ckpt[0] != self.reported_ckpt_step:
+            checkpoint = self._checkpoint_dir(*self.latest_ckpt)
+            self.reported_ckpt_step = self.latest_ckpt[0]
+        if checkpoint is None:
+            self.report(metrics)
+            return
+        from ray import tune
+
+        try:
+            self.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint))
+        finally:
+            shutil.rmtree(checkpoint, ignore_errors=True)
+
+    def _checkpoint_dir(self, step: int, path: Path) -> str:
+        """A small folder for ``tune.Checkpoint``: a pointer to the trainer's checkpoint (shared storage)
+        or a copy of it (when the trial folder is not visible to every node)."""
+        d = tempfile.mkdtemp(prefix="pathfm_ckpt_")
+        pointer = {"step": step, "path": str(path), "run_dir": str(self.run_dir), "copied": self.copy_checkpoints}
+        if self.copy_checkpoints:
+            shutil.copy2(path, Path(d) / path.name)
+            sidecar = path.with_name(path.name + ".sha256")
+            if sidecar.exists():
+                shutil.copy2(sidecar, Path(d) / sidecar.name)
+            pointer["file"] = path.name
+        Path(d, POINTER_FILE).write_text(json.dumps(pointer))
+        return d
+
+    def final(self, record: dict, extra: dict) -> None:
+        if self.report is None:
+            return
+        try:
+            self._report(record, extra)
+        except SystemExit:
+            pass  # stopped at the very last report (e.g. ASHA's max_t): the trial is complete anyway
+
+
+# ---------------------------------------------------------------------------------- resuming
+def resume_point(run_dir: Path, tune_checkpoint: Any) -> tuple[bool | Path, int]:
+    """What to resume from: the newest valid checkpoint in the trial folder, else the copy inside Ray's
+    checkpoint (no shared storage), else nothing. Returns ``(resume, step)``."""
+    from pathfm.ssl import checkpoint as ckpt
+
+    if ckpt.list_checkpoints(run_dir):
+        found = ckpt.latest_valid(run_dir)
+        if found is not None:
+            return found[0], int(found[1]["progress"]["global_step"])
+    if tune_checkpoint is not None:
+        with tune_checkpoint.as_directory() as d:
+            pointer_path = Path(d) / POINTER_FILE
+            if pointer_path.exists():
+                pointer = json.loads(pointer_path.read_text())
+                if pointer.get("file"):
+                    target = ckpt.checkpoint_dir(run_dir) / pointer["file"]
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(Path(d) / pointer["file"], target)
+                    sidecar = Path(d) / (pointer["file"] + ".sha256")
+                    if sidecar.exists():
+                        shutil.copy2(sidecar, target.with_name(sidecar.name))
+                    return target, int(pointer["step"])
+                if Path(pointer["path"]).exists():
+                    return Path(pointer["path"]), int(pointer["step"])
+    return False, 0
+
+
+# ---------------------------------------------------------------------------------- one trial
+def trial_config(spec: SweepSpec, trial: dict, *, threads: int | None = None):
+    """The trial's training Config with the settings a sweep imposes (no progress bars, CPU threads
+    = the trial's CPUs, device from the resources)."""
+    cfg = validate_trial(spec, trial)
+    cfg.run.progress = False
+    if cfg.run.threads is None:
+        cfg.run.threads = max(1, int(threads if threads is not None else spec.resources.cpu))
+    if spec.resources.gpu <= 0:
+        cfg.run.device = "cpu"
+    return cfg
+
+
+def run_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, sweep: str,
+              report: Callable[..., None] | None = None, tune_checkpoint: Any = None,
+              copy_checkpoints: bool = False, node_id: str | None = None, stop_file: Path | None = None) -> dict:
+    """Train + evaluate one trial in ``run_dir``; returns its final metrics. Raises on failure after
+    recording the error in ``trial.json``."""
+    from pathfm.ssl.trainer import train
+
+    run_dir = Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    prev = read_trial(run_dir) or {}
+    if prev.get("status") == "TERMINATED" and (run_dir / "DONE").exists():
+        return _report_finished(prev, run_dir, report)
+    attempt_start = time.time()
+    gpus = float(spec.resources.gpu) * int(spec.resources.workers)
+    base_info = dict(
+        trial_id=trial_id, sweep=sweep, index=trial.get("index"), arm=trial.get("arm"), seed=trial.get("seed"),
+        params=trial.get("params"), overrides=trial.get("overrides"), status="RUNNING", error=None,
+        attempts=int(prev.get("attempts", 0)) + 1, started_at=prev.get("started_at", attempt_start),
+        attempt_started_at=attempt_start, hostname=socket.gethostname(), node_id=node_id, gpus=gpus,
+        resources=spec.resources.model_dump(),
+    )
+    update_trial_json(run_dir, **base_info)
+    prior_wall = float(prev.get("wall_time_s") or 0.0)
+    reporter: TuneReporter | None = None
+    try:
+        cfg = trial_config(spec, trial)
+        total = total_steps(cfg)
+        resume, start_step = resume_point(run_dir, tune_checkpoint)
+        if start_step:
+            update_trial_json(run_dir, restored_from_step=start_step)
+        update_trial_json(run_dir, total_steps=total, seed=cfg.seed)
+        reporter = TuneReporter(spec, trial, run_dir, report, copy_checkpoints, start_step=start_step,
+                                stop_file=stop_file)
+        result = train(cfg, run_dir, resume=resume, callbacks=[reporter])
+        last = result.metrics or {}
+        import torch
+
+        common = dict(final_step=result.final_step, tiles_seen=last.get("tiles_seen"), torch_threads=torch.get_num_threads(),
+                      train_time_s=last.get("time_s"),
+                      first_step_latency_s=(reporter.first_step_wall - attempt_start) if reporter.first_step_wall else None)
+        if reporter.stop_requested:
+            wall = prior_wall + time.time() - attempt_start
+            update_trial_json(run_dir, status="STOPPED", ended_at=time.time(), wall_time_s=wall,
+                              gpu_hours=wall * gpus / 3600, stopped_by="scheduler", **common)
+            return _numeric(last)
+        objective: dict[str, float] = {}
+        if spec.eval.enabled:
+            objective = evaluate_trial(spec, run_dir, result.final_step)
+        if spec.objective.in_training and isinstance(last.get(spec.objective.metric), (int, float)):
+            objective[spec.objective.metric] = float(last[spec.objective.metric])
+        wall = prior_wall + time.time() - attempt_start
+        update_trial_json(run_dir, status="TERMINATED", ended_at=time.time(), wall_time_s=wall,
+                          gpu_hours=wall * gpus / 3600, objective=objective,
+                          stopped_by="trial_time_s" if reporter.budget_stop else None, **common)
+        final = dict(_numeric(last), **objective, done_step=float(result.final_step))
+        reporter.final(last, dict(objective, done_step=float(result.final_step)))
+        return final
+    except BaseException as e:
+        if isinstance(e, SystemExit) or (reporter is not None and reporter.stop_requested):
+            wall = prior_wall + time.time() - attempt_start
+            update_trial_json(run_dir, status="STOPPED", ended_at=time.time(), wall_time_s=wall,
+                              gpu_hours=wall * gpus / 3600, stopped_by="scheduler")
+            raise
+        wall = prior_wall + time.time() - attempt_start
+        update_trial_json(run_dir, status="ERROR", ended_at=time.time(), wall_time_s=wall, gpu_hours=wall * gpus / 3600,
+                          error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+        raise
+
+
+def _report_finished(info: dict, run_dir: Path, report: Callable[..., None] | None) -> dict:
+    """A trial that finished before the driver heard of it (driver killed in between): report its final
+    metrics again; nothing is retrained or re-evaluated and trial.json stays as it was."""
+    from pathfm.io import read_jsonl
+
+    recs = read_jsonl(run_dir / "metrics.jsonl")
+    final = dict(_numeric(recs[-1]) if recs else {}, **(info.get("objective") or {}),
+                 done_step=float(info.get("final_step") or 0))
+    if report is not None:
+        try:
+            report(final)
+        except SystemExit:
+            pass
+    return final
+
+
+def evaluate_trial(spec: SweepSpec, run_dir: Path, final_step: int) -> dict[str, float]:
+    """Run the end-of-trial evaluation once per final checkpoint (rows already in eval.parquet for this
+    step are reused, so a resumed trial never evaluates twice) and return the objective metrics."""
+    import polars as pl
+
+    from pathfm.eval import evaluate
+
+    path = run_dir / "eval.parquet"
+    df = None
+    if path.exists():
+        old = pl.read_parquet(path)
+        old = old.filter((pl.col("step") == final_step) & pl.col("task").is_in(spec.eval.tasks))
+        if set(old["task"].unique().to_list()) == set(spec.eval.tasks):
+            df = old
+    if df is None:
+        kwargs: dict[str, Any] = {}
+        if spec.eval.n_folds is not None:
+            kwargs["n_folds"] = spec.eval.n_folds
+        device = "cpu" if spec.resources.gpu <= 0 else "auto"
+        df = evaluate(str(run_dir), tasks=list(spec.eval.tasks), probes=list(spec.eval.probes),
+                      baselines=spec.eval.baselines, progress=False, verbose=False, device=device, **kwargs)
+    return objective_from_eval(df, list(spec.eval.tasks), list(spec.eval.probes))
+
+
+# -------------------------------------------------------------------------------- Tune entry
+def sweep_trainable(config: dict, ctx: SweepContext) -> None:
+    """The function Tune runs for every trial (wrapped with ``tune.with_parameters(..., ctx=...)``)."""
+    import ray
+    from ray import tune
+
+    tctx = tune.get_context()
+    trial_id = tctx.get_trial_id()
+    trial = ctx.trial_for(config, trial_id)
+    run_dir = Path(ctx.sweep_dir) / trial_dirname(trial_id)
+    node_id = ray.get_runtime_context().get_node_id()
+    if ctx.spec.resources.workers > 1:
+        from pathfm.sweeps.distributed import run_ddp_trial
+
+        run_ddp_trial(ctx, trial, run_dir, trial_id=trial_id, node_id=node_id)
+        return
+    run_trial(ctx.spec, trial, run_dir, trial_id=trial_id, sweep=ctx.spec.name, report=tune.report,
+              tune_checkpoint=tune.get_checkpoint(), copy_checkpoints=_needs_copy(ctx.sweep_dir), node_id=node_id)
+
+
+def _needs_copy(sweep_dir: str) -> bool:
+    """Copy checkpoints into Ray's checkpoint when the trial folder may not be visible to every node."""
+    return os.environ.get("PATHFM_SWEEP_COPY_CHECKPOINTS", "0") == "1"

@@ -1,0 +1,37 @@
+"""A sweep on a real 2-node Ray cluster (ray.cluster_utils.Cluster) uses both nodes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pathfm.sweeps.collect import read_trial, trial_dirs
+from pathfm.sweeps.runner import run_sweep
+from pathfm.sweeps.spec import spec_from_dict
+
+pytestmark = pytest.mark.slow
+
+
+def test_sweep_spreads_trials_over_two_nodes(tmp_path: Path):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": 128 * 2**20,
+                                                            "include_dashboard": False})
+    cluster.add_node(num_cpus=1, object_store_memory=128 * 2**20)
+    try:
+        spec = spec_from_dict({
+            "name": "two_nodes",
+            "overrides": {"data.assume_mpp": 0.5, "optim.steps": 3, "optim.warmup_steps": 1, "data.batch_size": 4,
+                          "data.crops.n_local": 2, "data.n_slides": 1, "data.tissue.thumbnail_size": 256},
+            "space": {"kde_weight": {"grid": [0.0, 0.05]}},
+            "objective": {"metric": "loss", "mode": "min"}, "eval": {"enabled": False}, "report_every": 1,
+        })
+        sweep_dir = run_sweep(spec, storage=tmp_path, address=cluster.address, verbose=0)
+        infos = [read_trial(d) for d in trial_dirs(sweep_dir)]
+        assert [i["status"] for i in infos] == ["TERMINATED", "TERMINATED"]
+        assert len({i["node_id"] for i in infos}) == 2  # one trial per 1-CPU node
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

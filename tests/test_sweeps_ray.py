@@ -1,0 +1,115 @@
+"""End-to-end sweeps on a real local Ray (2 CPUs) with the real trainer and evaluation, no mocks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pathfm.io import read_jsonl
+from pathfm.sweeps.collect import read_trial, trial_dirs
+from pathfm.sweeps.runner import SweepError, run_sweep
+from pathfm.sweeps.spec import spec_from_dict
+
+pytestmark = pytest.mark.slow
+
+FAST = {  # the smoke preset, shortened for tests
+    "data.assume_mpp": 0.5, "optim.steps": 6, "optim.warmup_steps": 1, "run.checkpoint_every": 3,
+    "data.batch_size": 4, "data.crops.n_local": 2, "data.n_slides": 1, "data.tissue.thumbnail_size": 256,
+}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20,
+             log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _spec(name: str, **kw):
+    base = {"name": name, "overrides": dict(FAST), "eval": {"enabled": False}, "objective": {"metric": "loss",
+                                                                                          "mode": "min"},
+            "report_every": 1, "max_concurrent_trials": 2}
+    base.update(kw)
+    return spec_from_dict(base)
+
+
+def _trials(sweep_dir: Path) -> list[dict]:
+    return [read_trial(d) | {"dir": d} for d in trial_dirs(sweep_dir)]
+
+
+def test_grid_sweep_of_smoke_preset_writes_results(local_ray, tmp_path: Path):
+    spec = _spec("grid4", space={"kde_weight": {"grid": [0.0, 0.05]}, "hed_strength": {"grid": [0.0, 0.05]}},
+                 objective={"metric": "eval/mean_balanced_accuracy", "mode": "max"},
+                 eval={"tasks": ["crc"], "probes": ["linear"], "n_folds": 2}, report_every=3)
+    sweep_dir = run_sweep(spec, storage=tmp_path, verbose=0)
+    df = pl.read_parquet(sweep_dir / "results.parquet")
+    assert df["trial_id"].n_unique() == 4
+    assert set(df["status"].unique()) == {"TERMINATED"}
+    params = df.select("param.kde_weight", "param.hed_strength").unique().sort(pl.all())
+    assert params.rows() == [(0.0, 0.0), (0.0, 0.05), (0.05, 0.0), (0.05, 0.05)]
+    final = df.filter(pl.col("metric") == "eval/mean_balanced_accuracy")
+    assert final.height == 4 and final["final"].all() and final["value"].is_between(0, 1).all()
+    assert df.filter((pl.col("kind") == "eval") & (pl.col("task") == "crc") & (pl.col("probe") == "linear")).height > 0
+    last = df.filter((pl.col("kind") == "train") & pl.col("final") & (pl.col("metric") == "loss"))
+    assert last["step"].to_list() == [6] * 4 and (last["tiles_seen"] == 6 * 4).all()
+    meta = json.loads((sweep_dir / "sweep_meta.json").read_text())
+    assert meta["params"] == ["kde_weight", "hed_strength"] and meta["n_trials"] == 4
+    for t in _trials(sweep_dir):  # the trial folder layout of docs/architecture.md
+        for f in ("config.yaml", "metrics.jsonl", "eval.parquet", "checkpoints", "teacher_backbone.pt"):
+            assert (t["dir"] / f).exists(), f
+    with pytest.raises(SweepError, match="resume"):  # the same name again: told to resume instead
+        run_sweep(spec, storage=tmp_path, verbose=0)
+
+
+def test_failed_trial_is_recorded_and_restarted_trial_continues_from_its_step(local_ray, tmp_path: Path):
+    spec = _spec("faults", space={"kde_weight": {"grid": [0.0, 0.01, 0.02]}}, max_failures=1,
+                 fault_injection=[{"when": {"kde_weight": 0.01}, "at_step": 2},             # always fails
+                                  {"when": {"kde_weight": 0.02}, "at_step": 5, "times": 1}])  # fails once
+    sweep_dir = run_sweep(spec, storage=tmp_path, verbose=0)
+    by_kde = {t["params"]["kde_weight"]: t for t in _trials(sweep_dir)}
+    assert by_kde[0.0]["status"] == "TERMINATED" and by_kde[0.0]["attempts"] == 1
+    err = by_kde[0.01]
+    assert err["status"] == "ERROR" and "injected failure at step 2" in err["error"]
+    assert "Traceback" in err["traceback"]
+    restarted = by_kde[0.02]
+    assert restarted["status"] == "TERMINATED" and restarted["attempts"] == 2
+    assert restarted["restored_from_step"] == 3  # the checkpoint before the failure at step 5, not 0
+    steps = [r["step"] for r in read_jsonl(restarted["dir"] / "metrics.jsonl")]
+    assert steps == [1, 2, 3, 4, 5, 6]  # steps 1-3 were not trained twice
+    df = pl.read_parquet(sweep_dir / "results.parquet")
+    assert df.filter(pl.col("status") == "ERROR")["param.kde_weight"].unique().to_list() == [0.01]
+
+
+def test_optuna_with_asha_stops_some_trials_early(local_ray, tmp_path: Path):
+    spec = _spec("asha", space={"kde_weight": {"loguniform": [1e-3, 1.0]}},
+                 search={"algorithm": "optuna", "num_samples": 4, "seed": 1},
+                 scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2},
+                 overrides=dict(FAST, **{"optim.steps": 8}))
+    sweep_dir = run_sweep(spec, storage=tmp_path, verbose=0)
+    trials = _trials(sweep_dir)
+    assert len(trials) == 4
+    statuses = [t["status"] for t in trials]
+    assert "STOPPED" in statuses and "TERMINATED" in statuses, statuses
+    for t in trials:
+        recs = read_jsonl(t["dir"] / "metrics.jsonl")
+        if t["status"] == "STOPPED":
+            assert recs[-1]["step"] < 8
+        else:
+            assert recs[-1]["step"] == 8
+    assert all(t["wall_time_s"] > 0 and t["final_step"] >= 1 for t in trials)
+    assert len({t["params"]["kde_weight"] for t in trials}) == 4  # TPE proposed distinct points
+    df = pl.read_parquet(sweep_dir / "results.parquet")
+    assert df.filter(pl.col("status") == "STOPPED")["trial_id"].n_unique() == statuses.count("STOPPED")
+
+
+def test_gpu_request_on_cpu_cluster_fails_early(local_ray, tmp_path: Path):
+    spec = _spec("gpu", resources={"gpu": 1})
+    with pytest.raises(SweepError, match="no GPU"):
+        run_sweep(spec, storage=tmp_path, verbose=0)
+    assert not (tmp_path / "gpu" / "tuner.pkl").exists()
