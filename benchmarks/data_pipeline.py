@@ -136,7 +136,7 @@ def bench_workers(make_config, n_batches: int):
         t = time.perf_counter()
         for _ in range(n_batches):
             next(it)
-        out[nw] = n_batches * cfg.data.batch_size / (time.perf_counter() - t)
+        out[nw] = (n_batches * cfg.data.batch_size / (time.perf_counter() - t), os.getloadavg()[0])
         del it, loader
     return out
 
@@ -177,9 +177,8 @@ def main() -> int:
     for name, make in (("full: 256 px, 2x224 + 8x98", full_config), ("smoke: 128 px, 2x112 + 4x56", load_smoke)):
         scaling = bench_workers(make, 8 if args.quick else 25)
         print(f"\nDataLoader scaling, {name} ({os.cpu_count()} cores, batch 8, samples per wall-second):")
-        for nw, r in scaling.items():
-            print(f"  num_workers={nw}: {r:7.1f}  ({r / scaling[0]:.2f}x of num_workers=0)")
-    print(f"(load average {os.getloadavg()[0]:.1f})")
+        for nw, (r, load) in scaling.items():
+            print(f"  num_workers={nw}: {r:7.1f}  ({r / scaling[0][0]:.2f}x of num_workers=0; load average {load:.1f})")
     return 0
 
 

@@ -35,7 +35,7 @@ $pathfm analyze report "$out/component" --out "$out/report-component"
 echo "== [4/4] data-efficiency curve and report" >&2
 $pathfm analyze report "$out/data" --out "$out/report-data"
 
-ln -sfn "$out" runs/demo-latest 2>/dev/null || true
+[ -n "${PATHFM_DEMO_DIR:-}" ] || ln -sfn "$out" runs/demo-latest
 echo >&2
 echo "done in $(( $(date +%s) - start )) s. Look at:" >&2
 ls "$out"/report-component/*.md "$out"/report-data/*.png 2>/dev/null | sed 's/^/  /' >&2

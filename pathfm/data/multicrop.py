@@ -74,8 +74,9 @@ def adjust_hue(img: Image.Image, shift: float) -> Image.Image:
     if shift == 0:
         return img
     h, s, v = img.convert("HSV").split()
-    hue = np.asarray(h, dtype=np.uint8) + np.uint8(int(round(shift * 255)) % 256)  # wraps around
-    return Image.merge("HSV", (Image.fromarray(hue, "L"), s, v)).convert("RGB")
+    d = int(round(shift * 255)) % 256
+    hue = h.point([(i + d) % 256 for i in range(256)])  # 8-bit hue wraps around
+    return Image.merge("HSV", (hue, s, v)).convert("RGB")
 
 
 def _jitter(img: Image.Image, u: np.ndarray, strength: tuple[float, float, float, float]) -> Image.Image:

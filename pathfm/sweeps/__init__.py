@@ -2,7 +2,8 @@
 
 Public API (imported lazily so ``pathfm --help`` stays instant)::
 
-    from pathfm.sweeps import load_spec, expand_trials, run_sweep, resume_sweep, collect
+    from pathfm.sweeps import load_spec, expand_trials, run_sweep, resume_sweep, run_optuna_study
+    from pathfm.sweeps.runner import collect               # (pathfm.sweeps.collect is the module)
     spec = load_spec("sweeps/examples/kde_smoke.yaml")    # validated SweepSpec
     trials = expand_trials(spec)                          # one dict per trial, every config validated
     sweep_dir = run_sweep(spec, "runs/sweeps")            # local Ray; address="auto" for a cluster
@@ -30,7 +31,6 @@ _EXPORTS = {
     "resume_sweep": "pathfm.sweeps.runner",
     "format_status": "pathfm.sweeps.runner",
     "SweepError": "pathfm.sweeps.runner",
-    "collect": "pathfm.sweeps.collect",
     "results_frame": "pathfm.sweeps.collect",
     "run_optuna_study": "pathfm.sweeps.optuna_study",
 }

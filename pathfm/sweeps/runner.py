@@ -300,8 +300,9 @@ def measure_step_time(spec: SweepSpec, trial: dict, steps: int = 2) -> dict[str,
             "first_step_s": times[0] if times else wall, "measured_batch": cfg.data.batch_size, "scale": scale}
 
 
-def preflight(spec: SweepSpec, trials: list[dict], *, step_time: float | None = None, out=sys.stdout) -> dict:
+def preflight(spec: SweepSpec, trials: list[dict], *, step_time: float | None = None, out=None) -> dict:
     """Print the trial count, resources and estimated cost; run one CPU step of the first trial."""
+    out = out if out is not None else sys.stdout
     algo = spec.search.algorithm
     n = len(trials)
     steps = _steps_of(spec, trials)
