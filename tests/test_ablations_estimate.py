@@ -6,7 +6,8 @@ import pytest
 
 from pathfm.ablations.estimate import arm_cost, plan_costs, total_hours, vit_forward_flops, wall_hours
 from pathfm.ablations.expand import plan_for
-from pathfm.ablations.run import label_columns, run_plan
+from pathfm.ablations.run import run_plan
+from pathfm.sweeps.collect import label_columns
 from pathfm.ablations.scales import get_scale
 from pathfm.ablations.study import StudyError
 

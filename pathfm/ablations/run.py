@@ -21,7 +21,7 @@ from typing import Any
 
 from pathfm.ablations.expand import StudyPlan
 from pathfm.ablations.study import StudyError
-from pathfm.io import atomic_path, atomic_write_json
+from pathfm.io import atomic_write_json
 
 PLAN_FILE = "study_plan.json"
 
@@ -83,9 +83,7 @@ def collect_study(sweep_dir: Path, plan: StudyPlan | dict | None = None) -> Path
     info = plan.to_dict() if isinstance(plan, StudyPlan) else (plan or read_plan(sweep_dir))
     if info.get("eval_resolutions"):
         evaluate_resolutions(sweep_dir, info)
-    out = collect(sweep_dir)
-    add_label_columns(out, info)
-    return out
+    return collect(sweep_dir)  # adds the arms' label columns (param.<label>) from study_plan.json
 
 
 # ------------------------------------------------------------------------------ resolutions
@@ -137,45 +135,3 @@ def evaluate_resolutions(sweep_dir: Path, info: dict[str, Any]) -> None:
             append_results(eval_path, df)
             have |= set(names.values())
 
-
-# ----------------------------------------------------------------------------- label columns
-def label_columns(info: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``{label: {arm name or alias: value}}`` for every scalar arm label that varies across arms."""
-    per_label: dict[str, dict[str, Any]] = {}
-    for arm in info.get("arms", []):
-        for k, v in (arm.get("labels") or {}).items():
-            if isinstance(v, (bool, int, float, str)) or v is None:
-                per_label.setdefault(k, {})[arm["name"]] = v
-    return {k: m for k, m in per_label.items() if len({json.dumps(v) for v in m.values()}) > 1}
-
-
-def add_label_columns(results: Path, info: dict[str, Any]) -> None:
-    """Rewrite ``results`` with ``param.<label>`` columns (atomic). Existing searched params win."""
-    import polars as pl
-
-    cols = label_columns(info)
-    if not cols or not Path(results).exists():
-        return
-    df = pl.read_parquet(results)
-    added = []
-    for label, by_arm in cols.items():
-        col = f"param.{label}"
-        if col in df.columns:
-            continue
-        values = list(by_arm.values())
-        if all(isinstance(v, bool) for v in values):
-            dtype: Any = pl.Boolean
-        elif all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-            dtype = pl.Int64
-        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            dtype = pl.Float64
-            by_arm = {a: float(v) for a, v in by_arm.items()}
-        else:
-            dtype = pl.String
-            by_arm = {a: None if v is None else str(v) for a, v in by_arm.items()}
-        added.append(pl.col("arm").replace_strict(by_arm, default=None, return_dtype=dtype).alias(col))
-    if not added:
-        return
-    df = df.with_columns(added)
-    with atomic_path(results) as tmp:
-        df.write_parquet(tmp)

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pathfm.io import atomic_path, read_jsonl
+
+if TYPE_CHECKING:
+    import polars as pl
 
 TRIAL_FILE = "trial.json"
 META_FILE = "sweep_meta.json"
@@ -179,11 +182,54 @@ def collect(sweep_dir: str | Path) -> Path:
         from pathfm.errors import PathfmError
 
         raise PathfmError(f"sweep folder '{sweep_dir}' does not exist")
-    df = results_frame(sweep_dir)
+    df = with_arm_label_columns(results_frame(sweep_dir), _read_study_plan(sweep_dir))
     out = sweep_dir / RESULTS_FILE
     with atomic_path(out) as tmp:
         df.write_parquet(tmp)
     return out
+
+
+STUDY_PLAN_FILE = "study_plan.json"
+
+
+def _read_study_plan(sweep_dir: Path) -> dict:
+    try:
+        return json.loads((Path(sweep_dir) / STUDY_PLAN_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def label_columns(plan: dict) -> dict[str, dict[str, Any]]:
+    """``{label: {arm name: value}}`` for every scalar arm label of a study plan that varies across arms
+    (an ablation's arms carry labels such as ``n_slides`` or ``kde``; they become ``param.<label>``)."""
+    per_label: dict[str, dict[str, Any]] = {}
+    for arm in plan.get("arms", []):
+        for k, v in (arm.get("labels") or {}).items():
+            if isinstance(v, (bool, int, float, str)) or v is None:
+                per_label.setdefault(k, {})[arm["name"]] = v
+    return {k: m for k, m in per_label.items() if len({json.dumps(v) for v in m.values()}) > 1}
+
+
+def with_arm_label_columns(df: pl.DataFrame, plan: dict) -> pl.DataFrame:
+    """Add a ``param.<label>`` column per varying arm label; searched params of the same name win."""
+    import polars as pl
+
+    added = []
+    for label, by_arm in label_columns(plan).items():
+        col = f"param.{label}"
+        if col in df.columns or "arm" not in df.columns:
+            continue
+        values = list(by_arm.values())
+        if all(isinstance(v, bool) for v in values):
+            dtype: Any = pl.Boolean
+        elif all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            dtype = pl.Int64
+        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            dtype, by_arm = pl.Float64, {a: float(v) for a, v in by_arm.items()}
+        else:
+            dtype, by_arm = pl.String, {a: None if v is None else str(v) for a, v in by_arm.items()}
+        added.append(pl.col("arm").replace_strict(by_arm, default=None, return_dtype=dtype).alias(col))
+    return df.with_columns(added) if added else df
 
 
 def read_meta(sweep_dir: Path) -> dict:
