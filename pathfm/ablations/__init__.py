@@ -12,8 +12,7 @@ imported lazily so that ``pathfm --help`` stays instant.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from pathfm._lazy import lazy_exports
 
 _EXPORTS = {
     "ArmPlan": "pathfm.ablations.expand",
@@ -27,10 +26,4 @@ _EXPORTS = {
     "run_plan": "pathfm.ablations.run",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'pathfm.ablations' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

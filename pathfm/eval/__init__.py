@@ -9,7 +9,7 @@ Public API (imported lazily so ``pathfm --help`` stays instant)::
 
 from __future__ import annotations
 
-from typing import Any
+from pathfm._lazy import lazy_exports
 
 _EXPORTS = {
     "evaluate": "pathfm.eval.evaluation",
@@ -32,12 +32,4 @@ _EXPORTS = {
     "uniformity": "pathfm.eval.metrics",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'pathfm.eval' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

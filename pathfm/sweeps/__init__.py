@@ -18,7 +18,7 @@ Modules: ``spec`` (the spec and its expansion), ``search`` (Tune space, OptunaSe
 
 from __future__ import annotations
 
-from typing import Any
+from pathfm._lazy import lazy_exports
 
 _EXPORTS = {
     "SweepSpec": "pathfm.sweeps.spec",
@@ -35,12 +35,4 @@ _EXPORTS = {
     "run_optuna_study": "pathfm.sweeps.optuna_study",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'pathfm.sweeps' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

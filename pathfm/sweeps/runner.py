@@ -377,11 +377,7 @@ def run_sweep(spec: SweepSpec | str | Path, storage: str | Path = "runs/sweeps",
             import ray
 
             ray.shutdown()
-    out = collect(sweep_dir)
-    if verbose >= 1:
-        print(format_status(sweep_dir), file=sys.stderr)
-        print(f"results: {out}", file=sys.stderr)
-    return sweep_dir
+    return _collect_and_report(sweep_dir, verbose)
 
 
 def resume_sweep(sweep_dir: str | Path, *, address: str | None = None, num_cpus: int | None = None,
@@ -412,6 +408,10 @@ def resume_sweep(sweep_dir: str | Path, *, address: str | None = None, num_cpus:
             import ray
 
             ray.shutdown()
+    return _collect_and_report(sweep_dir, verbose)
+
+
+def _collect_and_report(sweep_dir: Path, verbose: int) -> Path:
     out = collect(sweep_dir)
     if verbose >= 1:
         print(format_status(sweep_dir), file=sys.stderr)
