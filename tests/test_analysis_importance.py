@@ -97,5 +97,5 @@ def test_report_has_tables_and_embedded_figures(tmp_path):
     assert "## Ablation table" in md and "Δ Average" in md and "## Data efficiency" in md
     assert "![data_efficiency](data_efficiency.png)" in md and "Parameter importance and acceptance rate" in md
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 3 and "<b>" in html
+    assert html.count("data:image/png;base64,") == 4 and "<b>" in html  # ablation, curve, importance, acceptance
     assert (out / "table.tex").read_text().count(r"\midrule") == 1

@@ -76,6 +76,11 @@ def _table(args) -> int:
     )
     fmt = args.format or {".tex": "latex", ".csv": "csv", ".html": "html"}.get(Path(args.out or "").suffix, "md")
     _emit(table.render(fmt), args.out)
+    if args.plot:
+        from pathfm.analysis.table_plot import plot_table
+
+        files = plot_table(table, Path(args.plot))
+        print("wrote " + ", ".join(str(f) for f in files), file=sys.stderr)
     return 0
 
 
@@ -143,6 +148,8 @@ def register(subparsers) -> None:
     t.add_argument("--lower-is-better", action="store_true", help="for losses/errors")
     t.add_argument("--compare", action="append", default=[], metavar="ARM:REF",
                    help="planned comparison (repeatable; default: the pairs in sweep_meta.json comparisons)")
+    t.add_argument("--plot", default=None, metavar="STEM",
+                   help="also draw the table: STEM.png/.pdf/.svg (+ STEM.json): Average with CI per arm, Δ vs baseline")
     t.set_defaults(func=_table)
 
     c = sub.add_parser("curve", help="data-efficiency curve with a saturating power-law fit")

@@ -64,6 +64,7 @@ def write_report(
     from pathfm.analysis.figures import git_commit
     from pathfm.analysis.importance import importance_report
     from pathfm.analysis.table import table_from_results
+    from pathfm.analysis.table_plot import figure_caption, plot_table
 
     sel = sel or Selection()
     out = Path(out)
@@ -117,6 +118,11 @@ def write_report(
         written += [out / "table.csv", out / "table.tex"]
         md.extend(["## Ablation table", "", note + table.to_markdown(), "", "(also `table.csv`, `table.tex`)", ""])
         body_html += ["<h2>Ablation table</h2>", f"<p>{html.escape(note)}</p>" if note else "", table.to_html()]
+        files = plot_table(table, out / "ablation")
+        written += files
+        caption = figure_caption(table)
+        md.extend(["![ablation](ablation.png)", "", caption, ""])
+        body_html += [_img(out / "ablation.png"), f"<p><small>{html.escape(caption)}</small></p>"]
     except ResultsError as e:
         section("Ablation table", f"not available: {e}")
 

@@ -69,6 +69,9 @@ class AblationTable:
     notes: list[str] = field(default_factory=list)
     digits: int = 3
     comparisons: list[dict] = field(default_factory=list)  # {arm, reference, delta, lo, hi, p_improve, n_pairs}
+    higher_is_better: bool = True
+    seeds: dict[str, list[str]] = field(default_factory=dict)  # arm -> replicate labels (seeds) behind its cells
+    trial_ids: dict[str, list[str]] = field(default_factory=dict)  # arm -> trial ids behind its cells
 
     # ---------------------------------------------------------------- helpers
     @property
@@ -317,7 +320,8 @@ def build_table(
     table = AblationTable(
         arms=all_arms, columns=s.columns, mean=point, lo=lo, hi=hi, n_seeds=s.n_seeds, best=best,
         tied_with_best=tied, baseline=baseline, metric=metric or ",".join(sorted(folds["metric"].unique().to_list())),
-        level=level, notes=notes, digits=digits,
+        level=level, notes=notes, digits=digits, higher_is_better=higher_is_better,
+        seeds=_labels_per_arm(folds, "replicate", all_arms), trial_ids=_labels_per_arm(folds, "trial_id", all_arms),
     )
     single = [a for i, a in enumerate(all_arms) if s.n_seeds[i].max() < 2]
     if single:
@@ -359,6 +363,15 @@ def build_table(
         notes.append(f"Showing the best {top} of {len(order)} arms by Average" + (" (and the baseline)." if baseline else "."))
         order = [i for i in order if i in keep]
     return _reorder(table, order)
+
+
+def _labels_per_arm(folds: pl.DataFrame, col: str, arms: Sequence[str]) -> dict[str, list[str]]:
+    """Sorted distinct ``col`` values (seeds, trial ids) of each arm; empty lists when ``col`` is absent."""
+    if col not in folds.columns:
+        return {a: [] for a in arms}
+    g = folds.filter(pl.col("arm").is_in(list(arms))).group_by("arm").agg(pl.col(col).cast(pl.String).unique().sort())
+    got = dict(zip(g["arm"].to_list(), g[col].to_list()))
+    return {a: [v for v in got.get(a, []) if v is not None] for a in arms}
 
 
 def _reorder(t: AblationTable, order: list[int]) -> AblationTable:
