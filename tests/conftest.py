@@ -55,3 +55,25 @@ def pyramid_slide(wsi_dir: Path) -> Path:
 def bad_tiff(samples: Path) -> Path:
     """A strip TIFF that openslide cannot open."""
     return samples / "bad_inputs" / "kidney-48-5.tif"
+
+
+@pytest.fixture(scope="session")
+def make_pico_run(tmp_path_factory):
+    """``make_pico_run(name, step) -> run dir`` holding an exported pico teacher (seed 0, the `smoke`
+    config) and its config.yaml."""
+
+    def make(name: str, step: int) -> Path:
+        import torch
+
+        from pathfm.config import load_config
+        from pathfm.ssl.export import export_backbone
+        from pathfm.ssl.models import build_backbone
+
+        run = tmp_path_factory.mktemp(name)
+        cfg = load_config("smoke")
+        torch.manual_seed(0)
+        export_backbone(build_backbone(cfg.model), run / "teacher_backbone.pt", step=step, model_cfg=cfg.model)
+        (run / "config.yaml").write_text(cfg.to_yaml())
+        return run
+
+    return make

@@ -8,26 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from pathfm.config import load_config
 from pathfm.errors import PathfmError
 from pathfm.eval.backbones import load_source, timm_backbone
 from pathfm.eval.evaluation import backbone_features
 from pathfm.eval.features import FeatureCache, color_histogram_features, extract_features
 from pathfm.eval.tasks import get_task
 from pathfm.eval.tiles import load_samples
-from pathfm.ssl.export import export_backbone
-from pathfm.ssl.models import build_backbone
 
 
 @pytest.fixture(scope="module")
-def pico_run(tmp_path_factory):
+def pico_run(make_pico_run):
     """A run dir holding an exported pico teacher (seed 0) and its config."""
-    run = tmp_path_factory.mktemp("pico_run")
-    cfg = load_config("smoke")
-    torch.manual_seed(0)
-    export_backbone(build_backbone(cfg.model), run / "teacher_backbone.pt", step=7, model_cfg=cfg.model)
-    (run / "config.yaml").write_text(cfg.to_yaml())
-    return run
+    return make_pico_run("pico_run", step=7)
 
 
 @pytest.fixture(scope="module")

@@ -5,24 +5,16 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-import torch
 
 from pathfm.cli import main
 from pathfm.config import load_config
 from pathfm.eval import evaluate, fast_probe, headline_metrics
 from pathfm.eval.results import SCHEMA
-from pathfm.ssl.export import export_backbone
-from pathfm.ssl.models import build_backbone
 
 
 @pytest.fixture(scope="module")
-def pico_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("pico_eval_run")
-    cfg = load_config("smoke")
-    torch.manual_seed(0)
-    export_backbone(build_backbone(cfg.model), run / "teacher_backbone.pt", step=30, model_cfg=cfg.model)
-    (run / "config.yaml").write_text(cfg.to_yaml())
-    return run
+def pico_run(make_pico_run):
+    return make_pico_run("pico_eval_run", step=30)
 
 
 @pytest.mark.slow

@@ -119,11 +119,9 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def _validate_trials(plan: Any) -> None:
-    """Let the sweeps part validate every trial too, when it is installed (cheap: configs only)."""
-    try:
-        from pathfm.sweeps.spec import expand_trials
-    except ImportError:
-        return
+    """Let the sweeps part validate every trial too (cheap: configs only)."""
+    from pathfm.sweeps.spec import expand_trials
+
     trials = expand_trials(plan.to_sweep_spec())
     print(f"validated {len(trials)} trial configs")
 

@@ -22,15 +22,16 @@ from typing import Any
 from pathfm.ablations.expand import StudyPlan
 from pathfm.ablations.study import StudyError
 from pathfm.io import atomic_write_json
-
-PLAN_FILE = "study_plan.json"
+from pathfm.sweeps.collect import STUDY_PLAN_FILE as PLAN_FILE
+from pathfm.sweeps.collect import collect, read_trials
+from pathfm.sweeps.runner import SweepError, run_sweep, storage_root
 
 
 def sweep_dir_for(plan: StudyPlan, storage: str | Path, name: str | None = None) -> Path:
-    s = str(storage)
-    if "://" in s and not s.startswith("file://"):
-        raise StudyError(f"--storage {s}: use a local or shared (NFS) folder; cloud URIs are not supported")
-    return Path(s.removeprefix("file://")).expanduser().resolve() / (name or plan.sweep_name())
+    try:
+        return storage_root(storage) / (name or plan.sweep_name())
+    except SweepError as e:
+        raise StudyError(str(e)) from None
 
 
 def run_plan(
@@ -43,10 +44,6 @@ def run_plan(
     verbose: int = 1,
 ) -> Path:
     """Run every arm x seed of ``plan`` through :func:`pathfm.sweeps.runner.run_sweep`; returns the sweep dir."""
-    try:
-        from pathfm.sweeps.runner import run_sweep
-    except ImportError as e:
-        raise StudyError(f"pathfm.sweeps is not available ({e}); cannot run a study") from None
     spec = plan.to_sweep_spec()
     if name:
         spec.name = name
@@ -77,8 +74,6 @@ def read_plan(sweep_dir: Path) -> dict[str, Any]:
 
 def collect_study(sweep_dir: Path, plan: StudyPlan | dict | None = None) -> Path:
     """Extra-resolution evaluations (if the study asks), then results.parquet with arm-label columns."""
-    from pathfm.sweeps.collect import collect
-
     sweep_dir = Path(sweep_dir)
     info = plan.to_dict() if isinstance(plan, StudyPlan) else (plan or read_plan(sweep_dir))
     if info.get("eval_resolutions"):
@@ -87,12 +82,6 @@ def collect_study(sweep_dir: Path, plan: StudyPlan | dict | None = None) -> Path
 
 
 # ------------------------------------------------------------------------------ resolutions
-def _trial_dirs(sweep_dir: Path) -> list[tuple[Path, dict]]:
-    from pathfm.sweeps.collect import read_trial, trial_dirs
-
-    return [(d, read_trial(d) or {}) for d in trial_dirs(sweep_dir)]
-
-
 def resolution_px(cfg: Any, which: str) -> int:
     """``train``: the main stage's global crop; ``highres``: the high-resolution stage's global crop."""
     if which == "train":
@@ -115,7 +104,7 @@ def evaluate_resolutions(sweep_dir: Path, info: dict[str, Any]) -> None:
     tasks = list(ev.get("tasks") or ["crc"])
     probes = list(ev.get("probes") or ["linear"])
     device = "cpu" if float((info.get("resources") or {}).get("gpu", 0)) <= 0 else "auto"
-    for trial_dir, trial in _trial_dirs(sweep_dir):
+    for trial_dir, trial in read_trials(sweep_dir):
         if trial.get("status") != "TERMINATED" or not (trial_dir / "config.yaml").exists():
             continue
         cfg = config_from_dict(read_yaml(trial_dir / "config.yaml"), source=str(trial_dir / "config.yaml"))

@@ -290,6 +290,20 @@ def pick_step(lf: pl.LazyFrame, how: Literal["final", "best", "last"]) -> pl.Laz
     return lf.join(last, on=keys).filter(pl.col("step") == target).drop("_last", "_final")
 
 
+def _as_lazy(
+    source: pl.LazyFrame | pl.DataFrame | str | Path | Sequence[str | Path],
+) -> tuple[pl.LazyFrame, str]:
+    """The results as a LazyFrame (files are scanned), and what to call them in error messages."""
+    if isinstance(source, pl.DataFrame):
+        return source.lazy(), "results"
+    if isinstance(source, pl.LazyFrame):
+        return source, "results"
+    if isinstance(source, (str, Path)):
+        return scan_results(source), str(source)
+    paths = list(source)  # an iterator would be used up by naming it
+    return scan_results(paths), ", ".join(str(s) for s in paths)
+
+
 def fold_scores(
     source: pl.LazyFrame | pl.DataFrame | str | Path | Sequence[str | Path],
     sel: Selection | None = None,
@@ -300,14 +314,7 @@ def fold_scores(
     Columns: ``arm, replicate, trial_id, task, metric, fold, value`` plus ``extra`` columns (first value).
     """
     sel = sel or Selection()
-    where = "results"
-    if isinstance(source, pl.DataFrame):
-        lf = source.lazy()
-    elif isinstance(source, pl.LazyFrame):
-        lf = source
-    else:
-        where = str(source) if isinstance(source, (str, Path)) else ", ".join(str(s) for s in source)
-        lf = scan_results(source)
+    lf, where = _as_lazy(source)
     selected = select_rows(lf, sel, where)
     rows = pick_step(selected, sel.step)
     out = (
@@ -395,12 +402,7 @@ def trial_values(
     replicate, params and cost columns (``tiles_seen``, ``gpu_hours``, ``wall_time_s``: their maximum).
     The input of data-efficiency curves and parameter importance."""
     sel = sel or Selection()
-    if isinstance(source, pl.DataFrame):
-        lf = source.lazy()
-    elif isinstance(source, pl.LazyFrame):
-        lf = source
-    else:
-        lf = scan_results(source)
+    lf, _ = _as_lazy(source)
     lf = _fill_defaults(lf)
     names = lf.collect_schema().names()
     params = param_columns(names)
@@ -422,12 +424,7 @@ def train_metric(
 ) -> pl.DataFrame:
     """Final value of a training metric per trial (e.g. the measured tissue ``acceptance_rate``):
     ``trial_id, <metric>``."""
-    if isinstance(source, pl.DataFrame):
-        lf = source.lazy()
-    elif isinstance(source, pl.LazyFrame):
-        lf = source
-    else:
-        lf = scan_results(source)
+    lf, _ = _as_lazy(source)
     lf = _fill_defaults(lf).filter((pl.col("kind") == "train") & (pl.col("metric") == metric))
     out = pick_step(lf.with_columns(pl.lit("train").alias("task")), "final").group_by("trial_id").agg(
         pl.col("value").mean().alias(metric)

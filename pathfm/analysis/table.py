@@ -108,6 +108,16 @@ class AblationTable:
         ci = self._ci(self.lo[a, c], self.hi[a, c]) if self.has_ci else ""
         return val, ci
 
+    def _marked_cells(self, a: int, c: int, best: str, tied: str) -> tuple[str, str]:
+        """:meth:`_cells` with the value put in the ``best`` template (best in column) or the ``tied``
+        template (not significantly different from the best)."""
+        val, ci = self._cells(a, c)
+        if self.best[a, c]:
+            val = best.format(val)
+        elif self.tied_with_best[a, c]:
+            val = tied.format(val)
+        return val, ci
+
     def _delta_cells(self, a: int) -> tuple[str, str]:
         if self.delta is None:
             return "", ""
@@ -140,11 +150,7 @@ class AblationTable:
         for a, arm in enumerate(self.arms):
             cells = [self._arm_label(arm), self.seeds_label(a)]
             for c in range(len(self.columns)):
-                val, ci = self._cells(a, c)
-                if self.best[a, c]:
-                    val = f"**{val}**"
-                elif self.tied_with_best[a, c]:
-                    val = f"<ins>{val}</ins>"
+                val, ci = self._marked_cells(a, c, "**{}**", "<ins>{}</ins>")
                 cells.append(f"{val} {ci}".strip())
             if self.delta is not None:
                 cells += list(self._delta_cells(a))
@@ -171,11 +177,7 @@ class AblationTable:
         for a, arm in enumerate(self.arms):
             cells = [esc(self._arm_label(arm)), self.seeds_label(a)]
             for c in range(len(self.columns)):
-                val, ci = self._cells(a, c)
-                if self.best[a, c]:
-                    val = rf"\textbf{{{val}}}"
-                elif self.tied_with_best[a, c]:
-                    val = rf"\underline{{{val}}}"
+                val, ci = self._marked_cells(a, c, r"\textbf{{{}}}", r"\underline{{{}}}")
                 cells.append(val + (rf"\,{{\scriptsize {ci}}}" if ci else ""))
             if self.delta is not None:
                 d, p = self._delta_cells(a)
@@ -201,11 +203,7 @@ class AblationTable:
         for a, arm in enumerate(self.arms):
             cells = [html.escape(self._arm_label(arm)), self.seeds_label(a)]
             for c in range(len(self.columns)):
-                val, ci = self._cells(a, c)
-                if self.best[a, c]:
-                    val = f"<b>{val}</b>"
-                elif self.tied_with_best[a, c]:
-                    val = f"<u>{val}</u>"
+                val, ci = self._marked_cells(a, c, "<b>{}</b>", "<u>{}</u>")
                 cells.append(f"{val} <small>{ci}</small>" if ci else val)
             if self.delta is not None:
                 cells += [html.escape(x) for x in self._delta_cells(a)]

@@ -6,7 +6,7 @@ Heavy modules (torch, openslide) are imported lazily, so ``import pathfm.data`` 
 
 from __future__ import annotations
 
-import importlib
+from pathfm._lazy import lazy_exports
 
 _EXPORTS = {
     "build_train_loader": "pathfm.data.loader",
@@ -22,10 +22,4 @@ _EXPORTS = {
     "open_slide": "pathfm.data.slides",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'pathfm.data' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

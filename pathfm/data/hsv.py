@@ -170,16 +170,11 @@ class HSVFilter:
         lut = self._table(tile.shape[0] * tile.shape[1])
         if lut is None:
             return self.box.contains(rgb_to_hsv_opencv(tile[..., :3]))
-        return lut[_pixel_codes(tile)].reshape(tile.shape[:2])
+        return lut.take(_pixel_codes(tile)).reshape(tile.shape[:2])
 
     def fraction(self, tile: np.ndarray) -> float:
         """Fraction of the tile's pixels inside the box (RGB or RGBA uint8; alpha is ignored)."""
-        _check_tile(tile)
-        n = tile.shape[0] * tile.shape[1]
-        lut = self._table(n)
-        if lut is None:
-            return np.count_nonzero(self.box.contains(rgb_to_hsv_opencv(tile[..., :3]))) / n
-        return np.count_nonzero(lut.take(_pixel_codes(tile))) / n
+        return np.count_nonzero(self.mask(tile)) / (tile.shape[0] * tile.shape[1])
 
     def accepts(self, tile: np.ndarray) -> tuple[bool, float]:
         """(keep?, tissue fraction). With the filter switched off every tile is kept (fraction still reported)."""

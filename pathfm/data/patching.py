@@ -136,6 +136,7 @@ class TileSampler:
         self.min_mask_overlap = float(min_mask_overlap)
         self.cache = SlideCache(max_open)
         self.dropped: dict[str, str] = {}  # slide_id -> reason (this process)
+        self._active: list[int] | None = None  # indices of the sources not dropped (rebuilt after a drop)
         self.stats = TileStats()
 
     # ------------------------------------------------------------------ one draw
@@ -173,10 +174,13 @@ class TileSampler:
         return None
 
     def active(self) -> list[int]:
-        return [i for i, s in enumerate(self.sources) if s.slide_id not in self.dropped]
+        if self._active is None:  # once per drop, not once per sample
+            self._active = [i for i, s in enumerate(self.sources) if s.slide_id not in self.dropped]
+        return self._active
 
     def drop(self, src: SlideSource, reason: str) -> None:
         self.dropped[src.slide_id] = reason
+        self._active = None
         self.cache.discard(src.entry.path)
         msg = f"slide {src.slide_id} ({src.entry.path}) dropped from sampling: {reason}"
         log.warning(msg)
@@ -262,9 +266,6 @@ def build_sources(entries: list[SlideEntry], mpps: list[float], hsv: HSVFilter, 
     if not sources:
         raise SlideError(f"none of the {len(entries)} slide(s) can be sampled (see the warnings above)")
     return sources
-
-
-
 
 
 __all__ = ["SlideSource", "TileSampler", "TileStats", "Tile", "build_sources", "inspect_slide", "usable_mpps"]

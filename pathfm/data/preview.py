@@ -13,6 +13,7 @@ import numpy as np
 
 from pathfm.data.hed import hed_augment, sample_hed_params
 from pathfm.data.hsv import HSVFilter
+from pathfm.data.patching import usable_mpps
 from pathfm.data.slides import SlideGeometry, metadata_mpp, open_slide, read_tile, resolve_mpp
 from pathfm.data.tissue import TissueMask
 
@@ -52,7 +53,7 @@ def make_preview(slide_path: str | Path, out: str | Path, data_cfg=None, target_
     slide = open_slide(slide_path)
     try:
         level0_mpp, _ = resolve_mpp(slide_path, metadata_mpp(slide), mpp, d.assume_mpp)
-        target = target_mpp or min((m for m in d.mpps if m * 1.1 >= level0_mpp), default=level0_mpp)
+        target = target_mpp or min((d.mpps[i] for i in usable_mpps(level0_mpp, d.mpps)), default=level0_mpp)
         geometry = SlideGeometry.of(slide)
         mask = TissueMask.from_slide(slide, hsv, d.tissue.thumbnail_size)
         thumb = np.asarray(slide.get_thumbnail((512, 512)).convert("RGB"))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pathfm.data.hsv import HSVFilter
 from pathfm.data.manifest import load_manifest, write_manifest
-from pathfm.data.slides import MPP_FIX, SlideGeometry, metadata_mpp, open_slide
+from pathfm.data.slides import MPP_FIX, SlideGeometry, metadata_mpp, open_slide, resolve_mpp
 from pathfm.data.tissue import TissueMask
 from pathfm.errors import SlideError
 
@@ -75,13 +75,9 @@ def scan_slides(source: str | Path, out: str | Path | None = None, assume_mpp: f
             continue
         finally:
             slide.close()
-        if e.mpp is not None:
-            mpp, src = e.mpp, "manifest"
-        elif meta is not None:
-            mpp, src = meta, "metadata"
-        elif assume_mpp is not None:
-            mpp, src = assume_mpp, "assume_mpp"
-        else:
+        try:
+            mpp, src = resolve_mpp(e.path, meta, e.mpp, assume_mpp)
+        except SlideError:  # no resolution anywhere: reported, not fatal, in a scan
             mpp, src = None, "missing"
             report.no_mpp.append(e.slide_id)
         frac = mask.fraction

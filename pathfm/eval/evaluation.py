@@ -121,6 +121,7 @@ def evaluate(source, tasks: str | Sequence = DEFAULT_TASKS, probes: str | Sequen
     rows: list[dict] = []
     diagnostics: list[dict] = []
     for smp in samples:
+        label = task_label(smp.task.name, resize=resize, pooling=pooling)
         feats: dict[str, np.ndarray] = {}
         for kind, bb in kinds.items():
             if bb is None:
@@ -128,10 +129,9 @@ def evaluate(source, tasks: str | Sequence = DEFAULT_TASKS, probes: str | Sequen
             else:
                 feats[kind] = backbone_features(bb, smp, pooling=pooling, resize=resize, batch_size=batch_size,
                                                 device=device, cache=cache, progress=progress, label=kind)
-            diagnostics.append({"task": task_label(smp.task.name, resize=resize, pooling=pooling), "backbone": kind, "dim": int(feats[kind].shape[1]),
+            diagnostics.append({"task": label, "backbone": kind, "dim": int(feats[kind].shape[1]),
                                 **embedding_diagnostics(feats[kind])})
-        rows += probe_rows(feats, smp, probes, seeds, source=str(backbone.source), step=backbone.step,
-                           task=task_label(smp.task.name, resize=resize, pooling=pooling))
+        rows += probe_rows(feats, smp, probes, seeds, source=str(backbone.source), step=backbone.step, task=label)
     df = rows_to_frame(rows)
     out_path = _output_path(output, backbone)
     if out_path is not None:

@@ -86,31 +86,27 @@ class TaskSpec(BaseModel):
         return self
 
 
+_CRC = dict(
+    name="crc",
+    root=str(SAMPLES_DIR / "crc_he_tiles"),
+    labels="labels.csv",
+    split="kfold",
+    n_folds=5,
+    input_size=224,
+    mpp=0.5,
+    exclude_classes=["BACK"],
+    description="Kather colorectal H&E (NCT-CRC-HE / CRC-VAL-HE-7K), 8 tissue classes, 224 px at 0.5 mpp, "
+    "stratified 5-fold (no patient ids published); BACK has a single tile and is excluded",
+)
 BUNDLED: dict[str, dict] = {
-    "crc": dict(
-        name="crc",
-        root=str(SAMPLES_DIR / "crc_he_tiles"),
-        labels="labels.csv",
-        split="kfold",
-        n_folds=5,
-        input_size=224,
-        mpp=0.5,
-        exclude_classes=["BACK"],
-        description="Kather colorectal H&E (NCT-CRC-HE / CRC-VAL-HE-7K), 8 tissue classes, 224 px at 0.5 mpp, "
-        "stratified 5-fold (no patient ids published); BACK has a single tile and is excluded",
-    ),
-    "crc_crops": dict(
-        name="crc_crops",
-        root=str(SAMPLES_DIR / "crc_he_tiles"),
-        labels="labels.csv",
-        split="kfold",
-        n_folds=5,
-        input_size=112,
-        crops_per_side=2,
-        mpp=0.5,
-        exclude_classes=["BACK"],
-        description="crc cut into four 112 px crops per tile (0.5 mpp); crops of a tile share a fold",
-    ),
+    "crc": _CRC,
+    "crc_crops": {
+        **_CRC,
+        "name": "crc_crops",
+        "input_size": 112,
+        "crops_per_side": 2,
+        "description": "crc cut into four 112 px crops per tile (0.5 mpp); crops of a tile share a fold",
+    },
     "osteo": dict(
         name="osteo",
         root=str(SAMPLES_DIR / "osteosarcoma"),

@@ -80,24 +80,21 @@ def all_reduce_hook(env: DistEnv) -> AllReduce | None:
     return all_reduce_sum if env.distributed else None
 
 
-def all_reduce_mean_dict(values: dict[str, float], env: DistEnv, device: torch.device) -> dict[str, float]:
-    """Average a dict of scalars over ranks (for logging)."""
-    if not env.distributed or not values:
-        return values
-    keys = sorted(values)
-    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
-    all_reduce_sum(t)
-    return {k: float(v) / env.world_size for k, v in zip(keys, t.tolist())}
-
-
 def all_reduce_sum_dict(values: dict[str, float], env: DistEnv, device: torch.device) -> dict[str, float]:
-    """Sum a dict of counters over ranks."""
+    """Sum a dict of counters over ranks (one float64 all_reduce)."""
     if not env.distributed or not values:
         return values
     keys = sorted(values)
     t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
     all_reduce_sum(t)
     return dict(zip(keys, t.tolist()))
+
+
+def all_reduce_mean_dict(values: dict[str, float], env: DistEnv, device: torch.device) -> dict[str, float]:
+    """Average a dict of scalars over ranks (for logging)."""
+    if not env.distributed or not values:
+        return values
+    return {k: v / env.world_size for k, v in all_reduce_sum_dict(values, env, device).items()}
 
 
 def broadcast_object(obj: object, env: DistEnv) -> object:

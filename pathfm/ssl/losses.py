@@ -23,6 +23,14 @@ def _check_2d(name: str, t: Tensor) -> None:
         raise ValueError(f"{name} must be (rows, prototypes), got shape {tuple(t.shape)}")
 
 
+def _check_same_2d(name_a: str, a: Tensor, name_b: str, b: Tensor, expected: str) -> None:
+    """Both 2-D and of one shape (student logits vs. the teacher targets they are scored against)."""
+    _check_2d(name_a, a)
+    _check_2d(name_b, b)
+    if a.shape != b.shape:
+        raise ValueError(f"{name_a} {tuple(a.shape)} and {name_b} {tuple(b.shape)} must have the same shape {expected}")
+
+
 def dino_loss(
     student_global_logits: Tensor,
     student_local_logits: Tensor,
@@ -42,14 +50,8 @@ def dino_loss(
     each student global crop with the OTHER crops' targets happens here. At initialisation (uniform
     targets) the parts read about (n_g n_l / T) ln K and (n_g (n_g-1) / T) ln K.
     """
-    _check_2d("student_global_logits", student_global_logits)
+    _check_same_2d("student_global_logits", student_global_logits, "teacher_probs", teacher_probs, "(n_global * B, K)")
     _check_2d("student_local_logits", student_local_logits)
-    _check_2d("teacher_probs", teacher_probs)
-    if student_global_logits.shape != teacher_probs.shape:
-        raise ValueError(
-            f"student_global_logits {tuple(student_global_logits.shape)} and teacher_probs "
-            f"{tuple(teacher_probs.shape)} must have the same shape (n_global * B, K)"
-        )
     n_rows, k = teacher_probs.shape
     if n_global < 1 or n_rows % n_global:
         raise ValueError(f"{n_rows} global rows do not split into n_global={n_global} crops")
@@ -92,13 +94,7 @@ def ibot_loss(
     of the unmasked tokens at the same positions); ``patch_weights[m]`` = 1/m_i of the crop the patch belongs
     to (0 drops a padding row); ``n_crops`` counts ALL global crops on this device, masked or not (DINOv2).
     """
-    _check_2d("student_patch_logits", student_patch_logits)
-    _check_2d("teacher_patch_probs", teacher_patch_probs)
-    if student_patch_logits.shape != teacher_patch_probs.shape:
-        raise ValueError(
-            f"student_patch_logits {tuple(student_patch_logits.shape)} and teacher_patch_probs "
-            f"{tuple(teacher_patch_probs.shape)} must have the same shape (M, K)"
-        )
+    _check_same_2d("student_patch_logits", student_patch_logits, "teacher_patch_probs", teacher_patch_probs, "(M, K)")
     if patch_weights.shape != (student_patch_logits.shape[0],):
         raise ValueError(f"patch_weights must be (M,) = ({student_patch_logits.shape[0]},), got {tuple(patch_weights.shape)}")
     if n_crops < 1:

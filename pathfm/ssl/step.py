@@ -222,13 +222,15 @@ def clip_and_step(
     """
     if scaler is not None:
         scaler.unscale_(optimizer)
-    norms: dict[str, float] = {}
+    max_norm = clip if clip is not None else float("inf")
+    norm_tensors: dict[str, Tensor] = {}
     for name, mod in submodules_for_clipping(student).items():
         params = [p for p in mod.parameters() if p.grad is not None]
-        if not params:
-            continue
-        max_norm = clip if clip is not None else float("inf")
-        norms[name] = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        if params:
+            norm_tensors[name] = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    # one device->host sync for all submodules (not one per submodule)
+    values = torch.stack(list(norm_tensors.values())).tolist() if norm_tensors else []
+    norms = dict(zip(norm_tensors, values))
     if scaler is None:
         bad = [k for k, v in norms.items() if not math.isfinite(v)]
         if bad:

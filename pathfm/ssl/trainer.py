@@ -348,7 +348,8 @@ class _Run:
             with no_sync:
                 out = self.student_fwd(global_crops, local_crops, masks)
                 parts = ssl_losses(out, targets, masks, mask_w, scfg.loss, n_g)
-                values = {k: float(v.detach()) for k, v in parts.items()}
+                # one device->host sync for all parts (not one per part)
+                values = dict(zip(parts, torch.stack([v.detach().float() for v in parts.values()]).tolist()))
                 check_finite(values, self.progress.global_step + 1)
                 loss = sum(parts.values()) / scfg.optim.grad_accum
                 (self.scaler.scale(loss) if self.scaler is not None else loss).backward()

@@ -36,23 +36,34 @@ BASE_SCHEMA: dict[str, str] = {
 }
 
 
-def read_trial(trial_dir: Path) -> dict | None:
-    """The trial's ``trial.json`` (None if missing or unreadable: a trial that never started)."""
+def _read_json(path: Path) -> Any:
+    """A JSON file's content, or None if it is missing or unreadable (e.g. being replaced elsewhere)."""
     try:
-        return json.loads((Path(trial_dir) / TRIAL_FILE).read_text())
+        return json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError):
         return None
 
 
-def trial_dirs(sweep_dir: Path) -> list[Path]:
-    """Trial folders of a sweep (those holding a trial.json), sorted by trial index then name."""
-    dirs = [p for p in Path(sweep_dir).iterdir() if p.is_dir() and (p / TRIAL_FILE).exists()]
+def read_trial(trial_dir: Path) -> dict | None:
+    """The trial's ``trial.json`` (None if missing or unreadable: a trial that never started)."""
+    return _read_json(Path(trial_dir) / TRIAL_FILE)
 
-    def key(p: Path) -> tuple:
-        t = read_trial(p) or {}
+
+def read_trials(sweep_dir: Path) -> list[tuple[Path, dict]]:
+    """``(folder, trial.json content)`` of every trial folder of a sweep, each trial.json read once,
+    sorted by trial index then name (an unreadable trial.json reads as ``{}``)."""
+    found = [(p, read_trial(p) or {}) for p in Path(sweep_dir).iterdir() if p.is_dir() and (p / TRIAL_FILE).exists()]
+
+    def key(item: tuple[Path, dict]) -> tuple:
+        p, t = item
         return (t.get("index") if isinstance(t.get("index"), int) else 1 << 30, p.name)
 
-    return sorted(dirs, key=key)
+    return sorted(found, key=key)
+
+
+def trial_dirs(sweep_dir: Path) -> list[Path]:
+    """Trial folders of a sweep (those holding a trial.json), sorted by trial index then name."""
+    return [p for p, _ in read_trials(sweep_dir)]
 
 
 def train_records(trial_dir: Path) -> list[dict]:
@@ -70,10 +81,11 @@ def _num(v: Any) -> float | None:
     return float(v)
 
 
-def trial_rows(trial_dir: Path, sweep: str, param_names: list[str]) -> list[dict]:
-    """Tidy rows of one trial folder (train metrics per logged step, eval rows, the objective)."""
-    info = read_trial(trial_dir)
-    if info is None:
+def trial_rows(trial_dir: Path, sweep: str, param_names: list[str], info: dict | None = None) -> list[dict]:
+    """Tidy rows of one trial folder (train metrics per logged step, eval rows, the objective);
+    ``info``: its trial.json content if the caller has read it already."""
+    info = info or read_trial(trial_dir)
+    if not info:
         return []
     gpus = float(info.get("gpus") or 0.0)
     params = info.get("params") or {}
@@ -150,15 +162,15 @@ def results_frame(sweep_dir: Path):
     meta = read_meta(sweep_dir)
     sweep = meta.get("sweep") or sweep_dir.name
     param_names = list(meta.get("params") or [])
-    dirs = trial_dirs(sweep_dir)
+    trials = read_trials(sweep_dir)
     if not param_names:  # a folder without metadata: take the params the trials recorded
-        for d in dirs:
-            for k in (read_trial(d) or {}).get("params") or {}:
+        for _, info in trials:
+            for k in info.get("params") or {}:
                 if k not in param_names:
                     param_names.append(k)
     rows: list[dict] = []
-    for d in dirs:
-        rows.extend(trial_rows(d, sweep, param_names))
+    for d, info in trials:
+        rows.extend(trial_rows(d, sweep, param_names, info))
     pl_types = {"str": pl.String, "int": pl.Int64, "float": pl.Float64, "bool": pl.Boolean}
     schema = {k: pl_types[v] for k, v in BASE_SCHEMA.items()}
     for name in param_names:
@@ -193,10 +205,7 @@ STUDY_PLAN_FILE = "study_plan.json"
 
 
 def _read_study_plan(sweep_dir: Path) -> dict:
-    try:
-        return json.loads((Path(sweep_dir) / STUDY_PLAN_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
+    return _read_json(Path(sweep_dir) / STUDY_PLAN_FILE) or {}
 
 
 def label_columns(plan: dict) -> dict[str, dict[str, Any]]:
@@ -233,17 +242,14 @@ def with_arm_label_columns(df: pl.DataFrame, plan: dict) -> pl.DataFrame:
 
 
 def read_meta(sweep_dir: Path) -> dict:
-    try:
-        return json.loads((Path(sweep_dir) / META_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
+    """``sweep_meta.json`` (``{}`` if missing or unreadable)."""
+    return _read_json(Path(sweep_dir) / META_FILE) or {}
 
 
 def summarize(sweep_dir: str | Path) -> list[dict]:
     """One dict per trial for ``pathfm sweep status``: id, arm, seed, params, status, step, objective."""
     out = []
-    for d in trial_dirs(Path(sweep_dir)):
-        info = read_trial(d) or {}
+    for d, info in read_trials(Path(sweep_dir)):
         recs = train_records(d)
         out.append({
             "trial_id": info.get("trial_id"), "index": info.get("index"), "arm": info.get("arm"),

@@ -15,12 +15,14 @@ run has a stable name per trial (``<trial folder>/ray_train``), which is how Tra
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from pathfm.io import read_jsonl
+from pathfm.sweeps.trainable import _numeric
 
 STOP_FILE = "STOP"
 
@@ -45,10 +47,6 @@ def _worker_loop(config: dict) -> None:
     train(cfg, run_dir, resume=resume, callbacks=[])
 
 
-def _numeric(rec: dict) -> dict[str, float]:
-    return {k: float(v) for k, v in rec.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
 def run_ddp_trial(ctx: Any, trial: dict, run_dir: Path, *, trial_id: str, node_id: str | None) -> None:
     """The Tune-side driver of one DDP trial (see the module docstring)."""
     import ray.train
@@ -57,7 +55,7 @@ def run_ddp_trial(ctx: Any, trial: dict, run_dir: Path, *, trial_id: str, node_i
 
     from pathfm.ssl import checkpoint as ckpt
     from pathfm.sweeps.collect import read_trial
-    from pathfm.sweeps.trainable import POINTER_FILE
+    from pathfm.sweeps.trainable import pointer_checkpoint_dir
 
     spec = ctx.spec
     r = spec.resources
@@ -94,21 +92,21 @@ def run_ddp_trial(ctx: Any, trial: dict, run_dir: Path, *, trial_id: str, node_i
             rec = new[-1]
             last_step = int(rec["step"])
             found = ckpt.list_checkpoints(run_dir)
-            checkpoint = None
+            pointer_dir = None
             if found and found[-1][0] != last_ckpt:
                 last_ckpt = found[-1][0]
-                import json
-                import tempfile
-
-                d = tempfile.mkdtemp(prefix="pathfm_ckpt_")
-                Path(d, POINTER_FILE).write_text(json.dumps({"step": found[-1][0], "path": str(found[-1][1]),
-                                                             "run_dir": str(run_dir), "copied": False}))
-                checkpoint = tune.Checkpoint.from_directory(d)
+                pointer_dir = pointer_checkpoint_dir(found[-1][0], found[-1][1], run_dir)
             try:
-                tune.report(_numeric(rec), **({"checkpoint": checkpoint} if checkpoint else {}))
+                if pointer_dir is None:
+                    tune.report(_numeric(rec))
+                else:
+                    tune.report(_numeric(rec), checkpoint=tune.Checkpoint.from_directory(pointer_dir))
             except SystemExit:
                 (run_dir / STOP_FILE).write_text("stopped by the scheduler\n")
                 stopped = True
+            finally:
+                if pointer_dir is not None:
+                    shutil.rmtree(pointer_dir, ignore_errors=True)
         if not alive:
             break
         time.sleep(1.0)

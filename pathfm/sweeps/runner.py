@@ -22,7 +22,7 @@ from typing import Any
 
 from pathfm.errors import PathfmError
 from pathfm.io import atomic_write_json, atomic_write_text, ensure_writable_dir, read_jsonl, redact_url
-from pathfm.sweeps.collect import META_FILE, collect, read_trial, trial_dirs
+from pathfm.sweeps.collect import META_FILE, collect, read_meta, read_trial, trial_dirs
 from pathfm.sweeps.spec import SweepSpec, expand_trials, load_spec, spec_from_dict, total_steps, validate_trial
 
 SPEC_FILE = "sweep_spec.yaml"
@@ -210,7 +210,8 @@ def sweep_meta(spec: SweepSpec, trials: list[dict]) -> dict:
     }
 
 
-def _storage_root(storage: str | Path) -> Path:
+def storage_root(storage: str | Path) -> Path:
+    """The local folder for ``--storage`` (a path or ``file://`` URI; cloud URIs are refused)."""
     s = str(storage)
     if "://" in s and not s.startswith("file://"):
         raise SweepError(
@@ -350,7 +351,7 @@ def run_sweep(spec: SweepSpec | str | Path, storage: str | Path = "runs/sweeps",
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec)
     trials = expand_trials(spec)  # validates every trial config before anything expensive
-    sweep_dir = _storage_root(storage) / spec.name
+    sweep_dir = storage_root(storage) / spec.name
     if dry_run:
         preflight(spec, trials, step_time=step_time)
         return sweep_dir
@@ -434,13 +435,9 @@ def _set_aside_lost_trials(sweep_dir: Path, known: set[str], verbose: int) -> No
 
 
 def _record_driver_time(sweep_dir: Path, seconds: float) -> None:
-    meta_path = sweep_dir / META_FILE
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError):
-        meta = {}
+    meta = read_meta(sweep_dir)
     meta.setdefault("driver_sessions", []).append({"ended_at": time.time(), "wall_time_s": seconds})
-    atomic_write_json(meta_path, meta)
+    atomic_write_json(sweep_dir / META_FILE, meta)
 
 
 def format_status(sweep_dir: str | Path) -> str:
@@ -453,7 +450,7 @@ def format_status(sweep_dir: str | Path) -> str:
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
-    meta = json.loads((Path(sweep_dir) / META_FILE).read_text()) if (Path(sweep_dir) / META_FILE).exists() else {}
+    meta = read_meta(Path(sweep_dir))
     total = meta.get("n_trials")
     head = f"sweep {meta.get('sweep', Path(sweep_dir).name)}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
     if total:

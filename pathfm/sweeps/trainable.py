@@ -179,18 +179,7 @@ class TuneReporter:
             shutil.rmtree(checkpoint, ignore_errors=True)
 
     def _checkpoint_dir(self, step: int, path: Path) -> str:
-        """A small folder for ``tune.Checkpoint``: a pointer to the trainer's checkpoint (shared storage)
-        or a copy of it (when the trial folder is not visible to every node)."""
-        d = tempfile.mkdtemp(prefix="pathfm_ckpt_")
-        pointer = {"step": step, "path": str(path), "run_dir": str(self.run_dir), "copied": self.copy_checkpoints}
-        if self.copy_checkpoints:
-            shutil.copy2(path, Path(d) / path.name)
-            sidecar = path.with_name(path.name + ".sha256")
-            if sidecar.exists():
-                shutil.copy2(sidecar, Path(d) / sidecar.name)
-            pointer["file"] = path.name
-        Path(d, POINTER_FILE).write_text(json.dumps(pointer))
-        return d
+        return pointer_checkpoint_dir(step, path, self.run_dir, copy=self.copy_checkpoints)
 
     def final(self, record: dict, extra: dict) -> None:
         if self.report is None:
@@ -199,6 +188,23 @@ class TuneReporter:
             self._report(record, extra)
         except SystemExit:
             pass  # stopped at the very last report (e.g. ASHA's max_t): the trial is complete anyway
+
+
+def pointer_checkpoint_dir(step: int, path: Path, run_dir: Path, *, copy: bool = False) -> str:
+    """A small temporary folder for ``tune.Checkpoint`` (the caller removes it after reporting): a pointer
+    to the trainer's checkpoint (shared storage) or, with ``copy``, a copy of it (when the trial folder is
+    not visible to every node)."""
+    path = Path(path)
+    d = tempfile.mkdtemp(prefix="pathfm_ckpt_")
+    pointer = {"step": step, "path": str(path), "run_dir": str(run_dir), "copied": copy}
+    if copy:
+        shutil.copy2(path, Path(d) / path.name)
+        sidecar = path.with_name(path.name + ".sha256")
+        if sidecar.exists():
+            shutil.copy2(sidecar, Path(d) / sidecar.name)
+        pointer["file"] = path.name
+    Path(d, POINTER_FILE).write_text(json.dumps(pointer))
+    return d
 
 
 # ---------------------------------------------------------------------------------- resuming
@@ -265,14 +271,20 @@ def run_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, swe
     )
     update_trial_json(run_dir, **base_info)
     prior_wall = float(prev.get("wall_time_s") or 0.0)
+
+    def ended() -> dict[str, float]:
+        """End time, wall time over all attempts and GPU-hours, for trial.json."""
+        now = time.time()
+        wall = prior_wall + now - attempt_start
+        return {"ended_at": now, "wall_time_s": wall, "gpu_hours": wall * gpus / 3600}
+
     reporter: TuneReporter | None = None
     try:
         cfg = trial_config(spec, trial)
         total = total_steps(cfg)
         resume, start_step = resume_point(run_dir, tune_checkpoint)
-        if start_step:
-            update_trial_json(run_dir, restored_from_step=start_step)
-        update_trial_json(run_dir, total_steps=total, seed=cfg.seed)
+        update_trial_json(run_dir, total_steps=total, seed=cfg.seed,
+                          **({"restored_from_step": start_step} if start_step else {}))
         reporter = TuneReporter(spec, trial, run_dir, report, copy_checkpoints, start_step=start_step,
                                 stop_file=stop_file)
         result = train(cfg, run_dir, resume=resume, callbacks=[reporter])
@@ -283,31 +295,24 @@ def run_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, swe
                       train_time_s=last.get("time_s"),
                       first_step_latency_s=(reporter.first_step_wall - attempt_start) if reporter.first_step_wall else None)
         if reporter.stop_requested:
-            wall = prior_wall + time.time() - attempt_start
-            update_trial_json(run_dir, status="STOPPED", ended_at=time.time(), wall_time_s=wall,
-                              gpu_hours=wall * gpus / 3600, stopped_by="scheduler", **common)
+            update_trial_json(run_dir, status="STOPPED", stopped_by="scheduler", **ended(), **common)
             return _numeric(last)
         objective: dict[str, float] = {}
         if spec.eval.enabled:
             objective = evaluate_trial(spec, run_dir, result.final_step)
         if spec.objective.in_training and isinstance(last.get(spec.objective.metric), (int, float)):
             objective[spec.objective.metric] = float(last[spec.objective.metric])
-        wall = prior_wall + time.time() - attempt_start
-        update_trial_json(run_dir, status="TERMINATED", ended_at=time.time(), wall_time_s=wall,
-                          gpu_hours=wall * gpus / 3600, objective=objective,
-                          stopped_by="trial_time_s" if reporter.budget_stop else None, **common)
+        update_trial_json(run_dir, status="TERMINATED", objective=objective,
+                          stopped_by="trial_time_s" if reporter.budget_stop else None, **ended(), **common)
         final = dict(_numeric(last), **objective, done_step=float(result.final_step))
         reporter.final(last, dict(objective, done_step=float(result.final_step)))
         return final
     except BaseException as e:
         if isinstance(e, SystemExit) or (reporter is not None and reporter.stop_requested):
-            wall = prior_wall + time.time() - attempt_start
-            update_trial_json(run_dir, status="STOPPED", ended_at=time.time(), wall_time_s=wall,
-                              gpu_hours=wall * gpus / 3600, stopped_by="scheduler")
+            update_trial_json(run_dir, status="STOPPED", stopped_by="scheduler", **ended())
             raise
-        wall = prior_wall + time.time() - attempt_start
-        update_trial_json(run_dir, status="ERROR", ended_at=time.time(), wall_time_s=wall, gpu_hours=wall * gpus / 3600,
-                          error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+        update_trial_json(run_dir, status="ERROR", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(),
+                          **ended())
         raise
 
 
