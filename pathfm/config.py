@@ -214,7 +214,14 @@ class EvalHookConfig(_Strict):
     every: int = Field(0, ge=0, description="steps between probes; 0 disables")
     tasks: list[str] = Field(default_factory=lambda: ["crc"])
     probe: Literal["knn", "linear"] = "knn"
-    final: bool = Field(True, description="run the full evaluation at the end of a sweep trial")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_removed_final(cls, data: Any) -> Any:
+        """``eval.final`` (never read, removed in 0.2) is dropped so that run configs saved by 0.1 still load."""
+        if isinstance(data, dict) and "final" in data:
+            data = {k: v for k, v in data.items() if k != "final"}
+        return data
 
 
 class Config(_Strict):

@@ -12,7 +12,7 @@ from pathfm.errors import NonFiniteLossError, PathfmError
 from pathfm.io import read_jsonl
 from pathfm.ssl import checkpoint as ckpt
 from pathfm.ssl.export import load_backbone
-from pathfm.ssl.trainer import METRIC_KEYS, StopTraining, train
+from pathfm.ssl.trainer import DIAGNOSTIC_KEYS, METRIC_KEYS, StopTraining, train
 
 # a faster variant of the smoke preset for the tests that are not about the preset itself
 TINY = [
@@ -42,7 +42,7 @@ def test_smoke_preset_via_cli_on_real_slides_loss_falls(tmp_path, monkeypatch, c
         assert (run_dir / name).exists(), name
     records = read_jsonl(run_dir / "metrics.jsonl")
     assert [r["step"] for r in records] == list(range(1, 31))
-    assert set(records[0]) == set(METRIC_KEYS)
+    assert set(records[0]) == set(METRIC_KEYS) | set(DIAGNOSTIC_KEYS) | {"diag/layerscale"}
     assert all(r["stage"] == "main" for r in records)
     assert records[-1]["tiles_seen"] == 30 * 8 and records[-1]["tiles_accepted"] == 240
     assert 0 < records[-1]["acceptance_rate"] <= 1

@@ -1,4 +1,4 @@
-"""``pathfm analyze table|curve|importance|report RESULTS ...`` (RESULTS: results.parquet/.csv files or
+"""``pathfm analyze table|curve|importance|report RESULTS ...`` and ``pathfm analyze health RUN ...`` (RESULTS: results.parquet/.csv files or
 sweep folders). Imports nothing heavy at module level."""
 
 from __future__ import annotations
@@ -125,6 +125,14 @@ def _report(args) -> int:
     return 0
 
 
+def _health(args) -> int:
+    from pathfm.analysis.health import plot_health
+
+    files = plot_health(args.runs, Path(args.out), labels=args.label or None)
+    print("wrote " + ", ".join(str(f) for f in files), file=sys.stderr)
+    return 0
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("analyze", help="tables with CIs, data-efficiency curves, importance, reports",
                               description="Analyse sweep/ablation results (tidy results.parquet).")
@@ -174,6 +182,12 @@ def register(subparsers) -> None:
     i.add_argument("--size", choices=("single", "double"), default="double")
     i.add_argument("--out", default="analysis")
     i.set_defaults(func=_importance)
+
+    h = sub.add_parser("health", help="training-health figure (teacher/student entropy vs ln K, spreads) of runs")
+    h.add_argument("runs", nargs="+", help="training run directories (with metrics.jsonl)")
+    h.add_argument("--label", action="append", default=[], help="legend label per run, in order (repeatable)")
+    h.add_argument("--out", default="analysis/health", help="output stem (default analysis/health)")
+    h.set_defaults(func=_health)
 
     r = sub.add_parser("report", help="one Markdown + HTML report with the tables and figures of a sweep")
     _add_selection(r)

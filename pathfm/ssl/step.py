@@ -70,6 +70,8 @@ class StudentOutputs:
 class TeacherTargets:
     dino: Tensor  # (n_g*B, K) probabilities, natural crop order
     ibot: Tensor  # (M, K') probabilities of the teacher's (unmasked) tokens at the masked positions
+    dino_logits: Tensor  # (n_g*B, K) the teacher DINO head's logits before centering (for diagnostics)
+    cls: Tensor  # (n_g*B, D) teacher backbone CLS after the final norm (for diagnostics)
 
 
 def build_heads(cfg: Any, embed_dim: int) -> tuple[nn.Module, nn.Module | None]:
@@ -159,7 +161,7 @@ def teacher_targets(
     centers = centers or {}
     dino = _targets_from_logits(dino_logits, temp, loss_cfg, centers.get("dino"), all_reduce)
     ibot = _targets_from_logits(ibot_logits, temp, loss_cfg, centers.get("ibot"), all_reduce)
-    return TeacherTargets(dino=dino, ibot=ibot)
+    return TeacherTargets(dino=dino, ibot=ibot, dino_logits=dino_logits, cls=feats["cls"])
 
 
 # ----------------------------------------------------------------------------------------- losses

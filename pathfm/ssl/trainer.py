@@ -44,6 +44,7 @@ from pathfm.ssl.distributed import (
     broadcast_object,
     init_distributed,
 )
+from pathfm.ssl.diagnostics import dino_ce_per_pair, step_diagnostics
 from pathfm.ssl.export import config_sha, export_backbone
 from pathfm.ssl.models import adapt_state_dict, count_parameters
 from pathfm.ssl.step import (
@@ -63,6 +64,13 @@ METRIC_KEYS = (
     "lr", "wd", "momentum", "teacher_temp", "images_per_s", "tiles_accepted", "tiles_rejected",
     "acceptance_rate", "peak_mem_mb", "time_s", "tiles_seen", "slides_skipped",
 )  # fmt: skip
+# training-health signals (pathfm.ssl.diagnostics) and per-submodule gradient norms, in every record too
+DIAGNOSTIC_KEYS = (
+    "diag/dino_target_entropy", "diag/dino_student_entropy", "diag/ibot_target_entropy", "diag/dino_ln_k",
+    "diag/dino_ce_per_pair",
+    "diag/teacher_spread_prototypes", "diag/teacher_spread_images", "diag/teacher_cls_cosine",
+    "diag/head_max_cosine", "grad_norm/backbone", "grad_norm/dino_head",
+)  # fmt: skip  (+ "diag/layerscale" with LayerScale, "grad_norm/ibot_head" with a separate iBOT head)
 
 
 class StopTraining(Exception):
@@ -348,9 +356,17 @@ class _Run:
             with no_sync:
                 out = self.student_fwd(global_crops, local_crops, masks)
                 parts = ssl_losses(out, targets, masks, mask_w, scfg.loss, n_g)
-                # one device->host sync for all parts (not one per part)
-                values = dict(zip(parts, torch.stack([v.detach().float() for v in parts.values()]).tolist()))
-                check_finite(values, self.progress.global_step + 1)
+                diag = step_diagnostics(
+                    teacher_dino_logits=targets.dino_logits, teacher_dino_targets=targets.dino,
+                    teacher_ibot_targets=targets.ibot, teacher_cls=targets.cls[:b], teacher_gain=self.teacher.dino_head.gain,
+                    student_dino_global=out.dino_global, student_temp=scfg.loss.student_temp,
+                    student_backbone=self.student.backbone,
+                )  # fmt: skip
+                # one device->host sync for all loss parts and diagnostics (not one per value)
+                named = {**parts, **diag}
+                values = dict(zip(named, torch.stack([v.detach().float() for v in named.values()]).tolist()))
+                check_finite({k: values[k] for k in parts}, self.progress.global_step + 1)
+                values["diag/dino_ce_per_pair"] = dino_ce_per_pair(values, scfg.loss.dino_weight)
                 loss = sum(parts.values()) / scfg.optim.grad_accum
                 (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         return values
@@ -363,19 +379,19 @@ class _Run:
         sched = schedule_values(scfg, self.progress.stage_step, self.base_lr)
         apply_schedule(self.optimizer, sched)
         accum = scfg.optim.grad_accum
-        sums = dict.fromkeys(LOSS_PARTS, 0.0)
+        sums: dict[str, float] = {}
         tiles = {"images": 0.0, "accepted": 0.0, "rejected": 0.0, "skipped": 0.0}
         for micro in range(accum):
             batch = next(it)
             values = self._micro_step(batch, stage, micro, sched, sync=micro == accum - 1)
             for k, v in values.items():
-                sums[k] += v / accum
+                sums[k] = sums.get(k, 0.0) + v / accum
             stats = batch.get("tile_stats") or {}
             tiles["images"] += int(batch["n_images"])
             tiles["accepted"] += stats.get("accepted", 0)
             tiles["rejected"] += stats.get("rejected", 0)
             tiles["skipped"] += stats.get("skipped_slides", 0)
-        clip_and_step(self.student, self.optimizer, self.scaler, scfg.optim.clip_grad, self.progress.global_step + 1)
+        grad_norms = clip_and_step(self.student, self.optimizer, self.scaler, scfg.optim.clip_grad, self.progress.global_step + 1)
         ema_update(self.teacher, self.student, sched["momentum"])
         tiles = all_reduce_sum_dict(tiles, self.env, self.device)
         p = self.progress
@@ -385,7 +401,11 @@ class _Run:
         p.tiles_accepted += int(tiles["accepted"])
         p.tiles_rejected += int(tiles["rejected"])
         p.slides_skipped += int(tiles["skipped"])
-        return {"losses": all_reduce_mean_dict(sums, self.env, self.device), "sched": sched}
+        sums.update({f"grad_norm/{k}": v for k, v in grad_norms.items()})
+        means = all_reduce_mean_dict(sums, self.env, self.device)
+        losses = {k: means[k] for k in LOSS_PARTS}
+        diagnostics = {k: v for k, v in means.items() if k not in losses}
+        return {"losses": losses, "diagnostics": diagnostics, "sched": sched}
 
     # ------------------------------------------------------------------------------ logging
     def _record(self, stage: Stage, step_out: dict, images_per_s: float) -> dict[str, Any]:
@@ -408,6 +428,7 @@ class _Run:
             "time_s": p.time_s,
             "tiles_seen": p.tiles_seen,
             "slides_skipped": p.slides_skipped,
+            **step_out["diagnostics"],
         }
         return rec
 
