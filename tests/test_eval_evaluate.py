@@ -59,13 +59,14 @@ def test_fast_probe_keys_and_state(pico_run):
 
 def test_cli_bad_inputs_exit_2_with_a_clear_message(pico_run, tmp_path, capsys):
     assert main(["eval", str(pico_run), "--task", "nope"]) == 2
-    assert "unknown task 'nope'. Known tasks: crc, crc_crops, osteo" in capsys.readouterr().err
+    assert "unknown task 'nope'. Known tasks: crc, crc9, crc_crops, osteo, pcam" in capsys.readouterr().err
     assert main(["eval", str(tmp_path), "--task", "crc"]) == 2
     assert "no teacher_backbone.pt" in capsys.readouterr().err
     assert main(["eval", str(pico_run), "--probe", "svm"]) == 2
     assert "unknown probe(s) ['svm']" in capsys.readouterr().err
     assert main(["eval", "--list-tasks"]) == 0
-    assert "osteo" in capsys.readouterr().out
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in ("crc9", "osteo", "pcam"))
 
 
 @pytest.mark.slow

@@ -25,8 +25,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("source", nargs="?", help="run dir, teacher_backbone.pt / checkpoint, or timm:<name>")
     p.add_argument("--task", action="append", dest="tasks", metavar="NAME",
-                   help="bundled task (crc, crc_crops, osteo) or a task .yaml/.csv; repeat or comma-separate "
-                   "(default: crc,osteo)")
+                   help="bundled task (crc, crc_crops, crc9, osteo, pcam; see --list-tasks) or a task .yaml/.csv; "
+                   "repeat or comma-separate (default: crc,osteo)")
     p.add_argument("--probe", action="append", dest="probes", metavar="PROBE",
                    help="linear, knn or torch_linear; repeat or comma-separate (default: linear,knn)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="fold / probe seeds (default: 0)")
