@@ -304,3 +304,35 @@ def test_factorial_plans_record_their_design_and_aliases():
     assert d["aliases"]["kde*hed"] == ["hsv*highres"]
     assert "kde" not in d["aliases"]  # main effects are clear of two-factor interactions
     assert plan.to_dict()["designs"] == plan.designs
+
+
+# Hand counts for the hed study at smoke (5 arms) with 2 seeds; the old count ignored `choice` entries,
+# `num_samples` without a space, the choice entries crossed into random draws, and that an adaptive
+# search runs `num_samples` trials in all (arms and seeds are dimensions it searches).
+PLAN_COUNTS = [
+    ("grid", {"kde_weight": {"grid": [0.0, 0.1]}}, None, 5 * 2 * 2),
+    ("grid+choice", {"kde_weight": {"grid": [0.0, 0.1]}, "base_lr": {"choice": [1e-3, 2e-3, 3e-3]}}, None, 5 * 2 * 6),
+    ("grid repeats", {}, {"algorithm": "grid", "num_samples": 2}, 5 * 2 * 2),
+    ("random", {"kde_weight": {"loguniform": [1e-3, 0.5]}, "base_lr": {"choice": [1e-3, 2e-3, 3e-3]}},
+     {"algorithm": "random", "num_samples": 4}, 5 * 2 * 4 * 3),
+    ("optuna", {"kde_weight": {"loguniform": [1e-3, 0.5]}}, {"algorithm": "optuna", "num_samples": 7}, 7),
+]
+
+
+@pytest.mark.parametrize("label,space,search,expected", PLAN_COUNTS, ids=[c[0] for c in PLAN_COUNTS])
+def test_plan_counts_trials_exactly_as_the_sweep_expands_them(label, space, search, expected):
+    from pathfm.ablations.estimate import plan_costs, total_hours
+    from pathfm.sweeps.spec import expand_trials
+
+    data = yaml.safe_load(bundled_studies()["hed"].read_text())
+    data["space"] = space
+    if search:
+        data["search"] = search
+    plan = expand_study(parse_study(data, source=label), "smoke", seeds=2)
+    assert len(plan.arms) == 5
+    trials = expand_trials(plan.to_sweep_spec())  # what `pathfm ablate run` hands to the sweep
+    assert plan.n_trials == len(trials) == expected
+    assert plan.to_dict()["n_trials"] == expected
+    costs = plan_costs(plan)
+    mean = sum(c.hours_per_trial for c in costs) / len(costs)
+    assert total_hours(plan, costs) == pytest.approx(mean * expected)  # every arm equally often, or chosen by the search

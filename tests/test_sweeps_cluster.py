@@ -35,3 +35,36 @@ def test_sweep_spreads_trials_over_two_nodes(tmp_path: Path):
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def test_sweep_through_a_ray_client_address(tmp_path: Path):
+    """`--address ray://HOST:PORT` (Ray Client, the `client` extra) against a real head node that runs the
+    Ray Client server; the driver's Tuner runs on the cluster and the trial folders are written as usual."""
+    pytest.importorskip("grpc", reason="Ray Client needs the `client` extra: pip install -e '.[client]'")
+    import socket
+
+    import ray
+    from ray.cluster_utils import Cluster
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "object_store_memory": 128 * 2**20,
+                                                            "include_dashboard": False, "ray_client_server_port": port})
+    try:
+        spec = spec_from_dict({
+            "name": "via_client",
+            "overrides": {"data.assume_mpp": 0.5, "optim.steps": 2, "optim.warmup_steps": 1, "data.batch_size": 4,
+                          "data.crops.n_local": 2, "data.n_slides": 1, "data.tissue.thumbnail_size": 256},
+            "space": {"kde_weight": {"grid": [0.0, 0.05]}},
+            "objective": {"metric": "loss", "mode": "min"}, "eval": {"enabled": False}, "report_every": 1,
+        })
+        sweep_dir = run_sweep(spec, storage=tmp_path, address=f"ray://127.0.0.1:{port}", verbose=0)
+        # the driver really went through Ray Client: the proxy started a server for this client's session
+        assert list(Path(cluster.head_node.get_logs_dir_path()).glob("ray_client_server_*.out"))
+        infos = [read_trial(d) for d in trial_dirs(sweep_dir)]
+        assert [i["status"] for i in infos] == ["TERMINATED", "TERMINATED"]
+        assert (sweep_dir / "results.parquet").exists()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

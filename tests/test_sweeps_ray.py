@@ -113,3 +113,19 @@ def test_gpu_request_on_cpu_cluster_fails_early(local_ray, tmp_path: Path):
     with pytest.raises(SweepError, match="no GPU"):
         run_sweep(spec, storage=tmp_path, verbose=0)
     assert not (tmp_path / "gpu" / "tuner.pkl").exists()
+
+
+def test_ddp_trial_with_two_ray_train_workers_runs_to_completion(local_ray, tmp_path: Path):
+    """`resources.workers: 2`: the trial runs as a Ray Train TorchTrainer with 2 gloo workers (CPU)."""
+    spec = _spec("ddp2", resources={"cpu": 0.5, "workers": 2}, report_every=2,
+                 overrides=dict(FAST, **{"optim.steps": 4, "run.checkpoint_every": 2}))
+    sweep_dir = run_sweep(spec, storage=tmp_path, verbose=0)
+    (t,) = _trials(sweep_dir)
+    assert t["status"] == "TERMINATED" and t["final_step"] == 4, t.get("error")
+    recs = read_jsonl(t["dir"] / "metrics.jsonl")
+    assert [r["step"] for r in recs] == [1, 2, 3, 4]  # rank 0 logs each step once
+    assert recs[-1]["tiles_seen"] == 4 * 4 * 2  # steps x batch x 2 ranks: one process group of 2
+    assert (t["dir"] / "ray_train").is_dir() and (t["dir"] / "teacher_backbone.pt").exists()
+    df = pl.read_parquet(sweep_dir / "results.parquet")
+    final = df.filter((pl.col("metric") == "loss") & pl.col("final"))
+    assert sorted(final["kind"].to_list()) == ["eval", "train"] and final["step"].to_list() == [4, 4]  # + objective

@@ -137,6 +137,19 @@ def _hours(h: float) -> str:
     return f"{h:,.0f}" if h >= 100 else f"{h:.3g}"
 
 
+def _trial_count(plan: Any) -> str:
+    """``8 arms x 2 seeds = 16``, or how a search space changes that count (the sweep's own expansion)."""
+    n = plan.n_trials
+    base = f"{len(plan.arms)} arms x {len(plan.seeds)} seeds"
+    search = dict(plan.search or {})
+    algorithm = search.get("algorithm", "grid")
+    if algorithm == "optuna":
+        return f"{n} (optuna: trials that choose among {base} and the search space)"
+    if n == len(plan.arms) * len(plan.seeds):
+        return f"{base} = {n}"
+    return f"{base} x {n // (len(plan.arms) * len(plan.seeds))} ({algorithm} search) = {n}"
+
+
 def format_plan(plan: Any, costs: bool = False) -> str:
     from pathfm.ablations.scales import get_scale
 
@@ -147,7 +160,7 @@ def format_plan(plan: Any, costs: bool = False) -> str:
         f"  base:     {plan.base} + {len(plan.overrides)} scale/study overrides",
         f"  baseline: {plan.baseline_arm}",
         f"  seeds:    {plan.seeds}",
-        f"  trials:   {len(plan.arms)} arms x {len(plan.seeds)} seeds = {plan.n_trials}",
+        f"  trials:   {_trial_count(plan)}",
         "",
     ]
     cost_by_arm = {}

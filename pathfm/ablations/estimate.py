@@ -83,9 +83,12 @@ def plan_costs(plan: StudyPlan) -> list[ArmCost]:
 
 
 def total_hours(plan: StudyPlan, costs: list[ArmCost] | None = None) -> float:
+    """Sum over the sweep's trials (:meth:`StudyPlan.sweep_trials`) of their arm's hours; a trial of an
+    adaptive search, whose arm is chosen while it runs, costs the mean over arms."""
     costs = costs if costs is not None else plan_costs(plan)
-    per_arm_trials = len(plan.seeds) * (plan.n_trials // max(1, len(plan.arms) * len(plan.seeds)))
-    return sum(c.hours_per_trial for c in costs) * per_arm_trials
+    by_arm = {c.arm: c.hours_per_trial for c in costs}
+    mean = sum(by_arm.values()) / len(by_arm)
+    return sum(by_arm.get(t["arm"], mean) for t in plan.sweep_trials())
 
 
 def concurrency(plan: StudyPlan, cpus: int | None = None) -> int | None:

@@ -68,7 +68,15 @@ class StudyPlan:
 
     @property
     def n_trials(self) -> int:
-        return len(self.arms) * len(self.seeds) * _space_size(self.space, self.search)
+        """Trials the sweep of this plan creates, counted by the sweep's own expansion."""
+        return len(self.sweep_trials())
+
+    def sweep_trials(self) -> list[dict]:
+        """The trials of this plan's sweep as ``pathfm.sweeps.spec.expand_trials`` makes them (configs not
+        validated; an adaptive search's trials have ``arm: None`` as their arm is chosen while it runs)."""
+        from pathfm.sweeps.spec import expand_trials
+
+        return expand_trials(self.to_sweep_spec(), validate=False)
 
     def arm(self, name: str) -> ArmPlan:
         for a in self.arms:
@@ -130,20 +138,6 @@ class StudyPlan:
             return spec_from_dict(self.to_sweep_dict(), source=f"study {self.study} at scale {self.scale}")
         except ConfigError as e:
             raise StudyError(str(e)) from None
-
-
-def _space_size(space: dict[str, Any], search: dict[str, Any] | None) -> int:
-    if not space:
-        return 1
-    algorithm = (search or {}).get("algorithm", "grid")
-    num_samples = int((search or {}).get("num_samples", 1))
-    if algorithm != "grid":
-        return num_samples
-    n = 1
-    for dist in space.values():
-        if isinstance(dist, dict) and "grid" in dist:
-            n *= len(dist["grid"])
-    return n * num_samples
 
 
 # ------------------------------------------------------------------------------------ helpers

@@ -4,7 +4,7 @@
     pathfm sweep resume DIR [--address ...] [--retry-errored]
     pathfm sweep status DIR
     pathfm sweep collect DIR
-    pathfm sweep optuna SPEC.yaml [--storage sqlite:///study.db] [--n-trials N] [--workers N]
+    pathfm sweep optuna SPEC.yaml [--storage sqlite:///study.db] [--n-trials TOTAL] [--workers N]
 
 Nothing heavy is imported at module level (``pathfm --help`` stays instant).
 """
@@ -61,8 +61,12 @@ def register(subparsers) -> None:
     op.add_argument("--storage", default=None,
                     help="SQLAlchemy URL (default: sqlite:///<sweep folder>/optuna.db; PostgreSQL for many hosts)")
     op.add_argument("--dir", default="runs/sweeps", help="folder holding the sweep folder (trial folders)")
-    op.add_argument("--n-trials", type=int, default=None, help="total trials of the study (default: search.num_samples)")
+    op.add_argument("--n-trials", type=int, default=None,
+                    help="TOTAL trials of the study (default: search.num_samples); running again continues up to it")
     op.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    op.add_argument("--heartbeat", type=int, default=60, metavar="S",
+                    help="seconds between a trial's heartbeats; a trial silent for 2 x S (its worker died) is retried")
+    op.add_argument("--max-retry", type=int, default=2, help="retries of a trial whose worker died or was interrupted")
     op.set_defaults(func=_optuna)
 
 
@@ -124,8 +128,9 @@ def _collect(args) -> int:
 def _optuna(args) -> int:
     from pathfm.sweeps.optuna_study import run_optuna_study
 
+    _sigterm_as_sigint()  # a scheduler's SIGTERM stops the running trial like Ctrl-C: it is queued for retry
     out = run_optuna_study(args.spec, storage=args.storage, root=args.dir, n_trials=args.n_trials,
-                           workers=args.workers)
+                           workers=args.workers, heartbeat_s=args.heartbeat, max_retry=args.max_retry)
     print(out)
     return 0
 

@@ -7,11 +7,25 @@ the same train + evaluate as a Ray trial and writes the same trial folder
 
 * Storage: ``sqlite:///<sweep_dir>/optuna.db`` by default (one host); any SQLAlchemy URL otherwise.
   The study is created once by the launcher before workers start (avoids SQLite's schema race).
-* Sampler: TPE seeded with ``search.seed`` (+ worker index, so workers do not propose the same point).
+* Sampler: TPE seeded with ``search.seed``, the worker index and the number of trials already in the
+  study (so workers, and a run that continues a study, do not replay the same random start points).
 * Pruning: ``scheduler.type: asha`` -> ``SuccessiveHalvingPruner`` on the scheduler metric reported
   every ``report_every`` steps (``trial.report``; sign-flipped when its direction differs from the
   objective's, since Optuna pruners follow the study direction); otherwise no pruning.
-* Resume: run the command again; the study continues where it stopped (finished trials stay).
+* Budget: the study's TOTAL is ``--n-trials`` (default ``search.num_samples``). Running the command
+  again continues the same study up to that total, never ``+N`` more. Counted (:func:`budget`):
+  COMPLETE and PRUNED trials, FAIL trials that were not retried (a trial that raised is a result: it is
+  not run again), and RUNNING/WAITING trials (in progress elsewhere, or queued retries). A FAIL trial
+  that was retried is not counted; its retry is, so it uses one unit of budget, not two. Workers that
+  run in parallel check the budget just before each trial, so two of them racing for the last unit can
+  exceed it by a trial.
+* Dead workers: trials send a heartbeat every ``heartbeat_s`` seconds. A trial whose worker was killed
+  (SIGKILL, OOM, node lost) stays RUNNING until ``2 x heartbeat_s`` without heartbeat; the next trial
+  start of any worker then marks it FAIL and Optuna's ``RetryHeartbeatStaleTrialCallback`` queues a
+  retry (up to ``max_retry`` times) with the same parameters. A trial interrupted by Ctrl-C/SIGTERM is
+  marked FAIL and queued for retry at once. A retry runs in the original trial's folder, so it resumes
+  from that trial's last checkpoint. The launcher returns once the budget is reached and no trial is
+  RUNNING (it waits for other workers' trials and for dead workers' trials to go stale).
 """
 
 from __future__ import annotations
@@ -19,6 +33,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +45,57 @@ class StopTrial(Exception):
     """Raised by a report function to stop a trial early (a pruner's decision)."""
 
 
-def _storage(url: str):
+TRIAL_DIR_ATTR = "trial_dir"  # user attribute naming a trial's folder; copied to its retries
+
+
+def _storage(url: str, heartbeat_s: int | None = None, max_retry: int | None = None):
+    """The RDB storage; with ``heartbeat_s``, dead workers' trials are failed after ``2 x heartbeat_s``
+    without heartbeat and retried up to ``max_retry`` times (None: without limit)."""
+    import warnings
+
     import optuna
 
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
-    return optuna.storages.RDBStorage(url, **kwargs)
+    if heartbeat_s is not None:
+        kwargs.update(heartbeat_interval=int(heartbeat_s), grace_period=2 * int(heartbeat_s),
+                      heartbeat_stale_trial_callback=_retry_callback(max_retry))
+    with warnings.catch_warnings():  # Optuna still flags its heartbeat arguments as experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(url, **kwargs)
+
+
+def _retry_callback(max_retry: int | None):
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry, inherit_intermediate_values=True)
+
+
+def budget(study) -> dict[str, int]:
+    """How much of the study's trial budget is used (see the module docstring): ``finished`` (COMPLETE,
+    PRUNED, FAIL not retried), ``running``, ``waiting`` (queued retries), ``retried`` (FAIL trials replaced
+    by a retry, not counted) and ``used`` = finished + running + waiting."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    out = {"finished": 0, "running": 0, "waiting": 0, "retried": 0}
+    for t in trials:
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            out["finished"] += 1
+        elif t.state == TrialState.FAIL:
+            out["retried" if t.number in retried else "finished"] += 1
+        elif t.state == TrialState.RUNNING:
+            out["running"] += 1
+        elif t.state == TrialState.WAITING:
+            out["waiting"] += 1
+    out["used"] = out["finished"] + out["running"] + out["waiting"]
+    return out
 
 
 def _pruner(spec: SweepSpec):
@@ -83,8 +142,10 @@ def suggest(trial, spec: SweepSpec) -> dict[str, Any]:
     return out
 
 
-def make_objective(spec: SweepSpec, sweep_dir: Path):
-    """The Optuna objective: train + evaluate one trial in ``sweep_dir/optuna_<number>``."""
+def make_objective(spec: SweepSpec, sweep_dir: Path, current: dict | None = None):
+    """The Optuna objective: train + evaluate one trial in ``sweep_dir/optuna_<number>`` (a retry: in the
+    folder of the trial it retries, resuming from its checkpoint). ``current["number"]`` is set to the
+    running trial's number."""
     from pathfm.sweeps.trainable import run_trial
 
     metric, mode = spec.scheduler_metric()
@@ -93,9 +154,14 @@ def make_objective(spec: SweepSpec, sweep_dir: Path):
     def objective(trial) -> float:
         import optuna
 
+        if current is not None:
+            current["number"] = trial.number
+        trial_id = trial.user_attrs.get(TRIAL_DIR_ATTR)  # set: a retry (of a dead or interrupted trial)
+        if trial_id is None:
+            trial_id = f"optuna_{trial.number:05d}"
+            trial.set_user_attr(TRIAL_DIR_ATTR, trial_id)
         sample = suggest(trial, spec)
-        t = trial_from_sample(spec, trial.number, sample)
-        trial_id = f"optuna_{trial.number:05d}"
+        t = trial_from_sample(spec, int(trial_id.rsplit("_", 1)[1]), sample)
 
         reported: set[int] = set()
 
@@ -119,7 +185,10 @@ def make_objective(spec: SweepSpec, sweep_dir: Path):
     return objective
 
 
-def _worker(spec_yaml: str, sweep_dir: str, storage_url: str, n_trials: int, worker: int) -> None:
+def _worker(spec_yaml: str, sweep_dir: str, storage_url: str, total: int, worker: int, heartbeat_s: int,
+            max_retry: int | None) -> None:
+    """Run trials until the study's budget is used and no trial is left RUNNING (see the module docstring)."""
+    import numpy as np
     import optuna
     import yaml
 
@@ -127,11 +196,56 @@ def _worker(spec_yaml: str, sweep_dir: str, storage_url: str, n_trials: int, wor
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = spec_from_dict(yaml.safe_load(spec_yaml))
-    study = optuna.load_study(study_name=spec.name, storage=_storage(storage_url),
-                              sampler=optuna.samplers.TPESampler(seed=spec.search.seed + worker),
-                              pruner=_pruner(spec))
-    study.optimize(make_objective(spec, Path(sweep_dir)), n_trials=n_trials, catch=(Exception,),
-                   callbacks=[_print_trial(spec.name, Path(sweep_dir))])
+    storage = _storage(storage_url, heartbeat_s, max_retry)
+    n_before = len(optuna.load_study(study_name=spec.name, storage=storage).get_trials(deepcopy=False))
+    seed = int(np.random.SeedSequence([spec.search.seed, worker, n_before]).generate_state(1)[0])
+    study = optuna.load_study(study_name=spec.name, storage=storage,
+                              sampler=optuna.samplers.TPESampler(seed=seed), pruner=_pruner(spec))
+    current: dict[str, int] = {}
+    objective = make_objective(spec, Path(sweep_dir), current)
+    callbacks = [_print_trial(spec.name, Path(sweep_dir))]
+    said_waiting = False
+    while True:
+        _fail_stale(study)
+        b = budget(study)
+        if b["waiting"] or b["used"] < total:
+            current.clear()
+            try:
+                study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
+            except KeyboardInterrupt:
+                _retry_interrupted(study, current.get("number"), max_retry)
+                raise
+            said_waiting = False
+        elif b["running"]:
+            if not said_waiting:
+                print(f"pathfm sweep optuna: budget of {total} trial(s) in use; waiting for {b['running']} running "
+                      f"trial(s) (other workers; a dead worker's trial is retried after {2 * heartbeat_s} s without "
+                      "heartbeat)", file=sys.stderr, flush=True)
+                said_waiting = True
+            time.sleep(min(heartbeat_s, 10))
+        else:
+            return
+
+
+def _fail_stale(study) -> None:
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def _retry_interrupted(study, number: int | None, max_retry: int | None) -> None:
+    """Ctrl-C/SIGTERM stopped a trial (Optuna marked it FAIL): queue its retry now, as for a dead worker."""
+    from optuna.trial import TrialState
+
+    if number is None:
+        return
+    frozen = next((t for t in study.get_trials(deepcopy=True) if t.number == number), None)
+    if frozen is not None and frozen.state == TrialState.FAIL:
+        _retry_callback(max_retry)(study, frozen)
 
 
 def _print_trial(name: str, sweep_dir: Path):
@@ -139,16 +253,39 @@ def _print_trial(name: str, sweep_dir: Path):
     from pathfm.sweeps.runner import trial_summary_line
 
     def cb(study, frozen) -> None:
-        info = read_trial(sweep_dir / f"optuna_{frozen.number:05d}") or {"trial_id": frozen.number,
-                                                                           "status": frozen.state.name}
+        folder = frozen.user_attrs.get(TRIAL_DIR_ATTR, f"optuna_{frozen.number:05d}")
+        info = read_trial(sweep_dir / folder) or {"trial_id": frozen.number, "status": frozen.state.name}
         print(trial_summary_line(name, info), file=sys.stderr, flush=True)
 
     return cb
 
 
+def _close_dead_trial_folders(study, sweep_dir: Path) -> None:
+    """A trial folder still saying RUNNING whose Optuna trial FAILed and is not being retried (its worker
+    died and the retries are used up) gets status ERROR, so the results do not show it as running."""
+    from optuna.trial import TrialState
+
+    from pathfm.sweeps.collect import read_trial
+    from pathfm.sweeps.trainable import update_trial_json
+
+    trials = study.get_trials(deepcopy=False)
+    live = {t.user_attrs.get(TRIAL_DIR_ATTR) for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)}
+    for t in trials:
+        folder = t.user_attrs.get(TRIAL_DIR_ATTR)
+        if t.state != TrialState.FAIL or folder is None or folder in live:
+            continue
+        info = read_trial(sweep_dir / folder)
+        if info and info.get("status") == "RUNNING":
+            update_trial_json(sweep_dir / folder, status="ERROR",
+                              error=f"worker lost (Optuna trial {t.number} failed: no heartbeat), retries used up")
+
+
 def run_optuna_study(spec: SweepSpec | str | Path, *, storage: str | None = None, root: str | Path = "runs/sweeps",
-                     n_trials: int | None = None, workers: int = 1) -> Path:
-    """Run (or continue) a plain Optuna study; returns the sweep folder (results.parquet collected)."""
+                     n_trials: int | None = None, workers: int = 1, heartbeat_s: int = 60,
+                     max_retry: int | None = 2) -> Path:
+    """Run (or continue) a plain Optuna study up to ``n_trials`` trials in total (default
+    ``search.num_samples``); returns the sweep folder (results.parquet collected). ``heartbeat_s`` and
+    ``max_retry`` (None: unlimited) govern the retry of trials whose worker died (module docstring)."""
     import optuna
 
     from pathfm.io import atomic_write_json, atomic_write_text, redact_url
@@ -159,6 +296,12 @@ def run_optuna_study(spec: SweepSpec | str | Path, *, storage: str | None = None
         spec = load_spec(spec)
     if workers < 1:
         raise PathfmError(f"--workers must be >= 1, got {workers}")
+    if heartbeat_s < 1:
+        raise PathfmError(f"--heartbeat must be >= 1 second, got {heartbeat_s}")
+    if max_retry is not None and max_retry < 0:
+        raise PathfmError(f"--max-retry must be >= 0, got {max_retry}")
+    if n_trials is not None and n_trials < 1:
+        raise PathfmError(f"--n-trials must be >= 1, got {n_trials}")
     if spec.resources.workers > 1:
         raise PathfmError("resources.workers > 1 (DDP trials) needs Ray: use `pathfm sweep run`")
     spec = spec.model_copy(update={"search": spec.search.model_copy(update={"algorithm": "optuna"})})
@@ -172,19 +315,24 @@ def run_optuna_study(spec: SweepSpec | str | Path, *, storage: str | None = None
     meta.update(algorithm="optuna-plain", n_trials=total, optuna_storage=redact_url(url))
     atomic_write_json(sweep_dir / META_FILE, meta)
     # create the study (and its schema) once, before any worker touches the storage
-    optuna.create_study(study_name=spec.name, storage=_storage(url), load_if_exists=True,
-                        direction="maximize" if spec.objective.mode == "max" else "minimize",
-                        sampler=optuna.samplers.TPESampler(seed=spec.search.seed), pruner=_pruner(spec))
-    shares = [total // workers + (1 if i < total % workers else 0) for i in range(workers)]
-    print(f"pathfm sweep optuna: study '{spec.name}' on {redact_url(url)}: {total} trial(s) over {workers} worker(s), "
-          f"trial folders in {sweep_dir}", file=sys.stderr, flush=True)
+    study = optuna.create_study(study_name=spec.name, storage=_storage(url, heartbeat_s, max_retry),
+                                load_if_exists=True, direction="maximize" if spec.objective.mode == "max" else "minimize",
+                                sampler=optuna.samplers.TPESampler(seed=spec.search.seed), pruner=_pruner(spec))
+    _fail_stale(study)
+    b = budget(study)
+    todo = max(0, total - b["used"]) + b["waiting"]
+    n_procs = min(workers, todo) if todo else (1 if b["running"] else 0)
+    print(f"pathfm sweep optuna: study '{spec.name}' on {redact_url(url)}: {b['finished']} of {total} trial(s) "
+          f"finished, {b['running']} running, {todo} to run over {n_procs} worker(s); trial folders in {sweep_dir}",
+          file=sys.stderr, flush=True)
     spec_yaml = spec.to_yaml()
-    if workers == 1:
-        _worker(spec_yaml, str(sweep_dir), url, shares[0], 0)
-    else:
+    args = (spec_yaml, str(sweep_dir), url, total)
+    if n_procs == 1:
+        _worker(*args, 0, heartbeat_s, max_retry)
+    elif n_procs > 1:
         ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=_worker, args=(spec_yaml, str(sweep_dir), url, n, i), daemon=False)
-                 for i, n in enumerate(shares) if n > 0]
+        procs = [ctx.Process(target=_worker, args=(*args, i, heartbeat_s, max_retry), daemon=False)
+                 for i in range(n_procs)]
         for p in procs:
             p.start()
         for p in procs:
@@ -192,6 +340,7 @@ def run_optuna_study(spec: SweepSpec | str | Path, *, storage: str | None = None
         bad = [p.exitcode for p in procs if p.exitcode != 0]
         if bad:
             raise PathfmError(f"{len(bad)} Optuna worker process(es) exited with codes {bad}; see the log above")
+    _close_dead_trial_folders(study, sweep_dir)
     out = collect(sweep_dir)
     print(format_status(sweep_dir), file=sys.stderr)
     print(f"results: {out}", file=sys.stderr)

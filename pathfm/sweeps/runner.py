@@ -36,7 +36,7 @@ class SweepError(PathfmError):
 # ------------------------------------------------------------------------------------- Ray setup
 def _default_env(address: str | None) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if address is None:  # our own embedded cluster: no token needed (see ray-optuna-stack.md, pitfall 4)
+    if address is None:  # our own embedded cluster: no token needed (Ray >= 2.59 turns token auth on by default)
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     # intermediate reports carry in-training metrics only; the objective comes with the last report
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
@@ -243,7 +243,7 @@ def _build_tuner(spec: SweepSpec, sweep_dir: Path, trials: list[dict], concurren
                                   resume_errored=resume_errored)
     steps = _steps_of(spec, trials)
     tune_config = tune.TuneConfig(
-        num_samples=spec.search.num_samples if spec.search.algorithm == "optuna" else 1,
+        num_samples=len(trials) if spec.search.algorithm == "optuna" else 1,  # expand_trials owns the count
         search_alg=search.search_algorithm(spec),
         scheduler=search.scheduler(spec, steps),
         max_concurrent_trials=concurrency,
@@ -364,7 +364,7 @@ def run_sweep(spec: SweepSpec | str | Path, storage: str | Path = "runs/sweeps",
         totals = check_resources(spec, autoscaling=autoscaling)
         concurrency = default_concurrency(spec, totals)
         if autoscaling and spec.max_concurrent_trials is None:
-            concurrency = max(concurrency, len(trials) if spec.search.algorithm != "optuna" else spec.search.num_samples)
+            concurrency = max(concurrency, len(trials))
         _write_sweep_files(sweep_dir, spec, trials)
         if verbose >= 1:
             print(f"pathfm sweep: '{spec.name}' with {len(trials)} trial(s), up to {concurrency} at once, "

@@ -1,4 +1,4 @@
-"""The sweep spec: one YAML file describing every trial of a sweep (contract: SWEEP_CONTRACT.md).
+"""The sweep spec: one YAML file describing every trial of a sweep (examples: sweeps/examples/).
 
 A spec is a base training config (preset + overrides) plus a search space over any config key (knob
 alias such as ``kde_weight`` or a dotted path such as ``loss.kde_weight``), optional explicit arms
