@@ -2,8 +2,12 @@
 
     .venv/bin/python benchmarks/eval_features.py [--run RUN_DIR] [--arch vit_small] [--tiles 64]
 
-1. Extraction throughput (tiles/s) of batched no-grad extraction (ours, batch 64) against per-tile
-   extraction (batch 1, autograd on: the naive loop), same model, same real CRC tiles, same run.
+1. Extraction throughput (tiles/s) of ``pathfm.eval.features.extract_features`` (batch 64) against the loop
+   a competent user writes: the same tiles in batches of 64 under ``torch.no_grad()``, model in eval mode,
+   same normalisation and cls+mean pooling; same model, same real CRC tiles, measured interleaved in the
+   same run. Both do the same arithmetic, so the honest ratio is ~1x: what pathfm adds is not speed per
+   forward pass but the feature cache (row 3: a second evaluation reuses the features), resize to the
+   training resolution, device handling, bf16 autocast on CUDA, and a check for non-finite features.
 2. Linear probe: our fit in the training rows' span (exact, see pathfm.eval.probes._row_space) against
    the same scikit-learn fit on the full features, on ViT-g-sized CLS+mean features (3072-d), with the
    deviation of each from a tightly converged reference (tol 1e-10).
@@ -23,16 +27,7 @@ import numpy as np
 import torch
 
 
-def _tiles_per_s(fn, n: int, repeats: int = 2) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return n / best
-
-
-def bench_extraction(arch: str, n_tiles: int) -> list[tuple]:
+def bench_extraction(arch: str, n_tiles: int, repeats: int = 3) -> list[tuple]:
     from pathfm.eval.features import extract_features, pool_tokens
     from pathfm.eval.tasks import get_task
     from pathfm.eval.tiles import load_samples
@@ -43,19 +38,26 @@ def bench_extraction(arch: str, n_tiles: int) -> list[tuple]:
     model = build_backbone({"arch": arch, "patch_size": 14}, drop_path=0.0).eval()
 
     def ours():
-        extract_features(model, images, batch_size=64, device="cpu")
+        return extract_features(model, images, batch_size=64, device="cpu")
 
-    def per_tile():  # the loop people write first: one tile at a time, autograd left on
+    def batched_no_grad():  # the loop a competent user writes
         out = []
-        for img in images:
-            x = torch.from_numpy(img).permute(2, 0, 1).float().div(255).unsqueeze(0)
-            x = (x - 0.5) / 0.5
-            out.append(pool_tokens(model.forward_features(x), "cls+mean").detach())
-        return torch.cat(out)
+        with torch.no_grad():
+            for i in range(0, len(images), 64):
+                x = torch.from_numpy(images[i:i + 64]).permute(0, 3, 1, 2).float().div(255)
+                x = (x - 0.5) / 0.5
+                out.append(pool_tokens(model.forward_features(x), "cls+mean"))
+        return torch.cat(out).numpy()
 
-    a = _tiles_per_s(ours, len(images))
-    b = _tiles_per_s(per_tile, len(images))
-    return [(f"extract {arch} 224px, tiles/s", a, b, a / b)]
+    assert np.allclose(ours(), batched_no_grad(), atol=1e-4)  # same features (and warm-up)
+    best = {"ours": float("inf"), "base": float("inf")}
+    for _ in range(repeats):  # interleaved, best of
+        for name, fn in (("base", batched_no_grad), ("ours", ours)):
+            t = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t)
+    a, b = len(images) / best["ours"], len(images) / best["base"]
+    return [(f"extract {arch} 224px, {len(images)} tiles, tiles/s", a, b, a / b)]
 
 
 def bench_probe(d: int = 3072) -> list[tuple]:
@@ -132,7 +134,9 @@ def main(argv=None) -> int:
     print(f"{'measure':{w}s}  {'ours':>9s}  {'baseline':>9s}  ratio")
     for name, ours, base, ratio in rows:
         print(f"{name:{w}s}  {ours:9.2f}  {base:9.2f}  {ratio:5.2f}x")
-    print("baselines: per-tile extraction with autograd on; scikit-learn logreg on all dims; the 60 s target")
+    print("baselines: batched (64) torch.no_grad() extraction loop; scikit-learn logreg on all dims; the 60 s "
+          "target. Extraction is the same arithmetic as the baseline (ratio ~1x expected); pathfm's gain is the "
+          "feature cache (warm vs cold evaluate)")
     return 0
 
 

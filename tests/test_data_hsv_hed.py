@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
 from pathfm.config import TissueFilterConfig
 from pathfm.data.hed import HEDParams, hed_augment, hed_augment_reference, sample_hed_params
-from pathfm.data.hsv import HSVBox, HSVFilter, rgb_to_hsv_opencv
+from pathfm.data.hsv import HSVBox, HSVFilter
 
 
 def _tile(path) -> np.ndarray:
@@ -21,46 +22,117 @@ def tissue_tiles(samples):
     return {p.stem: _tile(p) for p in sorted(d.glob("*.png"))}
 
 
-def test_hsv_matches_skimage_in_opencv_units():
+BOXES = [HSVBox(), HSVBox(h_min=91, h_max=179), HSVBox(10, 100, 30, 200, 50, 200), HSVBox(0, 0, 0, 255, 0, 255)]
+
+
+@pytest.fixture(scope="module")
+def all_colours() -> np.ndarray:
+    """A 4096 x 4096 RGB image holding each of the 2**24 colours once: pixel i = (i & 255, i >> 8 & 255, i >> 16)."""
+    i = np.arange(1 << 24, dtype=np.uint32)
+    img = np.empty((1 << 24, 3), dtype=np.uint8)
+    img[:, 0], img[:, 1], img[:, 2] = i & 0xFF, (i >> 8) & 0xFF, i >> 16
+    return img.reshape(4096, 4096, 3)
+
+
+@pytest.fixture(scope="module")
+def all_colours_hsv(all_colours) -> np.ndarray:
+    """OpenCV's HSV levels of :func:`all_colours`, (2**24, 3) int32 (used only to pick colours near the box)."""
+    return cv2.cvtColor(all_colours, cv2.COLOR_RGB2HSV).reshape(-1, 3).astype(np.int32)
+
+
+def _opencv_in_box(rgb: np.ndarray, box: HSVBox) -> np.ndarray:
+    """What a user writes: cvtColor(RGB2HSV) + inRange with the inclusive bounds."""
+    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
+    return cv2.inRange(hsv, (box.h_min, box.s_min, box.v_min), (box.h_max, box.s_max, box.v_max)) > 0
+
+
+@pytest.mark.parametrize("box", BOXES, ids=str)
+def test_filter_equals_opencv_on_all_colours(all_colours, box):
+    flt = HSVFilter(box, 0.5)
+    ref = _opencv_in_box(all_colours, box)
+    assert np.array_equal(flt.mask(all_colours), ref)
+    assert flt.fraction(all_colours) == np.count_nonzero(ref) / ref.size
+    if box == HSVBox():  # alpha is ignored
+        rgba = np.concatenate([all_colours, np.zeros(all_colours.shape[:2] + (1,), np.uint8)], axis=2)
+        assert np.array_equal(flt.mask(rgba), ref)
+
+
+def _possible_levels(x: np.ndarray, eps: float, period: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The two integer levels a value may round to when the rounding may err by up to ``eps``."""
+    lo, hi = np.floor(x - eps + 0.5), np.floor(x + eps + 0.5)
+    return (lo % period, hi % period) if period else (lo, hi)
+
+
+@pytest.mark.parametrize("box", BOXES[:3], ids=str)
+def test_filter_matches_float_hsv_at_box_edges(all_colours, all_colours_hsv, box):
+    """Independent reference: skimage's float64 rgb2hsv, scaled to OpenCV units (H = degrees / 2, S and V
+    x 255) and rounded to the nearest level, on every colour within 2 levels of a face of the box. OpenCV
+    rounds with fixed-point tables, so a value within ``eps`` of a half-integer may round either way
+    (measured: <= 0.14 for H, <= 0.022 for S); colours where that decides the answer are left out."""
     from skimage.color import rgb2hsv
 
-    rgb = np.random.default_rng(0).integers(0, 256, (50_000, 3), dtype=np.uint8)
-    ours = rgb_to_hsv_opencv(rgb).astype(float)
-    ref = rgb2hsv(rgb[None])[0] * [180, 255, 255]
-    dh = np.abs(ours[:, 0] - ref[:, 0])
-    dh = np.minimum(dh, 180 - dh)  # hue is circular
-    assert dh.max() <= 1.0 and np.abs(ours[:, 1:] - ref[:, 1:]).max() <= 1.0
-    assert ours[:, 0].max() <= 179  # OpenCV's 8-bit hue range is 0..179
+    h, s, v = all_colours_hsv.T
+    dh = lambda e: np.minimum((h - e) % 180, (e - h) % 180)  # noqa: E731 - circular distance
+    near = (
+        (dh(box.h_min) <= 2) | (dh(box.h_max) <= 2) | (np.abs(s - box.s_min) <= 2) | (np.abs(s - box.s_max) <= 2)
+        | (np.abs(v - box.v_min) <= 2) | (np.abs(v - box.v_max) <= 2)
+    )
+    rgb = all_colours.reshape(-1, 3)[near]
+    ref = rgb2hsv(rgb[None])[0] * [180.0, 255.0, 255.0]
+    decided, verdict = np.ones(len(rgb), bool), np.ones(len(rgb), bool)
+    for x, eps, period, (a, b) in ((ref[:, 0], 0.15, 180, (box.h_min, box.h_max)),
+                                   (ref[:, 1], 0.05, None, (box.s_min, box.s_max)),
+                                   (ref[:, 2], 1e-6, None, (box.v_min, box.v_max))):
+        in_lo, in_hi = ((a <= q) & (q <= b) for q in _possible_levels(x, eps, period))
+        decided &= in_lo == in_hi
+        verdict &= in_lo
+    ours = HSVFilter(box).mask(rgb[None])[0]
+    assert decided.sum() > 500_000 and decided.mean() > 0.9, (decided.sum(), decided.mean())
+    assert 0.05 < verdict[decided].mean() < 0.95  # both sides of the faces are represented
+    mismatch = np.flatnonzero(decided & (ours != verdict))
+    assert mismatch.size == 0, [(tuple(rgb[i]), tuple(ref[i].round(3)), bool(ours[i])) for i in mismatch[:5]]
 
 
-def test_lut_filter_equals_direct_box_test(tissue_tiles):
-    box = HSVBox()
-    with_lut, without = HSVFilter(box, 0.6, use_lut=True), HSVFilter(box, 0.6, use_lut=False)
-    for tile in tissue_tiles.values():
-        direct = box.contains(rgb_to_hsv_opencv(tile))
-        rgba = np.concatenate([tile, np.full(tile.shape[:2] + (1,), 255, np.uint8)], axis=2)
-        for flt in (with_lut, without):
-            assert np.array_equal(flt.mask(tile), direct)
-            assert flt.fraction(rgba) == pytest.approx(direct.mean())
-            assert flt.fraction(tile) == pytest.approx(direct.mean())
-    assert without._lut is None
+def test_filter_input_handling(tissue_tiles):
+    flt = HSVFilter()
+    tile = next(iter(tissue_tiles.values()))
+    ref = flt.mask(tile)
+    rgba = np.concatenate([tile, np.full(tile.shape[:2] + (1,), 255, np.uint8)], axis=2)
+    ro = tile.copy()
+    ro.flags.writeable = False  # np.asarray of a PIL image is read-only
+    for t in (rgba, rgba[..., :3], ro, tile[::-1]):
+        m = flt.mask(t)
+        assert m.dtype == bool and m.shape == tile.shape[:2]
+        assert np.array_equal(m, ref[::-1] if t.base is tile else ref)
+    assert flt.fraction(tile) == pytest.approx(ref.mean())
+    for bad in (tile.astype(np.float32), tile[..., 0], tile[..., :2]):
+        with pytest.raises(ValueError):
+            flt.mask(bad)
+    with pytest.raises(ValueError):
+        HSVFilter(HSVBox(v_max=256))
 
 
-def test_filter_builds_its_table_only_after_enough_pixels(tissue_tiles):
-    from pathfm.data import hsv
+def _shift(mask: np.ndarray, op) -> np.ndarray:
+    """Cross-shaped radius-1 dilation (op = or) / erosion (op = and), neighbours outside the image ignored."""
+    out = mask.copy()
+    out[1:] = op(out[1:], mask[:-1]); out[:-1] = op(out[:-1], mask[1:])
+    out[:, 1:] = op(out[:, 1:], mask[:, :-1]); out[:, :-1] = op(out[:, :-1], mask[:, 1:])
+    return out
 
-    box = HSVBox(h_min=91)  # a box no other test builds a table for
-    hsv._LUTS.pop(box, None)
-    tiles = list(tissue_tiles.values())
-    n = tiles[0].shape[0] * tiles[0].shape[1]
-    flt = HSVFilter(box, 0.6, lut_after_pixels=2 * n)
-    first = [flt.fraction(t) for t in tiles[:2]]
-    assert flt._lut is None and flt.direct_pixels == 2 * n  # rented: classified directly
-    third = flt.fraction(tiles[2])  # would pass the threshold: bought
-    assert flt._lut is not None and box in hsv._LUTS
-    ref = [HSVFilter(box, 0.6, use_lut=False).fraction(t) for t in tiles[:3]]
-    assert first + [third] == ref
-    assert HSVFilter(box, 0.6).fraction(tiles[0]) == ref[0]  # a new filter reuses the built table
+
+def test_thumbnail_mask_is_hsv_box_then_closing_and_opening(tissue_tiles):
+    from pathfm.data.tissue import thumbnail_tissue
+
+    rng = np.random.default_rng(3)
+    flt = HSVFilter()
+    images = [*tissue_tiles.values(), rng.integers(0, 256, (37, 53, 3), dtype=np.uint8),
+              rng.integers(0, 256, (1, 9, 3), dtype=np.uint8)]
+    for img in images:
+        m = flt.mask(img)
+        closed = _shift(_shift(m, np.logical_or), np.logical_and)
+        ref = _shift(_shift(closed, np.logical_and), np.logical_or)
+        out = thumbnail_tissue(img, flt)
+        assert out.dtype == bool and np.array_equal(out, ref)
 
 
 def test_filter_accepts_tissue_and_rejects_background(tissue_tiles):

@@ -17,7 +17,9 @@ from pathfm.errors import ConfigError
 
 
 def _worker_init(_worker_id: int) -> None:
-    """One BLAS thread per worker: the small per-tile products must not oversubscribe the cores."""
+    """One BLAS thread per worker: the small per-tile products must not oversubscribe the cores.
+    (Leave OpenCV's thread count alone here: ``cv2.setNumThreads`` in a forked child whose parent already
+    ran a parallel OpenCV call deadlocks, opencv-python-headless 5.0.0.)"""
     try:
         from threadpoolctl import threadpool_limits
 
@@ -64,8 +66,6 @@ def build_train_loader(cfg, rank: int = 0, world_size: int = 1, start_sample: in
     Pass ``dataset`` to reuse already validated slides (e.g. a high-res stage with the same slides)."""
     ds = dataset if dataset is not None else OnlinePatchDataset.from_config(cfg, progress=cfg.run.progress)
     nw = int(cfg.data.num_workers)
-    if nw > 0:  # build the HSV table once here; forked workers share it instead of each building one
-        ds.sampler.hsv.lut
     return TrainLoader(
         ds,
         batch_sampler=InfiniteBatchSampler(cfg.data.batch_size, rank, world_size, start_sample),
