@@ -82,6 +82,9 @@ class CropsConfig(_Strict):
     blur_global2: float = Field(0.1, ge=0.0, le=1.0)
     blur_local: float = Field(0.5, ge=0.0, le=1.0)
     solarize_global2: float = Field(0.2, ge=0.0, le=1.0)
+    photometric_ramp: tuple[int, int] | None = Field(
+        None, description="optimizer steps [start, end] over which the probabilities of colour jitter, grayscale, "
+        "blur, solarize and HED ramp linearly from 0 to their values above; null: full from step 0")
 
     @model_validator(mode="after")
     def _scales(self) -> "CropsConfig":
@@ -89,6 +92,8 @@ class CropsConfig(_Strict):
             lo, hi = getattr(self, name)
             if not 0.0 < lo <= hi <= 1.0:
                 raise ValueError(f"{name} must satisfy 0 < min <= max <= 1, got {(lo, hi)}")
+        if self.photometric_ramp is not None and not 0 <= self.photometric_ramp[0] <= self.photometric_ramp[1]:
+            raise ValueError(f"photometric_ramp must be [start, end] with 0 <= start <= end, got {self.photometric_ramp}")
         return self
 
 
@@ -267,6 +272,7 @@ class Config(_Strict):
         d["optim"]["base_lr"] = hr.base_lr
         d["optim"]["warmup_steps"] = hr.warmup_steps
         d["optim"]["freeze_last_layer_steps"] = 0
+        d["data"]["crops"]["photometric_ramp"] = None  # the network is trained: full augmentation from the start
         # schedules warm-started near their final values (OpenMidnight's lesson)
         d["optim"]["teacher_temp_warmup_steps"] = 0
         d["optim"]["teacher_temp_warmup"] = self.optim.teacher_temp

@@ -9,7 +9,7 @@ from PIL import Image
 from pathfm.cli import main
 from pathfm.config import DataConfig, load_config
 from pathfm.data.manifest import SlideEntry
-from pathfm.data.multicrop import MultiCrop, random_resized_crop_box
+from pathfm.data.multicrop import MultiCrop, photometric_scale, random_resized_crop_box
 from pathfm.data.subsets import nested_subset
 from pathfm.data.tiles import TileFolder
 from pathfm.errors import ConfigError, PathfmError
@@ -61,6 +61,36 @@ def test_flips_and_solarize_switch(tile):
     assert np.allclose(v, base[:, ::-1, :])
     sol = _mc(**{**OFF, "solarize_global2": 1.0}, global_scale=(1.0, 1.0))(tile, np.random.default_rng(3))[0]
     assert np.array_equal(sol[0], base) and (sol[1] <= 0.0 + 1e-6).all()  # pixels >= 128 inverted
+
+
+def test_photometric_ramp_scale():
+    assert photometric_scale(0, None) == 1.0 and photometric_scale(10**6, None) == 1.0
+    assert [photometric_scale(s, (100, 300)) for s in (0, 99, 100, 200, 299, 300, 1000)] == [0, 0, 0, 0.5, 0.995, 1, 1]
+    assert photometric_scale(5, (5, 5)) == 1.0
+
+
+def test_photometric_factor_switches_colour_but_not_geometry(tile):
+    """photometric=0 gives the purely geometric crops of the same draws; 1 is the configured augmentation."""
+    photo = dict(OFF, color_jitter=1.0, grayscale=1.0, blur_global1=1.0, blur_local=1.0, solarize_global2=1.0)
+    d = DataConfig()
+    mc = MultiCrop(d.model_copy(update={"crops": d.crops.model_copy(update=photo)}))  # HED 0.05 on
+    geometric = _mc(**OFF)
+    for s in range(3):
+        off = mc(tile, np.random.default_rng(s), photometric=0.0)
+        ref = geometric(tile, np.random.default_rng(s))
+        assert all(np.array_equal(a, b) for a, b in zip(off[0] + off[1], ref[0] + ref[1]))
+        full = mc(tile, np.random.default_rng(s), photometric=1.0)
+        assert all(np.array_equal(a, b) for a, b in zip(full[0] + full[1], mc(tile, np.random.default_rng(s))[0] + mc(tile, np.random.default_rng(s))[1]))
+        assert not any(np.array_equal(a, b) for a, b in zip(full[0], ref[0]))
+
+
+def test_dataset_ramps_photometric_augmentation_by_optimizer_step():
+    cfg = load_config("smoke", ["data.crops.photometric_ramp=[2,4]", "optim.grad_accum=2"])
+    from pathfm.data.loader import build_train_loader
+
+    ds = build_train_loader(cfg, rank=0, world_size=2).dataset
+    assert ds.samples_per_step == 8 * 2 * 2 and ds.photometric_ramp == (2, 4)
+    assert cfg.highres_stage().data.crops.photometric_ramp is None
 
 
 def test_random_resized_crop_respects_scale():

@@ -12,7 +12,7 @@ import numpy as np
 
 from pathfm.data.hsv import HSVFilter
 from pathfm.data.manifest import load_manifest
-from pathfm.data.multicrop import MultiCrop
+from pathfm.data.multicrop import MultiCrop, photometric_scale
 from pathfm.data.patching import TileSampler, TileStats, build_sources
 from pathfm.data.subsets import nested_subset
 
@@ -26,6 +26,10 @@ class OnlinePatchDataset:
         self.sampler = sampler
         self.multicrop = multicrop
         self.stats = sampler.stats  # cumulative in this process
+        self.photometric_ramp = cfg.data.crops.photometric_ramp
+        # samples per optimizer step over all ranks (sample k belongs to step k // samples_per_step);
+        # build_train_loader sets it for the actual number of processes
+        self.samples_per_step = cfg.data.batch_size * cfg.optim.grad_accum
 
     @classmethod
     def from_config(cls, cfg, progress: bool = False) -> "OnlinePatchDataset":
@@ -49,7 +53,8 @@ class OnlinePatchDataset:
     def __getitem__(self, k: int) -> dict:
         tile_rng, aug_rng = self.rngs(k)
         tile, stats = self.sampler.sample(tile_rng)
-        g, loc = self.multicrop(tile.pixels, aug_rng)
+        photometric = photometric_scale(int(k) // self.samples_per_step, self.photometric_ramp)
+        g, loc = self.multicrop(tile.pixels, aug_rng, photometric)
         return {"global": g, "local": loc, "stats": stats.to_dict(), "index": int(k),
                 "slide_id": tile.slide_id, "mpp": tile.mpp, "local_size": self.multicrop.crops.local_size}
 

@@ -65,6 +65,8 @@ def build_train_loader(cfg, rank: int = 0, world_size: int = 1, start_sample: in
     crop-major; ``n_images`` = B; ``tile_stats`` = {draws, accepted, rejected, skipped_slides} of the batch.
     Pass ``dataset`` to reuse already validated slides (e.g. a high-res stage with the same slides)."""
     ds = dataset if dataset is not None else OnlinePatchDataset.from_config(cfg, progress=cfg.run.progress)
+    ds.samples_per_step = cfg.data.batch_size * world_size * cfg.optim.grad_accum
+    ds.photometric_ramp = cfg.data.crops.photometric_ramp  # a reused dataset takes this stage's ramp
     nw = int(cfg.data.num_workers)
     return TrainLoader(
         ds,

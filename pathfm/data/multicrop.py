@@ -119,13 +119,16 @@ class MultiCrop:
     def n_local(self) -> int:
         return self.crops.n_local
 
-    def __call__(self, tile: np.ndarray, rng: np.random.Generator) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def __call__(self, tile: np.ndarray, rng: np.random.Generator,
+                 photometric: float = 1.0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Global and local crops of ``tile``; ``photometric`` in [0, 1] scales the probabilities of the
+        photometric augmentations (see :func:`photometric_scale`). The random draws do not depend on it."""
         seeds = rng.integers(0, 2**63 - 1, size=len(self.recipes))
         img = Image.fromarray(tile)
-        out = [self.crop(img, r, np.random.default_rng(int(s))) for r, s in zip(self.recipes, seeds)]
+        out = [self.crop(img, r, np.random.default_rng(int(s)), photometric) for r, s in zip(self.recipes, seeds)]
         return out[:2], out[2:]
 
-    def crop(self, img: Image.Image, recipe: CropRecipe, rng: np.random.Generator) -> np.ndarray:
+    def crop(self, img: Image.Image, recipe: CropRecipe, rng: np.random.Generator, photometric: float = 1.0) -> np.ndarray:
         c = self.crops
         u = rng.random(20)
         # slots: 0 hflip, 1 vflip, 2 hed apply, 3 jitter apply, 4-11 jitter, 12 gray, 13 blur, 14 sigma, 15 solarize
@@ -136,17 +139,34 @@ class MultiCrop:
         if u[1] < c.vflip:
             im = im.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
         hed = sample_hed_params(rng, self.hed_strength)
-        if u[2] < self.hed_p and not hed.is_identity:
+        if u[2] < self.hed_p * photometric and not hed.is_identity:
             im = Image.fromarray(hed_augment(np.asarray(im), hed))
-        if u[3] < c.color_jitter:
+        if u[3] < c.color_jitter * photometric:
             im = _jitter(im, u[4:12], c.jitter_strength)
-        if u[12] < c.grayscale:
+        if u[12] < c.grayscale * photometric:
             im = im.convert("L").convert("RGB")
-        if u[13] < recipe.blur:
+        if u[13] < recipe.blur * photometric:
             im = im.filter(ImageFilter.GaussianBlur(radius=float(0.1 + 1.9 * u[14])))
-        if u[15] < recipe.solarize:
+        if u[15] < recipe.solarize * photometric:
             im = ImageOps.solarize(im, threshold=128)
         return normalize(np.asarray(im), self.mean, self.std)
+
+
+def photometric_scale(step: int, ramp: tuple[int, int] | None) -> float:
+    """The factor on the photometric augmentation probabilities at optimizer ``step`` (stage-local):
+    0 before ``ramp[0]``, linear to 1 at ``ramp[1]``, 1 after (and always 1 without a ramp).
+
+    Why a ramp: at small scale, per-crop photometric augmentation leaves a random-init teacher's targets
+    with nothing one crop can predict about another, and DINO collapses to uniform targets before it
+    learns anything (docs/training-health.md)."""
+    if ramp is None:
+        return 1.0
+    start, end = ramp
+    if step >= end:
+        return 1.0
+    if step < start:
+        return 0.0
+    return (step - start) / (end - start)
 
 
 def normalize(rgb: np.ndarray, mean: float = 0.5, std: float = 0.5) -> np.ndarray:
@@ -157,4 +177,4 @@ def normalize(rgb: np.ndarray, mean: float = 0.5, std: float = 0.5) -> np.ndarra
     return x
 
 
-__all__ = ["MultiCrop", "HEDParams", "random_resized_crop_box", "normalize", "adjust_hue"]
+__all__ = ["MultiCrop", "HEDParams", "random_resized_crop_box", "normalize", "adjust_hue", "photometric_scale"]
