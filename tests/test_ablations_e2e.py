@@ -28,6 +28,9 @@ def component_sweep(tmp_path_factory):
 def test_component_smoke_yields_every_arm_and_seed(component_sweep):
     plan, sweep_dir = component_sweep
     df = pl.read_parquet(sweep_dir / "results.parquet")
+    ref = df.filter(pl.col("trial_id") == "reference")  # the baselines, once for the sweep
+    assert set(ref["backbone"]) == {"random_init", "color_histogram"} and set(ref["task"]) == {"crc", "osteo"}
+    df = df.filter(pl.col("trial_id") != "reference")
     arms = {a.name for a in plan.arms}
     assert set(df["arm"].unique().to_list()) == arms
     trials = df.select("arm", "seed", "status").unique()
@@ -59,6 +62,7 @@ def test_the_analysis_reads_the_study(component_sweep):
     assert set(table.arms) == {a.name for a in plan.arms}
     assert table.baseline == "dinov2"
     assert "crc" in table.columns
+    assert table.references == ["random_init", "color_histogram"] and table.untrained_delta is not None
 
 
 def test_extra_resolutions_are_evaluated_and_collected(component_sweep, tmp_path):

@@ -336,3 +336,17 @@ def test_plan_counts_trials_exactly_as_the_sweep_expands_them(label, space, sear
     costs = plan_costs(plan)
     mean = sum(c.hours_per_trial for c in costs) / len(costs)
     assert total_hours(plan, costs) == pytest.approx(mean * expected)  # every arm equally often, or chosen by the search
+
+
+def test_planted_study_keeps_its_null_arm_apart_and_evaluates_on_crc():
+    """The null arm has the baseline's config: seed_offset makes it an independent run (not an alias)."""
+    plan = plan_for("planted", "smoke")
+    assert [a.name for a in plan.arms] == ["baseline", "destroyed", "null"] and plan.baseline_arm == "baseline"
+    assert all(not a.aliases for a in plan.arms)
+    assert plan.arm("null").seed_offset == 1000 and plan.arm("null").overrides == {}
+    assert plan.eval["tasks"] == ["crc"] and plan.eval["probes"] == ["linear"]  # study eval over the scale's
+    assert plan.arm_config("null") == plan.arm_config("baseline")
+    trials = plan.sweep_trials()
+    null = sorted((t["seed"], t["overrides"]["seed"]) for t in trials if t["arm"] == "null")
+    assert null == [(0, 1000), (1, 1001)]
+    assert plan.arm_config("destroyed").data.normalize_std == 1e12

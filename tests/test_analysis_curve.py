@@ -97,7 +97,9 @@ def test_data_ladder_study_hints_group_curves_by_variant(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "| equal_compute | 5 |" in text and "| equal_epochs | 5 |" in text
     assert main(["analyze", "table", str(tmp_path), "--n-boot", "50"]) == 0
-    rows = [line.split(" | ")[0].strip("| ") for line in capsys.readouterr().out.splitlines()[2:12]]
+    lines = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| Arm"))  # after the untrained-network check
+    rows = [line.split(" | ")[0].strip("| ") for line in lines[header + 2:header + 12]]
     assert rows == order
     # without hints, a ladder of one-size arms becomes one curve, not ten under-determined ones
     res = data_efficiency(df, n_boot=10)

@@ -82,3 +82,12 @@ def test_two_stage_bootstrap_covers_the_true_arm_mean():
         lo, hi = ci_from_summary(s)
         hits += lo[0, 2] <= 0.8 <= hi[0, 2]
     assert 0.87 <= hits / reps <= 0.99, hits / reps
+
+
+def test_ci_verdict_reads_direction_and_missing_cis():
+    from pathfm.analysis.stats import ci_verdict
+
+    assert ci_verdict(0.1, 0.02, 0.2) == "better" and ci_verdict(-0.1, -0.2, -0.01) == "worse"
+    assert ci_verdict(-0.1, -0.2, -0.01, higher_is_better=False) == "better"  # a loss that went down
+    assert ci_verdict(0.01, -0.02, 0.04) == "unsure"
+    assert ci_verdict(0.01, float("nan"), 0.04) == "n/a" and ci_verdict(0.01, None, None) == "n/a"

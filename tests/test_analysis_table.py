@@ -219,3 +219,88 @@ def test_params_name_only_the_arms_in_which_they_vary(tmp_path):
     grid.write_parquet(tmp_path / "b" / "results.parquet")
     t = table_from_results([tmp_path / "a", tmp_path / "b"], n_boot=50, sort="name")
     assert t.arms == ["base", "kde", "kde_weight=0.0", "kde_weight=0.1"]
+
+
+# ------------------------------------------------------------------------------ reference rows
+def _with_reference(values: dict, ri: dict[str, float], ch: float = 0.5, **extra) -> pl.DataFrame:
+    """Trial rows plus a sweep's reference rows (trial_id "reference", arm/seed null) on the same folds."""
+    df = _frame(values, **extra)
+    folds = sorted({(t, f) for (_, _, t, f) in values})
+    ref = [dict(sweep="s", trial_id="reference", arm=None, status="TERMINATED", seed=None, kind="eval", step=0,
+                final=True, task=t, probe="linear", backbone=b, fold=f, metric="balanced_accuracy",
+                value=(ri[t] + 0.01 * f) if b == "random_init" else ch,
+                **{k: None for k in extra})
+           for t, f in folds for b in ("random_init", "color_histogram")]
+    return pl.concat([df, pl.DataFrame(ref, schema=df.schema)])
+
+
+def test_reference_rows_and_the_untrained_network_check():
+    df = _with_reference(HAND, {"crc": 0.82, "osteo": 0.70})
+    plain = build_table(fold_scores(_frame(HAND)), baseline="base", n_boot=500)
+    t = table_from_results(df, baseline="base", n_boot=500)
+    # the arms' numbers do not move when the references join the bootstrap
+    for name in ("mean", "lo", "hi", "delta", "delta_lo", "delta_hi", "p_improve"):
+        np.testing.assert_allclose(getattr(t, name), getattr(plain, name), equal_nan=True)
+    assert t.arms == ["base", "kde"] and t.references == ["random_init", "color_histogram"]
+    np.testing.assert_allclose(t.ref_mean[0, :3], [0.825, 0.705, 0.765])
+    np.testing.assert_allclose(t.ref_mean[1, :3], [0.5, 0.5, 0.5])
+    # Δ vs random init = mean over seeds of (arm - random init) on the same folds, by hand
+    np.testing.assert_allclose(t.untrained_delta[0, :3], [0.830 - 0.825, 0.730 - 0.705, 0.780 - 0.765])
+    np.testing.assert_allclose(t.untrained_delta[1, :3], [0.880 - 0.825, 0.710 - 0.705, 0.795 - 0.765])
+    assert (t.untrained_pairs[:, :3] == 2).all()
+    assert t.untrained_verdicts() == {"base": "indistinguishable", "kde": "beats"}
+    md = t.to_markdown()
+    check, table = md.index("Untrained-network check"), md.index("| Arm | Seeds | crc |")
+    assert check < table  # the check comes before any comparison of arms
+    assert "**⚠ not distinguishable from an untrained network**" in md
+    assert "NOT distinguishable from an untrained network: base" in md
+    assert "| *random init (untrained, reference)* | ref | *0.825* [" in md and "| reference |" in md
+    assert "Untrained-network check" not in t.to_markdown(untrained=False)
+    assert r"\emph{random init (untrained, reference)}" in t.to_latex()
+    rows = list(csv.DictReader(t.to_csv().splitlines()))
+    refs = [r for r in rows if r["row_type"] == "reference"]
+    assert {r["arm"] for r in refs} == {"random_init", "color_histogram"} and len(refs) == 8
+    base_avg = next(r for r in rows if r["arm"] == "base" and r["column"] == "Average")
+    assert base_avg["vs_random_init"] == "indistinguishable" and float(base_avg["delta_random_init"]) == pytest.approx(0.015)
+    assert "random init (untrained, reference)" in t.to_html()
+
+
+def test_worse_than_untrained_one_seed_and_missing_reference():
+    df = _with_reference(HAND, {"crc": 0.95, "osteo": 0.95})  # a random init better than every arm
+    t = table_from_results(df, baseline="base", n_boot=300)
+    assert t.untrained_verdicts() == {"base": "worse", "kde": "worse"}
+    assert "WORSE than an untrained network: base, kde" in t.to_markdown()
+    one = {k: v for k, v in HAND.items() if k[1] == 0}
+    t = table_from_results(_with_reference(one, {"crc": 0.5, "osteo": 0.5}), n_boot=100)
+    assert set(t.untrained_verdicts().values()) == {"n/a"} and "fewer than 2 seeds" in t.to_markdown()
+    t = table_from_results(_frame(HAND), n_boot=100)  # results without reference rows: said so, not hidden
+    assert t.untrained_delta is None and "no random-init reference rows" in t.to_markdown()
+    t = table_from_results(_with_reference(HAND, {"crc": 0.5, "osteo": 0.5}), Selection(backbone="all"), n_boot=50)
+    assert t.references == [] and "Untrained-network check" not in t.to_markdown()
+
+
+def test_normalise_by_the_reference_rows_with_a_param_filter(tmp_path):
+    df = _with_reference(HAND, {"crc": 0.80, "osteo": 0.70}, **{"param.n_slides": 3})
+    df = pl.concat([df, _frame({("base", 0, "crc", 0): 0.1}, **{"param.n_slides": 1})])  # another data size
+    df.write_parquet(tmp_path / "results.parquet")
+    sel = Selection(filters={"n_slides": "3"})
+    t = table_from_results(tmp_path, sel, baseline="base", n_boot=200, normalise="random_init")
+    np.testing.assert_allclose(t.ref_mean[0, :2], [0.0, 0.0], atol=1e-12)  # the floor itself is 0
+    np.testing.assert_allclose(t.mean[0, :2], [(0.83 - 0.805) / (1 - 0.805), (0.73 - 0.705) / (1 - 0.705)])
+    assert main(["analyze", "table", str(tmp_path), "--normalise", "random_init", "--where", "n_slides=3",
+                 "--n-boot", "50"]) == 0
+
+
+def test_per_trial_baselines_that_disagree_are_not_pooled():
+    """Trials that evaluated their own baselines with different architectures: no single reference."""
+    df = _frame(HAND)
+    own = df.with_columns(pl.lit("random_init").alias("backbone"),
+                          pl.when(pl.col("arm") == "kde").then(0.3).otherwise(0.4).alias("value"))
+    t = table_from_results(pl.concat([df, own]), n_boot=50)
+    assert t.references == [] and "differ between trials" in t.reference_note
+
+
+def test_no_comparisons_in_sweep_meta_shows_every_arm(tmp_path):
+    _frame(HAND).write_parquet(tmp_path / "results.parquet")
+    (tmp_path / "sweep_meta.json").write_text(json.dumps({"baseline_arm": "base", "comparisons": []}))
+    assert table_from_results(tmp_path, n_boot=50).arms == ["base", "kde"]

@@ -105,3 +105,23 @@ def test_cli_table_plot_and_report_embed_the_figure(tmp_path):
     html = (out / "report.html").read_text()
     assert html.index("</table>") < html.index('alt="ablation" src="data:image/png;base64,')
     assert np.isfinite(json.loads((out / "ablation.json").read_text())["rows"][1]["delta"])
+
+
+def test_reference_lines_and_untrained_marks_in_figure_and_sidecar(tmp_path):
+    from pathfm.analysis.table import table_from_results
+
+    df = _frame(_values())
+    ref = [dict(sweep="s", trial_id="reference", arm=None, status="TERMINATED", seed=None, kind="eval", step=0,
+                final=True, task=t, probe="linear", backbone=b, fold=f, metric="balanced_accuracy",
+                value=0.705 if b == "random_init" else 0.6)
+           for t in ("crc", "osteo") for f in range(2) for b in ("random_init", "color_histogram")]
+    t = table_from_results(pl.concat([df, pl.DataFrame(ref, schema=df.schema)]), baseline="base", n_boot=300)
+    files = plot_table(t, tmp_path / "abl")
+    _assert_files(files, tmp_path / "abl")
+    side = json.loads((tmp_path / "abl.json").read_text())
+    assert [r["reference"] for r in side["references"]] == ["random_init", "color_histogram"]
+    assert side["references"][0]["mean"] == pytest.approx(0.705)
+    rows = {r["arm"]: r for r in side["rows"]}
+    assert rows["up"]["vs_random_init"] == "beats" and rows["down"]["vs_random_init"] == "worse"
+    assert rows["same"]["vs_random_init_text"] == "not distinguishable from an untrained network"
+    assert "Vertical lines: reference rows" in side["caption"] and "down" in side["caption"].split("untrained network)")[-1]

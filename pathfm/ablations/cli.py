@@ -182,7 +182,8 @@ def format_plan(plan: Any, costs: bool = False) -> str:
             c = cost_by_arm[a.name]
             steps = f"{c.main_steps}" + (f"+{c.highres_steps}hr" if c.highres_steps else "")
             row += f"  {steps:>13}  {_hours(c.hours_per_trial):>11}"
-        lines.append(row + "  " + _short(a.overrides))
+        offset = f"seed + {a.seed_offset}" if getattr(a, "seed_offset", 0) else ""
+        lines.append(row + "  " + ", ".join(x for x in (_short(a.overrides), offset) if x))
     if plan.comparisons:
         lines.append("")
         lines.append("  comparisons: " + "; ".join(f"{a} vs {b}" for a, b in plan.comparisons))

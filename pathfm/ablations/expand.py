@@ -40,6 +40,7 @@ class ArmPlan:
     aliases: list[str] = field(default_factory=list)
     block: str = "explicit"  # which generator made it
     labels: dict[str, Any] = field(default_factory=dict)  # knob values / design coding for the analysis
+    seed_offset: int = 0  # trains with seed + seed_offset (an independent replicate, e.g. a null arm)
 
 
 @dataclass
@@ -113,7 +114,8 @@ class StudyPlan:
             "name": self.sweep_name(),
             "base": self.base,
             "overrides": dict(self.overrides),
-            "arms": [{"name": a.name, "overrides": dict(a.overrides)} for a in self.arms],
+            "arms": [{"name": a.name, "overrides": dict(a.overrides),
+                      **({"seed_offset": a.seed_offset} if a.seed_offset else {})} for a in self.arms],
             "seeds": list(self.seeds),
             "resources": dict(self.resources),
             "report_every": self.report_every,
@@ -217,6 +219,7 @@ class _RawArm:
     labels: dict[str, Any] = field(default_factory=dict)
     comparisons: list[tuple[str, str]] = field(default_factory=list)
     derived: set[str] = field(default_factory=set)  # keys computed from the base config (follow --set)
+    seed_offset: int = 0
 
 
 def _gen_cumulative(study: Study, b: BlockEntry, ctx: str) -> list[_RawArm]:
@@ -389,7 +392,7 @@ def expand_study(
         if isinstance(entry, ExplicitArm):
             if _scale_filter(entry.scales, sc.name):
                 labels = dict(entry.labels) or {k: v for k, v in entry.overrides.items()}
-                raw.append(_RawArm(entry.name, dict(entry.overrides), "explicit", labels))
+                raw.append(_RawArm(entry.name, dict(entry.overrides), "explicit", labels, seed_offset=entry.seed_offset))
             continue
         if not _scale_filter(entry.scales, sc.name):
             continue
@@ -441,7 +444,7 @@ def expand_study(
             baseline = None  # type: ignore[assignment]
 
     seed_list = _seed_list(seeds, per_scale.seeds if per_scale and per_scale.seeds is not None else sc.seeds)
-    ev = dict(sc.eval)
+    ev = {**sc.eval, **study.eval, **(per_scale.eval if per_scale else {})}
     return StudyPlan(
         study=study.study,
         version=study.version,
@@ -490,7 +493,7 @@ def _dedup(raw: list[_RawArm], base: str, common: dict[str, Any], src: str, scal
             cfg = load_config(base, {**common, **ov})
         except ConfigError as e:
             raise StudyError(f"{src}: arm '{r.name}' at scale {scale}: {e}") from None
-        key = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
+        key = json.dumps([cfg.model_dump(mode="json"), r.seed_offset], sort_keys=True)  # offset: another run
         if r.name in key_of_name:
             if key_of_name[r.name] != key:
                 raise StudyError(f"{src}: arm name '{r.name}' is used for two different configurations; rename one")
@@ -503,7 +506,7 @@ def _dedup(raw: list[_RawArm], base: str, common: dict[str, Any], src: str, scal
                 kept.labels.setdefault(k, v)
             alias_of[r.name] = kept.name
             continue
-        arm = ArmPlan(r.name, ov, [], r.block, dict(r.labels))
+        arm = ArmPlan(r.name, ov, [], r.block, dict(r.labels), r.seed_offset)
         by_key[key] = arm
         arms.append(arm)
         alias_of[r.name] = r.name

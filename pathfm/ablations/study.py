@@ -11,10 +11,12 @@ A study is a versioned YAML file a user can copy and edit::
     scales: {smoke: {overrides: {...}, seeds: 2}}     # per-scale additions
     arms:                      # explicit arms and generator blocks, expanded in order
       - {name: koleo, overrides: {koleo_weight: 0.1, kde_weight: 0}}
+      - {name: null, overrides: {}, seed_offset: 1000}    # the baseline again, independently seeded
       - {grid: {hed_strength: [0, 0.05]}, name: "sigma{hed_strength:g}"}
       - {cumulative: {order: [kde, hsv]}}  /  {leave_one_out: {...}}  /  {factorial: {...}}  /  {ladder: {...}}
     comparisons: [[arm, reference], ...]              # extra pairs beyond the ones the blocks declare
     eval_resolutions: [train, highres]                # evaluate every arm at these input sizes
+    eval: {tasks: [crc]}                              # over the scale's evaluation settings (also per scale)
     analysis: {x: hed_strength}                       # free-form hints for pathfm.analysis
 
 Keys of every override mapping are knob aliases (:data:`pathfm.config.KNOB_ALIASES`) or dotted paths.
@@ -63,6 +65,7 @@ class Component(_Strict):
 class ScaleSettings(_Strict):
     overrides: dict[str, Any] = Field(default_factory=dict)
     seeds: int | list[int] | None = None
+    eval: dict[str, Any] = Field(default_factory=dict)  # over the scale's and the study's eval settings
 
 
 # ------------------------------------------------------------------------------------ arm entries
@@ -71,6 +74,8 @@ class ExplicitArm(_Strict):
     overrides: dict[str, Any] = Field(default_factory=dict)
     scales: list[str] | None = None
     labels: dict[str, Any] = Field(default_factory=dict)
+    seed_offset: int = Field(0, ge=0, description="train with seed + seed_offset: an independent replicate of an "
+                                                  "identical config (a null arm; never merged with it)")
 
 
 class CumulativeSpec(_Strict):
@@ -143,6 +148,7 @@ class Study(_Strict):
     arms: list[ExplicitArm | BlockEntry]
     comparisons: list[tuple[str, str]] = Field(default_factory=list)
     eval_resolutions: list[Literal["train", "highres"]] | None = None
+    eval: dict[str, Any] = Field(default_factory=dict)  # over the scale's eval (tasks, probes, n_folds, ...)
     objective: dict[str, Any] | None = None
     space: dict[str, Any] = Field(default_factory=dict)
     search: dict[str, Any] | None = None

@@ -1,5 +1,7 @@
 """``pathfm analyze report RESULTS``: one Markdown + one self-contained HTML report (tables and figures,
-PNGs embedded in the HTML) with everything a sweep's results support: the ablation table, the
+PNGs embedded in the HTML) with everything a sweep's results support: first, per arm, whether it beats an
+untrained network (paired CI of arm minus random init; flagged when it does not), then the ablation table
+with its reference rows (random init, colour histogram), the
 data-efficiency curve (when the data size varies), parameter importance (when searched knobs vary) and
 the score against the measured tissue acceptance rate (when trials logged it)."""
 
@@ -77,7 +79,7 @@ def write_report(
     x = x or hints.get("x") or "param.n_slides"
     group_by = group_by or hints.get("group_by")
     n_rows = full.select(pl.len()).collect().item()
-    n_trials = full.select(pl.col("trial_id").n_unique()).collect().item()
+    n_trials = full.filter(pl.col("trial_id") != "reference").select(pl.col("trial_id").n_unique()).collect().item()
     srcs = [str(results)] if isinstance(results, (str, Path)) else [str(r) for r in results]
     name = Path(srcs[0]).name if Path(srcs[0]).is_dir() else Path(srcs[0]).parent.name
     study = meta.get("study") or meta.get("study_name")
@@ -116,8 +118,15 @@ def write_report(
         table.to_csv(out / "table.csv")
         atomic_write_text(out / "table.tex", table.to_latex())
         written += [out / "table.csv", out / "table.tex"]
-        md.extend(["## Ablation table", "", note + table.to_markdown(), "", "(also `table.csv`, `table.tex`)", ""])
-        body_html += ["<h2>Ablation table</h2>", f"<p>{html.escape(note)}</p>" if note else "", table.to_html()]
+        # first: does each arm beat an untrained network? (before any comparison between arms)
+        check = table.untrained_markdown() or "not available: the selection is not of trained backbones."
+        title = "Does each arm beat an untrained network?"
+        md.extend([f"## {title}", "", check.strip(), ""])
+        body_html += [f"<h2>{html.escape(title)}</h2>", _md_table_to_html(check.replace("**", ""))]
+        md.extend(["## Ablation table", "", note + table.to_markdown(untrained=False), "",
+                   "(also `table.csv`, `table.tex`)", ""])
+        body_html += ["<h2>Ablation table</h2>", f"<p>{html.escape(note)}</p>" if note else "",
+                      table.to_html(untrained=False)]
         files = plot_table(table, out / "ablation")
         written += files
         caption = figure_caption(table)

@@ -179,6 +179,16 @@ def paired_difference(
     return Difference(delta, np.where(few, np.nan, lo), np.where(few, np.nan, hi), np.where(few, np.nan, p), n_pairs)
 
 
+def ci_verdict(delta: float, lo: float, hi: float, higher_is_better: bool = True) -> str:
+    """``better`` / ``worse`` when the CI ``[lo, hi]`` of a difference excludes 0 (direction of ``delta``,
+    read through ``higher_is_better``), ``unsure`` when it contains 0, ``n/a`` without a finite CI."""
+    if not all(v is not None and np.isfinite(v) for v in (lo, hi)):
+        return "n/a"
+    if lo > 0 or hi < 0:
+        return "better" if (delta > 0) == higher_is_better else "worse"
+    return "unsure"
+
+
 def per_seed_columns(x: np.ndarray) -> np.ndarray:
     """Observed per-seed column scores (A, S, T + 2): task fold-means, the per-seed Average (twice: the
     IQM column is paired through the per-seed average)."""

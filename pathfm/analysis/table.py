@@ -2,6 +2,13 @@
 bootstrap CI; the paired difference to the baseline arm with its CI and P(improvement); the best of each
 column in bold and those not significantly different from it (paired CI of the difference contains 0)
 underlined. Renders Markdown (terminal/GitHub), LaTeX (booktabs) and CSV (long, one row per cell).
+
+Reference rows: the honesty baselines (``random_init``: the same architecture untrained; ``color_histogram``)
+evaluated on the same tasks and folds (a sweep evaluates them once: ``trial_id = "reference"``) are shown
+below the arms, never ranked, and every arm is checked against the untrained network first: the paired
+difference arm - random_init per seed and fold with its bootstrap CI (the random init is one fixed network,
+so each seed of an arm is paired with it on the same folds); an arm whose CI contains 0 or lies below is
+flagged "not distinguishable from an untrained network".
 """
 
 from __future__ import annotations
@@ -18,10 +25,26 @@ import numpy as np
 import polars as pl
 
 from pathfm.analysis.load import ResultsError
-from pathfm.analysis.stats import ci_from_summary, paired_difference, per_seed_columns, summarise
+from pathfm.analysis.stats import (
+    Difference,
+    ci_from_summary,
+    ci_verdict,
+    paired_difference,
+    per_seed_columns,
+    summarise,
+)
 from pathfm.io import atomic_write_text
 
 NA = "n/a"
+REF_PREFIX = "\x00reference:"  # internal arm name of a reference backbone inside the score tensor
+REFERENCE_LABELS = {"random_init": "random init (untrained)", "color_histogram": "colour histogram"}
+_REF_ROW_LABELS = {"random_init": "random init (untrained, reference)", "color_histogram": "colour histogram (reference)"}
+UNTRAINED_TEXT = {
+    "beats": "beats random init",
+    "indistinguishable": "not distinguishable from an untrained network",
+    "worse": "worse than an untrained network",
+    NA: "not established (fewer than 2 seeds paired with random init)",
+}
 
 
 def _tex_minus(cell: str) -> str:
@@ -72,6 +95,17 @@ class AblationTable:
     higher_is_better: bool = True
     seeds: dict[str, list[str]] = field(default_factory=dict)  # arm -> replicate labels (seeds) behind its cells
     trial_ids: dict[str, list[str]] = field(default_factory=dict)  # arm -> trial ids behind its cells
+    # reference rows (honesty baselines, shown under the arms, never ranked): names and (R, C) numbers
+    references: list[str] = field(default_factory=list)
+    ref_mean: np.ndarray | None = None
+    ref_lo: np.ndarray | None = None
+    ref_hi: np.ndarray | None = None
+    # arm - random_init, paired by seed and fold (A, C); None without random-init reference rows
+    untrained_delta: np.ndarray | None = None
+    untrained_lo: np.ndarray | None = None
+    untrained_hi: np.ndarray | None = None
+    untrained_pairs: np.ndarray | None = None
+    reference_note: str | None = None  # why there is no untrained-network check, when there is none
 
     # ---------------------------------------------------------------- helpers
     @property
@@ -102,6 +136,81 @@ class AblationTable:
         """Arms by Average, best first."""
         avg = self.mean[:, self.columns.index("Average")]
         return [self.arms[i] for i in np.argsort(-np.nan_to_num(avg, nan=-np.inf), kind="stable")]
+
+    def untrained_verdicts(self, column: str = "Average") -> dict[str, str]:
+        """Per arm: ``beats`` (paired CI of arm - random_init excludes 0 on the better side),
+        ``indistinguishable`` (CI contains 0), ``worse`` (CI excludes 0 on the worse side) or ``n/a`` (no CI:
+        fewer than two seeds); ``{}`` without random-init reference rows."""
+        if self.untrained_delta is None:
+            return {}
+        c = self.columns.index(column)
+        words = {"better": "beats", "worse": "worse", "unsure": "indistinguishable", "n/a": NA}
+        return {
+            arm: words[ci_verdict(self.untrained_delta[a, c], self.untrained_lo[a, c], self.untrained_hi[a, c],
+                                  self.higher_is_better)]
+            for a, arm in enumerate(self.arms)
+        }
+
+    def untrained_summary(self, column: str = "Average") -> str:
+        """One sentence: how many arms beat random init, and the flagged ones by name."""
+        v = self.untrained_verdicts(column)
+        if not v:
+            return self.reference_note or ""
+        beat = [a for a, x in v.items() if x == "beats"]
+        same = [a for a, x in v.items() if x == "indistinguishable"]
+        worse = [a for a, x in v.items() if x == "worse"]
+        unknown = [a for a, x in v.items() if x == NA]
+        known = len(v) - len(unknown)
+        parts = [f"{len(beat)} of {known} arm(s) with a CI beat random init on the {column}"] if known else \
+            [f"not established for any arm (fewer than 2 seeds): run at least 2 seeds to know whether the arms "
+             f"beat an untrained network"]
+        if same:
+            parts.append(f"NOT distinguishable from an untrained network: {', '.join(same)}")
+        if worse:
+            parts.append(f"WORSE than an untrained network: {', '.join(worse)}")
+        if unknown and known:
+            parts.append(f"not established (fewer than 2 seeds): {', '.join(unknown)}")
+        text = "; ".join(parts) + "."
+        if "color_histogram" in self.references:
+            c = self.columns.index(column)
+            ch = self.ref_mean[self.references.index("color_histogram"), c]
+            below = [a for i, a in enumerate(self.arms) if math.isfinite(ch) and self.mean[i, c] < ch]
+            if below and len(below) == len(self.arms):
+                text += f" Colour histograms alone ({self._fmt(ch)}) score above every arm on the {column}."
+            elif below:
+                text += f" Colour histograms alone ({self._fmt(ch)}) score above {', '.join(below)} on the {column}."
+        return text
+
+    def untrained_markdown(self) -> str:
+        """The untrained-network check, to read before any comparison between arms: per arm the paired
+        difference to random init per task and on the Average, with its CI, and the verdict."""
+        if self.untrained_delta is None:
+            return (f"**Untrained-network check:** {self.reference_note}\n" if self.reference_note else "")
+        cols = self.columns[:-1]  # tasks and Average (IQM is not a per-seed quantity)
+        head = ["Arm", "Seeds"] + [f"Δ {c} vs random init" for c in cols] + ["Verdict"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---", "---:"] + ["---:"] * len(cols) + ["---"]) + "|"]
+        verdicts = self.untrained_verdicts()
+        for a, arm in enumerate(self.arms):
+            cells = [self._arm_label(arm), str(int(self.untrained_pairs[a, len(cols) - 1]))]
+            for c in range(len(cols)):
+                cells.append(self._fmt_signed(self.untrained_delta[a, c]) + " "
+                             + self._ci(self.untrained_lo[a, c], self.untrained_hi[a, c], signed=True))
+            v = verdicts[arm]
+            text = UNTRAINED_TEXT[v]
+            cells.append(f"**⚠ {text}**" if v in ("indistinguishable", "worse") else text)
+            lines.append("| " + " | ".join(cells) + " |")
+        lvl = int(self.level * 100)
+        return ("**Untrained-network check** (before any comparison between arms): Δ = arm minus random init (the "
+                "same architecture, untrained, on the same tasks and folds), paired by seed and fold, "
+                f"{lvl}% paired-bootstrap CI. " + self.untrained_summary() + "\n\n" + "\n".join(lines) + "\n")
+
+    def _ref_cells(self, r: int, c: int) -> tuple[str, str]:
+        val = self._fmt(self.ref_mean[r, c])
+        ci = self._ci(self.ref_lo[r, c], self.ref_hi[r, c]) if self.has_ci else ""
+        return val, ci
+
+    def _ref_label(self, name: str) -> str:
+        return _REF_ROW_LABELS.get(name, f"{name} (reference)")
 
     def _cells(self, a: int, c: int) -> tuple[str, str]:
         val = self._fmt(self.mean[a, c])
@@ -139,10 +248,15 @@ class AblationTable:
             parts.append(
                 f"Δ: Average minus baseline '{self.baseline}', paired by seed, with its CI; P(Δ>0): bootstrap probability of improvement."
             )
+        if self.references:
+            parts.append("Reference rows (not ranked): "
+                         + ", ".join(REFERENCE_LABELS.get(r, r) for r in self.references)
+                         + ", evaluated once on the same tasks and folds; their CI reflects the folds only.")
         return " ".join(parts)
 
     # ---------------------------------------------------------------- renderers
-    def to_markdown(self) -> str:
+    def to_markdown(self, untrained: bool = True) -> str:
+        """The table; ``untrained``: the untrained-network check first (before any comparison of arms)."""
         head = ["Arm", "Seeds"] + self.columns
         if self.delta is not None:
             head += ["Δ Average", "P(Δ>0)"]
@@ -155,7 +269,16 @@ class AblationTable:
             if self.delta is not None:
                 cells += list(self._delta_cells(a))
             lines.append("| " + " | ".join(cells) + " |")
-        out = "\n".join(lines) + "\n\n" + self._caption() + "\n"
+        for r, name in enumerate(self.references):
+            cells = [f"*{self._ref_label(name)}*", "ref"]
+            for c in range(len(self.columns)):
+                val, ci = self._ref_cells(r, c)
+                cells.append(f"*{val}* {ci}".strip())
+            if self.delta is not None:
+                cells += ["reference", ""]
+            lines.append("| " + " | ".join(cells) + " |")
+        check = self.untrained_markdown() if untrained else ""
+        out = (check + "\n" if check else "") + "\n".join(lines) + "\n\n" + self._caption() + "\n"
         if self.comparisons:
             out += "\n" + self.comparisons_markdown()
         for n in self.notes:
@@ -183,6 +306,16 @@ class AblationTable:
                 d, p = self._delta_cells(a)
                 cells += [d, p]
             out.append(" & ".join(cells[:2] + [_tex_minus(c) for c in cells[2:]]) + r" \\")
+        if self.references:
+            out.append(r"\midrule")
+            for r, name in enumerate(self.references):
+                cells = [r"\emph{" + esc(self._ref_label(name)) + "}", "ref"]
+                for c in range(len(self.columns)):
+                    val, ci = self._ref_cells(r, c)
+                    cells.append(val + (rf"\,{{\scriptsize {ci}}}" if ci else ""))
+                if self.delta is not None:
+                    cells += ["reference", ""]
+                out.append(" & ".join(cells[:2] + [_tex_minus(c) for c in cells[2:]]) + r" \\")
         if self.comparisons:
             out.append(r"\midrule")
             out.append(r"\multicolumn{" + str(ncols) + r"}{l}{\emph{Planned comparisons ($\Delta$, paired by seed)}} \\")
@@ -194,12 +327,18 @@ class AblationTable:
                 else:
                     row += cells[:-2] + [f"{cells[-2]} (P={cells[-1]})", ""]
                 out.append(" & ".join(row[:2] + [_tex_minus(c) for c in row[2:]]) + r" \\")
-        out += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{esc(self._caption())}}}", r"\end{table}"]
+        caption = self._caption() + (" Untrained-network check: " + self.untrained_summary() if self.untrained_summary() else "")
+        out += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{esc(caption)}}}", r"\end{table}"]
         return "\n".join(out) + "\n"
 
-    def to_html(self) -> str:
+    def to_html(self, untrained: bool = True) -> str:
         head = ["Arm", "Seeds"] + self.columns + (["Δ Average", "P(Δ>0)"] if self.delta is not None else [])
-        rows = ["<table>", "<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead>", "<tbody>"]
+        rows = []
+        if untrained and (check := self.untrained_markdown()):
+            from pathfm.analysis.report import _md_table_to_html
+
+            rows.append(_md_table_to_html(check.replace("**", "")))
+        rows += ["<table>", "<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead>", "<tbody>"]
         for a, arm in enumerate(self.arms):
             cells = [html.escape(self._arm_label(arm)), self.seeds_label(a)]
             for c in range(len(self.columns)):
@@ -208,6 +347,14 @@ class AblationTable:
             if self.delta is not None:
                 cells += [html.escape(x) for x in self._delta_cells(a)]
             rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        for r, name in enumerate(self.references):
+            cells = [f"<i>{html.escape(self._ref_label(name))}</i>", "ref"]
+            for c in range(len(self.columns)):
+                val, ci = self._ref_cells(r, c)
+                cells.append(f"<i>{val}</i> <small>{ci}</small>" if ci else f"<i>{val}</i>")
+            if self.delta is not None:
+                cells += ["reference", ""]
+            rows.append('<tr style="color:#555">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
         rows += ["</tbody>", "</table>", f"<p><small>{html.escape(self._caption())}</small></p>"]
         if self.comparisons:
             from pathfm.analysis.report import _md_table_to_html
@@ -248,6 +395,17 @@ class AblationTable:
                     r.update(delta=self.delta[a, c], delta_ci_low=self.delta_lo[a, c],
                              delta_ci_high=self.delta_hi[a, c], p_improve=self.p_improve[a, c])
                 recs.append(r)
+        if self.untrained_delta is not None:
+            verdicts = {col: self.untrained_verdicts(col) for col in self.columns[:-1]}
+            for r, (a, c) in zip(recs, [(a, c) for a in range(len(self.arms)) for c in range(len(self.columns))]):
+                r.update(delta_random_init=self.untrained_delta[a, c], delta_random_init_ci_low=self.untrained_lo[a, c],
+                         delta_random_init_ci_high=self.untrained_hi[a, c],
+                         vs_random_init=verdicts.get(self.columns[c], {}).get(self.arms[a]))
+        for r_i, name in enumerate(self.references):
+            for c, col in enumerate(self.columns):
+                recs.append({"arm": name, "column": col, "metric": self.metric, "mean": self.ref_mean[r_i, c],
+                             "ci_low": self.ref_lo[r_i, c], "ci_high": self.ref_hi[r_i, c], "baseline": self.baseline,
+                             "reference": True})
         for cmp in self.comparisons:
             for c, col in enumerate(self.columns[:-1]):
                 recs.append({"arm": cmp["arm"], "column": col, "metric": self.metric, "baseline": cmp["reference"],
@@ -257,6 +415,9 @@ class AblationTable:
         frame = frame.with_columns(pl.when(pl.col("mean").is_null() & pl.col("delta").is_not_null()).then(pl.lit("comparison"))
                                    .otherwise(pl.lit("cell")).alias("row_type")) if "delta" in frame.columns else \
             frame.with_columns(pl.lit("cell").alias("row_type"))
+        if "reference" in frame.columns:
+            frame = frame.with_columns(pl.when(pl.col("reference").fill_null(False)).then(pl.lit("reference"))
+                                       .otherwise(pl.col("row_type")).alias("row_type")).drop("reference")
         return frame.with_columns(pl.selectors.float().fill_nan(None))
 
     def to_csv(self, path: str | Path | None = None) -> str:
@@ -285,14 +446,38 @@ def build_table(
     digits: int = 3,
     comparisons: Sequence[tuple[str, str]] = (),
     top: int | None = None,
+    references: pl.DataFrame | None = None,
 ) -> AblationTable:
     """Ablation table from ``fold_scores`` rows (columns ``arm, replicate, task, fold, value``).
 
     ``comparisons``: planned (arm, reference) pairs, each reported as a paired difference with its CI.
-    ``top``: keep only the best ``top`` arms by Average (plus the baseline), e.g. for random searches."""
+    ``top``: keep only the best ``top`` arms by Average (plus the baseline), e.g. for random searches.
+    ``references``: the honesty baselines per fold (``reference, task, fold, value``, from
+    :func:`pathfm.analysis.load.reference_fold_scores`): shown as reference rows, and every arm is tested
+    against ``random_init`` (paired by seed and fold: the untrained network's score on a fold is paired with
+    each seed's score on that fold)."""
     if folds.is_empty():
         raise ResultsError("no scores to tabulate (the selection matched nothing)")
-    x, all_arms, _reps, tasks = score_tensor(folds)
+    ref_names: list[str] = []
+    if references is not None and not references.is_empty():
+        present_tasks = folds["task"].unique().to_list()
+        ref = references.filter(pl.col("task").is_in(present_tasks))
+        ref_names = [r for r in ("random_init", "color_histogram") if r in ref["reference"].unique().to_list()]
+        ref_names += sorted(set(ref["reference"].unique().to_list()) - set(ref_names))
+        # one fixed network: its fold scores stand beside every replicate (seed) of the arms
+        reps = folds.select(pl.col("replicate").unique())
+        ref_rows = (ref.join(reps, how="cross")
+                    .select((pl.lit(REF_PREFIX) + pl.col("reference")).alias("arm"), "replicate", "task",
+                            pl.col("fold").cast(pl.Int64), pl.col("value").cast(pl.Float64)))
+        cols = ["arm", "replicate", "task", "fold", "value"]
+        folds_all = pl.concat([folds.select(cols).with_columns(pl.col("fold").cast(pl.Int64),
+                                                              pl.col("value").cast(pl.Float64)), ref_rows])
+    else:
+        folds_all = folds
+    x_all, names_all, _reps, tasks = score_tensor(folds_all)
+    arm_pos = [i for i, n in enumerate(names_all) if not n.startswith(REF_PREFIX)]
+    x, all_arms = x_all[arm_pos], [names_all[i] for i in arm_pos]
+    x_ref = x_all[[names_all.index(REF_PREFIX + r) for r in ref_names]]
     notes: list[str] = []
     if arms:
         unknown = [a for a in arms if a not in all_arms]
@@ -300,23 +485,26 @@ def build_table(
             raise ResultsError(f"arm(s) {unknown} not in the results (arms present: {all_arms})")
         keep = [all_arms.index(a) for a in arms]
         x, all_arms = x[keep], list(arms)
+    n_arms = len(all_arms)
+    x_full = np.concatenate([x, x_ref], axis=0)  # arms first: the references only join the shared draws
     if baseline is not None and baseline not in all_arms:
         raise ResultsError(
             f"baseline arm '{baseline}' is not in the results (arms present: {all_arms}); "
             "pass --baseline with one of these, or fix baseline_arm in sweep_meta.json"
         )
-    s = summarise(x, tasks, n_boot=n_boot, seed=seed)
-    lo, hi = ci_from_summary(s, level)
-    point = s.point
+    s = summarise(x_full, tasks, n_boot=n_boot, seed=seed)  # the draws of the arms do not depend on the references
+    lo_full, hi_full = ci_from_summary(s, level)
+    lo, hi = lo_full[:n_arms], hi_full[:n_arms]
+    point = s.point[:n_arms]
     sign = 1.0 if higher_is_better else -1.0
-    seed_cols = per_seed_columns(x)
+    seed_cols = per_seed_columns(x_full)
     score = np.nan_to_num(sign * point, nan=-np.inf)
     best_idx = np.argmax(score, axis=0)
     best = (score == score[best_idx, np.arange(score.shape[1])][None]) & np.isfinite(point)
-    vs_best = paired_difference(s, seed_cols, best_idx, level)
+    vs_best = _arms_only(paired_difference(s, seed_cols, best_idx, level), n_arms)
     tied = (~best) & np.isfinite(vs_best.lo) & (vs_best.lo <= 0) & (vs_best.hi >= 0)
     table = AblationTable(
-        arms=all_arms, columns=s.columns, mean=point, lo=lo, hi=hi, n_seeds=s.n_seeds, best=best,
+        arms=all_arms, columns=s.columns, mean=point, lo=lo, hi=hi, n_seeds=s.n_seeds[:n_arms], best=best,
         tied_with_best=tied, baseline=baseline, metric=metric or ",".join(sorted(folds["metric"].unique().to_list())),
         level=level, notes=notes, digits=digits, higher_is_better=higher_is_better,
         seeds=_labels_per_arm(folds, "replicate", all_arms), trial_ids=_labels_per_arm(folds, "trial_id", all_arms),
@@ -330,9 +518,16 @@ def build_table(
     incomplete = [a for i, a in enumerate(all_arms) if np.isnan(point[i, -2])]
     if incomplete:
         notes.append(f"Average n/a for arm(s) {incomplete}: no seed has every task {tasks}.")
+    if ref_names:
+        table.references = ref_names
+        table.ref_mean, table.ref_lo, table.ref_hi = s.point[n_arms:], lo_full[n_arms:], hi_full[n_arms:]
+        if "random_init" in ref_names:
+            u = _arms_only(paired_difference(s, seed_cols, n_arms + ref_names.index("random_init"), level,
+                                             higher_is_better), n_arms)
+            table.untrained_delta, table.untrained_lo, table.untrained_hi, table.untrained_pairs = u.delta, u.lo, u.hi, u.n_pairs
     if baseline is not None:
         b = all_arms.index(baseline)
-        d = paired_difference(s, seed_cols, b, level, higher_is_better)
+        d = _arms_only(paired_difference(s, seed_cols, b, level, higher_is_better), n_arms)
         for arr in (d.delta, d.lo, d.hi, d.p_improve):
             arr[b] = np.nan  # the baseline is not compared with itself
         table.delta, table.delta_lo, table.delta_hi, table.p_improve = d.delta, d.lo, d.hi, d.p_improve
@@ -343,7 +538,7 @@ def build_table(
         missing = [a for a in (arm, ref) if a not in all_arms]
         if missing:
             raise ResultsError(f"comparison {arm} vs {ref}: arm(s) {missing} not in the results (arms present: {all_arms})")
-        d = paired_difference(s, seed_cols, all_arms.index(ref), level, higher_is_better)
+        d = _arms_only(paired_difference(s, seed_cols, all_arms.index(ref), level, higher_is_better), n_arms)
         i = all_arms.index(arm)
         table.comparisons.append({"arm": arm, "reference": ref, "delta": d.delta[i], "lo": d.lo[i], "hi": d.hi[i],
                                   "p_improve": d.p_improve[i], "n_pairs": d.n_pairs[i]})
@@ -363,6 +558,11 @@ def build_table(
     return _reorder(table, order)
 
 
+def _arms_only(d: Difference, n_arms: int) -> Difference:
+    """A :class:`Difference` restricted to the arms (the reference rows follow them in the score tensor)."""
+    return Difference(d.delta[:n_arms], d.lo[:n_arms], d.hi[:n_arms], d.p_improve[:n_arms], d.n_pairs[:n_arms])
+
+
 def _labels_per_arm(folds: pl.DataFrame, col: str, arms: Sequence[str]) -> dict[str, list[str]]:
     """Sorted distinct ``col`` values (seeds, trial ids) of each arm; empty lists when ``col`` is absent."""
     if col not in folds.columns:
@@ -374,7 +574,8 @@ def _labels_per_arm(folds: pl.DataFrame, col: str, arms: Sequence[str]) -> dict[
 
 def _reorder(t: AblationTable, order: list[int]) -> AblationTable:
     idx = np.asarray(order)
-    for name in ("mean", "lo", "hi", "n_seeds", "best", "tied_with_best", "delta", "delta_lo", "delta_hi", "p_improve"):
+    for name in ("mean", "lo", "hi", "n_seeds", "best", "tied_with_best", "delta", "delta_lo", "delta_hi", "p_improve",
+                 "untrained_delta", "untrained_lo", "untrained_hi", "untrained_pairs"):
         v = getattr(t, name)
         if v is not None:
             setattr(t, name, v[idx])
@@ -406,7 +607,14 @@ def table_from_results(
     ``normalise``: a floor backbone name (e.g. ``random_init``) or a number; ``ceiling`` likewise.
     ``sort=None``: the ``table_order`` hint of ``study_plan.json`` when there is one, else by Average.
     """
-    from pathfm.analysis.load import Selection, fold_scores, read_analysis_hints, read_sweep_meta, reference_scores
+    from pathfm.analysis.load import (
+        Selection,
+        fold_scores,
+        read_analysis_hints,
+        read_sweep_meta,
+        reference_fold_scores,
+        reference_scores,
+    )
     from pathfm.analysis.load import normalise as rescale
 
     sel = sel or Selection()
@@ -432,7 +640,7 @@ def table_from_results(
     pairs = [(a, r) for a, r in pairs if a in present and r in present]  # pairs of this selection only
     if compare:
         pairs = list(compare)
-    if arms is None and isinstance(comparisons, list) and all(isinstance(a, str) for a in comparisons):
+    if arms is None and isinstance(comparisons, list) and comparisons and all(isinstance(a, str) for a in comparisons):
         wanted = set(comparisons) | ({baseline} if baseline else set())
         arms = [a for a in present if a in wanted or a.split(", ")[0] in wanted] or None
     if arms is not None and baseline is not None and baseline not in arms:
@@ -445,6 +653,14 @@ def table_from_results(
             sort = "none"
         else:
             sort = "average"
+    # the honesty baselines on the same tasks and folds (a sweep's reference rows): only beside trained backbones
+    refs, ref_notes = reference_fold_scores(results, sel) if sel.backbone == "trained" else (None, [])
+    note = None
+    if sel.backbone == "trained" and (refs is None or "random_init" not in refs["reference"].to_list()):
+        note = ("; ".join(ref_notes) + ", so whether the arms beat an untrained network is unknown." if
+                any("random_init" in n for n in ref_notes) else
+                "no random-init reference rows in these results, so whether the arms beat an untrained network is "
+                "unknown (sweeps evaluate them once per sweep; for an older sweep run `pathfm sweep reference DIR`).")
     if normalise is not None:
         def ref(v):
             try:
@@ -452,8 +668,14 @@ def table_from_results(
             except (TypeError, ValueError):
                 return reference_scores(results, sel, backbone=str(v))
 
-        folds = rescale(folds, ref(normalise), ref(ceiling))
+        floor, top_ref = ref(normalise), ref(ceiling)
+        folds = rescale(folds, floor, top_ref)
+        if refs is not None:
+            refs = rescale(refs, floor, top_ref)
     metric = ",".join(sel.metrics) + (f" (normalised: {normalise} = 0, {ceiling} = 1)" if normalise is not None else "")
-    return build_table(folds, baseline=baseline, arms=arms, n_boot=n_boot, level=level, seed=seed, sort=sort,
-                       higher_is_better=not lower_is_better, metric=metric, digits=digits,
-                       comparisons=[(a, r) for a, r in pairs if arms is None or (a in arms and r in arms)], top=top)
+    table = build_table(folds, baseline=baseline, arms=arms, n_boot=n_boot, level=level, seed=seed, sort=sort,
+                        higher_is_better=not lower_is_better, metric=metric, digits=digits,
+                        comparisons=[(a, r) for a, r in pairs if arms is None or (a in arms and r in arms)], top=top,
+                        references=refs)
+    table.reference_note = note
+    return table

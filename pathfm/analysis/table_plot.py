@@ -1,6 +1,8 @@
 """The picture of an ablation table: per arm (rows in the table's order, baseline first) the mean score over
 seeds with its bootstrap CI, and beside it the paired difference to the baseline with its paired-bootstrap
-CI, a line at 0 and the arms whose CI excludes 0 highlighted. Every number is read from the
+CI, a line at 0 and the arms whose CI excludes 0 highlighted. The reference rows (random init: the same
+architecture untrained; colour histograms) are vertical lines with their fold CI as a band in the score
+panel, and arms that do not beat the untrained network are marked. Every number is read from the
 :class:`~pathfm.analysis.table.AblationTable` (nothing is recomputed), so figure and table always agree.
 """
 
@@ -13,9 +15,12 @@ from typing import Any, Literal
 import numpy as np
 
 from pathfm.analysis.load import ResultsError
-from pathfm.analysis.table import NA, AblationTable
+from pathfm.analysis.stats import ci_verdict
+from pathfm.analysis.table import NA, REFERENCE_LABELS, UNTRAINED_TEXT, AblationTable
 
 BETTER, WORSE, UNSURE, BASE = "#0072B2", "#D55E00", "0.55", "#000000"  # Okabe-Ito blue / vermillion, grey, black
+REF_STYLE = {"random_init": ("#CC79A7", "--"), "color_histogram": ("#009E73", "-.")}  # Okabe-Ito purple / green
+UNTRAINED_MARK = "  (≤ untrained)"  # appended to the label of an arm that does not beat random init
 
 
 def _num(v: float) -> float | str:
@@ -32,18 +37,12 @@ def significance(table: AblationTable, column: str = "Average") -> dict[str, str
     if table.delta is None:
         return {}
     c = table.columns.index(column)
-    sign = 1.0 if table.higher_is_better else -1.0
     out = {}
     for a, arm in enumerate(table.arms):
-        lo, hi = table.delta_lo[a, c], table.delta_hi[a, c]
         if arm == table.baseline:
             out[arm] = "baseline"
-        elif not _finite(lo, hi):
-            out[arm] = NA
-        elif lo > 0 or hi < 0:
-            out[arm] = "better" if sign * table.delta[a, c] > 0 else "worse"
         else:
-            out[arm] = "unsure"
+            out[arm] = ci_verdict(table.delta[a, c], table.delta_lo[a, c], table.delta_hi[a, c], table.higher_is_better)
     return out
 
 
@@ -65,6 +64,17 @@ def figure_caption(table: AblationTable, column: str = "Average") -> str:
         text += " No baseline arm, so no Δ panel (pass --baseline or set baseline_arm in sweep_meta.json)."
     if no_ci:
         text += f" CI {NA} (single seed, point only) for: {', '.join(no_ci)}."
+    if table.references:
+        text += (" Vertical lines: reference rows (" + ", ".join(REFERENCE_LABELS.get(r, r) for r in table.references)
+                 + ") on the same tasks and folds, band: their CI over folds.")
+    if table.untrained_delta is not None:
+        v = table.untrained_verdicts(column)
+        flagged = [a for a, x in v.items() if x in ("indistinguishable", "worse")]
+        text += (f" Marked '{UNTRAINED_MARK.strip()}': the paired CI of arm minus random init contains 0 or lies below "
+                 f"(not distinguishable from an untrained network): {', '.join(flagged)}." if flagged else
+                 " Every arm with a CI beats random init (paired CI of arm minus random init above 0).")
+    elif table.reference_note:
+        text += " " + table.reference_note[0].upper() + table.reference_note[1:]
     return text
 
 
@@ -89,12 +99,14 @@ def plot_table(table: AblationTable, stem: str | Path, column: str = "Average",
         ax = axes[0, 0]
         y = np.arange(n)
         labels = []
+        untrained = table.untrained_verdicts(column)
         for a, arm in enumerate(table.arms):
             m, lo, hi = table.mean[a, c], table.lo[a, c], table.hi[a, c]
             is_base = arm == table.baseline
             col, mk = (BASE, "D") if is_base else (BETTER, "o")
             seeds = int(table.n_seeds[a, c])
-            labels.append(table._arm_label(arm) + (f"  (n={seeds})" if seeds < 2 else ""))
+            labels.append(table._arm_label(arm) + (f"  (n={seeds})" if seeds < 2 else "")
+                          + (UNTRAINED_MARK if untrained.get(arm) in ("indistinguishable", "worse") else ""))
             if not _finite(m):
                 ax.text(0.01, a, f"{NA} (no seed has every task)", transform=ax.get_yaxis_transform(),
                         va="center", fontsize=6, color="0.4")
@@ -107,6 +119,7 @@ def plot_table(table: AblationTable, stem: str | Path, column: str = "Average",
             b = table.arms.index(table.baseline)
             if _finite(table.mean[b, c]):
                 ax.axvline(table.mean[b, c], color="0.5", lw=0.7, ls=":", zorder=1)
+        ref_handles = _reference_lines(ax, table, c)
         ax.set_yticks(y, labels)
         ax.set_ylim(n - 0.5, -0.5)  # table order top to bottom
         ax.grid(axis="y", visible=False)
@@ -121,10 +134,28 @@ def plot_table(table: AblationTable, stem: str | Path, column: str = "Average",
                 if sig.get(arm) in ("better", "worse"):
                     tick.set_color(BETTER if sig[arm] == "better" else WORSE)
                     tick.set_fontweight("bold")
+        handles = ref_handles + handles
         if handles:
-            fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=6.5)
+            fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 3), fontsize=6.5)
         caption = _caption_data(table, column)
         return save_figure(fig, stem, caption)
+
+
+def _reference_lines(ax, table: AblationTable, c: int) -> list:
+    """A vertical line per reference row at its mean (band: its CI over folds); returns legend handles."""
+    from matplotlib.lines import Line2D
+
+    handles = []
+    for r, name in enumerate(table.references):
+        m, lo, hi = table.ref_mean[r, c], table.ref_lo[r, c], table.ref_hi[r, c]
+        if not _finite(m):
+            continue
+        colour, ls = REF_STYLE.get(name, ("0.3", ":"))
+        ax.axvline(m, color=colour, lw=1.0, ls=ls, zorder=1)
+        if _finite(lo, hi):
+            ax.axvspan(lo, hi, color=colour, alpha=0.12, lw=0, zorder=0)
+        handles.append(Line2D([], [], color=colour, ls=ls, lw=1.0, label=f"{REFERENCE_LABELS.get(name, name)}: {m:.{table.digits}f}"))
+    return handles
 
 
 def _delta_panel(ax, table: AblationTable, c: int, score_ax) -> list:
@@ -176,6 +207,7 @@ def _caption_data(table: AblationTable, column: str) -> dict[str, Any]:
     """Sidecar/metadata: arms in order, their seeds and trial ids, and every number drawn."""
     c = table.columns.index(column)
     sig = significance(table, column)
+    untrained = table.untrained_verdicts(column)
     rows = []
     for a, arm in enumerate(table.arms):
         r = {"arm": arm, "n_seeds": int(table.n_seeds[a, c]), "mean": _num(table.mean[a, c]),
@@ -183,7 +215,14 @@ def _caption_data(table: AblationTable, column: str) -> dict[str, Any]:
         if table.delta is not None:
             r.update(delta=_num(table.delta[a, c]), delta_ci_low=_num(table.delta_lo[a, c]),
                      delta_ci_high=_num(table.delta_hi[a, c]), significance=sig[arm])
+        if table.untrained_delta is not None:
+            r.update(delta_random_init=_num(table.untrained_delta[a, c]),
+                     delta_random_init_ci_low=_num(table.untrained_lo[a, c]),
+                     delta_random_init_ci_high=_num(table.untrained_hi[a, c]),
+                     vs_random_init=untrained[arm], vs_random_init_text=UNTRAINED_TEXT[untrained[arm]])
         rows.append(r)
+    references = [{"reference": name, "mean": _num(table.ref_mean[r, c]), "ci_low": _num(table.ref_lo[r, c]),
+                   "ci_high": _num(table.ref_hi[r, c])} for r, name in enumerate(table.references)]
     return {
         "title": f"Ablation: {column} {table.metric}" + (f" vs baseline {table.baseline}" if table.baseline else ""),
         "kind": "ablation_table",
@@ -197,5 +236,6 @@ def _caption_data(table: AblationTable, column: str) -> dict[str, Any]:
         "seeds": {arm: table.seeds.get(arm, []) for arm in table.arms},
         "trial_ids": {arm: table.trial_ids.get(arm, []) for arm in table.arms},
         "rows": rows,
+        "references": references,
         "notes": list(table.notes),
     }

@@ -180,6 +180,30 @@ def pathfm_backbone(path: str | Path) -> Backbone:
                     (mean,) * 3, (std,) * 3, size, make_random, run_dir)
 
 
+def reference_backbone(model_cfg: Any, *, mean: float = 0.5, std: float = 0.5, native_size: int | None = None,
+                       name: str = "reference") -> Backbone:
+    """The honesty baselines of an architecture that has no trained weights (a sweep's reference rows).
+
+    :meth:`~Backbone.random_init` builds ``model_cfg`` (a ``cfg.model`` or its dump) seeded with
+    :data:`RANDOM_INIT_SEED` exactly as :func:`pathfm_backbone`'s ``make_random`` does, so
+    ``evaluate(reference_backbone(cfg.model), trained=False)`` gives the same ``random_init`` rows as
+    ``evaluate(run_dir)`` of any run of that architecture and input normalisation. ``model`` is None."""
+    d = model_cfg.model_dump(mode="json") if hasattr(model_cfg, "model_dump") else dict(model_cfg)
+
+    def make_random(seed: int):
+        import torch
+
+        from pathfm.ssl.models import build_backbone
+
+        torch.manual_seed(seed)
+        return build_backbone(d, drop_path=0.0).eval()
+
+    arch = str(d.get("arch", "vit"))
+    # no trained weights: ``model`` stays None (evaluate with trained=False builds only random_init())
+    return Backbone(None, name, f"reference:{arch}", 0, arch, (float(mean),) * 3, (float(std),) * 3, native_size,
+                    make_random)
+
+
 def module_backbone(model, *, name: str = "module", step: int = 0, mean: float = 0.5, std: float = 0.5,
                     make_random: Callable[[int], Any] | None = None) -> Backbone:
     """Wrap an in-memory module that already has ``forward_features -> {"cls", "patch"}``."""

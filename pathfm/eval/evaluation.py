@@ -80,7 +80,8 @@ def probe_rows(feats: dict[str, np.ndarray], samples: TaskSamples, probes: Seque
 
 
 def evaluate(source, tasks: str | Sequence = DEFAULT_TASKS, probes: str | Sequence[str] = ("linear", "knn"),
-             seeds: int | Sequence[int] = (0,), *, baselines: bool = True, pooling: str = "cls+mean",
+             seeds: int | Sequence[int] = (0,), *, baselines: bool = True, trained: bool = True,
+             pooling: str = "cls+mean",
              resize: int | str | None = None, n_folds: int | None = None, batch_size: int = 64,
              device: str | None = "auto", cache_dir: str | Path | None = "auto", output: str | Path | None = "auto",
              progress: bool = True, verbose: bool = True):
@@ -91,7 +92,8 @@ def evaluate(source, tasks: str | Sequence = DEFAULT_TASKS, probes: str | Sequen
     they are appended to ``<run_dir>/eval.parquet`` when the source belongs to a run (a path: that file;
     None: not written). ``resize="model"`` evaluates at the backbone's training resolution.
     Baselines (``baselines=True``): the same probes on a random init of the same architecture and on
-    colour-histogram features, reported beside the trained backbone.
+    colour-histogram features, reported beside the trained backbone. ``trained=False`` evaluates the
+    baselines alone (a sweep's reference rows, :func:`reference_backbone`).
     """
     t0 = time.perf_counter()
     probes = check_probes(probes)
@@ -102,6 +104,8 @@ def evaluate(source, tasks: str | Sequence = DEFAULT_TASKS, probes: str | Sequen
         raise PathfmError(f"pooling '{pooling}' is not one of {', '.join(POOLINGS)}")
     if batch_size < 1:
         raise PathfmError(f"batch_size must be >= 1, got {batch_size}")
+    if not trained and not baselines:
+        raise PathfmError("nothing to evaluate: trained=False and baselines=False")
     task_objs = [get_task(t, n_folds=n_folds) for t in _as_list(tasks)]
     if not task_objs:
         raise PathfmError("no tasks given")
@@ -114,7 +118,7 @@ def evaluate(source, tasks: str | Sequence = DEFAULT_TASKS, probes: str | Sequen
     elif resize is not None:
         resize = int(resize)
     cache = FeatureCache(default_cache_dir(backbone.run_dir) if cache_dir == "auto" else cache_dir)
-    kinds: dict[str, Backbone | None] = {"trained": backbone}
+    kinds: dict[str, Backbone | None] = {"trained": backbone} if trained else {}
     if baselines:
         kinds["random_init"] = backbone.random_init()
         kinds["color_histogram"] = None

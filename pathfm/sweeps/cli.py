@@ -4,6 +4,7 @@
     pathfm sweep resume DIR [--address ...] [--retry-errored]
     pathfm sweep status DIR
     pathfm sweep collect DIR
+    pathfm sweep reference DIR [--device cpu]
     pathfm sweep optuna SPEC.yaml [--storage sqlite:///study.db] [--n-trials TOTAL] [--workers N]
 
 Nothing heavy is imported at module level (``pathfm --help`` stays instant).
@@ -55,6 +56,12 @@ def register(subparsers) -> None:
     co = sub.add_parser("collect", help="(re)build results.parquet from the trial folders")
     co.add_argument("sweep_dir")
     co.set_defaults(func=_collect)
+
+    rf = sub.add_parser("reference", help="evaluate a sweep's reference rows (random init, colour histogram) "
+                                          "here, if missing, and collect")
+    rf.add_argument("sweep_dir")
+    rf.add_argument("--device", default=None, help="cpu, cuda or auto (default: the sweep's resources)")
+    rf.set_defaults(func=_reference)
 
     op = sub.add_parser("optuna", help="a plain Optuna study (no Ray) on an RDB storage, with pruning")
     op.add_argument("spec")
@@ -123,6 +130,28 @@ def _collect(args) -> int:
 
     print(collect(args.sweep_dir))
     return 0
+
+
+def _reference(args) -> int:
+    import json
+    from pathlib import Path
+
+    from pathfm.errors import PathfmError
+    from pathfm.sweeps.collect import collect
+    from pathfm.sweeps.reference import ensure_reference
+    from pathfm.sweeps.runner import SPEC_FILE, TRIALS_FILE
+    from pathfm.sweeps.spec import load_spec
+
+    d = Path(args.sweep_dir).expanduser().resolve()
+    if not (d / SPEC_FILE).exists():
+        raise PathfmError(f"{d} is not a sweep folder (no {SPEC_FILE})")
+    spec = load_spec(d / SPEC_FILE)
+    if not (spec.eval.enabled and spec.eval.reference):
+        spec = spec.model_copy(update={"eval": spec.eval.model_copy(update={"enabled": True, "reference": True})})
+    trials = json.loads((d / TRIALS_FILE).read_text()) if (d / TRIALS_FILE).exists() else []
+    info = ensure_reference(spec, d, trials, device=args.device)
+    print(collect(d))
+    return 0 if info.get("status") == "DONE" else 1
 
 
 def _optuna(args) -> int:

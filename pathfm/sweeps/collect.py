@@ -9,6 +9,8 @@ corrupt file: the last rename wins and each candidate is complete.
 Schema (docs/architecture.md "Tidy result rows"): one row per (trial, step-or-final, metric) with
 ``sweep, trial_id, arm, status, seed, kind, step, final, task, probe, backbone, fold, metric, value,
 wall_time_s, gpu_hours, tiles_seen`` plus ``param.<name>`` per searched parameter and ``trial_dir``.
+The sweep's reference rows (the baselines evaluated once per sweep, ``<sweep_dir>/reference/``, see
+:mod:`pathfm.sweeps.reference`) join them with ``trial_id = "reference"``, ``arm``/``seed`` null.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ TRIAL_FILE = "trial.json"
 META_FILE = "sweep_meta.json"
 RESULTS_FILE = "results.parquet"
 OBJECTIVE_METRIC = "eval/mean_balanced_accuracy"
+REFERENCE_DIR = "reference"  # <sweep_dir>/reference/: the baselines evaluated once per sweep
+REFERENCE_EVAL = "eval.parquet"
+REFERENCE_FILE = "reference.json"
+REFERENCE_TRIAL_ID = "reference"  # trial_id (and trial_dir) of the reference rows in results.parquet
 _NON_METRIC_KEYS = {"step", "stage", "time_s", "tiles_seen"}
 
 BASE_SCHEMA: dict[str, str] = {
@@ -129,6 +135,32 @@ def trial_rows(trial_dir: Path, sweep: str, param_names: list[str], info: dict |
     return rows
 
 
+def read_reference(sweep_dir: Path) -> dict:
+    """``reference/reference.json`` of a sweep (``{}`` if missing or unreadable)."""
+    return _read_json(Path(sweep_dir) / REFERENCE_DIR / REFERENCE_FILE) or {}
+
+
+def reference_rows(sweep_dir: Path, sweep: str) -> list[dict]:
+    """The sweep-level reference rows (``random_init`` / ``color_histogram`` eval rows, evaluated once per
+    sweep): ``trial_id = trial_dir = "reference"``, ``arm``, ``seed`` and params null, ``final`` true."""
+    path = Path(sweep_dir) / REFERENCE_DIR / REFERENCE_EVAL
+    if not path.exists():
+        return []
+    import polars as pl
+
+    try:
+        ev = pl.read_parquet(path)
+    except Exception:  # a half-copied file from elsewhere; atomic writers never leave one
+        return []
+    info = read_reference(sweep_dir)
+    common = dict(sweep=sweep, trial_id=REFERENCE_TRIAL_ID, arm=None, status="TERMINATED", seed=None, kind="eval",
+                  final=True, wall_time_s=_num(info.get("wall_time_s")), gpu_hours=_num(info.get("gpu_hours")),
+                  tiles_seen=None, trial_dir=REFERENCE_DIR)
+    return [dict(common, step=r.get("step"), task=r.get("task"), probe=r.get("probe"), backbone=r.get("backbone"),
+                 fold=r.get("fold"), metric=r.get("metric"), value=_num(r.get("value")))
+            for r in ev.iter_rows(named=True)]
+
+
 def _param_dtype(values: list[Any]) -> str:
     vals = [v for v in values if v is not None]
     if not vals:
@@ -171,6 +203,7 @@ def results_frame(sweep_dir: Path):
     rows: list[dict] = []
     for d, info in trials:
         rows.extend(trial_rows(d, sweep, param_names, info))
+    rows.extend(reference_rows(sweep_dir, sweep))
     pl_types = {"str": pl.String, "int": pl.Int64, "float": pl.Float64, "bool": pl.Boolean}
     schema = {k: pl_types[v] for k, v in BASE_SCHEMA.items()}
     for name in param_names:

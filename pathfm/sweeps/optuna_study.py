@@ -341,6 +341,9 @@ def run_optuna_study(spec: SweepSpec | str | Path, *, storage: str | None = None
         if bad:
             raise PathfmError(f"{len(bad)} Optuna worker process(es) exited with codes {bad}; see the log above")
     _close_dead_trial_folders(study, sweep_dir)
+    from pathfm.sweeps.reference import ensure_reference
+
+    ensure_reference(spec, sweep_dir, [])  # the baselines once per sweep (no-op when done or cached)
     out = collect(sweep_dir)
     print(format_status(sweep_dir), file=sys.stderr)
     print(f"results: {out}", file=sys.stderr)

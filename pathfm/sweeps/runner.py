@@ -7,6 +7,8 @@ forever), writes ``sweep_spec.yaml``, ``sweep_meta.json`` and ``trials.json`` in
 ``<storage>/<name>``, runs the Tuner (Ray's progress table plus one summary line per finished
 trial) and finally rebuilds ``results.parquet``. ``resume_sweep(dir)`` restores the experiment
 (``Tuner.restore``): finished trials are kept, unfinished ones continue from their checkpoints.
+Beside the trials, one Ray task evaluates the sweep's reference rows (the random-init and colour-histogram
+baselines, once per sweep: :mod:`pathfm.sweeps.reference`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 from pathfm.errors import PathfmError
 from pathfm.io import atomic_write_json, atomic_write_text, ensure_writable_dir, read_jsonl, redact_url
 from pathfm.sweeps.collect import META_FILE, collect, read_meta, read_trial, trial_dirs
+from pathfm.sweeps.reference import finish_reference, start_reference
 from pathfm.sweeps.spec import SweepSpec, expand_trials, load_spec, spec_from_dict, total_steps, validate_trial
 
 SPEC_FILE = "sweep_spec.yaml"
@@ -319,6 +322,11 @@ def preflight(spec: SweepSpec, trials: list[dict], *, step_time: float | None = 
           f"max concurrent: {spec.max_concurrent_trials or 'as many as fit'}", file=out)
     print(f"  steps per trial: {steps}; report every {spec.report_every}; objective {spec.objective.metric} "
           f"({spec.objective.mode})", file=out)
+    if spec.eval.enabled:
+        print(f"  evaluation: {', '.join(spec.eval.tasks)} with {', '.join(spec.eval.probes)} probe(s); baselines "
+              + ("(random init, colour histogram) once for the sweep as reference rows" if spec.eval.reference else
+                 "not evaluated once for the sweep (eval.reference: false)")
+              + (", and again in every trial (eval.baselines: true)" if spec.eval.baselines else ""), file=out)
     first = trials[0] if trials and trials[0].get("overrides") else None
     if first is None:
         from pathfm.sweeps.spec import trial_from_sample
@@ -371,7 +379,9 @@ def run_sweep(spec: SweepSpec | str | Path, storage: str | Path = "runs/sweeps",
                   f"in {sweep_dir}", file=sys.stderr, flush=True)
         tuner = _build_tuner(spec, sweep_dir, trials, concurrency, verbose)
         t0 = time.time()
+        reference = start_reference(spec, sweep_dir, trials, verbose=verbose)  # once per sweep, beside the trials
         tuner.fit()
+        finish_reference(reference)
         _record_driver_time(sweep_dir, time.time() - t0)
     finally:
         if started:
@@ -401,7 +411,9 @@ def resume_sweep(sweep_dir: str | Path, *, address: str | None = None, num_cpus:
         check_resources(spec, autoscaling=autoscaling)
         tuner = _build_tuner(spec, sweep_dir, trials, 0, verbose, restore=True, resume_errored=retry_errored)
         t0 = time.time()
+        reference = start_reference(spec, sweep_dir, trials, verbose=verbose)  # no-op when already there
         results = tuner.fit()
+        finish_reference(reference)
         _record_driver_time(sweep_dir, time.time() - t0)
         _set_aside_lost_trials(sweep_dir, {Path(r.path).name for r in results if r.path}, verbose)
     finally:
@@ -466,6 +478,13 @@ def format_status(sweep_dir: str | Path) -> str:
                      f"{(f'{obj:.4f}' if isinstance(obj, float) else '-'):<28} {params}")
         if r["status"] == "ERROR" and r["error"]:
             lines.append(f"{'':<14} error: {str(r['error']).splitlines()[0][:160]}")
+    from pathfm.sweeps.collect import read_reference
+
+    ref = read_reference(Path(sweep_dir))
+    if ref.get("status"):
+        how = f"arm {ref.get('arm')}" + (f", {ref['wall_time_s']:.1f}s" if isinstance(ref.get("wall_time_s"), float) else "")
+        err = f": {str(ref['error']).splitlines()[0][:160]}" if ref.get("error") else ""
+        lines.append(f"reference rows (random init, colour histogram; once per sweep): {ref['status']} ({how}){err}")
     return "\n".join(lines)
 
 

@@ -148,6 +148,8 @@ class Distribution(BaseModel):
 class Arm(_Strict):
     name: str
     overrides: dict[str, Any] = Field(default_factory=dict)
+    seed_offset: int = Field(0, ge=0, description="train with seed + seed_offset: an independent replicate of "
+                                                  "another arm's config (a null arm), still paired by seed")
 
 
 class Objective(_Strict):
@@ -188,7 +190,10 @@ class Budget(_Strict):
 class EvalSpec(_Strict):
     tasks: list[str] = Field(default_factory=lambda: ["crc", "osteo"])
     probes: list[str] = Field(default_factory=lambda: ["linear", "knn"])
-    baselines: bool = False
+    baselines: bool = Field(False, description="also evaluate the baselines in every trial (not needed: the sweep "
+                                                "evaluates them once, see `reference`)")
+    reference: bool = Field(True, description="evaluate the random-init and colour-histogram baselines once per "
+                                              "sweep (results.parquet rows with trial_id 'reference')")
     enabled: bool = Field(True, description="false: no evaluation at the end of a trial")
     n_folds: int | None = Field(None, ge=2, description="cross-validation folds per task (None: the task's default)")
 
@@ -339,11 +344,13 @@ def _merge_overrides(*layers: dict[str, Any]) -> dict[str, Any]:
 
 
 def trial_overrides(spec: SweepSpec, arm: str | None, seed: int | None, params: dict[str, Any]) -> dict[str, Any]:
-    """The dotted overrides of one trial: spec.overrides < arm < params < seed < budget."""
-    arm_ov = next((a.overrides for a in spec.arms or [] if a.name == arm), {})
+    """The dotted overrides of one trial: spec.overrides < arm < params < seed < budget. The training seed is
+    the replicate ``seed`` plus the arm's ``seed_offset`` (the trial's ``seed`` stays the replicate label)."""
+    arm_spec = next((a for a in spec.arms or [] if a.name == arm), None)
+    arm_ov = arm_spec.overrides if arm_spec is not None else {}
     extra: dict[str, Any] = {}
     if seed is not None:
-        extra["seed"] = seed
+        extra["seed"] = seed + (arm_spec.seed_offset if arm_spec is not None else 0)
     if spec.budget.steps is not None:
         extra["optim.steps"] = spec.budget.steps
     return _merge_overrides(spec.overrides, arm_ov, params, extra)

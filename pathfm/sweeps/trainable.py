@@ -9,7 +9,8 @@ Inside a trial (a Ray actor, ``CUDA_VISIBLE_DEVICES`` set by Ray) :func:`sweep_t
 3. reports every ``report_every`` steps with ``ray.tune.report`` and a small checkpoint folder that
    points at (or, without shared storage, holds a copy of) the trainer's latest checkpoint;
 4. on a scheduler stop (ASHA) ends training cleanly and records ``STOPPED``;
-5. evaluates the trained teacher (:func:`pathfm.eval.evaluate`) and reports the objective;
+5. evaluates the trained teacher (:func:`pathfm.eval.evaluate`) and reports the objective (the baselines
+   only with ``eval.baselines``: the sweep evaluates them once, :mod:`pathfm.sweeps.reference`);
 6. writes ``trial.json`` (status, params, attempts, error text) next to the checkpoints, so a failed
    trial leaves its error behind and the sweep goes on.
 
@@ -283,7 +284,9 @@ def run_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, swe
         cfg = trial_config(spec, trial)
         total = total_steps(cfg)
         resume, start_step = resume_point(run_dir, tune_checkpoint)
-        update_trial_json(run_dir, total_steps=total, seed=cfg.seed,
+        # seed: the replicate (pairs arms in the analysis); train_seed: cfg.seed (differs with an arm's seed_offset)
+        replicate = trial.get("seed") if trial.get("seed") is not None else cfg.seed
+        update_trial_json(run_dir, total_steps=total, seed=replicate, train_seed=cfg.seed,
                           **({"restored_from_step": start_step} if start_step else {}))
         reporter = TuneReporter(spec, trial, run_dir, report, copy_checkpoints, start_step=start_step,
                                 stop_file=stop_file)
