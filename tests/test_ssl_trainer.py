@@ -171,6 +171,27 @@ def test_checkpoints_atomic_sidecar_keep_last_and_corruption_fallback(tmp_path):
         ckpt.load_checkpoint(p4)
 
 
+def test_a_killed_first_checkpoint_write_does_not_block_a_fresh_start(tmp_path):
+    """A trial killed while writing its first checkpoint leaves step_*.pt without a sidecar; its retry finds
+    nothing to resume, sets the unusable file aside and trains from scratch in the same folder."""
+    from pathfm.sweeps.trainable import resume_point
+
+    ckpt.save_checkpoint(tmp_path, 2, {"w": torch.zeros(3)}, keep=2)
+    ckpt.save_checkpoint(tmp_path, 4, {"w": torch.ones(3)}, keep=2)
+    for step in (2, 4):
+        p = ckpt.checkpoint_path(tmp_path, step)
+        p.with_name(p.name + ".sha256").unlink()  # as if killed between the file and its sidecar
+    with pytest.warns(UserWarning, match="no .sha256 sidecar"):
+        assert resume_point(tmp_path, None) == (False, 0)
+    assert ckpt.list_checkpoints(tmp_path) == []
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "step_00000002.pt.unusable", "step_00000004.pt.unusable"]
+    train(load_config("smoke", TINY + ["optim.steps=2", "run.checkpoint_every=2"]), tmp_path)
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [2]
+    # a valid checkpoint is resumed, never set aside
+    assert resume_point(tmp_path, None)[1] == 2 and ckpt.set_aside_unusable(tmp_path) == []
+
+
 def test_rng_state_round_trip():
     import random
 

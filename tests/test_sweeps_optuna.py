@@ -84,6 +84,11 @@ KILL_SPEC = {
 }
 
 
+def _valid_steps(run_dir: Path) -> list[int]:
+    """Steps of the complete checkpoints (a write cut short by the kill has no sidecar and does not count)."""
+    return [s for s, p in ckpt.list_checkpoints(run_dir) if ckpt.verify(p) is None]
+
+
 def _stop_worker_mid_trial(spec_path: Path, root: Path, first: Path, log_path: Path, heartbeat: int, sig: int) -> None:
     """Run `pathfm sweep optuna` in a subprocess and send it ``sig`` once its first trial is RUNNING and has
     written a checkpoint."""
@@ -93,7 +98,7 @@ def _stop_worker_mid_trial(spec_path: Path, root: Path, first: Path, log_path: P
     try:
         deadline = time.time() + 120
         while time.time() < deadline:
-            if ckpt.list_checkpoints(first) and (read_trial(first) or {}).get("status") == "RUNNING":
+            if _valid_steps(first) and (read_trial(first) or {}).get("status") == "RUNNING":
                 break
             assert proc.poll() is None, log_path.read_text()[-3000:]
             time.sleep(0.2)
@@ -116,7 +121,7 @@ def test_killed_worker_trial_fails_by_heartbeat_and_its_retry_resumes_and_comple
     _stop_worker_mid_trial(spec_path, root, first, tmp_path / "run.log", heartbeat=1, sig=signal.SIGKILL)
     url = f"sqlite:///{sweep_dir / 'optuna.db'}"
     assert _states(optuna.load_study(study_name="killworker", storage=url)) == [TrialState.RUNNING]
-    killed_at = max(s for s, _ in ckpt.list_checkpoints(first))
+    killed_at = max(_valid_steps(first))
 
     # a budget of 1 is in use by the dead worker's RUNNING trial: the launcher waits until its heartbeat is
     # stale (2 s), Optuna marks it FAIL and queues a retry, which resumes in the same folder and completes
@@ -151,7 +156,7 @@ def test_sigterm_stops_the_trial_which_is_retried_at_once_on_the_next_run(tmp_pa
     url = f"sqlite:///{sweep_dir / 'optuna.db'}"
     study = optuna.load_study(study_name="termworker", storage=url)
     assert _states(study) == [TrialState.FAIL, TrialState.WAITING]  # queued for retry, no heartbeat wait
-    killed_at = max(s for s, _ in ckpt.list_checkpoints(first))
+    killed_at = max(_valid_steps(first))
     t0 = time.time()
     run_optuna_study(spec_path, root=root, n_trials=1, heartbeat_s=600)
     assert time.time() - t0 < 300  # did not wait for the 1200 s grace period

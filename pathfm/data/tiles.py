@@ -1,4 +1,4 @@
-"""Labelled tile folders, for evaluation and for training on pre-extracted tiles.
+"""Labelled tile folders, as the evaluation tasks read them (``pathfm train`` reads whole-slide images, not tiles).
 
 Two layouts:
 

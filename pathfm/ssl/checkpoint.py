@@ -142,6 +142,21 @@ def load_checkpoint(path: str | Path, *, check: bool = True) -> dict[str, Any]:
     return obj
 
 
+def set_aside_unusable(run_dir: str | Path) -> list[Path]:
+    """Rename every checkpoint of ``run_dir`` that does not verify (e.g. a write cut short by a killed
+    process) and its sidecar to ``*.unusable``, so that a fresh start there is not mistaken for overwriting
+    a run. Returns the renamed checkpoint paths."""
+    moved = []
+    for _, path in list_checkpoints(run_dir):
+        if verify(path) is None:
+            continue
+        for p in (path, path.with_name(path.name + ".sha256")):
+            if p.exists():
+                p.rename(p.with_name(p.name + ".unusable"))
+        moved.append(path)
+    return moved
+
+
 def latest_valid(run_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
     """The newest checkpoint that verifies and loads, skipping (and logging) corrupt ones; None if none."""
     for step, path in reversed(list_checkpoints(run_dir)):

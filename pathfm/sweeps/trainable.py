@@ -218,6 +218,7 @@ def resume_point(run_dir: Path, tune_checkpoint: Any) -> tuple[bool | Path, int]
         found = ckpt.latest_valid(run_dir)
         if found is not None:
             return found[0], int(found[1]["progress"]["global_step"])
+        ckpt.set_aside_unusable(run_dir)  # only unfinished writes of a killed attempt: start afresh (or from Tune's copy)
     if tune_checkpoint is not None:
         with tune_checkpoint.as_directory() as d:
             pointer_path = Path(d) / POINTER_FILE
