@@ -478,7 +478,10 @@ class _Run:
             self.progress.time_s += now - t0
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(stage=stage.name, loss=f"{sum(step_out['losses'].values()):.3f}", lr=f"{step_out['sched']['lr']:.2e}")
+                diag = step_out["diagnostics"]
+                bar.set_postfix(stage=stage.name, loss=f"{sum(step_out['losses'].values()):.3f}", lr=f"{step_out['sched']['lr']:.2e}",
+                                # teacher target entropy / ln K: near 1.00 = uniform targets, DINO is not learning
+                                targets=f"{diag['diag/dino_target_entropy'] / diag['diag/dino_ln_k']:.2f} of lnK")
             last = self.progress.stage_step == scfg.optim.steps
             if self.progress.global_step % self.cfg.run.log_every == 0 or last:
                 ips = (self.progress.tiles_seen - images_last) / max(now - t_last, 1e-9)
