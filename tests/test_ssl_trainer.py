@@ -171,6 +171,14 @@ def test_checkpoints_atomic_sidecar_keep_last_and_corruption_fallback(tmp_path):
         ckpt.load_checkpoint(p4)
 
 
+def test_diagnostics_ride_along_with_every_logged_step(tmp_path):
+    """Diagnostics are computed only for the steps that write a record (run.log_every, and the last)."""
+    train(load_config("smoke", TINY + ["optim.steps=5", "run.log_every=2", "run.checkpoint_every=100"]), tmp_path)
+    records = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in records] == [2, 4, 5]
+    assert all(set(DIAGNOSTIC_KEYS) <= set(r) and math.isfinite(r["diag/dino_ce_per_pair"]) for r in records)
+
+
 def test_a_killed_first_checkpoint_write_does_not_block_a_fresh_start(tmp_path):
     """A trial killed while writing its first checkpoint leaves step_*.pt without a sidecar; its retry finds
     nothing to resume, sets the unusable file aside and trains from scratch in the same folder."""

@@ -13,6 +13,17 @@ from pathfm.sweeps.spec import spec_from_dict
 pytestmark = pytest.mark.slow
 
 
+def _two_trial_spec(name: str, steps: int):
+    """Two tiny smoke trials (a KDE grid of two) on one bundled slide, evaluation off."""
+    return spec_from_dict({
+        "name": name,
+        "overrides": {"data.assume_mpp": 0.5, "optim.steps": steps, "optim.warmup_steps": 1, "data.batch_size": 4,
+                      "data.crops.n_local": 2, "data.n_slides": 1, "data.tissue.thumbnail_size": 256},
+        "space": {"kde_weight": {"grid": [0.0, 0.05]}},
+        "objective": {"metric": "loss", "mode": "min"}, "eval": {"enabled": False}, "report_every": 1,
+    })
+
+
 def test_sweep_spreads_trials_over_two_nodes(tmp_path: Path):
     import ray
     from ray.cluster_utils import Cluster
@@ -21,13 +32,7 @@ def test_sweep_spreads_trials_over_two_nodes(tmp_path: Path):
                                                             "include_dashboard": False})
     cluster.add_node(num_cpus=1, object_store_memory=128 * 2**20)
     try:
-        spec = spec_from_dict({
-            "name": "two_nodes",
-            "overrides": {"data.assume_mpp": 0.5, "optim.steps": 3, "optim.warmup_steps": 1, "data.batch_size": 4,
-                          "data.crops.n_local": 2, "data.n_slides": 1, "data.tissue.thumbnail_size": 256},
-            "space": {"kde_weight": {"grid": [0.0, 0.05]}},
-            "objective": {"metric": "loss", "mode": "min"}, "eval": {"enabled": False}, "report_every": 1,
-        })
+        spec = _two_trial_spec("two_nodes", steps=3)
         sweep_dir = run_sweep(spec, storage=tmp_path, address=cluster.address, verbose=0)
         infos = [read_trial(d) for d in trial_dirs(sweep_dir)]
         assert [i["status"] for i in infos] == ["TERMINATED", "TERMINATED"]
@@ -52,13 +57,7 @@ def test_sweep_through_a_ray_client_address(tmp_path: Path):
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "object_store_memory": 128 * 2**20,
                                                             "include_dashboard": False, "ray_client_server_port": port})
     try:
-        spec = spec_from_dict({
-            "name": "via_client",
-            "overrides": {"data.assume_mpp": 0.5, "optim.steps": 2, "optim.warmup_steps": 1, "data.batch_size": 4,
-                          "data.crops.n_local": 2, "data.n_slides": 1, "data.tissue.thumbnail_size": 256},
-            "space": {"kde_weight": {"grid": [0.0, 0.05]}},
-            "objective": {"metric": "loss", "mode": "min"}, "eval": {"enabled": False}, "report_every": 1,
-        })
+        spec = _two_trial_spec("via_client", steps=2)
         sweep_dir = run_sweep(spec, storage=tmp_path, address=f"ray://127.0.0.1:{port}", verbose=0)
         # the driver really went through Ray Client: the proxy started a server for this client's session
         assert list(Path(cluster.head_node.get_logs_dir_path()).glob("ray_client_server_*.out"))

@@ -57,7 +57,7 @@ def plot_health(runs: list[str | Path], stem: str | Path, labels: list[str] | No
             for j, (s, label) in enumerate(zip(series, labels)):
                 ax.plot(s["step"], s[key], color=color(j), label=label)
             if key in ("diag/dino_target_entropy", "diag/dino_student_entropy"):
-                for ln_k in sorted({round(v, 6) for s in series for v in s["ln_k"][-1:]}):
+                for ln_k in sorted({round(s["ln_k"][-1], 6) for s in series}):
                     ax.axhline(ln_k, color="0.4", linestyle="--", linewidth=0.8)
                     ax.annotate("ln K", (1.0, ln_k), xycoords=("axes fraction", "data"), ha="right", va="bottom",
                                 fontsize=6, color="0.3")

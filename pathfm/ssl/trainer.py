@@ -332,7 +332,8 @@ class _Run:
             _seed_everything(self.cfg.seed + self.progress.global_step, self.env.rank)
 
     # ------------------------------------------------------------------------------ one step
-    def _micro_step(self, batch: dict, stage: Stage, micro: int, sched: dict, sync: bool) -> dict[str, float]:
+    def _micro_step(self, batch: dict, stage: Stage, micro: int, sched: dict, sync: bool,
+                    diagnose: bool) -> dict[str, float]:
         scfg, env = stage.cfg, self.env
         b = int(batch["n_images"])
         n_g = scfg.data.crops.n_global
@@ -361,17 +362,23 @@ class _Run:
                     teacher_ibot_targets=targets.ibot, teacher_cls=targets.cls[:b], teacher_gain=self.teacher.dino_head.gain,
                     student_dino_global=out.dino_global, student_temp=scfg.loss.student_temp,
                     student_backbone=self.student.backbone,
-                )  # fmt: skip
+                ) if diagnose else {}  # fmt: skip  (only on the steps that are logged)
                 # one device->host sync for all loss parts and diagnostics (not one per value)
                 named = {**parts, **diag}
                 values = dict(zip(named, torch.stack([v.detach().float() for v in named.values()]).tolist()))
                 check_finite({k: values[k] for k in parts}, self.progress.global_step + 1)
-                values["diag/dino_ce_per_pair"] = dino_ce_per_pair(values, scfg.loss.dino_weight)
+                if diagnose:
+                    values["diag/dino_ce_per_pair"] = dino_ce_per_pair(values, scfg.loss.dino_weight)
                 loss = sum(parts.values()) / scfg.optim.grad_accum
                 (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         return values
 
-    def _optimizer_step(self, stage: Stage, it: Iterator[dict]) -> dict[str, Any]:
+    def _next_step_is_logged(self, stage: Stage) -> bool:
+        """Whether the coming optimizer step writes a metrics record (every ``run.log_every``, and the last)."""
+        p = self.progress
+        return (p.global_step + 1) % self.cfg.run.log_every == 0 or p.stage_step + 1 == stage.cfg.optim.steps
+
+    def _optimizer_step(self, stage: Stage, it: Iterator[dict], logged: bool) -> dict[str, Any]:
         from pathfm.ssl.schedules import schedule_values
         from pathfm.ssl.param_groups import apply_schedule
 
@@ -383,7 +390,7 @@ class _Run:
         tiles = {"images": 0.0, "accepted": 0.0, "rejected": 0.0, "skipped": 0.0}
         for micro in range(accum):
             batch = next(it)
-            values = self._micro_step(batch, stage, micro, sched, sync=micro == accum - 1)
+            values = self._micro_step(batch, stage, micro, sched, sync=micro == accum - 1, diagnose=logged)
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v / accum
             stats = batch.get("tile_stats") or {}
@@ -471,19 +478,23 @@ class _Run:
         scfg = stage.cfg
         it = it if it is not None else self._loader(stage)
         t_last, images_last = time.perf_counter(), self.progress.tiles_seen
+        targets = "n/a"  # the progress bar's target entropy / ln K, refreshed on logged steps
         while self.progress.stage_step < scfg.optim.steps:
             t0 = time.perf_counter()
-            step_out = self._optimizer_step(stage, it)
+            logged = self._next_step_is_logged(stage)
+            step_out = self._optimizer_step(stage, it, logged)
             now = time.perf_counter()
             self.progress.time_s += now - t0
             if bar is not None:
                 bar.update(1)
                 diag = step_out["diagnostics"]
-                bar.set_postfix(stage=stage.name, loss=f"{sum(step_out['losses'].values()):.3f}", lr=f"{step_out['sched']['lr']:.2e}",
-                                # teacher target entropy / ln K: near 1.00 = uniform targets, DINO is not learning
-                                targets=f"{diag['diag/dino_target_entropy'] / diag['diag/dino_ln_k']:.2f} of lnK")
+                if "diag/dino_target_entropy" in diag:
+                    # teacher target entropy / ln K: near 1.00 = uniform targets, DINO is not learning
+                    targets = f"{diag['diag/dino_target_entropy'] / diag['diag/dino_ln_k']:.2f} of lnK"
+                bar.set_postfix(stage=stage.name, loss=f"{sum(step_out['losses'].values()):.3f}",
+                                lr=f"{step_out['sched']['lr']:.2e}", targets=targets)
             last = self.progress.stage_step == scfg.optim.steps
-            if self.progress.global_step % self.cfg.run.log_every == 0 or last:
+            if logged:
                 ips = (self.progress.tiles_seen - images_last) / max(now - t_last, 1e-9)
                 t_last, images_last = now, self.progress.tiles_seen
                 rec = self._record(stage, step_out, ips)
