@@ -77,3 +77,19 @@ def make_pico_run(tmp_path_factory):
         return run
 
     return make
+
+
+@pytest.fixture(scope="session")
+def demo_output(repo_root: Path, tmp_path_factory) -> Path:
+    """The README's main job (scripts/demo.sh) at its smallest size, run once per session as a user runs it:
+    its output folder holds the `component` and `data` studies (1 seed, 4 steps) and their reports."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    env = dict(os.environ, PATHFM_DEMO_SIZE="tiny", PATHFM_DEMO_DIR=str(out), PYTHON=sys.executable)
+    proc = subprocess.run(
+        ["bash", str(repo_root / "scripts" / "demo.sh")], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return out

@@ -1,5 +1,7 @@
 """End to end: the `component` study at smoke scale on a real local Ray (2 CPUs), trained on the bundled
-slides, evaluated on the bundled CRC tiles, collected into results.parquet and read by pathfm.analysis."""
+slides, evaluated on the bundled CRC and osteosarcoma tiles, collected into results.parquet and read by
+pathfm.analysis. The study is the one the README's main job runs (the session's `demo_output`: 1 seed,
+4 main steps, the smoke scale's 4 high-res steps)."""
 
 from __future__ import annotations
 
@@ -10,19 +12,16 @@ import polars as pl
 import pytest
 
 from pathfm.ablations.expand import plan_for
+from pathfm.ablations.scales import get_scale
 
-pytestmark = pytest.mark.slow
+# the first test of the session to use `demo_output` is timed with the demo run (~3 min on 2 idle cores)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+STEPS = 4  # PATHFM_DEMO_SIZE=tiny in scripts/demo.sh
 
 
 @pytest.fixture(scope="module")
-def component_sweep(tmp_path_factory):
-    from pathfm.ablations.run import run_plan
-
-    # minimal steps (4 main + 2 high-res) and one seed keep CI within a few minutes
-    plan = plan_for("component", "smoke", seeds=1, overrides={"steps": 4, "highres_steps": 2})
-    storage = tmp_path_factory.mktemp("ablate")
-    sweep_dir = run_plan(plan, storage, num_cpus=2, verbose=0)
-    return plan, sweep_dir
+def component_sweep(demo_output):
+    return plan_for("component", "smoke", seeds=1, overrides={"steps": STEPS}), demo_output / "component"
 
 
 def test_component_smoke_yields_every_arm_and_seed(component_sweep):
@@ -47,7 +46,7 @@ def test_component_smoke_yields_every_arm_and_seed(component_sweep):
     assert {"param.kde", "param.hsv", "param.hed", "param.highres"} <= set(df.columns)
     steps = df.filter(pl.col("kind") == "train").group_by("arm").agg(pl.col("step").max())
     top = dict(zip(steps["arm"].to_list(), steps["step"].to_list()))
-    assert top["full"] == 6 and top["dinov2"] == 4
+    assert top["dinov2"] == STEPS and top["full"] == STEPS + get_scale("smoke").overrides["highres_steps"]
     meta = json.loads((sweep_dir / "sweep_meta.json").read_text())
     assert meta["study"] == "component" and meta["baseline_arm"] == "dinov2"
     study = json.loads((sweep_dir / "study_plan.json").read_text())
