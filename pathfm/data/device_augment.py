@@ -1,0 +1,251 @@
+"""Multi-crop augmentation batched on the training device (``data.augment_on: device``).
+
+The CPU workers read and filter tiles and draw every crop's parameters
+(:func:`pathfm.data.crop_params.draw_crop_params`, the same draws as the CPU path); a batch arrives as
+``tiles`` uint8 (B, T, T, 3) and ``crop_params`` float32 (B, n_crops, N_PARAM). :class:`DeviceAugment`
+turns it into ``global_crops`` / ``local_crops`` with a few batched kernels per crop size:
+
+1. resized crop + flips: one weight matrix per axis and crop, ``out = Wy @ tile @ Wx^T`` (two batched
+   matmuls). The weights are PIL's antialiased bicubic (a = -0.5, support scaled by the downscale factor,
+   sampling the box in tile coordinates, pixels outside the box included as PIL does); a flip reverses
+   the rows of a weight matrix;
+2. HED in optical-density space: the collapsed map ``ln I' = ln I @ M + b`` of :mod:`pathfm.data.hed`
+   with one (M, b) per crop;
+3. colour jitter (brightness, contrast, saturation, hue) in each crop's drawn order, on the crops whose
+   op sits at that position (brightness: x * f; contrast: blend with the mean luma; saturation: blend with
+   the luma image; hue: rotation in float HSV);
+4. grayscale (ITU-R 601-2 luma, as PIL's "L"), Gaussian blur (true Gaussian, std sigma, edge-replicated,
+   one banded matrix per axis and crop), solarize (values >= 128/255 in 8-bit units inverted),
+   normalisation (x - mean) / std.
+
+Everything runs in float32 without the intermediate 8-bit rounding of the PIL path; the parity tests
+(tests/test_data_device_augment.py) state and check the differences per op. No random numbers are drawn
+here, so a run with ``augment_on: device`` resumes exactly like one with ``cpu``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pathfm.data.crop_params import COLUMN, N_PARAM
+from pathfm.data.hed import HED_FROM_RGB, LAMBDA, RGB_FROM_HED
+from pathfm.errors import PathfmError
+
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, PIL's RGB -> "L"
+HED_EPS = 1e-6
+
+
+def resolve_augment_on(setting: str, device: torch.device | str | None) -> str:
+    """``auto`` -> ``device`` when training on CUDA, else ``cpu``; ``cpu`` / ``device`` unchanged.
+    ``device=None`` (a loader used outside training) resolves ``auto`` to ``cpu``."""
+    if setting not in ("auto", "cpu", "device"):
+        raise PathfmError(f"data.augment_on={setting!r}: expected auto, cpu or device")
+    if setting != "auto":
+        return setting
+    return "device" if device is not None and torch.device(device).type == "cuda" else "cpu"
+
+
+# ------------------------------------------------------------------------------------ resampling
+def bicubic_weights(start: torch.Tensor, length: torch.Tensor, out_size: int, in_size: int) -> torch.Tensor:
+    """(N, out_size, in_size) row-normalised weights resampling ``[start, start + length)`` of an axis of
+    ``in_size`` pixels to ``out_size`` pixels with PIL's antialiased bicubic filter (PIL's
+    ``precompute_coeffs``: centre = start + (i + 0.5) * scale, filter evaluated at (j + 0.5 - centre) / max(scale, 1))."""
+    dev = start.device
+    scale = (length.float() / out_size)[:, None, None]
+    support = scale.clamp(min=1.0)
+    i = torch.arange(out_size, device=dev, dtype=torch.float32)[None, :, None]
+    j = torch.arange(in_size, device=dev, dtype=torch.float32)[None, None, :]
+    centre = start.float()[:, None, None] + (i + 0.5) * scale
+    x = ((j + 0.5 - centre) / support).abs_()
+    a = -0.5  # PIL's bicubic: (a + 2)|x|^3 - (a + 3)|x|^2 + 1 on [0, 1), a(|x|^3 - 5|x|^2 + 8|x| - 4) on [1, 2)
+    near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+    far = (((x - 5.0) * x + 8.0) * x - 4.0) * a
+    w = torch.where(x < 1.0, near, far.masked_fill_(x >= 2.0, 0.0))
+    return w / w.sum(-1, keepdim=True)
+
+
+def resized_crops(tiles: torch.Tensor, boxes: torch.Tensor, hflip: torch.Tensor, vflip: torch.Tensor,
+                  size: int) -> torch.Tensor:
+    """Crop ``boxes`` (N, 4: left, top, w, h) of ``tiles`` (N, 3, T, T) float in [0, 1], resize to ``size``
+    (PIL bicubic, antialiased), flip where ``hflip`` / ``vflip``; returns (N, 3, size, size) in [0, 1]."""
+    t_h, t_w = tiles.shape[-2:]
+    wx = bicubic_weights(boxes[:, 0], boxes[:, 2], size, t_w)
+    wy = bicubic_weights(boxes[:, 1], boxes[:, 3], size, t_h)
+    wx[hflip] = wx[hflip].flip(1)  # a flip reverses the output order
+    wy[vflip] = wy[vflip].flip(1)
+    out = wy[:, None] @ tiles @ wx[:, None].transpose(-1, -2)
+    return out.clamp_(0.0, 1.0)
+
+
+# ------------------------------------------------------------------------------------ photometric
+def hed_jitter(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """HED stain jitter (:mod:`pathfm.data.hed`) of ``x`` (N, 3, H, W) in [0, 1], per crop alpha, beta (N, 3)."""
+    from_rgb = torch.as_tensor(HED_FROM_RGB, dtype=torch.float64, device=x.device)
+    to_rgb = torch.as_tensor(RGB_FROM_HED, dtype=torch.float64, device=x.device)
+    m = (from_rgb[None] * alpha.double()[:, None, :]) @ to_rgb  # HED_FROM_RGB @ diag(alpha) @ RGB_FROM_HED
+    b = -LAMBDA * (beta.double() @ to_rgb)
+    log_i = x.clamp(min=HED_EPS).log()
+    out = torch.einsum("nchw,ncd->ndhw", log_i, m.float()) + b.float()[:, :, None, None]
+    return out.exp_().clamp_(max=1.0)
+
+
+def luma(x: torch.Tensor) -> torch.Tensor:
+    """(N, 1, H, W) luma of RGB ``x`` (N, 3, H, W)."""
+    r, g, b = x.unbind(1)
+    return (LUMA[0] * r + LUMA[1] * g + LUMA[2] * b).unsqueeze(1)
+
+
+def _blend(x: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    f = factor.to(x.dtype)[:, None, None, None]
+    return (other + f * (x - other)).clamp_(0.0, 1.0)
+
+
+def adjust_brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return (x * factor.to(x.dtype)[:, None, None, None]).clamp_(0.0, 1.0)
+
+
+def adjust_contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return _blend(x, luma(x).mean((-1, -2), keepdim=True), factor)
+
+
+def adjust_saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return _blend(x, luma(x), factor)
+
+
+def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    r, g, b = x.unbind(1)
+    maxc, _ = x.max(1)
+    minc, _ = x.min(1)
+    delta = maxc - minc
+    s = delta / torch.where(maxc == 0, torch.ones_like(maxc), maxc)
+    d = torch.where(delta == 0, torch.ones_like(delta), delta)
+    rc, gc, bc = (maxc - r) / d, (maxc - g) / d, (maxc - b) / d
+    h = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
+    h = torch.where(delta == 0, torch.zeros_like(h), (h / 6.0) % 1.0)
+    return torch.stack([h, s, maxc], 1)
+
+
+def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`rgb_to_hsv`: channel n in (R, G, B) = v - v s clamp(min(k, 4 - k), 0, 1),
+    k = (m + 6 h) mod 6 with m = 5, 3, 1."""
+    h, s, v = hsv[:, 0:1], hsv[:, 1:2], hsv[:, 2:3]
+    m = torch.tensor([5.0, 3.0, 1.0], device=hsv.device, dtype=hsv.dtype)[None, :, None, None]
+    k = (m + 6.0 * h) % 6.0
+    return v - v * s * torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
+
+
+def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotate the hue of ``x`` by ``shift`` turns per crop."""
+    hsv = rgb_to_hsv(x)
+    hsv[:, 0] = (hsv[:, 0] + shift.to(x.dtype)[:, None, None]) % 1.0
+    return hsv_to_rgb(hsv)
+
+
+JITTER_FUNCTIONS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)  # op ids 0-3
+
+
+def grayscale(x: torch.Tensor) -> torch.Tensor:
+    return luma(x).expand(-1, 3, -1, -1).contiguous()
+
+
+def gaussian_matrices(sigma: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, size, size) banded matrices G with ``G @ row`` = the row blurred by a Gaussian of std ``sigma``
+    (per crop, truncated at 3 sigma of the largest sigma), edges replicated."""
+    radius = max(1, int(np.ceil(3.0 * float(sigma.max()))))
+    offsets = torch.arange(-radius, radius + 1, device=sigma.device, dtype=torch.float64)
+    k = torch.exp(-0.5 * (offsets[None] / sigma.double()[:, None]) ** 2)
+    k = (k / k.sum(-1, keepdim=True)).float()  # (N, 2r + 1)
+    n = sigma.shape[0]
+    rows = torch.arange(size, device=sigma.device)
+    cols = (rows[:, None] + offsets.long()[None]).clamp_(0, size - 1)  # (size, 2r + 1), edges replicated
+    g = torch.zeros(n, size, size, device=sigma.device)
+    g.scatter_add_(2, cols[None].expand(n, -1, -1), k[:, None, :].expand(-1, size, -1).contiguous())
+    return g
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    g = gaussian_matrices(sigma, x.shape[-1])[:, None]
+    return g @ x @ g.transpose(-1, -2)
+
+
+def solarize(x: torch.Tensor) -> torch.Tensor:
+    """Invert values >= 128 in 8-bit units (values that round to 128 or more: x >= 127.5 / 255)."""
+    return torch.where(x >= 127.5 / 255.0, 1.0 - x, x)
+
+
+def _on(rows: torch.Tensor, name: str) -> torch.Tensor:
+    return torch.nonzero(rows[:, COLUMN[name]] > 0.5).squeeze(1)
+
+
+def augment_crops(tiles: torch.Tensor, params: torch.Tensor, size: int) -> torch.Tensor:
+    """Every step of one crop size: ``tiles`` (N, 3, T, T) float in [0, 1] (row n is crop n's tile),
+    ``params`` (N, N_PARAM) -> (N, 3, size, size) in [0, 1] (before normalisation)."""
+    col = COLUMN
+    x = resized_crops(tiles, params[:, col["left"]:col["height"] + 1], params[:, col["hflip"]] > 0.5,
+                      params[:, col["vflip"]] > 0.5, size)
+    idx = _on(params, "hed_on")
+    if idx.numel():
+        x[idx] = hed_jitter(x[idx], params[idx, col["hed_alpha_h"]:col["hed_alpha_d"] + 1],
+                            params[idx, col["hed_beta_h"]:col["hed_beta_d"] + 1])
+    jitter_on = params[:, col["jitter_on"]] > 0.5
+    factors = params[:, col["brightness"]:col["hue"] + 1]
+    order = params[:, col["order_0"]:col["order_3"] + 1].round().long()
+    for position in range(4):
+        for op, fn in enumerate(JITTER_FUNCTIONS):
+            idx = torch.nonzero(jitter_on & (order[:, position] == op)).squeeze(1)
+            if idx.numel():
+                x[idx] = fn(x[idx], factors[idx, op])
+    idx = _on(params, "grayscale")
+    if idx.numel():
+        x[idx] = grayscale(x[idx])
+    idx = torch.nonzero(params[:, col["blur_sigma"]] > 0).squeeze(1)
+    if idx.numel():
+        x[idx] = gaussian_blur(x[idx], params[idx, col["blur_sigma"]])
+    idx = _on(params, "solarize")
+    if idx.numel():
+        x[idx] = solarize(x[idx])
+    return x
+
+
+class DeviceAugment:
+    """``DeviceAugment(data_cfg, device)(batch)``: a worker batch of tiles + crop parameters -> the same
+    batch with ``global_crops`` / ``local_crops`` (crop-major, normalised float32) on ``device``."""
+
+    def __init__(self, data_cfg, device: torch.device | str):
+        c = data_cfg.crops
+        self.device = torch.device(device)
+        self.groups = (("global", c.global_size, 0, 2), ("local", c.local_size, 2, 2 + c.n_local))
+        self.mean, self.std = float(data_cfg.normalize_mean), float(data_cfg.normalize_std)
+
+    def __call__(self, batch: dict) -> dict:
+        tiles_u8 = batch["tiles"]
+        params = batch["crop_params"]
+        b = tiles_u8.shape[0]
+        if params.ndim != 3 or params.shape[0] != b or params.shape[2] != N_PARAM:
+            raise PathfmError(f"device augmentation: crop_params has shape {tuple(params.shape)}, expected "
+                              f"({b}, n_crops, {N_PARAM}); the batch was not made by an augment_on=device loader")
+        tiles_u8 = tiles_u8.to(self.device, non_blocking=True)
+        params = params.to(self.device, non_blocking=True)
+        out = {k: v for k, v in batch.items() if k not in ("tiles", "crop_params")}
+        for name, size, first, last in self.groups:
+            try:
+                out[f"{name}_crops"] = self.crop_group(tiles_u8, params[:, first:last], size)
+            except (torch.OutOfMemoryError, RuntimeError) as e:
+                raise PathfmError(
+                    f"device augmentation of the {name} crops ({last - first} x {b} crops of {size} px from "
+                    f"{tuple(tiles_u8.shape[1:3])} px tiles, batch {b}) failed on {self.device}: "
+                    f"{str(e).splitlines()[0] if str(e) else type(e).__name__}; lower data.batch_size or set "
+                    "data.augment_on=cpu to augment in the CPU workers"
+                ) from e
+        return out
+
+    def crop_group(self, tiles_u8: torch.Tensor, params: torch.Tensor, size: int) -> torch.Tensor:
+        """(n * B, 3, size, size) crop-major: row c * B + i is crop c of image i."""
+        b, n = params.shape[:2]
+        if n == 0:
+            return torch.zeros(0, 3, size, size, device=self.device)
+        tiles = tiles_u8.permute(0, 3, 1, 2).float().div_(255.0)
+        crops = [augment_crops(tiles, params[:, c], size) for c in range(n)]  # each batched over the B images
+        x = torch.cat(crops, 0)
+        return x.sub_(self.mean).div_(self.std)
