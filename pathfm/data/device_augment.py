@@ -14,8 +14,8 @@ turns it into ``global_crops`` / ``local_crops`` with a few batched kernels per 
 3. colour jitter (brightness, contrast, saturation, hue) in each crop's drawn order, on the crops whose
    op sits at that position (brightness: x * f; contrast: blend with the mean luma; saturation: blend with
    the luma image; hue: rotation in float HSV);
-4. grayscale (ITU-R 601-2 luma, as PIL's "L"), Gaussian blur (true Gaussian, std sigma, edge-replicated,
-   one banded matrix per axis and crop), solarize (values >= 128/255 in 8-bit units inverted),
+4. grayscale (ITU-R 601-2 luma, as PIL's "L"), Gaussian blur (PIL's: three extended box passes per axis,
+   edges replicated, :mod:`pathfm.data.blur`; one banded matrix per crop), solarize (values >= 128/255 in 8-bit units inverted),
    normalisation (x - mean) / std.
 
 Everything runs in float32 without the intermediate 8-bit rounding of the PIL path; the parity tests
@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pathfm.data.blur import PASSES
 from pathfm.data.crop_params import COLUMN, N_PARAM
 from pathfm.data.hed import HED_FROM_RGB, LAMBDA, RGB_FROM_HED
 from pathfm.errors import PathfmError
@@ -149,23 +150,29 @@ def grayscale(x: torch.Tensor) -> torch.Tensor:
     return luma(x).expand(-1, 3, -1, -1).contiguous()
 
 
-def gaussian_matrices(sigma: torch.Tensor, size: int) -> torch.Tensor:
-    """(N, size, size) banded matrices G with ``G @ row`` = the row blurred by a Gaussian of std ``sigma``
-    (per crop, truncated at 3 sigma of the largest sigma), edges replicated."""
-    radius = max(1, int(np.ceil(3.0 * float(sigma.max()))))
-    offsets = torch.arange(-radius, radius + 1, device=sigma.device, dtype=torch.float64)
-    k = torch.exp(-0.5 * (offsets[None] / sigma.double()[:, None]) ** 2)
-    k = (k / k.sum(-1, keepdim=True)).float()  # (N, 2r + 1)
+def box_blur_matrices(sigma: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, size, size) matrices B with ``B @ column`` = one extended box pass of PIL's
+    GaussianBlur(radius=sigma) (:mod:`pathfm.data.blur`, vectorised), edge pixels replicated."""
+    s2 = sigma.double() ** 2 / PASSES
+    low = torch.floor((torch.sqrt(12.0 * s2 + 1.0) - 1.0) / 2.0)
+    r = low + (2 * low + 1) * (low * (low + 1) - 3 * s2) / (6 * (s2 - (low + 1) ** 2))
+    reach = int(low.max()) + 1
+    offsets = torch.arange(-reach, reach + 1, device=sigma.device, dtype=torch.float64)
+    dist = offsets.abs()[None]
+    inner, edge = 1.0 / (2 * r + 1), (r - low) / (2 * r + 1)
+    k = torch.where(dist <= low[:, None], inner[:, None], torch.where(dist == low[:, None] + 1, edge[:, None], 0.0))
     n = sigma.shape[0]
     rows = torch.arange(size, device=sigma.device)
-    cols = (rows[:, None] + offsets.long()[None]).clamp_(0, size - 1)  # (size, 2r + 1), edges replicated
-    g = torch.zeros(n, size, size, device=sigma.device)
-    g.scatter_add_(2, cols[None].expand(n, -1, -1), k[:, None, :].expand(-1, size, -1).contiguous())
-    return g
+    cols = (rows[:, None] + offsets.long()[None]).clamp_(0, size - 1)  # edges replicated
+    b = torch.zeros(n, size, size, device=sigma.device)
+    b.scatter_add_(2, cols[None].expand(n, -1, -1), k.float()[:, None, :].expand(-1, size, -1).contiguous())
+    return b
 
 
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    g = gaussian_matrices(sigma, x.shape[-1])[:, None]
+    """PIL's GaussianBlur(radius=sigma) per crop: three box passes per axis, as matrix products, in float."""
+    b = box_blur_matrices(sigma, x.shape[-1])
+    g = (b @ b @ b)[:, None]
     return g @ x @ g.transpose(-1, -2)
 
 

@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 from pathfm.data.crop_params import CropParams, CropRecipe, draw_crop_params, random_resized_crop_box
+from pathfm.data import opencv_ops as ops
 from pathfm.data.hed import HEDParams, hed_augment
 
 
@@ -80,10 +81,41 @@ def apply_crop_pil(img: Image.Image, p: CropParams, size: int) -> np.ndarray:
     return np.asarray(im)
 
 
-class MultiCrop:
-    """``MultiCrop(cfg.data)(tile_uint8, rng) -> (globals, locals)``: lists of float32 arrays (3, S, S)."""
+def apply_crop_opencv(img: Image.Image, p: CropParams, size: int) -> np.ndarray:
+    """:func:`apply_crop_pil` with the photometric operations in OpenCV (:mod:`pathfm.data.opencv_ops`,
+    which states the differences); the resized crop is PIL's."""
+    left, top, w, h = p.box
+    rgb = np.asarray(img.resize((size, size), Image.Resampling.BICUBIC, box=(left, top, left + w, top + h)))
+    rgb = ops.flip(rgb, p.hflip, p.vflip)
+    if p.hed is not None:
+        rgb = hed_augment(rgb, p.hed)
+    if p.jitter is not None:
+        for op in p.jitter_order:
+            f = p.jitter[op]
+            if f != (0 if op == 3 else 1):  # identity factors are skipped, as in the PIL path
+                rgb = ops.JITTER_OPS[op](rgb, f)
+    if p.grayscale:
+        rgb = ops.grayscale(rgb)
+    if p.blur_sigma is not None:
+        rgb = ops.gaussian_blur(rgb, p.blur_sigma)
+    if p.solarize:
+        rgb = ops.solarize(rgb)
+    return rgb
 
-    def __init__(self, data_cfg):
+
+CROP_BACKENDS = {"opencv": apply_crop_opencv, "pil": apply_crop_pil}
+
+
+class MultiCrop:
+    """``MultiCrop(cfg.data)(tile_uint8, rng) -> (globals, locals)``: lists of float32 arrays (3, S, S).
+
+    ``backend``: ``opencv`` (default; photometric operations in OpenCV) or ``pil`` (every operation in
+    PIL, the reference): the same draws, pixel values within the tolerances of :mod:`pathfm.data.opencv_ops`."""
+
+    def __init__(self, data_cfg, backend: str = "opencv"):
+        if backend not in CROP_BACKENDS:
+            raise ValueError(f"MultiCrop backend {backend!r}: expected one of {sorted(CROP_BACKENDS)}")
+        self.apply_crop = CROP_BACKENDS[backend]
         c = data_cfg.crops
         self.crops = c
         self.hed_strength = float(data_cfg.hed.strength)
@@ -118,7 +150,7 @@ class MultiCrop:
         photometric augmentations (see :func:`photometric_scale`). The random draws do not depend on it."""
         params = self.draw(rng, tile.shape[1], tile.shape[0], photometric)
         img = Image.fromarray(tile)
-        out = [normalize(apply_crop_pil(img, p, r.size), self.mean, self.std) for r, p in zip(self.recipes, params)]
+        out = [normalize(self.apply_crop(img, p, r.size), self.mean, self.std) for r, p in zip(self.recipes, params)]
         return out[:2], out[2:]
 
 
@@ -148,4 +180,4 @@ def normalize(rgb: np.ndarray, mean: float = 0.5, std: float = 0.5) -> np.ndarra
 
 
 __all__ = ["MultiCrop", "HEDParams", "CropRecipe", "random_resized_crop_box", "normalize", "adjust_hue",
-           "apply_crop_pil", "photometric_scale"]
+           "apply_crop_pil", "apply_crop_opencv", "photometric_scale"]
