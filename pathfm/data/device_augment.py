@@ -69,7 +69,8 @@ def bicubic_weights(start: torch.Tensor, length: torch.Tensor, out_size: int, in
 def resized_crops(tiles: torch.Tensor, boxes: torch.Tensor, hflip: torch.Tensor, vflip: torch.Tensor,
                   size: int) -> torch.Tensor:
     """Crop ``boxes`` (N, 4: left, top, w, h) of ``tiles`` (N, 3, T, T) float in [0, 1], resize to ``size``
-    (PIL bicubic, antialiased), flip where ``hflip`` / ``vflip``; returns (N, 3, size, size) in [0, 1]."""
+    (PIL bicubic, antialiased), flip the crops indexed by ``hflip`` / ``vflip``; returns (N, 3, size, size)
+    in [0, 1]."""
     t_h, t_w = tiles.shape[-2:]
     wx = bicubic_weights(boxes[:, 0], boxes[:, 2], size, t_w)
     wy = bicubic_weights(boxes[:, 1], boxes[:, 3], size, t_h)
@@ -150,13 +151,14 @@ def grayscale(x: torch.Tensor) -> torch.Tensor:
     return luma(x).expand(-1, 3, -1, -1).contiguous()
 
 
-def box_blur_matrices(sigma: torch.Tensor, size: int) -> torch.Tensor:
+def box_blur_matrices(sigma: torch.Tensor, size: int, max_sigma: float = 2.0) -> torch.Tensor:
     """(N, size, size) matrices B with ``B @ column`` = one extended box pass of PIL's
-    GaussianBlur(radius=sigma) (:mod:`pathfm.data.blur`, vectorised), edge pixels replicated."""
+    GaussianBlur(radius=sigma) (:mod:`pathfm.data.blur`, vectorised), edge pixels replicated;
+    ``max_sigma`` >= every sigma bounds the band."""
     s2 = sigma.double() ** 2 / PASSES
     low = torch.floor((torch.sqrt(12.0 * s2 + 1.0) - 1.0) / 2.0)
     r = low + (2 * low + 1) * (low * (low + 1) - 3 * s2) / (6 * (s2 - (low + 1) ** 2))
-    reach = int(low.max()) + 1
+    reach = int(np.floor((np.sqrt(12.0 * max_sigma**2 / PASSES + 1.0) - 1.0) / 2.0)) + 1  # no device sync
     offsets = torch.arange(-reach, reach + 1, device=sigma.device, dtype=torch.float64)
     dist = offsets.abs()[None]
     inner, edge = 1.0 / (2 * r + 1), (r - low) / (2 * r + 1)
@@ -169,9 +171,9 @@ def box_blur_matrices(sigma: torch.Tensor, size: int) -> torch.Tensor:
     return b
 
 
-def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, max_sigma: float = 2.0) -> torch.Tensor:
     """PIL's GaussianBlur(radius=sigma) per crop: three box passes per axis, as matrix products, in float."""
-    b = box_blur_matrices(sigma, x.shape[-1])
+    b = box_blur_matrices(sigma, x.shape[-1], max_sigma)
     g = (b @ b @ b)[:, None]
     return g @ x @ g.transpose(-1, -2)
 
@@ -181,37 +183,44 @@ def solarize(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x >= 127.5 / 255.0, 1.0 - x, x)
 
 
-def _on(rows: torch.Tensor, name: str) -> torch.Tensor:
-    return torch.nonzero(rows[:, COLUMN[name]] > 0.5).squeeze(1)
-
-
 def augment_crops(tiles: torch.Tensor, params: torch.Tensor, size: int) -> torch.Tensor:
-    """Every step of one crop size: ``tiles`` (N, 3, T, T) float in [0, 1] (row n is crop n's tile),
-    ``params`` (N, N_PARAM) -> (N, 3, size, size) in [0, 1] (before normalisation)."""
+    """Every step of one crop size: ``tiles`` (N, 3, T, T) float in [0, 1] on the device (row n is crop n's
+    tile), ``params`` (N, N_PARAM) on the host -> (N, 3, size, size) in [0, 1] (before normalisation).
+
+    Which crops get which op is decided on the host and sent as index tensors, so nothing here waits for
+    the device (no ``nonzero`` on device tensors)."""
+    dev = tiles.device
+    params = params.cpu()
     col = COLUMN
-    x = resized_crops(tiles, params[:, col["left"]:col["height"] + 1], params[:, col["hflip"]] > 0.5,
-                      params[:, col["vflip"]] > 0.5, size)
-    idx = _on(params, "hed_on")
-    if idx.numel():
-        x[idx] = hed_jitter(x[idx], params[idx, col["hed_alpha_h"]:col["hed_alpha_d"] + 1],
-                            params[idx, col["hed_beta_h"]:col["hed_beta_d"] + 1])
+
+    def rows(mask: torch.Tensor) -> torch.Tensor:
+        idx = torch.nonzero(mask).squeeze(1)
+        return idx.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else idx
+
+    values = params.to(dev, non_blocking=True)
+    x = resized_crops(tiles, values[:, col["left"]:col["height"] + 1], rows(params[:, col["hflip"]] > 0.5),
+                      rows(params[:, col["vflip"]] > 0.5), size)
+    if (params[:, col["hed_on"]] > 0.5).any():
+        idx = rows(params[:, col["hed_on"]] > 0.5)
+        x[idx] = hed_jitter(x[idx], values[idx, col["hed_alpha_h"]:col["hed_alpha_d"] + 1],
+                            values[idx, col["hed_beta_h"]:col["hed_beta_d"] + 1])
     jitter_on = params[:, col["jitter_on"]] > 0.5
-    factors = params[:, col["brightness"]:col["hue"] + 1]
     order = params[:, col["order_0"]:col["order_3"] + 1].round().long()
     for position in range(4):
         for op, fn in enumerate(JITTER_FUNCTIONS):
-            idx = torch.nonzero(jitter_on & (order[:, position] == op)).squeeze(1)
-            if idx.numel():
-                x[idx] = fn(x[idx], factors[idx, op])
-    idx = _on(params, "grayscale")
-    if idx.numel():
-        x[idx] = grayscale(x[idx])
-    idx = torch.nonzero(params[:, col["blur_sigma"]] > 0).squeeze(1)
-    if idx.numel():
-        x[idx] = gaussian_blur(x[idx], params[idx, col["blur_sigma"]])
-    idx = _on(params, "solarize")
-    if idx.numel():
-        x[idx] = solarize(x[idx])
+            chosen = jitter_on & (order[:, position] == op)
+            if chosen.any():
+                idx = rows(chosen)
+                x[idx] = fn(x[idx], values[idx, col["brightness"] + op])
+    for name, fn in (("grayscale", grayscale), ("blur_sigma", None), ("solarize", solarize)):
+        chosen = params[:, col[name]] > (0 if name == "blur_sigma" else 0.5)
+        if chosen.any():
+            idx = rows(chosen)
+            if fn is None:
+                sigma = values[idx, col["blur_sigma"]]
+                x[idx] = gaussian_blur(x[idx], sigma, float(params[:, col["blur_sigma"]].max()))
+            else:
+                x[idx] = fn(x[idx])
     return x
 
 
@@ -232,8 +241,7 @@ class DeviceAugment:
         if params.ndim != 3 or params.shape[0] != b or params.shape[2] != N_PARAM:
             raise PathfmError(f"device augmentation: crop_params has shape {tuple(params.shape)}, expected "
                               f"({b}, n_crops, {N_PARAM}); the batch was not made by an augment_on=device loader")
-        tiles_u8 = tiles_u8.to(self.device, non_blocking=True)
-        params = params.to(self.device, non_blocking=True)
+        tiles_u8 = tiles_u8.to(self.device, non_blocking=True)  # params stay on the host (augment_crops)
         out = {k: v for k, v in batch.items() if k not in ("tiles", "crop_params")}
         for name, size, first, last in self.groups:
             try:
