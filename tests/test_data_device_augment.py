@@ -53,7 +53,7 @@ def tile(samples):
 
 def device_crop(tile: np.ndarray, p: CropParams, size: int) -> np.ndarray:
     """The device path on CPU tensors, in 8-bit units (H, W, 3) float."""
-    x = torch.from_numpy(tile).permute(2, 0, 1)[None].float() / 255
+    x = torch.from_numpy(tile)[None].float() / 255
     out = da.augment_crops(x, torch.from_numpy(p.to_row()).float()[None], size)
     return out[0].permute(1, 2, 0).numpy().astype(np.float64) * 255
 
@@ -79,19 +79,23 @@ def test_hed_within_one_level_of_the_float64_reference(tile):
     assert np.abs(ref - tile / 255).mean() > 5 / 255  # the jitter is not the identity
 
 
-def test_hsv_round_trip_and_the_blur_matrices_are_pil_box_passes():
+def test_hsv_round_trip_and_the_blur_is_three_pil_box_passes_per_axis():
     x = torch.rand(2, 3, 16, 16)
     assert torch.allclose(da.hsv_to_rgb(da.rgb_to_hsv(x)), x, atol=1e-5)
-    b = da.box_blur_matrices(torch.tensor([0.5, 2.0]), 32)
-    assert torch.allclose(b.sum(-1), torch.ones(2, 32), atol=1e-6)  # rows sum to 1 (edges replicated)
-    for i, sigma in enumerate((0.5, 2.0)):
-        box = torch.from_numpy(box_kernel(sigma)).float()
-        r = len(box) // 2
-        assert torch.allclose(b[i, 16, 16 - r:16 + r + 1], box, atol=1e-7) and b[i, 16].count_nonzero() == len(box)
-    # three passes have variance sigma^2 (PIL's choice of the box radius)
-    g = b @ b @ b
-    offsets = torch.arange(32.0) - 16
-    assert torch.allclose((g[:, 16] * offsets**2).sum(-1), torch.tensor([0.25, 4.0]), rtol=1e-4)
+    sigma = torch.tensor([0.5, 2.0])
+    k = da.box_kernels(sigma)
+    for i, s in enumerate((0.5, 2.0)):
+        box = torch.from_numpy(box_kernel(s)).float()
+        r, reach = len(box) // 2, k.shape[1] // 2
+        assert torch.allclose(k[i, reach - r:reach + r + 1], box, atol=1e-7) and k[i].count_nonzero() == len(box)
+    # a centred impulse: the blur sums to 1 and has variance sigma^2 per axis (PIL's choice of box radius)
+    delta = torch.zeros(2, 3, 33, 33)
+    delta[:, :, 16, 16] = 1.0
+    out = da.gaussian_blur(delta, sigma)
+    offsets = torch.arange(33.0) - 16
+    assert torch.allclose(out.sum((-1, -2)), torch.ones(2, 3), atol=1e-5)
+    assert torch.allclose((out.sum(-2)[:, 0] * offsets**2).sum(-1), sigma**2, rtol=1e-4)
+    assert torch.allclose((out.sum(-1)[:, 0] * offsets**2).sum(-1), sigma**2, rtol=1e-4)
 
 
 def test_crop_params_round_trip():
@@ -169,14 +173,16 @@ def test_augment_on_resolution_and_the_ablation_preset_with_device_augmentation(
 def test_device_failure_names_the_crop_size_and_batch_and_suggests_cpu():
     cfg = load_config("smoke", SMALL + ["data.augment_on=device"])
     loader = build_train_loader(cfg, device="cpu")
-    device_dataset = loader.dataset
-    batch = collate_multicrop([device_dataset[k] for k in range(3)])
-    broken = {**batch, "tiles": batch["tiles"][..., 0]}  # single-channel tiles fail inside the kernels
-    with pytest.raises(PathfmError, match=r"global crops \(2 x 3 crops of 56 px.*batch 3.*augment_on=cpu"):
-        loader.device_augment(broken)
+    batch = collate_multicrop([loader.dataset[k] for k in range(3)])
+    assert loader.device_augment(batch)["local_crops"].shape == (6, 3, 28, 28)
+    # a real allocation failure: crops so large that the allocator refuses the first buffer
+    huge = cfg.data.model_copy(update={"crops": cfg.data.crops.model_copy(update={"global_size": 10**12})})
+    with pytest.raises(PathfmError, match=r"global crops \(2 x 3 crops of 1000000000000 px.*batch 3.*augment_on=cpu"):
+        da.DeviceAugment(huge, "cpu")(batch)
+    with pytest.raises(PathfmError, match="tiles are .* expected uint8"):
+        loader.device_augment({**batch, "tiles": batch["tiles"][..., 0]})
     with pytest.raises(PathfmError, match="crop_params has shape"):
         loader.device_augment({**batch, "crop_params": batch["crop_params"][:, :, :5]})
-    assert loader.device_augment(batch)["local_crops"].shape == (6, 3, 28, 28)
 
 
 def test_slide_deleted_during_training_is_skipped_and_counted_with_device_augmentation(tmp_path, cmu_slide, pyramid_slide):

@@ -3,10 +3,11 @@
 The CPU workers read and filter tiles and draw every crop's parameters
 (:func:`pathfm.data.crop_params.draw_crop_params`, the same draws as the CPU path); a batch arrives as
 ``tiles`` uint8 (B, T, T, 3) and ``crop_params`` float32 (B, n_crops, N_PARAM). :class:`DeviceAugment`
-turns it into ``global_crops`` / ``local_crops`` with a few batched kernels per crop size:
+turns it into ``global_crops`` / ``local_crops`` with a few batched kernels per crop size (all n * B crops
+of a size at once):
 
 1. resized crop + flips: one weight matrix per axis and crop, ``out = Wy @ tile @ Wx^T`` (two batched
-   matmuls). The weights are PIL's antialiased bicubic (a = -0.5, support scaled by the downscale factor,
+   matmuls for all crops of a size). The weights are PIL's antialiased bicubic (a = -0.5, support scaled by the downscale factor,
    sampling the box in tile coordinates, pixels outside the box included as PIL does); a flip reverses
    the rows of a weight matrix;
 2. HED in optical-density space: the collapsed map ``ln I' = ln I @ M + b`` of :mod:`pathfm.data.hed`
@@ -15,7 +16,7 @@ turns it into ``global_crops`` / ``local_crops`` with a few batched kernels per 
    op sits at that position (brightness: x * f; contrast: blend with the mean luma; saturation: blend with
    the luma image; hue: rotation in float HSV);
 4. grayscale (ITU-R 601-2 luma, as PIL's "L"), Gaussian blur (PIL's: three extended box passes per axis,
-   edges replicated, :mod:`pathfm.data.blur`; one banded matrix per crop), solarize (values >= 128/255 in 8-bit units inverted),
+   edges replicated, :mod:`pathfm.data.blur`; depthwise convolutions with one kernel per crop), solarize (values >= 128/255 in 8-bit units inverted),
    normalisation (x - mean) / std.
 
 Everything runs in float32 without the intermediate 8-bit rounding of the PIL path; the parity tests
@@ -24,6 +25,8 @@ here, so a run with ``augment_on: device`` resumes exactly like one with ``cpu``
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -51,33 +54,48 @@ def resolve_augment_on(setting: str, device: torch.device | str | None) -> str:
 def bicubic_weights(start: torch.Tensor, length: torch.Tensor, out_size: int, in_size: int) -> torch.Tensor:
     """(N, out_size, in_size) row-normalised weights resampling ``[start, start + length)`` of an axis of
     ``in_size`` pixels to ``out_size`` pixels with PIL's antialiased bicubic filter (PIL's
-    ``precompute_coeffs``: centre = start + (i + 0.5) * scale, filter evaluated at (j + 0.5 - centre) / max(scale, 1))."""
+    ``precompute_coeffs``: centre = start + (i + 0.5) * scale, filter evaluated at (j + 0.5 - centre) / max(scale, 1)).
+
+    The filter is evaluated only on the taps it can reach (|x| < 2, at most 4 max(in / out, 1) + 2 of
+    them) and scattered into the dense matrix the matmuls use."""
     dev = start.device
     scale = (length.float() / out_size)[:, None, None]
     support = scale.clamp(min=1.0)
     i = torch.arange(out_size, device=dev, dtype=torch.float32)[None, :, None]
-    j = torch.arange(in_size, device=dev, dtype=torch.float32)[None, None, :]
     centre = start.float()[:, None, None] + (i + 0.5) * scale
+    taps = int(math.ceil(4.0 * max(in_size / out_size, 1.0))) + 2  # a box is never longer than the axis
+    j = torch.floor(centre - 2.0 * support) + torch.arange(taps, device=dev, dtype=torch.float32)[None, None, :]
     x = ((j + 0.5 - centre) / support).abs_()
     a = -0.5  # PIL's bicubic: (a + 2)|x|^3 - (a + 3)|x|^2 + 1 on [0, 1), a(|x|^3 - 5|x|^2 + 8|x| - 4) on [1, 2)
     near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
     far = (((x - 5.0) * x + 8.0) * x - 4.0) * a
     w = torch.where(x < 1.0, near, far.masked_fill_(x >= 2.0, 0.0))
-    return w / w.sum(-1, keepdim=True)
+    w.masked_fill_((j < 0) | (j >= in_size), 0.0)  # pixels outside the axis do not exist (PIL clips the window)
+    w /= w.sum(-1, keepdim=True)
+    dense = torch.zeros(start.shape[0], out_size, in_size, device=dev)
+    return dense.scatter_add_(2, j.long().clamp_(0, in_size - 1), w)
 
 
 def resized_crops(tiles: torch.Tensor, boxes: torch.Tensor, hflip: torch.Tensor, vflip: torch.Tensor,
                   size: int) -> torch.Tensor:
-    """Crop ``boxes`` (N, 4: left, top, w, h) of ``tiles`` (N, 3, T, T) float in [0, 1], resize to ``size``
-    (PIL bicubic, antialiased), flip the crops indexed by ``hflip`` / ``vflip``; returns (N, 3, size, size)
-    in [0, 1]."""
-    t_h, t_w = tiles.shape[-2:]
+    """All crops of one size from ``tiles`` (B, T, T, 3) float in [0, 1] (channels last): ``boxes``
+    (n * B, 4: left, top, w, h) crop-major (row c * B + i is crop c of image i), resized to ``size`` (PIL
+    bicubic, antialiased), the crops indexed by ``hflip`` / ``vflip`` flipped; returns (n * B, 3, size,
+    size) in [0, 1], crop-major.
+
+    Two batched matmuls: the row pass stacks the n crops of an image (one (n * S, T) @ (T, 3T) product per
+    image, the tile is never copied), the column pass is one (S, T) @ (T, 3S) product per crop."""
+    b, t_h, t_w, _ = tiles.shape
+    n = boxes.shape[0] // b
     wx = bicubic_weights(boxes[:, 0], boxes[:, 2], size, t_w)
     wy = bicubic_weights(boxes[:, 1], boxes[:, 3], size, t_h)
     wx[hflip] = wx[hflip].flip(1)  # a flip reverses the output order
     wy[vflip] = wy[vflip].flip(1)
-    out = wy[:, None] @ tiles @ wx[:, None].transpose(-1, -2)
-    return out.clamp_(0.0, 1.0)
+    wy_per_image = wy.view(n, b, size, t_h).transpose(0, 1).reshape(b, n * size, t_h)
+    rows = torch.bmm(wy_per_image, tiles.reshape(b, t_h, t_w * 3))  # (B, n * S, T * 3): [i, (c, y), (x, ch)]
+    rows = rows.view(b, n, size, t_w, 3).permute(1, 0, 3, 2, 4).reshape(n * b, t_w, size * 3)  # [(c, i), x, (y, ch)]
+    out = torch.bmm(wx, rows).view(n * b, size, size, 3)  # [(c, i), x', y, ch]
+    return out.permute(0, 3, 2, 1).clamp(0.0, 1.0)  # (n * B, 3, y, x'), a fresh contiguous tensor
 
 
 # ------------------------------------------------------------------------------------ photometric
@@ -151,31 +169,30 @@ def grayscale(x: torch.Tensor) -> torch.Tensor:
     return luma(x).expand(-1, 3, -1, -1).contiguous()
 
 
-def box_blur_matrices(sigma: torch.Tensor, size: int, max_sigma: float = 2.0) -> torch.Tensor:
-    """(N, size, size) matrices B with ``B @ column`` = one extended box pass of PIL's
-    GaussianBlur(radius=sigma) (:mod:`pathfm.data.blur`, vectorised), edge pixels replicated;
-    ``max_sigma`` >= every sigma bounds the band."""
+def box_kernels(sigma: torch.Tensor, max_sigma: float = 2.0) -> torch.Tensor:
+    """(N, 2 R + 1) float32: one extended box pass of PIL's GaussianBlur(radius=sigma) per crop
+    (:mod:`pathfm.data.blur`, vectorised), zero-padded to the reach R of ``max_sigma`` >= every sigma."""
     s2 = sigma.double() ** 2 / PASSES
     low = torch.floor((torch.sqrt(12.0 * s2 + 1.0) - 1.0) / 2.0)
     r = low + (2 * low + 1) * (low * (low + 1) - 3 * s2) / (6 * (s2 - (low + 1) ** 2))
     reach = int(np.floor((np.sqrt(12.0 * max_sigma**2 / PASSES + 1.0) - 1.0) / 2.0)) + 1  # no device sync
-    offsets = torch.arange(-reach, reach + 1, device=sigma.device, dtype=torch.float64)
-    dist = offsets.abs()[None]
+    dist = torch.arange(-reach, reach + 1, device=sigma.device, dtype=torch.float64).abs()[None]
     inner, edge = 1.0 / (2 * r + 1), (r - low) / (2 * r + 1)
     k = torch.where(dist <= low[:, None], inner[:, None], torch.where(dist == low[:, None] + 1, edge[:, None], 0.0))
-    n = sigma.shape[0]
-    rows = torch.arange(size, device=sigma.device)
-    cols = (rows[:, None] + offsets.long()[None]).clamp_(0, size - 1)  # edges replicated
-    b = torch.zeros(n, size, size, device=sigma.device)
-    b.scatter_add_(2, cols[None].expand(n, -1, -1), k.float()[:, None, :].expand(-1, size, -1).contiguous())
-    return b
+    return k.float()
 
 
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, max_sigma: float = 2.0) -> torch.Tensor:
-    """PIL's GaussianBlur(radius=sigma) per crop: three box passes per axis, as matrix products, in float."""
-    b = box_blur_matrices(sigma, x.shape[-1], max_sigma)
-    g = (b @ b @ b)[:, None]
-    return g @ x @ g.transpose(-1, -2)
+    """PIL's GaussianBlur(radius=sigma) per crop of ``x`` (N, 3, H, W): three box passes along x, then three
+    along y, edges replicated before each pass (as PIL), as depthwise convolutions, in float."""
+    n, c, h, w = x.shape
+    k = box_kernels(sigma, max_sigma).repeat_interleave(c, 0)  # (N * 3, 2R + 1), symmetric
+    reach = k.shape[1] // 2
+    y = x.reshape(1, n * c, h, w)
+    for weight, pad in ((k[:, None, None, :], (reach, reach, 0, 0)), (k[:, None, :, None], (0, 0, reach, reach))):
+        for _ in range(PASSES):
+            y = torch.nn.functional.conv2d(torch.nn.functional.pad(y, pad, mode="replicate"), weight, groups=n * c)
+    return y.view(n, c, h, w)
 
 
 def solarize(x: torch.Tensor) -> torch.Tensor:
@@ -184,8 +201,9 @@ def solarize(x: torch.Tensor) -> torch.Tensor:
 
 
 def augment_crops(tiles: torch.Tensor, params: torch.Tensor, size: int) -> torch.Tensor:
-    """Every step of one crop size: ``tiles`` (N, 3, T, T) float in [0, 1] on the device (row n is crop n's
-    tile), ``params`` (N, N_PARAM) on the host -> (N, 3, size, size) in [0, 1] (before normalisation).
+    """Every step of one crop size: ``tiles`` (B, T, T, 3) float in [0, 1] on the device, ``params``
+    (n * B, N_PARAM) on the host, crop-major (row c * B + i: crop c of image i) -> (n * B, 3, size, size) in
+    [0, 1] (before normalisation), crop-major.
 
     Which crops get which op is decided on the host and sent as index tensors, so nothing here waits for
     the device (no ``nonzero`` on device tensors)."""
@@ -238,6 +256,9 @@ class DeviceAugment:
         tiles_u8 = batch["tiles"]
         params = batch["crop_params"]
         b = tiles_u8.shape[0]
+        if tiles_u8.ndim != 4 or tiles_u8.shape[3] != 3 or tiles_u8.dtype != torch.uint8:
+            raise PathfmError(f"device augmentation: tiles are {tiles_u8.dtype} {tuple(tiles_u8.shape)}, expected "
+                              "uint8 (B, T, T, 3); the batch was not made by an augment_on=device loader")
         if params.ndim != 3 or params.shape[0] != b or params.shape[2] != N_PARAM:
             raise PathfmError(f"device augmentation: crop_params has shape {tuple(params.shape)}, expected "
                               f"({b}, n_crops, {N_PARAM}); the batch was not made by an augment_on=device loader")
@@ -260,7 +281,6 @@ class DeviceAugment:
         b, n = params.shape[:2]
         if n == 0:
             return torch.zeros(0, 3, size, size, device=self.device)
-        tiles = tiles_u8.permute(0, 3, 1, 2).float().div_(255.0)
-        crops = [augment_crops(tiles, params[:, c], size) for c in range(n)]  # each batched over the B images
-        x = torch.cat(crops, 0)
+        tiles = tiles_u8.float().div_(255.0)
+        x = augment_crops(tiles, params.transpose(0, 1).reshape(n * b, N_PARAM), size)  # all n * B crops at once
         return x.sub_(self.mean).div_(self.std)

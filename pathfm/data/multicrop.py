@@ -93,7 +93,7 @@ def apply_crop_opencv(img: Image.Image, p: CropParams, size: int) -> np.ndarray:
         for op in p.jitter_order:
             f = p.jitter[op]
             if f != (0 if op == 3 else 1):  # identity factors are skipped, as in the PIL path
-                rgb = ops.JITTER_OPS[op](rgb, f)
+                rgb = ops.JITTER_FUNCTIONS[op](rgb, f)
     if p.grayscale:
         rgb = ops.grayscale(rgb)
     if p.blur_sigma is not None:

@@ -79,4 +79,4 @@ def flip(rgb: np.ndarray, horizontal: bool, vertical: bool) -> np.ndarray:
     return rgb
 
 
-JITTER_OPS = (brightness, contrast, saturation, hue)  # op ids 0-3, see pathfm.data.crop_params.JITTER_OPS
+JITTER_FUNCTIONS = (brightness, contrast, saturation, hue)  # op ids 0-3, see pathfm.data.crop_params.JITTER_OPS
