@@ -7,17 +7,17 @@ turns it into ``global_crops`` / ``local_crops`` with a few batched kernels per 
 of a size at once):
 
 1. resized crop + flips: one weight matrix per axis and crop, ``out = Wy @ tile @ Wx^T`` (two batched
-   matmuls for all crops of a size). The weights are PIL's antialiased bicubic (a = -0.5, support scaled by the downscale factor,
-   sampling the box in tile coordinates, pixels outside the box included as PIL does); a flip reverses
-   the rows of a weight matrix;
+   matmuls for all crops of a size). The weights are PIL's antialiased bicubic (a = -0.5, support scaled
+   by the downscale factor, sampling the box in tile coordinates, pixels outside the box included as PIL
+   does); a flip reverses the rows of a weight matrix;
 2. HED in optical-density space: the collapsed map ``ln I' = ln I @ M + b`` of :mod:`pathfm.data.hed`
    with one (M, b) per crop;
 3. colour jitter (brightness, contrast, saturation, hue) in each crop's drawn order, on the crops whose
    op sits at that position (brightness: x * f; contrast: blend with the mean luma; saturation: blend with
    the luma image; hue: rotation in float HSV);
 4. grayscale (ITU-R 601-2 luma, as PIL's "L"), Gaussian blur (PIL's: three extended box passes per axis,
-   edges replicated, :mod:`pathfm.data.blur`; depthwise convolutions with one kernel per crop), solarize (values >= 128/255 in 8-bit units inverted),
-   normalisation (x - mean) / std.
+   edges replicated, :mod:`pathfm.data.blur`; depthwise convolutions with one kernel per crop), solarize
+   (values >= 128/255 in 8-bit units inverted), normalisation (x - mean) / std.
 
 Everything runs in float32 without the intermediate 8-bit rounding of the PIL path; the parity tests
 (tests/test_data_device_augment.py) state and check the differences per op. No random numbers are drawn
