@@ -119,6 +119,10 @@ class DataConfig(_Strict):
     batch_size: int = Field(8, ge=1, description="images per device per micro-step")
     num_workers: int = Field(0, ge=0)
     max_open_slides: int = Field(16, ge=1, description="LRU bound on open openslide handles per worker")
+    augment_on: Literal["auto", "cpu", "device"] = Field(
+        "auto", description="where the multi-crop augmentation runs: cpu (the loader workers make the crops), device "
+        "(workers read tiles and draw the crop parameters, the training device applies them batched; "
+        "docs/device-augmentation.md), auto: device when training on CUDA, else cpu")
 
     @model_validator(mode="after")
     def _mpps(self) -> "DataConfig":

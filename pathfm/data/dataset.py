@@ -4,6 +4,10 @@
 from ``numpy.random.default_rng([seed, k])``. With ``data.n_tiles`` set, the tile itself comes from a
 fixed pool of ``n_tiles`` draws (``default_rng([seed, k % n_tiles])``) and only the augmentation varies
 with ``k`` (``default_rng([seed, k, 1])``).
+
+With ``augment_on = "device"`` (set by :func:`pathfm.data.loader.build_train_loader`) a sample carries the
+tile and the drawn parameters of its crops instead of the crops (the same draws: the crops are applied
+later, batched, by :class:`pathfm.data.device_augment.DeviceAugment`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ class OnlinePatchDataset:
         # samples per optimizer step over all ranks (sample k belongs to step k // samples_per_step);
         # build_train_loader sets it for the actual number of processes
         self.samples_per_step = cfg.data.batch_size * cfg.optim.grad_accum
+        self.augment_on = "cpu"  # "device": samples carry tile + crop parameters (build_train_loader sets it)
 
     @classmethod
     def from_config(cls, cfg, progress: bool = False) -> "OnlinePatchDataset":
@@ -54,9 +59,15 @@ class OnlinePatchDataset:
         tile_rng, aug_rng = self.rngs(k)
         tile, stats = self.sampler.sample(tile_rng)
         photometric = photometric_scale(int(k) // self.samples_per_step, self.photometric_ramp)
+        common = {"stats": stats.to_dict(), "index": int(k), "slide_id": tile.slide_id, "mpp": tile.mpp,
+                  "local_size": self.multicrop.crops.local_size}
+        if self.augment_on == "device":
+            h, w = tile.pixels.shape[:2]
+            params = self.multicrop.draw(aug_rng, w, h, photometric)
+            return {"tile": tile.pixels, "crop_params": np.stack([p.to_row() for p in params]).astype(np.float32),
+                    **common}
         g, loc = self.multicrop(tile.pixels, aug_rng, photometric)
-        return {"global": g, "local": loc, "stats": stats.to_dict(), "index": int(k),
-                "slide_id": tile.slide_id, "mpp": tile.mpp, "local_size": self.multicrop.crops.local_size}
+        return {"global": g, "local": loc, **common}
 
     def acceptance_rate(self) -> dict:
         """Cumulative in this process: {"overall", "per_slide", "draws", "accepted", "rejected", "skipped_slides"}."""
@@ -68,10 +79,24 @@ class OnlinePatchDataset:
 
 
 def collate_multicrop(samples: list[dict]) -> dict:
-    """Crop-major batch: global_crops[c * B + i] is global crop c of image i (same for local crops)."""
+    """Crop-major batch: global_crops[c * B + i] is global crop c of image i (same for local crops); with
+    ``augment_on=device`` samples: ``tiles`` uint8 (B, T, T, 3) and ``crop_params`` float32 (B, n_crops, N_PARAM)."""
     import torch
 
     b = len(samples)
+    stats = TileStats()
+    for s in samples:
+        stats.merge(s["stats"])
+    common = {
+        "n_images": b,
+        "tile_stats": stats.totals(),
+        "slide_stats": stats.to_dict(),
+        "indices": [s["index"] for s in samples],
+        "slide_ids": [s["slide_id"] for s in samples],
+    }
+    if "tile" in samples[0]:  # augment_on=device: uint8 tiles + parameters, augmented on the device
+        return {"tiles": torch.from_numpy(np.stack([s["tile"] for s in samples])),
+                "crop_params": torch.from_numpy(np.stack([s["crop_params"] for s in samples])), **common}
     n_g = len(samples[0]["global"])
     n_l = len(samples[0]["local"])
     g = np.stack([s["global"][c] for c in range(n_g) for s in samples])
@@ -80,15 +105,4 @@ def collate_multicrop(samples: list[dict]) -> dict:
     else:
         size = samples[0].get("local_size", 0)
         loc = np.zeros((0, 3, size, size), np.float32)
-    stats = TileStats()
-    for s in samples:
-        stats.merge(s["stats"])
-    return {
-        "global_crops": torch.from_numpy(g),
-        "local_crops": torch.from_numpy(loc),
-        "n_images": b,
-        "tile_stats": stats.totals(),
-        "slide_stats": stats.to_dict(),
-        "indices": [s["index"] for s in samples],
-        "slide_ids": [s["slide_id"] for s in samples],
-    }
+    return {"global_crops": torch.from_numpy(g), "local_crops": torch.from_numpy(loc), **common}

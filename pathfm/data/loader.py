@@ -3,6 +3,11 @@
 Micro-batch ``m`` of rank ``r`` holds samples ``k = start_sample + m * B * world_size + r * B + i`` for
 ``i < B`` (B = ``cfg.data.batch_size``), so the data depends only on ``(seed, k)``: resuming with
 ``start_sample`` = samples consumed so far continues exactly, and 0, 1 or N workers give the same batches.
+
+``data.augment_on`` (resolved with the training ``device``): ``cpu`` workers return finished crops;
+``device`` workers return tiles + crop parameters and the loader applies them on ``device``
+(:class:`pathfm.data.device_augment.DeviceAugment`), so either way a batch holds ``global_crops`` and
+``local_crops``.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from pathfm.data.dataset import OnlinePatchDataset, collate_multicrop
+from pathfm.data.device_augment import DeviceAugment, resolve_augment_on
 from pathfm.errors import ConfigError
 
 
@@ -48,27 +54,35 @@ class InfiniteBatchSampler(Sampler[list[int]]):
 
 class TrainLoader(DataLoader):
     """A torch DataLoader whose iteration also folds each batch's per-slide counts into
-    ``loader.dataset.stats`` when the samples were drawn in worker processes."""
+    ``loader.dataset.stats`` when the samples were drawn in worker processes, and applies the crops on
+    the device when ``device_augment`` is set (``data.augment_on=device``)."""
+
+    device_augment: DeviceAugment | None = None
 
     def __iter__(self):
         for batch in super().__iter__():
             if self.num_workers > 0:
                 self.dataset.stats.merge(batch["slide_stats"])
-            yield batch
+            yield batch if self.device_augment is None else self.device_augment(batch)
 
 
 def build_train_loader(cfg, rank: int = 0, world_size: int = 1, start_sample: int = 0,
-                       dataset: OnlinePatchDataset | None = None) -> TrainLoader:
+                       dataset: OnlinePatchDataset | None = None,
+                       device: torch.device | str | None = None) -> TrainLoader:
     """Validate the slides (all errors at once, before anything starts), then return the infinite loader.
 
     Each batch: ``global_crops`` (2B, 3, G, G) and ``local_crops`` (n_local * B, 3, L, L) float32,
     crop-major; ``n_images`` = B; ``tile_stats`` = {draws, accepted, rejected, skipped_slides} of the batch.
-    Pass ``dataset`` to reuse already validated slides (e.g. a high-res stage with the same slides)."""
+    Pass ``dataset`` to reuse already validated slides (e.g. a high-res stage with the same slides) and
+    ``device``, the training device, to resolve ``data.augment_on=auto`` (device on CUDA; without a device,
+    cpu) and to say where ``augment_on=device`` puts the crops (default: cpu tensors)."""
+    augment_on = resolve_augment_on(cfg.data.augment_on, device)
     ds = dataset if dataset is not None else OnlinePatchDataset.from_config(cfg, progress=cfg.run.progress)
     ds.samples_per_step = cfg.data.batch_size * world_size * cfg.optim.grad_accum
     ds.photometric_ramp = cfg.data.crops.photometric_ramp  # a reused dataset takes this stage's ramp
+    ds.augment_on = augment_on
     nw = int(cfg.data.num_workers)
-    return TrainLoader(
+    loader = TrainLoader(
         ds,
         batch_sampler=InfiniteBatchSampler(cfg.data.batch_size, rank, world_size, start_sample),
         collate_fn=collate_multicrop,
@@ -79,3 +93,6 @@ def build_train_loader(cfg, rank: int = 0, world_size: int = 1, start_sample: in
         multiprocessing_context="fork" if nw > 0 else None,
         worker_init_fn=_worker_init if nw > 0 else None,
     )
+    if augment_on == "device":
+        loader.device_augment = DeviceAugment(cfg.data, device if device is not None else "cpu")
+    return loader

@@ -19,54 +19,19 @@ global crop 1 is always blurred, global crop 2 with probability 0.1, local crops
 the released behaviour set ``blur_global1=0.0, blur_global2=0.9``.
 
 Randomness: every crop gets its own child seed drawn up front, and within a crop every decision uses a
-fixed slot of one uniform block, so switching one augmentation off does not move any other crop or
-decision. Blur uses PIL's Gaussian (radius = sigma), not torchvision's 9-tap kernel.
+fixed slot of one uniform block (:func:`pathfm.data.crop_params.draw_crop_params`, shared with the
+device path), so switching one augmentation off does not move any other crop or decision. Blur uses PIL's
+Gaussian (radius = sigma), not torchvision's 9-tap kernel.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
-from pathfm.data.hed import HEDParams, hed_augment, sample_hed_params
-
-_LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))
-
-
-def random_resized_crop_box(rng: np.random.Generator, width: int, height: int,
-                            scale: tuple[float, float]) -> tuple[int, int, int, int]:
-    """(left, top, w, h) with torchvision's RandomResizedCrop algorithm (10 tries, then a centre crop
-    clamped to the allowed aspect ratios)."""
-    area = width * height
-    for _ in range(10):
-        u = rng.random(4)
-        target = area * (scale[0] + (scale[1] - scale[0]) * u[0])
-        ratio = math.exp(_LOG_RATIO[0] + (_LOG_RATIO[1] - _LOG_RATIO[0]) * u[1])
-        w = int(round(math.sqrt(target * ratio)))
-        h = int(round(math.sqrt(target / ratio)))
-        if 0 < w <= width and 0 < h <= height:
-            left = int(u[2] * (width - w + 1))
-            top = int(u[3] * (height - h + 1))
-            return left, top, w, h
-    in_ratio = width / height
-    if in_ratio < 3 / 4:
-        w, h = width, int(round(width / (3 / 4)))
-    elif in_ratio > 4 / 3:
-        h, w = height, int(round(height * (4 / 3)))
-    else:
-        w, h = width, height
-    return (width - w) // 2, (height - h) // 2, w, h
-
-
-@dataclass(frozen=True)
-class CropRecipe:
-    size: int
-    scale: tuple[float, float]
-    blur: float
-    solarize: float
+from pathfm.data.crop_params import CropParams, CropRecipe, draw_crop_params, random_resized_crop_box
+from pathfm.data import opencv_ops as ops
+from pathfm.data.hed import HEDParams, hed_augment
 
 
 def adjust_hue(img: Image.Image, shift: float) -> Image.Image:
@@ -79,26 +44,78 @@ def adjust_hue(img: Image.Image, shift: float) -> Image.Image:
     return Image.merge("HSV", (hue, s, v)).convert("RGB")
 
 
-def _jitter(img: Image.Image, u: np.ndarray, strength: tuple[float, float, float, float]) -> Image.Image:
-    """DINOv2/torchvision ColorJitter(brightness, contrast, saturation, hue) on a PIL image: factors
-    b, c, s ~ U(1 - x, 1 + x), hue ~ U(-h, h), applied in a random order; all from the 8 uniforms ``u``."""
-    b, c, s, h = strength
-    for op in np.argsort(u[4:8]):  # a uniformly random permutation
-        if op == 0 and b > 0:
-            img = ImageEnhance.Brightness(img).enhance(1 + b * (2 * u[0] - 1))
-        elif op == 1 and c > 0:
-            img = ImageEnhance.Contrast(img).enhance(1 + c * (2 * u[1] - 1))
-        elif op == 2 and s > 0:
-            img = ImageEnhance.Color(img).enhance(1 + s * (2 * u[2] - 1))
-        elif op == 3 and h > 0:
-            img = adjust_hue(img, h * (2 * u[3] - 1))
+def _jitter(img: Image.Image, factors: tuple[float, float, float, float], order: tuple[int, ...]) -> Image.Image:
+    """DINOv2/torchvision ColorJitter on a PIL image: brightness, contrast, saturation factors and a hue
+    shift, applied in ``order`` (op ids 0-3); an identity factor is skipped."""
+    for op in order:
+        f = factors[op]
+        if op == 0 and f != 1:
+            img = ImageEnhance.Brightness(img).enhance(f)
+        elif op == 1 and f != 1:
+            img = ImageEnhance.Contrast(img).enhance(f)
+        elif op == 2 and f != 1:
+            img = ImageEnhance.Color(img).enhance(f)
+        elif op == 3 and f != 0:
+            img = adjust_hue(img, f)
     return img
 
 
-class MultiCrop:
-    """``MultiCrop(cfg.data)(tile_uint8, rng) -> (globals, locals)``: lists of float32 arrays (3, S, S)."""
+def apply_crop_pil(img: Image.Image, p: CropParams, size: int) -> np.ndarray:
+    """One crop of ``img`` with the parameters ``p``, as a uint8 (size, size, 3) array (the CPU path)."""
+    left, top, w, h = p.box
+    im = img.resize((size, size), Image.Resampling.BICUBIC, box=(left, top, left + w, top + h))
+    if p.hflip:
+        im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if p.vflip:
+        im = im.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    if p.hed is not None:
+        im = Image.fromarray(hed_augment(np.asarray(im), p.hed))
+    if p.jitter is not None:
+        im = _jitter(im, p.jitter, p.jitter_order)
+    if p.grayscale:
+        im = im.convert("L").convert("RGB")
+    if p.blur_sigma is not None:
+        im = im.filter(ImageFilter.GaussianBlur(radius=p.blur_sigma))
+    if p.solarize:
+        im = ImageOps.solarize(im, threshold=128)
+    return np.asarray(im)
 
-    def __init__(self, data_cfg):
+
+def apply_crop_opencv(img: Image.Image, p: CropParams, size: int) -> np.ndarray:
+    """:func:`apply_crop_pil` with the photometric operations in OpenCV (:mod:`pathfm.data.opencv_ops`,
+    which states the differences); the resized crop is PIL's."""
+    left, top, w, h = p.box
+    rgb = np.asarray(img.resize((size, size), Image.Resampling.BICUBIC, box=(left, top, left + w, top + h)))
+    rgb = ops.flip(rgb, p.hflip, p.vflip)
+    if p.hed is not None:
+        rgb = hed_augment(rgb, p.hed)
+    if p.jitter is not None:
+        for op in p.jitter_order:
+            f = p.jitter[op]
+            if f != (0 if op == 3 else 1):  # identity factors are skipped, as in the PIL path
+                rgb = ops.JITTER_FUNCTIONS[op](rgb, f)
+    if p.grayscale:
+        rgb = ops.grayscale(rgb)
+    if p.blur_sigma is not None:
+        rgb = ops.gaussian_blur(rgb, p.blur_sigma)
+    if p.solarize:
+        rgb = ops.solarize(rgb)
+    return rgb
+
+
+CROP_BACKENDS = {"opencv": apply_crop_opencv, "pil": apply_crop_pil}
+
+
+class MultiCrop:
+    """``MultiCrop(cfg.data)(tile_uint8, rng) -> (globals, locals)``: lists of float32 arrays (3, S, S).
+
+    ``backend``: ``opencv`` (default; photometric operations in OpenCV) or ``pil`` (every operation in
+    PIL, the reference): the same draws, pixel values within the tolerances of :mod:`pathfm.data.opencv_ops`."""
+
+    def __init__(self, data_cfg, backend: str = "opencv"):
+        if backend not in CROP_BACKENDS:
+            raise ValueError(f"MultiCrop backend {backend!r}: expected one of {sorted(CROP_BACKENDS)}")
+        self.apply_crop = CROP_BACKENDS[backend]
         c = data_cfg.crops
         self.crops = c
         self.hed_strength = float(data_cfg.hed.strength)
@@ -119,37 +136,22 @@ class MultiCrop:
     def n_local(self) -> int:
         return self.crops.n_local
 
+    def draw(self, rng: np.random.Generator, tile_width: int, tile_height: int,
+             photometric: float = 1.0) -> list[CropParams]:
+        """The parameters of every crop of one sample (globals first): each crop gets its own child seed
+        drawn up front, so one crop's draws never move another's."""
+        seeds = rng.integers(0, 2**63 - 1, size=len(self.recipes))
+        return [draw_crop_params(np.random.default_rng(int(s)), r, tile_width, tile_height, self.crops,
+                                 self.hed_strength, self.hed_p, photometric) for r, s in zip(self.recipes, seeds)]
+
     def __call__(self, tile: np.ndarray, rng: np.random.Generator,
                  photometric: float = 1.0) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Global and local crops of ``tile``; ``photometric`` in [0, 1] scales the probabilities of the
         photometric augmentations (see :func:`photometric_scale`). The random draws do not depend on it."""
-        seeds = rng.integers(0, 2**63 - 1, size=len(self.recipes))
+        params = self.draw(rng, tile.shape[1], tile.shape[0], photometric)
         img = Image.fromarray(tile)
-        out = [self.crop(img, r, np.random.default_rng(int(s)), photometric) for r, s in zip(self.recipes, seeds)]
+        out = [normalize(self.apply_crop(img, p, r.size), self.mean, self.std) for r, p in zip(self.recipes, params)]
         return out[:2], out[2:]
-
-    def crop(self, img: Image.Image, recipe: CropRecipe, rng: np.random.Generator, photometric: float = 1.0) -> np.ndarray:
-        c = self.crops
-        u = rng.random(20)
-        # slots: 0 hflip, 1 vflip, 2 hed apply, 3 jitter apply, 4-11 jitter, 12 gray, 13 blur, 14 sigma, 15 solarize
-        left, top, w, h = random_resized_crop_box(rng, img.width, img.height, recipe.scale)
-        im = img.resize((recipe.size, recipe.size), Image.Resampling.BICUBIC, box=(left, top, left + w, top + h))
-        if u[0] < c.hflip:
-            im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        if u[1] < c.vflip:
-            im = im.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
-        hed = sample_hed_params(rng, self.hed_strength)
-        if u[2] < self.hed_p * photometric and not hed.is_identity:
-            im = Image.fromarray(hed_augment(np.asarray(im), hed))
-        if u[3] < c.color_jitter * photometric:
-            im = _jitter(im, u[4:12], c.jitter_strength)
-        if u[12] < c.grayscale * photometric:
-            im = im.convert("L").convert("RGB")
-        if u[13] < recipe.blur * photometric:
-            im = im.filter(ImageFilter.GaussianBlur(radius=float(0.1 + 1.9 * u[14])))
-        if u[15] < recipe.solarize * photometric:
-            im = ImageOps.solarize(im, threshold=128)
-        return normalize(np.asarray(im), self.mean, self.std)
 
 
 def photometric_scale(step: int, ramp: tuple[int, int] | None) -> float:
@@ -177,4 +179,5 @@ def normalize(rgb: np.ndarray, mean: float = 0.5, std: float = 0.5) -> np.ndarra
     return x
 
 
-__all__ = ["MultiCrop", "HEDParams", "random_resized_crop_box", "normalize", "adjust_hue", "photometric_scale"]
+__all__ = ["MultiCrop", "HEDParams", "CropRecipe", "random_resized_crop_box", "normalize", "adjust_hue",
+           "apply_crop_pil", "apply_crop_opencv", "photometric_scale"]

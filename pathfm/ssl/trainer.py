@@ -253,7 +253,8 @@ class _Run:
         scfg = stage.cfg
         per_step = scfg.data.batch_size * self.env.world_size * scfg.optim.grad_accum
         loader = build_train_loader(
-            scfg, rank=self.env.rank, world_size=self.env.world_size, start_sample=self.progress.stage_step * per_step
+            scfg, rank=self.env.rank, world_size=self.env.world_size, start_sample=self.progress.stage_step * per_step,
+            device=self.device,  # data.augment_on: auto/device apply the crops batched on the training device
         )
         # torch's DataLoader draws a base seed from the global torch RNG when its iterator starts; keep that
         # draw out of the training RNG stream (drop path), so a resumed run continues it bit-identically.
