@@ -175,7 +175,10 @@ def make_objective(spec: SweepSpec, sweep_dir: Path, current: dict | None = None
         final = run_trial(spec, t, sweep_dir / trial_id, trial_id=trial_id, sweep=spec.name, report=report)
         from pathfm.sweeps.collect import read_trial
 
-        if (read_trial(sweep_dir / trial_id) or {}).get("status") == "STOPPED":
+        info = read_trial(sweep_dir / trial_id) or {}
+        if info.get("status") == "STOPPED":
+            if info.get("stop_reason"):  # a run.guards guard stopped it: collapsed / diverged / probe_dropped
+                trial.set_user_attr("stop_reason", info["stop_reason"])
             raise optuna.TrialPruned()
         if spec.objective.metric not in final:
             raise PathfmError(f"trial {trial_id} finished without the objective '{spec.objective.metric}' "
