@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from pathfm.config import GuardsConfig, load_config
+from pathfm.data.provenance import read_training_slides
 from pathfm.errors import ConfigError
 from pathfm.io import read_jsonl
 from pathfm.ssl.diagnostics import effective_rank
@@ -109,6 +110,11 @@ def test_a_healthy_run_is_not_stopped(tmp_path):
     assert not (tmp_path / "run" / GUARD_FILE).exists()
     rec = read_jsonl(tmp_path / "run" / "metrics.jsonl")[-1]
     assert rec["diag/teacher_cls_std"] > 0.01 and rec["diag/teacher_cls_rank"] > 2.0
+    # every run records the slides it trained on (the leakage audit's input): the bundled manifest's three
+    trained = read_training_slides(tmp_path / "run")
+    assert {(r["slide_id"], r["patient_id"]) for r in trained} == {
+        ("CMU-1-Small-Region", "CMU-1"), ("CMU-1-Small-Region.generic-tiled-pyramid", "CMU-1"),
+        ("TCGA-CR-7395-01A-01-TS1", "TCGA-CR-7395")}
 
 
 def test_a_nan_loss_stops_as_diverged_without_saving(tmp_path, nan_dino_head_from_call):

@@ -6,6 +6,7 @@ Run directory (the contract in docs/architecture.md)::
     run_dir/metrics.jsonl               one record per logged step (keys: METRIC_KEYS [+ probe/<task>/<metric>])
     run_dir/checkpoints/step_XXXXXXXX.pt (+ .sha256), last cfg.run.keep_checkpoints kept
     run_dir/teacher_backbone.pt         exported EMA teacher backbone, refreshed at every checkpoint
+    run_dir/training_slides.csv         the slides / patients trained on (pathfm.data.provenance; leakage audit)
     run_dir/DONE                        written when the run finished (or was stopped by a callback or a guard)
     run_dir/guard.json                  what stopped the run when a ``run.guards`` guard did (pathfm.ssl.guards)
 
@@ -560,6 +561,13 @@ def _prepare_run_dir(cfg: Config, run_dir: Path, resume: bool | str | Path, env:
     return path, ckpt.load_checkpoint(path)
 
 
+def _write_training_slides(cfg: Config, run_dir: Path) -> None:
+    """``training_slides.csv``: the slides and patients this run trains on (pathfm.data.provenance)."""
+    from pathfm.data.provenance import training_entries, write_training_slides
+
+    write_training_slides(training_entries(cfg.data), run_dir)
+
+
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop records logged after the checkpoint we resume from (they will be logged again)."""
     records = read_jsonl(path)
@@ -614,6 +622,7 @@ def train(
         if env.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+            _write_training_slides(cfg, run_dir)
         first_it = run._loader(plan[0])
         _seed_everything(cfg.seed, env.rank)
     total = sum(s.cfg.optim.steps for s in plan)
