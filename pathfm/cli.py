@@ -1,4 +1,4 @@
-"""``pathfm`` — one command with verbs: data, train, eval, sweep, ablate, analyze, audit (and export).
+"""``pathfm`` — one command with verbs: data, train, eval, sweep, ablate, analyze, audit, export.
 
 Each verb lives in its subpackage (``pathfm/<part>/cli.py``) and exposes ``register(subparsers)``; those
 modules import nothing heavy at module level, so ``pathfm --help`` is instant. User errors
@@ -22,6 +22,7 @@ VERBS = {
     "ablate": "pathfm.ablations.cli",
     "analyze": "pathfm.analysis.cli",
     "audit": "pathfm.eval.audit_cli",
+    "export": "pathfm.ssl.export_cli",
 }
 
 
