@@ -233,6 +233,9 @@ class RunConfig(_Strict):
     progress: bool = True
     threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's default)")
     guards: GuardsConfig | None = Field(None, description="collapse/divergence guards; null: off ({} = defaults)")
+    collective_timeout_s: int = Field(
+        600, ge=1, description="seconds a DDP collective (gloo/NCCL) may wait for a peer before the run fails "
+        "(torch's default is 30 min / 10 min); a hung rank then ends the run instead of stalling it for hours")
 
 
 class EvalHookConfig(_Strict):

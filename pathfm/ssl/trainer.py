@@ -594,7 +594,7 @@ def train(
     if not isinstance(cfg, Config):
         raise TypeError("train() takes a pathfm.config.Config (see pathfm.config.load_config)")
     run_dir = Path(run_dir)
-    env = init_distributed(cfg.run.device)
+    env = init_distributed(cfg.run.device, cfg.run.collective_timeout_s)
     if env.is_main:
         ensure_writable_dir(run_dir, "run directory")  # before building anything
     if cfg.run.threads:
