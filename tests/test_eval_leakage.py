@@ -79,8 +79,9 @@ def test_run_records_its_subset_and_the_audit_finds_the_planted_overlap(tmp_path
     out = capsys.readouterr().out
     assert f"task leaky: OVERLAP, 2 slide(s): {', '.join(sorted(trained))}" in out
     # a bundled task without ids says so; the report section lists every task
-    text = leakage_markdown([run], ["crc", "osteo", str(leaky)])
+    text = leakage_markdown([run], ["crc", "crc@392px", "osteo[cls]", str(leaky)])
     assert "task crc: not auditable" in text and "task osteo: no overlap" in text and "OVERLAP" in text
+    assert text.count("task crc:") == 1  # the option-tagged evaluation of crc is the same task
 
 
 def test_a_run_without_the_record_gets_a_clear_error(tmp_path):

@@ -102,7 +102,7 @@ def test_two_processes_write_one_file_locked_journal_without_losing_a_trial(tmp_
 
     journal = tmp_path / "shared" / "study.journal"
     optuna.create_study(study_name="shared", storage=journal_storage(journal))
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context("fork")  # two real processes; fork spares them re-importing optuna
     procs = [ctx.Process(target=_optimize_on_journal, args=(str(journal), 25)) for _ in range(2)]
     for p in procs:
         p.start()

@@ -29,6 +29,7 @@ SLIDE_COLUMNS = ("slide_id", "slide", "slide_name", "slide_barcode", "wsi", "wsi
 PATIENT_COLUMNS = ("patient_id", "patient", "case_id", "case", "patient_or_case", "case_submitter_id")
 _TCGA_PATIENT = re.compile(r"^(TCGA-[A-Z0-9]{2}-[A-Z0-9]{4})(?:[-.]|$)", re.IGNORECASE)
 SHOWN = 20  # overlapping ids listed in a summary line
+_TASK_TAG = re.compile(r"(@\d+px)?(\[[^\]]*\])?$")  # the option tags pathfm.eval.evaluation.task_label appends
 
 
 def tcga_patient(identifier: str) -> str | None:
@@ -187,7 +188,8 @@ def leakage_markdown(run_dirs: list[Path], tasks: list[str]) -> str:
         return "not available: the results hold no evaluated task"
     lines = [f"Training slides of {len(recorded)} of {len(run_dirs)} run(s) against each evaluated task "
              "(slide ids, and patient/case ids; TCGA barcodes also by patient):", ""]
-    for t in tasks:
+    names = dict.fromkeys(_TASK_TAG.sub("", t) for t in tasks)  # crc@392px, crc[cls] -> crc (task_label's tags)
+    for t in names:
         try:
             lines.append(f"- {audit_runs(recorded, t).summary()}")
         except TaskError as e:
