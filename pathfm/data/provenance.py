@@ -43,6 +43,6 @@ def read_training_slides(run_dir: str | Path) -> list[dict[str, str | None]]:
     path = Path(run_dir) / TRAINING_SLIDES_FILE
     if not path.is_file():
         raise PathfmError(f"{path} does not exist: the run predates the training-slide record or is not a "
-                          "pathfm run directory; train it again (or resume it) to write the file")
+                          "pathfm run directory; resuming it (pathfm train resume=RUN) writes the file")
     with open(path, newline="") as f:
         return [{k: (v or None) for k, v in row.items()} for row in csv.DictReader(f)]

@@ -561,11 +561,12 @@ def _prepare_run_dir(cfg: Config, run_dir: Path, resume: bool | str | Path, env:
     return path, ckpt.load_checkpoint(path)
 
 
-def _write_training_slides(cfg: Config, run_dir: Path) -> None:
+def _write_training_slides(cfg: Config, run_dir: Path, only_if_missing: bool = False) -> None:
     """``training_slides.csv``: the slides and patients this run trains on (pathfm.data.provenance)."""
-    from pathfm.data.provenance import training_entries, write_training_slides
+    from pathfm.data.provenance import TRAINING_SLIDES_FILE, training_entries, write_training_slides
 
-    write_training_slides(training_entries(cfg.data), run_dir)
+    if not (only_if_missing and (run_dir / TRAINING_SLIDES_FILE).exists()):
+        write_training_slides(training_entries(cfg.data), run_dir)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -617,6 +618,7 @@ def train(
         if env.is_main:
             _truncate_metrics(run_dir / "metrics.jsonl", run.progress.global_step)
             (run_dir / "DONE").unlink(missing_ok=True)
+            _write_training_slides(cfg, run_dir, only_if_missing=True)  # a run started before the record existed
     else:
         run._setup_stage(plan[0])
         if env.is_main:
