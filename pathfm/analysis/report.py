@@ -50,6 +50,8 @@ def _img(path: Path) -> str:
 
 def _run_dirs(srcs: list[str], full: pl.LazyFrame) -> list[Path]:
     """The trial folders behind the results (``trial_dir`` is relative to the folder of results.parquet)."""
+    if "trial_dir" not in full.collect_schema().names():  # hand-made results without trial folders
+        return []
     roots = [Path(s) if Path(s).is_dir() else Path(s).parent for s in srcs]
     names = full.filter(pl.col("trial_id") != "reference").select(pl.col("trial_dir").drop_nulls().unique()).collect()
     return [root / n for root in roots for n in sorted(names["trial_dir"]) if (root / n).is_dir()]

@@ -181,6 +181,8 @@ def leakage_markdown(run_dirs: list[Path], tasks: list[str]) -> str:
     from pathfm.eval.tasks import TaskError
 
     recorded = [d for d in run_dirs if (Path(d) / TRAINING_SLIDES_FILE).is_file()]
+    if not run_dirs:
+        return "not available: the results name no trial folders (no trial_dir column, or the folders are gone)"
     if not recorded:
         return (f"not available: none of the {len(run_dirs)} run folder(s) holds {TRAINING_SLIDES_FILE} "
                 "(runs trained before pathfm recorded its training slides)")
