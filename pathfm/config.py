@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -205,6 +206,26 @@ class HighResConfig(_Strict):
     batch_size: int | None = Field(None, ge=1)
 
 
+class GuardsConfig(_Strict):
+    """Collapse / divergence guards (pathfm.ssl.guards, docs/guards-and-audits.md): a run whose logged health
+    signals cross a threshold for ``patience`` logged steps in a row is stopped with a named reason. Every
+    threshold may be null (that check is off); ``run.guards: null`` switches all of them off."""
+
+    start_step: int = Field(0, ge=0, description="global steps before any guard is checked (warm-up grace)")
+    patience: int = Field(3, ge=1, description="consecutive logged steps a condition must hold")
+    max_target_entropy_fraction: float | None = Field(
+        0.98, gt=0.0, le=1.0, description="collapsed: teacher DINO target entropy / ln K at or above this")
+    min_teacher_cls_std: float | None = Field(
+        1e-3, ge=0.0, description="collapsed: mean per-dimension std of the teacher CLS across the batch below this")
+    min_effective_rank: float | None = Field(
+        1.5, ge=1.0, description="collapsed: RankMe effective rank of the batch's teacher CLS below this")
+    max_loss_ratio: float | None = Field(
+        4.0, gt=1.0, description="diverged: loss above this multiple of the lowest loss logged so far")
+    max_probe_drop: float | None = Field(
+        0.1, gt=0.0, description="probe_dropped: in-training probe balanced accuracy this far below its best")
+    stop_on_non_finite: bool = Field(True, description="diverged: a NaN/inf loss stops the run instead of raising")
+
+
 class RunConfig(_Strict):
     output_dir: str = "runs"
     name: str | None = None
@@ -215,6 +236,10 @@ class RunConfig(_Strict):
     keep_checkpoints: int = Field(2, ge=1)
     progress: bool = True
     threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's default)")
+    guards: GuardsConfig | None = Field(None, description="collapse/divergence guards; null: off ({} = defaults)")
+    collective_timeout_s: int = Field(
+        600, ge=1, description="seconds a DDP collective (gloo/NCCL) may wait for a peer before the run fails "
+        "(torch's default is 30 min / 10 min); a hung rank then ends the run instead of stalling it for hours")
 
 
 class EvalHookConfig(_Strict):
@@ -330,7 +355,8 @@ def resolve_key(key: str) -> str:
             hint = f"; did you mean {', '.join(close)}?" if close else f"; fields of {here}: {', '.join(known)}"
             raise ConfigError(f"unknown config key '{key}' (no field '{part}' in {here}){hint}")
         ann = fields[part].annotation
-        node = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        models = [a for a in (ann, *typing.get_args(ann)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        node = models[0] if models else None  # a section, or an optional one (``GuardsConfig | None``)
     return dotted
 
 

@@ -93,3 +93,30 @@ def demo_output(repo_root: Path, tmp_path_factory) -> Path:
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return out
+
+
+@pytest.fixture
+def nan_dino_head_from_call():
+    """``with nan_dino_head_from_call(n):`` the student's DINO head outputs NaN from its n-th call on
+    (a global forward hook on the real module, not a mock)."""
+    import contextlib
+
+    import torch
+
+    @contextlib.contextmanager
+    def hooked(n: int):
+        calls = [0]
+
+        def hook(module, inputs, output):
+            if type(module).__name__ != "DINOHead" or not torch.is_grad_enabled():
+                return None
+            calls[0] += 1
+            return output * float("nan") if calls[0] >= n else None
+
+        handle = torch.nn.modules.module.register_module_forward_hook(hook)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    return hooked

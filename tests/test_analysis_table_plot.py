@@ -105,6 +105,7 @@ def test_cli_table_plot_and_report_embed_the_figure(tmp_path):
     html = (out / "report.html").read_text()
     assert html.index("</table>") < html.index('alt="ablation" src="data:image/png;base64,')
     assert np.isfinite(json.loads((out / "ablation.json").read_text())["rows"][1]["delta"])
+    assert "## Leakage audit\n\nnot available: the results name no trial folders" in md  # hand-made results
 
 
 def test_reference_lines_and_untrained_marks_in_figure_and_sidecar(tmp_path):

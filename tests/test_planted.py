@@ -58,3 +58,5 @@ def test_analysis_flags_the_planted_effect_and_not_the_null_arm(planted_sweep, t
     assert md.index("## Does each arm beat an untrained network?") < md.index("## Ablation table")
     assert "WORSE than an untrained network: destroyed" in md
     assert "random init (untrained, reference)" in md
+    # every report audits the trials' recorded training slides against each evaluated task (crc lists no ids)
+    assert "## Leakage audit" in md and "task crc: not auditable" in md

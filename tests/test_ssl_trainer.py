@@ -112,28 +112,12 @@ def test_highres_stage_chains_with_interpolated_pos_embed(tmp_path):
     assert state["stage"] == "highres" and state["progress"]["stage_step"] == 2
 
 
-class _NaNAfter:
-    """Make the student's DINO head output NaN from its n-th call on (a forward hook, not a mock)."""
-
-    def __init__(self, n: int) -> None:
-        self.n, self.calls = n, 0
-
-    def __call__(self, module, inputs, output):
-        if type(module).__name__ != "DINOHead" or not torch.is_grad_enabled():
-            return None
-        self.calls += 1
-        return output * float("nan") if self.calls >= self.n else None
-
-
 @pytest.mark.slow
-def test_non_finite_loss_stops_with_named_loss_and_saves_nothing_corrupt(tmp_path):
+def test_non_finite_loss_stops_with_named_loss_and_saves_nothing_corrupt(tmp_path, nan_dino_head_from_call):
     cfg = load_config("smoke", TINY + ["optim.steps=6", "run.checkpoint_every=2"])
-    handle = torch.nn.modules.module.register_module_forward_hook(_NaNAfter(4))
-    try:
+    with nan_dino_head_from_call(4):
         with pytest.raises(NonFiniteLossError, match=r"loss/dino_local is nan at step 4"):
             train(cfg, tmp_path / "run")
-    finally:
-        handle.remove()
     assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "run")] == [2]
     path, state = ckpt.latest_valid(tmp_path / "run")
     assert state["progress"]["global_step"] == 2

@@ -115,6 +115,18 @@ def test_optuna_with_asha_stops_some_trials_early(local_ray, tmp_path: Path):
     assert df.filter(pl.col("status") == "STOPPED")["trial_id"].n_unique() == statuses.count("STOPPED")
 
 
+def test_guard_stops_collapsed_trials_under_tune_with_the_reason_in_the_results(local_ray, tmp_path: Path):
+    # the smoke preset's LayerScale 1e-5 gives exactly uniform targets: run.guards stops both trials at step 2
+    spec = _spec("guarded", space={"kde_weight": {"loguniform": [1e-3, 0.1]}},
+                 search={"algorithm": "optuna", "num_samples": 2, "seed": 0},
+                 overrides=dict(FAST, **{"optim.steps": 8, "run.guards": {"patience": 2}}))
+    sweep_dir = run_sweep(spec, storage=tmp_path, verbose=0)
+    trials = _trials(sweep_dir)
+    assert [(t["status"], t["stop_reason"], t["final_step"]) for t in trials] == [("STOPPED", "collapsed", 2)] * 2
+    df = pl.read_parquet(sweep_dir / "results.parquet")
+    assert df.group_by("trial_id").agg(pl.col("stop_reason").first())["stop_reason"].to_list() == ["collapsed"] * 2
+
+
 def test_gpu_request_on_cpu_cluster_fails_early(local_ray, tmp_path: Path):
     spec = _spec("gpu", resources={"gpu": 1})
     with pytest.raises(SweepError, match="no GPU"):

@@ -384,7 +384,7 @@ def normalise(
 
 
 REFERENCE_BACKBONES = ("random_init", "color_histogram")  # the honesty baselines (pathfm.eval)
-_PER_TRIAL_COLUMNS = {"arm", "seed", "trial_id", "trial_dir", "status", "replicate"}
+_PER_TRIAL_COLUMNS = {"arm", "seed", "trial_id", "trial_dir", "status", "replicate", "stop_reason"}
 
 
 def reference_selection(sel: Selection, backbone: str) -> Selection:

@@ -48,6 +48,15 @@ def _img(path: Path) -> str:
     return f'<p><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}"></p>'
 
 
+def _run_dirs(srcs: list[str], full: pl.LazyFrame) -> list[Path]:
+    """The trial folders behind the results (``trial_dir`` is relative to the folder of results.parquet)."""
+    if "trial_dir" not in full.collect_schema().names():  # hand-made results without trial folders
+        return []
+    roots = [Path(s) if Path(s).is_dir() else Path(s).parent for s in srcs]
+    names = full.filter(pl.col("trial_id") != "reference").select(pl.col("trial_dir").drop_nulls().unique()).collect()
+    return [root / n for root in roots for n in sorted(names["trial_dir"]) if (root / n).is_dir()]
+
+
 def write_report(
     results: str | Path | Sequence[str | Path],
     out: Path,
@@ -159,6 +168,12 @@ def write_report(
         section("Parameter importance" + (f" and {against.replace('_', ' ')}" if has_acc else ""), text, pngs)
     except ResultsError as e:
         section("Parameter importance", f"not available: {e}")
+
+    # ---- leakage: pretraining slides / patients that an evaluated task tests on
+    from pathfm.eval.leakage import leakage_markdown
+
+    tasks = sorted(full.filter(pl.col("kind") == "eval").select(pl.col("task").drop_nulls().unique()).collect()["task"])
+    section("Leakage audit", leakage_markdown(_run_dirs(srcs, full), tasks))
 
     md_path, html_path = out / "report.md", out / "report.html"
     atomic_write_text(md_path, "\n".join(md).rstrip() + "\n")

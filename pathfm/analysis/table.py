@@ -47,6 +47,21 @@ UNTRAINED_TEXT = {
 }
 
 
+def variance_label(seeds_per_arm: Sequence[int], folds_per_task: Sequence[int]) -> str:
+    """Which variance the table's intervals reflect, from the pretraining seeds behind each arm and the evaluation
+    folds of each task (pure): seeds and folds are resampled together (bootstrap stratified over both)."""
+    def count(v: Sequence[int]) -> str:
+        lo, hi = min(v), max(v)
+        return str(lo) if lo == hi else f"{lo}-{hi}"
+
+    if not seeds_per_arm or max(seeds_per_arm) < 2:
+        return "no interval: one pretraining seed per arm (run more seeds)"
+    label = f"intervals reflect pretraining seeds ({count(seeds_per_arm)} per arm)"
+    if folds_per_task and max(folds_per_task) >= 2:
+        return label + f" and evaluation folds ({count(folds_per_task)} per task), resampled together"
+    return label + " only (one evaluation fold per task)"
+
+
 def _tex_minus(cell: str) -> str:
     """A typographic minus for negative numbers in LaTeX cells (``-0.017`` -> ``$-$0.017``)."""
     return re.sub(r"(?<![\w.$])-(?=\d)", r"$-$", cell)
@@ -106,6 +121,7 @@ class AblationTable:
     untrained_hi: np.ndarray | None = None
     untrained_pairs: np.ndarray | None = None
     reference_note: str | None = None  # why there is no untrained-network check, when there is none
+    folds_per_task: dict[str, int] = field(default_factory=dict)  # evaluation folds behind each task's cells
 
     # ---------------------------------------------------------------- helpers
     @property
@@ -131,6 +147,11 @@ class AblationTable:
         n = self.n_seeds[a, : len(self.columns) - 2] if len(self.columns) > 2 else self.n_seeds[a]
         lo, hi = int(n.min()), int(n.max())
         return str(lo) if lo == hi else f"{lo}-{hi}"
+
+    def variance_note(self) -> str:
+        """Which variance the intervals reflect (:func:`variance_label`)."""
+        tasks = self.n_seeds[:, : len(self.columns) - 2] if len(self.columns) > 2 else self.n_seeds
+        return variance_label([int(n) for n in tasks.min(axis=1)], list(self.folds_per_task.values()))
 
     def rank(self) -> list[str]:
         """Arms by Average, best first."""
@@ -240,7 +261,7 @@ class AblationTable:
     def _caption(self) -> str:
         parts = [
             f"Metric: {self.metric}; cells: mean over seeds"
-            + (f" [{int(self.level * 100)}% bootstrap CI, stratified over seeds and folds]" if self.has_ci else "")
+            + (f" [{int(self.level * 100)}% bootstrap CI; {self.variance_note()}]" if self.has_ci else "")
             + ". Average: mean over tasks; IQM: interquartile mean over (seed, task) scores.",
             "Bold: best in column; underlined: not significantly different from the best (paired bootstrap CI of the difference contains 0).",
         ]
@@ -508,6 +529,7 @@ def build_table(
         tied_with_best=tied, baseline=baseline, metric=metric or ",".join(sorted(folds["metric"].unique().to_list())),
         level=level, notes=notes, digits=digits, higher_is_better=higher_is_better,
         seeds=_labels_per_arm(folds, "replicate", all_arms), trial_ids=_labels_per_arm(folds, "trial_id", all_arms),
+        folds_per_task=dict(folds.group_by("task").agg(pl.col("fold").n_unique()).iter_rows()),
     )
     single = [a for i, a in enumerate(all_arms) if s.n_seeds[i].max() < 2]
     if single:

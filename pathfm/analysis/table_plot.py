@@ -51,8 +51,8 @@ def figure_caption(table: AblationTable, column: str = "Average") -> str:
     c = table.columns.index(column)
     lvl = int(round(table.level * 100))
     no_ci = [arm for a, arm in enumerate(table.arms) if not _finite(table.lo[a, c], table.hi[a, c])]
-    text = (f"{column} {table.metric} per arm (mean over seeds; bars: {lvl}% bootstrap CI, stratified over seeds "
-            "and folds; the same numbers as the table).")
+    text = (f"{column} {table.metric} per arm (mean over seeds; bars: {lvl}% bootstrap CI, {table.variance_note()}; "
+            "the same numbers as the table).")
     if table.delta is not None:
         sig = significance(table, column)
         hits = [a for a, s in sig.items() if s in ("better", "worse")]

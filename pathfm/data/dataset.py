@@ -15,10 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 from pathfm.data.hsv import HSVFilter
-from pathfm.data.manifest import load_manifest
 from pathfm.data.multicrop import MultiCrop, photometric_scale
 from pathfm.data.patching import TileSampler, TileStats, build_sources
-from pathfm.data.subsets import nested_subset
+from pathfm.data.provenance import training_entries
 
 
 class OnlinePatchDataset:
@@ -39,7 +38,7 @@ class OnlinePatchDataset:
     @classmethod
     def from_config(cls, cfg, progress: bool = False) -> "OnlinePatchDataset":
         d = cfg.data
-        entries = nested_subset(load_manifest(d.slides), d.n_slides, d.subset_seed, d.group_by_patient)
+        entries = training_entries(d)
         hsv = HSVFilter.from_config(d.tissue)
         sources = build_sources(entries, d.mpps, hsv, d.tissue.thumbnail_size, d.assume_mpp, progress=progress)
         sampler = TileSampler(sources, d.mpps, d.mpp_weights, d.tile_size, hsv, d.tissue.max_draws,

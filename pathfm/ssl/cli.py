@@ -86,6 +86,8 @@ def handle(args: argparse.Namespace) -> int:
     result = train(cfg, run_dir, resume=bool(resume), stages=args.stage)
     loss = result.metrics.get("loss")
     state = "stopped early" if result.stopped_early else "done"
+    if result.stop_reason:  # a run.guards guard: collapsed / diverged / probe_dropped (run_dir/guard.json)
+        state += f" ({result.stop_reason}, see guard.json)"
     loss_txt = f", loss {loss:.4f}" if isinstance(loss, float) else ""
     print(f"{state}: {result.run_dir} (step {result.final_step}{loss_txt}); teacher backbone: {result.teacher_path}")
     return 0

@@ -15,6 +15,8 @@ Keys written by :func:`step_diagnostics`:
 * ``diag/teacher_spread_prototypes``  mean over images of the std over prototypes of the teacher DINO logits
 * ``diag/teacher_spread_images``      mean over prototypes of the std over images (what centering leaves)
 * ``diag/teacher_cls_cosine``   mean cosine between the teacher CLS embeddings of different crops (1 = identical)
+* ``diag/teacher_cls_std``      mean over dimensions of the std across the batch of the teacher CLS (0 = identical)
+* ``diag/teacher_cls_rank``     RankMe effective rank of the batch's teacher CLS matrix (1 = one direction)
 * ``diag/head_max_cosine``      mean over images of max_k cos(bottleneck output, prototype k) of the teacher
                                 DINO head (near 0: the output lies orthogonal to every prototype)
 * ``diag/layerscale``           mean |gamma| of the student backbone's LayerScale (absent without LayerScale)
@@ -85,6 +87,17 @@ def layerscale_magnitude(backbone: nn.Module) -> Tensor | None:
     return torch.stack(gammas).mean() if gammas else None
 
 
+@torch.no_grad()
+def effective_rank(x: Tensor) -> Tensor:
+    """RankMe effective rank of the (n, D) rows (:func:`pathfm.eval.metrics.rankme`, Garrido et al. 2023):
+    1 when every row points the same way, up to min(n, D). One SVD of a batch-sized matrix on the host."""
+    from pathfm.eval.metrics import rankme
+
+    if x.shape[0] == 0:
+        return x.new_tensor(NAN, dtype=torch.float32)
+    return torch.tensor(rankme(x.detach().float().cpu().numpy()), dtype=torch.float32)
+
+
 def dino_ce_per_pair(loss_values: dict[str, float], dino_weight: float) -> float:
     """The unweighted DINO cross-entropy per view pair from the weighted loss parts ``dino_local`` and
     ``dino_global`` (each already a mean over pairs, see :func:`pathfm.ssl.losses.dino_loss`); NaN at weight 0."""
@@ -114,6 +127,8 @@ def step_diagnostics(
         "diag/teacher_spread_prototypes": logit_spread(teacher_dino_logits, dim=1),
         "diag/teacher_spread_images": logit_spread(teacher_dino_logits, dim=0),
         "diag/teacher_cls_cosine": mean_pairwise_cosine(teacher_cls),
+        "diag/teacher_cls_std": logit_spread(teacher_cls, dim=0),
+        "diag/teacher_cls_rank": effective_rank(teacher_cls),
         "diag/head_max_cosine": max_prototype_cosine(teacher_dino_logits, teacher_gain),
     }
     gamma = layerscale_magnitude(student_backbone)

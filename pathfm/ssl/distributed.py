@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Callable
 
 import torch
@@ -46,8 +47,10 @@ def pick_device(requested: str, local_rank: int = 0) -> torch.device:
     return torch.device("cuda", local_rank)
 
 
-def init_distributed(requested_device: str = "auto") -> DistEnv:
-    """Join the process group described by torchrun's env variables (or stay single-process)."""
+def init_distributed(requested_device: str = "auto", timeout_s: int | None = None) -> DistEnv:
+    """Join the process group described by torchrun's env variables (or stay single-process). ``timeout_s``
+    (``run.collective_timeout_s``): how long a collective waits for a missing peer before it raises (gloo)
+    or the NCCL watchdog aborts the process; None: torch's default."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
@@ -58,7 +61,8 @@ def init_distributed(requested_device: str = "auto") -> DistEnv:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, rank=rank, world_size=world)
+        kwargs = {"timeout": timedelta(seconds=timeout_s)} if timeout_s is not None else {}
+        dist.init_process_group(backend=backend, rank=rank, world_size=world, **kwargs)
     return DistEnv(rank, world, local_rank, device, backend)
 
 

@@ -50,8 +50,10 @@ def export_backbone(
     step: int = 0,
     config_sha: str = "",
     model_cfg: Any = None,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``model`` (usually the EMA teacher backbone) to ``path`` atomically; returns the path."""
+    """Write ``model`` (usually the EMA teacher backbone) to ``path`` atomically; returns the path.
+    ``extra``: further plain entries for the file (e.g. ``averaged_steps``), returned in load_backbone's meta."""
     inner = getattr(model, "module", model)
     cfg = model_cfg if model_cfg is not None else getattr(inner, "cfg", None)
     if cfg is None:
@@ -64,6 +66,7 @@ def export_backbone(
         "state_dict": _plain_state_dict(model),
         "step": int(step),
         "config_sha": str(config_sha),
+        **(extra or {}),
     }
     path = Path(path)
     with atomic_path(path) as tmp:

@@ -6,7 +6,9 @@ Run directory (the contract in docs/architecture.md)::
     run_dir/metrics.jsonl               one record per logged step (keys: METRIC_KEYS [+ probe/<task>/<metric>])
     run_dir/checkpoints/step_XXXXXXXX.pt (+ .sha256), last cfg.run.keep_checkpoints kept
     run_dir/teacher_backbone.pt         exported EMA teacher backbone, refreshed at every checkpoint
-    run_dir/DONE                        written when the run finished (or was stopped by a callback)
+    run_dir/training_slides.csv         the slides / patients trained on (pathfm.data.provenance; leakage audit)
+    run_dir/DONE                        written when the run finished (or was stopped by a callback or a guard)
+    run_dir/guard.json                  what stopped the run when a ``run.guards`` guard did (pathfm.ssl.guards)
 
 Stages: ``main`` and, if ``cfg.highres.enabled``, ``highres`` (= ``cfg.highres_stage()``: larger tiles and
 crops, the same positional embeddings interpolated, its own lr schedule and a fresh optimizer). Steps
@@ -32,7 +34,7 @@ import torch
 from torch import nn
 
 from pathfm.config import Config, lr_scaled, resolve_path
-from pathfm.errors import ConfigError, PathfmError
+from pathfm.errors import ConfigError, NonFiniteLossError, PathfmError
 from pathfm.io import append_jsonl, atomic_write_text, ensure_writable_dir, read_jsonl
 from pathfm.ssl import checkpoint as ckpt
 from pathfm.ssl.distributed import (
@@ -46,6 +48,7 @@ from pathfm.ssl.distributed import (
 )
 from pathfm.ssl.diagnostics import dino_ce_per_pair, step_diagnostics
 from pathfm.ssl.export import config_sha, export_backbone
+from pathfm.ssl.guards import Guards
 from pathfm.ssl.models import adapt_state_dict, count_parameters
 from pathfm.ssl.step import (
     LOSS_PARTS,
@@ -69,6 +72,7 @@ DIAGNOSTIC_KEYS = (
     "diag/dino_target_entropy", "diag/dino_student_entropy", "diag/ibot_target_entropy", "diag/dino_ln_k",
     "diag/dino_ce_per_pair",
     "diag/teacher_spread_prototypes", "diag/teacher_spread_images", "diag/teacher_cls_cosine",
+    "diag/teacher_cls_std", "diag/teacher_cls_rank",
     "diag/head_max_cosine", "grad_norm/backbone", "grad_norm/dino_head",
 )  # fmt: skip  (+ "diag/layerscale" with LayerScale, "grad_norm/ibot_head" with a separate iBOT head)
 
@@ -84,6 +88,7 @@ class TrainResult:
     metrics: dict[str, Any]
     teacher_path: Path | None
     stopped_early: bool = False
+    stop_reason: str | None = None  # a guard's reason (pathfm.ssl.guards.REASONS) when one stopped the run
 
 
 @dataclass
@@ -220,6 +225,8 @@ class _Run:
         self.sha = config_sha(cfg)
         self.last_record: dict[str, Any] = {}
         self.stopped_early = False
+        self.guards = Guards(cfg.run.guards, run_dir) if cfg.run.guards is not None else None
+        self.stop_reason: str | None = None
         self._tqdm = None
 
         torch.manual_seed(cfg.seed)  # identical init on every rank
@@ -463,8 +470,12 @@ class _Run:
         if self.env.is_main:
             append_jsonl(self.run_dir / "metrics.jsonl", rec)
             self.last_record = rec
+            trip = self.guards.check(rec) if self.guards is not None else None
+            if trip is not None:
+                stop, self.stop_reason = True, trip.reason
+                print(f"pathfm train: stopped by a guard at step {trip.step}: {trip.message}", file=sys.stderr, flush=True)
             try:
-                for cb in self.callbacks:
+                for cb in self.callbacks if not stop else ():
                     if hasattr(cb, "on_log"):
                         cb.on_log(rec)
             except StopTraining:
@@ -483,7 +494,15 @@ class _Run:
         while self.progress.stage_step < scfg.optim.steps:
             t0 = time.perf_counter()
             logged = self._next_step_is_logged(stage)
-            step_out = self._optimizer_step(stage, it, logged)
+            try:
+                step_out = self._optimizer_step(stage, it, logged)
+            except NonFiniteLossError as e:
+                if self.guards is None or not self.guards.cfg.stop_on_non_finite:
+                    raise
+                self.guards.non_finite(self.progress.global_step + 1, str(e))  # nothing saved for this step
+                self.stopped_early, self.stop_reason = True, "diverged"
+                print(f"pathfm train: stopped by a guard (diverged): {e}", file=sys.stderr, flush=True)
+                raise StopTraining("diverged") from None
             now = time.perf_counter()
             self.progress.time_s += now - t0
             if bar is not None:
@@ -543,6 +562,14 @@ def _prepare_run_dir(cfg: Config, run_dir: Path, resume: bool | str | Path, env:
     return path, ckpt.load_checkpoint(path)
 
 
+def _write_training_slides(cfg: Config, run_dir: Path, only_if_missing: bool = False) -> None:
+    """``training_slides.csv``: the slides and patients this run trains on (pathfm.data.provenance)."""
+    from pathfm.data.provenance import TRAINING_SLIDES_FILE, training_entries, write_training_slides
+
+    if not (only_if_missing and (run_dir / TRAINING_SLIDES_FILE).exists()):
+        write_training_slides(training_entries(cfg.data), run_dir)
+
+
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop records logged after the checkpoint we resume from (they will be logged again)."""
     records = read_jsonl(path)
@@ -569,7 +596,7 @@ def train(
     if not isinstance(cfg, Config):
         raise TypeError("train() takes a pathfm.config.Config (see pathfm.config.load_config)")
     run_dir = Path(run_dir)
-    env = init_distributed(cfg.run.device)
+    env = init_distributed(cfg.run.device, cfg.run.collective_timeout_s)
     if env.is_main:
         ensure_writable_dir(run_dir, "run directory")  # before building anything
     if cfg.run.threads:
@@ -592,11 +619,13 @@ def train(
         if env.is_main:
             _truncate_metrics(run_dir / "metrics.jsonl", run.progress.global_step)
             (run_dir / "DONE").unlink(missing_ok=True)
+            _write_training_slides(cfg, run_dir, only_if_missing=True)  # a run started before the record existed
     else:
         run._setup_stage(plan[0])
         if env.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+            _write_training_slides(cfg, run_dir)
         first_it = run._loader(plan[0])
         _seed_everything(cfg.seed, env.rank)
     total = sum(s.cfg.optim.steps for s in plan)
@@ -624,6 +653,8 @@ def train(
     teacher_path = run_dir / "teacher_backbone.pt"
     if env.is_main:
         status = "stopped" if run.stopped_early else "finished"
-        atomic_write_text(run_dir / "DONE", f"{status} at step {run.progress.global_step}\n")
+        reason = f": {run.stop_reason}" if run.stop_reason else ""
+        atomic_write_text(run_dir / "DONE", f"{status} at step {run.progress.global_step}{reason}\n")
     barrier(env)
-    return TrainResult(run_dir, run.progress.global_step, run.last_record, teacher_path, run.stopped_early)
+    return TrainResult(run_dir, run.progress.global_step, run.last_record, teacher_path, run.stopped_early,
+                       run.stop_reason)

@@ -5,7 +5,7 @@
     pathfm sweep status DIR
     pathfm sweep collect DIR
     pathfm sweep reference DIR [--device cpu]
-    pathfm sweep optuna SPEC.yaml [--storage sqlite:///study.db] [--n-trials TOTAL] [--workers N]
+    pathfm sweep optuna SPEC.yaml [--storage sqlite:///study.db|journal:///study.journal] [--n-trials TOTAL] [--workers N]
 
 Nothing heavy is imported at module level (``pathfm --help`` stays instant).
 """
@@ -66,13 +66,16 @@ def register(subparsers) -> None:
     op = sub.add_parser("optuna", help="a plain Optuna study (no Ray) on an RDB storage, with pruning")
     op.add_argument("spec")
     op.add_argument("--storage", default=None,
-                    help="SQLAlchemy URL (default: sqlite:///<sweep folder>/optuna.db; PostgreSQL for many hosts)")
+                    help="SQLAlchemy URL (default: sqlite:///<sweep folder>/optuna.db; PostgreSQL for many hosts), or "
+                    "journal:///PATH: a file-locked Optuna journal, no server, for shared filesystems (SQLite on "
+                    "NFS/Lustre/... with --workers > 1 is refused)")
     op.add_argument("--dir", default="runs/sweeps", help="folder holding the sweep folder (trial folders)")
     op.add_argument("--n-trials", type=int, default=None,
                     help="TOTAL trials of the study (default: search.num_samples); running again continues up to it")
     op.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
     op.add_argument("--heartbeat", type=int, default=60, metavar="S",
-                    help="seconds between a trial's heartbeats; a trial silent for 2 x S (its worker died) is retried")
+                    help="seconds between a trial's heartbeats; a trial silent for 2 x S, or 1.5 x the longest pause "
+                    "measured in this sweep + S if longer (its worker died), is retried")
     op.add_argument("--max-retry", type=int, default=2, help="retries of a trial whose worker died or was interrupted")
     op.set_defaults(func=_optuna)
 

@@ -38,7 +38,7 @@ BASE_SCHEMA: dict[str, str] = {
     "sweep": "str", "trial_id": "str", "arm": "str", "status": "str", "seed": "int", "kind": "str",
     "step": "int", "final": "bool", "task": "str", "probe": "str", "backbone": "str", "fold": "int",
     "metric": "str", "value": "float", "wall_time_s": "float", "gpu_hours": "float", "tiles_seen": "int",
-    "trial_dir": "str",
+    "trial_dir": "str", "stop_reason": "str",
 }
 
 
@@ -98,6 +98,7 @@ def trial_rows(trial_dir: Path, sweep: str, param_names: list[str], info: dict |
     common = {
         "sweep": sweep, "trial_id": str(info.get("trial_id")), "arm": info.get("arm"),
         "status": info.get("status"), "seed": info.get("seed"), "trial_dir": Path(trial_dir).name,
+        "stop_reason": info.get("stop_reason"),  # a guard's reason (collapsed / diverged / probe_dropped)
     }
     common.update({f"param.{k}": params.get(k) for k in param_names})
     rows: list[dict] = []
@@ -290,5 +291,6 @@ def summarize(sweep_dir: str | Path) -> list[dict]:
             "step": recs[-1]["step"] if recs else 0, "total_steps": info.get("total_steps"),
             "objective": info.get("objective") or {}, "error": info.get("error"),
             "wall_time_s": info.get("wall_time_s"), "attempts": info.get("attempts"), "dir": d.name,
+            "stop_reason": info.get("stop_reason"),
         })
     return out

@@ -51,11 +51,11 @@ def run_ddp_trial(ctx: Any, trial: dict, run_dir: Path, *, trial_id: str, node_i
     """The Tune-side driver of one DDP trial (see the module docstring)."""
     import ray.train
     from ray import tune
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     from pathfm.ssl import checkpoint as ckpt
     from pathfm.sweeps.collect import read_trial
-    from pathfm.sweeps.trainable import pointer_checkpoint_dir
+    from pathfm.sweeps.trainable import pointer_checkpoint_dir, trial_config
 
     spec = ctx.spec
     r = spec.resources
@@ -69,6 +69,8 @@ def run_ddp_trial(ctx: Any, trial: dict, run_dir: Path, *, trial_id: str, node_i
         train_loop_config={"spec_yaml": spec.to_yaml(), "trial": trial, "run_dir": str(run_dir),
                            "trial_id": trial_id, "node_id": node_id},
         scaling_config=ray.train.ScalingConfig(num_workers=r.workers, use_gpu=use_gpu, resources_per_worker=per_worker),
+        # Ray Train builds the process group: give it the trial's run.collective_timeout_s (Ray's default is 30 min)
+        torch_config=TorchConfig(timeout_s=trial_config(spec, trial).run.collective_timeout_s),
         run_config=ray.train.RunConfig(name="ray_train", storage_path=str(run_dir),
                                        failure_config=ray.train.FailureConfig(max_failures=0)),
     )

@@ -5,8 +5,10 @@ other hosts against a shared PostgreSQL/MySQL URL) loads the study and runs tria
 the same train + evaluate as a Ray trial and writes the same trial folder
 (``<sweep_dir>/optuna_<number>/``), so ``pathfm sweep collect`` and the analysis work unchanged.
 
-* Storage: ``sqlite:///<sweep_dir>/optuna.db`` by default (one host); any SQLAlchemy URL otherwise.
-  The study is created once by the launcher before workers start (avoids SQLite's schema race).
+* Storage: ``sqlite:///<sweep_dir>/optuna.db`` by default (one host); ``journal:///PATH`` for Optuna's
+  file-locked JournalStorage (no server; shared filesystems); any SQLAlchemy URL otherwise
+  (:mod:`pathfm.sweeps.storage`). SQLite on a network filesystem with more than one worker is refused
+  with the fix. The study is created once by the launcher before workers start (avoids SQLite's schema race).
 * Sampler: TPE seeded with ``search.seed``, the worker index and the number of trials already in the
   study (so workers, and a run that continues a study, do not replay the same random start points).
 * Pruning: ``scheduler.type: asha`` -> ``SuccessiveHalvingPruner`` on the scheduler metric reported
@@ -20,7 +22,10 @@ the same train + evaluate as a Ray trial and writes the same trial folder
   run in parallel check the budget just before each trial, so two of them racing for the last unit can
   exceed it by a trial.
 * Dead workers: trials send a heartbeat every ``heartbeat_s`` seconds. A trial whose worker was killed
-  (SIGKILL, OOM, node lost) stays RUNNING until ``2 x heartbeat_s`` without heartbeat; the next trial
+  (SIGKILL, OOM, node lost) stays RUNNING until ``grace`` seconds without heartbeat
+  (:func:`pathfm.sweeps.storage.heartbeat_grace`: ``2 x heartbeat_s``, or more when this sweep's finished
+  trials measured longer pauses; a journal storage has no heartbeats: there, ``grace`` (at least 600) seconds
+  without a write in the trial's folder, :func:`pathfm.sweeps.storage.dead_after`); the next trial
   start of any worker then marks it FAIL and Optuna's ``RetryHeartbeatStaleTrialCallback`` queues a
   retry (up to ``max_retry`` times) with the same parameters. A trial interrupted by Ctrl-C/SIGTERM is
   marked FAIL and queued for retry at once. A retry runs in the original trial's folder, so it resumes
@@ -39,6 +44,7 @@ from typing import Any
 
 from pathfm.errors import PathfmError
 from pathfm.sweeps.spec import SweepSpec, expand_trials, load_spec, optuna_categories, trial_from_sample
+from pathfm.sweeps.storage import check_storage, dead_after, journal_path, journal_storage, longest_pause
 
 
 class StopTrial(Exception):
@@ -48,18 +54,21 @@ class StopTrial(Exception):
 TRIAL_DIR_ATTR = "trial_dir"  # user attribute naming a trial's folder; copied to its retries
 
 
-def _storage(url: str, heartbeat_s: int | None = None, max_retry: int | None = None):
-    """The RDB storage; with ``heartbeat_s``, dead workers' trials are failed after ``2 x heartbeat_s``
-    without heartbeat and retried up to ``max_retry`` times (None: without limit)."""
+def _storage(url: str, heartbeat_s: int | None = None, max_retry: int | None = None, grace_s: int | None = None):
+    """The study's storage: a file-locked journal for ``journal:///`` URLs, else an RDB storage; with
+    ``heartbeat_s``, dead workers' trials are failed after ``grace_s`` (default ``2 x heartbeat_s``) without
+    heartbeat and retried up to ``max_retry`` times (None: without limit)."""
     import warnings
 
     import optuna
 
+    if (journal := journal_path(url)) is not None:
+        return journal_storage(journal)
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
     if heartbeat_s is not None:
-        kwargs.update(heartbeat_interval=int(heartbeat_s), grace_period=2 * int(heartbeat_s),
+        kwargs.update(heartbeat_interval=int(heartbeat_s), grace_period=grace_s or 2 * int(heartbeat_s),
                       heartbeat_stale_trial_callback=_retry_callback(max_retry))
     with warnings.catch_warnings():  # Optuna still flags its heartbeat arguments as experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -175,7 +184,10 @@ def make_objective(spec: SweepSpec, sweep_dir: Path, current: dict | None = None
         final = run_trial(spec, t, sweep_dir / trial_id, trial_id=trial_id, sweep=spec.name, report=report)
         from pathfm.sweeps.collect import read_trial
 
-        if (read_trial(sweep_dir / trial_id) or {}).get("status") == "STOPPED":
+        info = read_trial(sweep_dir / trial_id) or {}
+        if info.get("status") == "STOPPED":
+            if info.get("stop_reason"):  # a run.guards guard stopped it: collapsed / diverged / probe_dropped
+                trial.set_user_attr("stop_reason", info["stop_reason"])
             raise optuna.TrialPruned()
         if spec.objective.metric not in final:
             raise PathfmError(f"trial {trial_id} finished without the objective '{spec.objective.metric}' "
@@ -185,8 +197,8 @@ def make_objective(spec: SweepSpec, sweep_dir: Path, current: dict | None = None
     return objective
 
 
-def _worker(spec_yaml: str, sweep_dir: str, storage_url: str, total: int, worker: int, heartbeat_s: int,
-            max_retry: int | None) -> None:
+def _worker(spec_yaml: str, sweep_dir: str, storage_url: str, total: int, grace_s: int, worker: int,
+            heartbeat_s: int, max_retry: int | None) -> None:
     """Run trials until the study's budget is used and no trial is left RUNNING (see the module docstring)."""
     import numpy as np
     import optuna
@@ -196,7 +208,7 @@ def _worker(spec_yaml: str, sweep_dir: str, storage_url: str, total: int, worker
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = spec_from_dict(yaml.safe_load(spec_yaml))
-    storage = _storage(storage_url, heartbeat_s, max_retry)
+    storage = _storage(storage_url, heartbeat_s, max_retry, grace_s)
     n_before = len(optuna.load_study(study_name=spec.name, storage=storage).get_trials(deepcopy=False))
     seed = int(np.random.SeedSequence([spec.search.seed, worker, n_before]).generate_state(1)[0])
     study = optuna.load_study(study_name=spec.name, storage=storage,
@@ -206,7 +218,7 @@ def _worker(spec_yaml: str, sweep_dir: str, storage_url: str, total: int, worker
     callbacks = [_print_trial(spec.name, Path(sweep_dir))]
     said_waiting = False
     while True:
-        _fail_stale(study)
+        fail_dead_trials(study, storage, Path(sweep_dir), grace_s, max_retry)
         b = budget(study)
         if b["waiting"] or b["used"] < total:
             current.clear()
@@ -219,7 +231,7 @@ def _worker(spec_yaml: str, sweep_dir: str, storage_url: str, total: int, worker
         elif b["running"]:
             if not said_waiting:
                 print(f"pathfm sweep optuna: budget of {total} trial(s) in use; waiting for {b['running']} running "
-                      f"trial(s) (other workers; a dead worker's trial is retried after {2 * heartbeat_s} s without "
+                      f"trial(s) (other workers; a dead worker's trial is retried after {grace_s} s without "
                       "heartbeat)", file=sys.stderr, flush=True)
                 said_waiting = True
             time.sleep(min(heartbeat_s, 10))
@@ -227,14 +239,28 @@ def _worker(spec_yaml: str, sweep_dir: str, storage_url: str, total: int, worker
             return
 
 
-def _fail_stale(study) -> None:
+def fail_dead_trials(study, storage, sweep_dir: Path, grace_s: int, max_retry: int | None) -> None:
+    """Fail (and queue the retry of) trials whose worker died: by heartbeat on RDB storages, by a trial
+    folder without any write for ``grace_s`` seconds on a journal (which has no heartbeats)."""
     import warnings
 
     import optuna
+    from optuna.trial import TrialState
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+    if not isinstance(storage, optuna.storages.JournalStorage):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        return
+    now = time.time()
+    study_id = storage.get_study_id_from_name(study.study_name)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        folder = sweep_dir / t.user_attrs.get(TRIAL_DIR_ATTR, f"optuna_{t.number:05d}")
+        files = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
+        last = max([p.stat().st_mtime for p in files], default=t.datetime_start.timestamp() if t.datetime_start else now)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        if now - last > grace_s and storage.set_trial_state_values(trial_id, TrialState.FAIL):
+            _retry_interrupted(study, t.number, max_retry)
 
 
 def _retry_interrupted(study, number: int | None, max_retry: int | None) -> None:
@@ -309,24 +335,29 @@ def run_optuna_study(spec: SweepSpec | str | Path, *, storage: str | None = None
     sweep_dir = Path(root).expanduser().resolve() / spec.name
     sweep_dir.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{sweep_dir / 'optuna.db'}"
+    check_storage(url, workers)  # SQLite on NFS/Lustre/... with several writers: refused before any work
+    from pathfm.sweeps.collect import read_trials
+
+    grace_s = dead_after(heartbeat_s, longest_pause([info for _, info in read_trials(sweep_dir)]), url)
     total = n_trials if n_trials is not None else spec.search.num_samples
     atomic_write_text(sweep_dir / SPEC_FILE, spec.to_yaml())
     meta = sweep_meta(spec, [])
     meta.update(algorithm="optuna-plain", n_trials=total, optuna_storage=redact_url(url))
     atomic_write_json(sweep_dir / META_FILE, meta)
     # create the study (and its schema) once, before any worker touches the storage
-    study = optuna.create_study(study_name=spec.name, storage=_storage(url, heartbeat_s, max_retry),
+    study_storage = _storage(url, heartbeat_s, max_retry, grace_s)
+    study = optuna.create_study(study_name=spec.name, storage=study_storage,
                                 load_if_exists=True, direction="maximize" if spec.objective.mode == "max" else "minimize",
                                 sampler=optuna.samplers.TPESampler(seed=spec.search.seed), pruner=_pruner(spec))
-    _fail_stale(study)
+    fail_dead_trials(study, study_storage, sweep_dir, grace_s, max_retry)
     b = budget(study)
     todo = max(0, total - b["used"]) + b["waiting"]
     n_procs = min(workers, todo) if todo else (1 if b["running"] else 0)
     print(f"pathfm sweep optuna: study '{spec.name}' on {redact_url(url)}: {b['finished']} of {total} trial(s) "
-          f"finished, {b['running']} running, {todo} to run over {n_procs} worker(s); trial folders in {sweep_dir}",
-          file=sys.stderr, flush=True)
+          f"finished, {b['running']} running, {todo} to run over {n_procs} worker(s); trial folders in {sweep_dir}; "
+          f"a trial silent for {grace_s} s counts as dead", file=sys.stderr, flush=True)
     spec_yaml = spec.to_yaml()
-    args = (spec_yaml, str(sweep_dir), url, total)
+    args = (spec_yaml, str(sweep_dir), url, total, grace_s)
     if n_procs == 1:
         _worker(*args, 0, heartbeat_s, max_retry)
     elif n_procs > 1:

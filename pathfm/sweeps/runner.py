@@ -135,7 +135,8 @@ def _fmt(v: Any) -> str:
 
 def trial_summary_line(sweep: str, info: dict) -> str:
     """``[sweep] trial 0a1b2_00003 TERMINATED  arm=+kde seed=0 kde_weight=0.1  step 10/10  eval/...=0.61  42.0s``"""
-    parts = [f"[{sweep}] trial {info.get('trial_id')} {info.get('status')}"]
+    reason = f" ({info['stop_reason']})" if info.get("stop_reason") else ""
+    parts = [f"[{sweep}] trial {info.get('trial_id')} {info.get('status')}{reason}"]
     desc = []
     if info.get("arm") is not None:
         desc.append(f"arm={info['arm']}")
@@ -468,12 +469,13 @@ def format_status(sweep_dir: str | Path) -> str:
     if total:
         head += f" ({len(rows)} of {total} started)"
     obj_key = (meta.get("objective") or {}).get("metric", "eval/mean_balanced_accuracy")
-    lines = [head, f"{'trial':<14} {'status':<10} {'arm':<12} {'seed':>4} {'step':>9}  {obj_key:<28} params"]
+    lines = [head, f"{'trial':<14} {'status':<20} {'arm':<12} {'seed':>4} {'step':>9}  {obj_key:<28} params"]
     for r in rows:
         obj = r["objective"].get(obj_key)
         params = " ".join(f"{k}={_fmt(v)}" for k, v in r["params"].items())
         step = f"{r['step']}/{r['total_steps'] or '?'}"
-        lines.append(f"{str(r['trial_id']):<14} {str(r['status']):<10} {str(r['arm'] or '-'):<12} "
+        status = f"{r['status']} ({r['stop_reason']})" if r.get("stop_reason") else str(r["status"])
+        lines.append(f"{str(r['trial_id']):<14} {status:<20} {str(r['arm'] or '-'):<12} "
                      f"{str(r['seed'] if r['seed'] is not None else '-'):>4} {step:>9}  "
                      f"{(f'{obj:.4f}' if isinstance(obj, float) else '-'):<28} {params}")
         if r["status"] == "ERROR" and r["error"]:

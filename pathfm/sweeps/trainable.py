@@ -301,6 +301,14 @@ def run_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, swe
         if reporter.stop_requested:
             update_trial_json(run_dir, status="STOPPED", stopped_by="scheduler", **ended(), **common)
             return _numeric(last)
+        if result.stop_reason is not None:  # a run.guards guard (collapsed / diverged / probe_dropped): no eval
+            from pathfm.ssl.guards import read_guard_trip
+
+            update_trial_json(run_dir, status="STOPPED", stopped_by="guard", stop_reason=result.stop_reason,
+                              guard=read_guard_trip(run_dir), **ended(), **common)
+            # without the objective: Tune's Optuna searcher records the trial as PRUNED, ASHA sees it end
+            reporter.final(last, {f"guard/{result.stop_reason}": 1.0, "done_step": float(result.final_step)})
+            return _numeric(last)
         objective: dict[str, float] = {}
         if spec.eval.enabled:
             objective = evaluate_trial(spec, run_dir, result.final_step)
