@@ -18,3 +18,7 @@ class SlideError(PathfmError):
 
 class NonFiniteLossError(RuntimeError):
     """A loss became NaN or inf; the message names the loss and the step."""
+
+
+class StopTrial(Exception):
+    """Raised by a sweep's report function to stop a trial early (a pruner's or scheduler's decision)."""

@@ -128,9 +128,9 @@ def _validate_trials(plan: Any) -> None:
 
 # ----------------------------------------------------------------------------------- formatting
 def _short(overrides: dict[str, Any]) -> str:
-    from pathfm.ablations.expand import _alias_of
+    from pathfm.ablations.expand import alias_of
 
-    return ", ".join(f"{_alias_of(k)}={v}" for k, v in overrides.items())
+    return ", ".join(f"{alias_of(k)}={v}" for k, v in overrides.items())
 
 
 def _hours(h: float) -> str:

@@ -153,7 +153,7 @@ def _dotted(mapping: dict[str, Any], ctx: str) -> dict[str, Any]:
     return out
 
 
-def _alias_of(dotted: str) -> str:
+def alias_of(dotted: str) -> str:
     """The short knob alias of a dotted path (``loss.kde_weight`` -> ``kde_weight``), else the path."""
     from pathfm.config import KNOB_ALIASES
 
@@ -275,7 +275,7 @@ def _gen_grid(study: Study, b: BlockEntry, base_cfg: Config, ctx: str) -> list[_
         values = {k: resolved[k][v] if k in resolved else v for k, v in run.items()}
         template = b.name or ",".join(f"{k}={{{k.replace('.', '_')}}}" for k in run)
         name = _fmt(template, run, ctx)
-        labels = {_alias_of(resolve_key(k)): v for k, v in values.items()}
+        labels = {alias_of(resolve_key(k)): v for k, v in values.items()}
         labels.update({f"{k}_fraction": run[k] for k in resolved})
         arms.append(_RawArm(name, {**b.fixed, **values}, "grid", labels))
     return arms

@@ -336,10 +336,10 @@ def data_efficiency(
     ``group_by`` is given, all trials form one curve.
     """
     sel = sel or Selection()
-    from pathfm.analysis.load import _as_lazy, _fill_defaults
+    from pathfm.analysis.load import as_lazy, fill_defaults
 
-    lf, _ = _as_lazy(source)
-    x = resolve_x(x, _fill_defaults(lf).collect_schema().names())
+    lf, _ = as_lazy(source)
+    x = resolve_x(x, fill_defaults(lf).collect_schema().names())
     # arms are the ablation arms (or the other searched knobs); the data-size knob and x are the axis
     sel = Selection(**{**sel.__dict__, "arm_exclude": tuple(sel.arm_exclude) + (x, "param.n_slides")})
     tv = trial_values(lf, sel).filter(pl.col(x).is_not_null())

@@ -137,7 +137,7 @@ def param_columns(columns: Iterable[str]) -> list[str]:
     return sorted(c for c in columns if c.startswith(PARAM_PREFIX))
 
 
-def _fill_defaults(lf: pl.LazyFrame) -> pl.LazyFrame:
+def fill_defaults(lf: pl.LazyFrame) -> pl.LazyFrame:
     """Add optional schema columns with neutral values so that every later step can rely on them."""
     names = set(lf.collect_schema().names())
     defaults: dict[str, pl.Expr] = {
@@ -234,7 +234,7 @@ def varying_params(lf: pl.LazyFrame) -> dict[str, set]:
 
 def select_rows(lf: pl.LazyFrame, sel: Selection, where: str = "results") -> pl.LazyFrame:
     """Filter to the selected rows (no reduction yet); adds the ``arm`` label and the ``replicate`` id."""
-    lf = _fill_defaults(lf)
+    lf = fill_defaults(lf)
     _check_selection(lf, sel, where)
     conds = [pl.col("metric").is_in(sel.metrics)]
     for col, want in (("kind", sel.kind), ("backbone", sel.backbone), ("probe", sel.probe)):
@@ -290,7 +290,7 @@ def pick_step(lf: pl.LazyFrame, how: Literal["final", "best", "last"]) -> pl.Laz
     return lf.join(last, on=keys).filter(pl.col("step") == target).drop("_last", "_final")
 
 
-def _as_lazy(
+def as_lazy(
     source: pl.LazyFrame | pl.DataFrame | str | Path | Sequence[str | Path],
 ) -> tuple[pl.LazyFrame, str]:
     """The results as a LazyFrame (files are scanned), and what to call them in error messages."""
@@ -314,7 +314,7 @@ def fold_scores(
     Columns: ``arm, replicate, trial_id, task, metric, fold, value`` plus ``extra`` columns (first value).
     """
     sel = sel or Selection()
-    lf, where = _as_lazy(source)
+    lf, where = as_lazy(source)
     selected = select_rows(lf, sel, where)
     rows = pick_step(selected, sel.step)
     out = (
@@ -459,8 +459,8 @@ def trial_values(
     replicate, params and cost columns (``tiles_seen``, ``gpu_hours``, ``wall_time_s``: their maximum).
     The input of data-efficiency curves and parameter importance."""
     sel = sel or Selection()
-    lf, _ = _as_lazy(source)
-    lf = _fill_defaults(lf)
+    lf, _ = as_lazy(source)
+    lf = fill_defaults(lf)
     names = lf.collect_schema().names()
     params = param_columns(names)
     costs = [c for c in ("tiles_seen", "gpu_hours", "wall_time_s") if c in names]
@@ -481,8 +481,8 @@ def train_metric(
 ) -> pl.DataFrame:
     """Final value of a training metric per trial (e.g. the measured tissue ``acceptance_rate``):
     ``trial_id, <metric>``."""
-    lf, _ = _as_lazy(source)
-    lf = _fill_defaults(lf).filter((pl.col("kind") == "train") & (pl.col("metric") == metric))
+    lf, _ = as_lazy(source)
+    lf = fill_defaults(lf).filter((pl.col("kind") == "train") & (pl.col("metric") == metric))
     out = pick_step(lf.with_columns(pl.lit("train").alias("task")), "final").group_by("trial_id").agg(
         pl.col("value").mean().alias(metric)
     ).collect()

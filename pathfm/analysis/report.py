@@ -15,26 +15,14 @@ from typing import Sequence
 
 import polars as pl
 
-from pathfm.analysis.load import ResultsError, Selection, _fill_defaults, read_analysis_hints, read_sweep_meta, scan_results
+from pathfm.analysis.load import ResultsError, Selection, fill_defaults, read_analysis_hints, read_sweep_meta, scan_results
+from pathfm.analysis.markdown import md_table_to_html
 from pathfm.io import atomic_write_text
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}
 th:first-child,td:first-child{text-align:left}thead th{border-bottom:2px solid #333}img{max-width:100%}
 small{color:#555}code{background:#f4f4f4;padding:1px 4px}"""
-
-
-def _md_table_to_html(md: str) -> str:
-    """Tiny renderer for the pipe tables this package writes (no nesting, no escapes needed)."""
-    out, rows = [], [line for line in md.splitlines() if line.startswith("|")]
-    rest = [line for line in md.splitlines() if line and not line.startswith("|")]
-    if rows:
-        out.append("<table><thead><tr>" + "".join(f"<th>{html.escape(c.strip())}</th>" for c in rows[0].strip("|").split("|")) + "</tr></thead><tbody>")
-        for r in rows[2:]:
-            out.append("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r.strip("|").split("|")) + "</tr>")
-        out.append("</tbody></table>")
-    out += [f"<p><small>{html.escape(line)}</small></p>" for line in rest]
-    return "\n".join(out)
 
 
 def _inline_code(text: str) -> str:
@@ -81,7 +69,7 @@ def write_report(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     lf = scan_results(results)
-    full = _fill_defaults(lf)
+    full = fill_defaults(lf)
     names = full.collect_schema().names()
     meta = read_sweep_meta(results)
     hints = read_analysis_hints(results)  # the study's hints: x, group_by, plot_against, table_order
@@ -105,7 +93,7 @@ def write_report(
         md.extend(f"![{p.stem}]({p.name})" for p in pngs)
         md.append("")
         body_html.append(f"<h2>{html.escape(title)}</h2>")
-        body_html.append(text_md if text_md.lstrip().startswith("<") else _md_table_to_html(text_md))
+        body_html.append(text_md if text_md.lstrip().startswith("<") else md_table_to_html(text_md))
         body_html.extend(_img(p) for p in pngs)
 
     # ---- ablation table (at the largest data size when the data size varies)
@@ -131,7 +119,7 @@ def write_report(
         check = table.untrained_markdown() or "not available: the selection is not of trained backbones."
         title = "Does each arm beat an untrained network?"
         md.extend([f"## {title}", "", check.strip(), ""])
-        body_html += [f"<h2>{html.escape(title)}</h2>", _md_table_to_html(check.replace("**", ""))]
+        body_html += [f"<h2>{html.escape(title)}</h2>", md_table_to_html(check.replace("**", ""))]
         md.extend(["## Ablation table", "", note + table.to_markdown(untrained=False), "",
                    "(also `table.csv`, `table.tex`)", ""])
         body_html += ["<h2>Ablation table</h2>", f"<p>{html.escape(note)}</p>" if note else "",

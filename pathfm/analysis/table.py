@@ -356,9 +356,9 @@ class AblationTable:
         head = ["Arm", "Seeds"] + self.columns + (["Δ Average", "P(Δ>0)"] if self.delta is not None else [])
         rows = []
         if untrained and (check := self.untrained_markdown()):
-            from pathfm.analysis.report import _md_table_to_html
+            from pathfm.analysis.markdown import md_table_to_html
 
-            rows.append(_md_table_to_html(check.replace("**", "")))
+            rows.append(md_table_to_html(check.replace("**", "")))
         rows += ["<table>", "<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead>", "<tbody>"]
         for a, arm in enumerate(self.arms):
             cells = [html.escape(self._arm_label(arm)), self.seeds_label(a)]
@@ -378,9 +378,9 @@ class AblationTable:
             rows.append('<tr style="color:#555">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
         rows += ["</tbody>", "</table>", f"<p><small>{html.escape(self._caption())}</small></p>"]
         if self.comparisons:
-            from pathfm.analysis.report import _md_table_to_html
+            from pathfm.analysis.markdown import md_table_to_html
 
-            rows.append(_md_table_to_html(self.comparisons_markdown()))
+            rows.append(md_table_to_html(self.comparisons_markdown()))
         rows += [f"<p><small>Note: {html.escape(n)}</small></p>" for n in self.notes]
         return "\n".join(rows) + "\n"
 

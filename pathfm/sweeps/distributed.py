@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pathfm.io import read_jsonl
-from pathfm.sweeps.trainable import _numeric
+from pathfm.sweeps.trainable import numeric_fields
 
 STOP_FILE = "STOP"
 
@@ -100,9 +100,9 @@ def run_ddp_trial(ctx: Any, trial: dict, run_dir: Path, *, trial_id: str, node_i
                 pointer_dir = pointer_checkpoint_dir(found[-1][0], found[-1][1], run_dir)
             try:
                 if pointer_dir is None:
-                    tune.report(_numeric(rec))
+                    tune.report(numeric_fields(rec))
                 else:
-                    tune.report(_numeric(rec), checkpoint=tune.Checkpoint.from_directory(pointer_dir))
+                    tune.report(numeric_fields(rec), checkpoint=tune.Checkpoint.from_directory(pointer_dir))
             except SystemExit:
                 (run_dir / STOP_FILE).write_text("stopped by the scheduler\n")
                 stopped = True
@@ -118,7 +118,7 @@ def run_ddp_trial(ctx: Any, trial: dict, run_dir: Path, *, trial_id: str, node_i
     info = read_trial(run_dir) or {}
     if stopped or info.get("status") != "TERMINATED":
         return
-    last = _numeric(recs[-1]) if recs else {}
+    last = numeric_fields(recs[-1]) if recs else {}
     try:
         tune.report(dict(last, **(info.get("objective") or {}), done_step=float(info.get("final_step") or 0)))
     except SystemExit:

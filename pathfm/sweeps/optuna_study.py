@@ -42,13 +42,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pathfm.errors import PathfmError
+from pathfm.errors import PathfmError, StopTrial
 from pathfm.sweeps.spec import SweepSpec, expand_trials, load_spec, optuna_categories, trial_from_sample
 from pathfm.sweeps.storage import check_storage, dead_after, journal_path, journal_storage, longest_pause
-
-
-class StopTrial(Exception):
-    """Raised by a report function to stop a trial early (a pruner's decision)."""
 
 
 TRIAL_DIR_ATTR = "trial_dir"  # user attribute naming a trial's folder; copied to its retries

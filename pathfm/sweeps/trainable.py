@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from pathfm.errors import StopTrial
 from pathfm.io import atomic_write_json
 from pathfm.sweeps.collect import OBJECTIVE_METRIC, TRIAL_FILE, read_trial
 from pathfm.sweeps.spec import SweepSpec, total_steps, trial_from_sample, validate_trial
@@ -87,7 +88,8 @@ def objective_from_eval(df: Any, tasks: list[str], probes: list[str]) -> dict[st
     return out
 
 
-def _numeric(record: dict) -> dict[str, float]:
+def numeric_fields(record: dict) -> dict[str, float]:
+    """The numeric (int or float, not bool) entries of a metrics record, as floats."""
     return {k: float(v) for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
@@ -98,12 +100,6 @@ def _fault_rule(spec: SweepSpec, trial: dict) -> Any:
         if all(k in probe and probe[k] == v for k, v in rule.when.items()):
             return rule
     return None
-
-
-def _stop_trial_exc() -> type[Exception]:
-    from pathfm.sweeps.optuna_study import StopTrial
-
-    return StopTrial
 
 
 # ------------------------------------------------------------------------------ the reporter
@@ -140,7 +136,7 @@ class TuneReporter:
             self.last_report_step = step
             try:
                 self._report(record)
-            except (SystemExit, _stop_trial_exc()):  # Tune/Optuna asked this trial to stop (scheduler)
+            except (SystemExit, StopTrial):  # Tune/Optuna asked this trial to stop (scheduler)
                 self.stop_requested = True
                 raise StopTraining from None
         if self.stop_file is not None and self.stop_file.exists():  # a DDP trial's Tune driver says stop
@@ -163,7 +159,7 @@ class TuneReporter:
         raise RuntimeError(f"injected failure at step {step} (fault_injection, attempt {n + 1} of {fi.times})")
 
     def _report(self, record: dict, extra: dict | None = None) -> None:
-        metrics = _numeric(record)
+        metrics = numeric_fields(record)
         metrics.update(extra or {})
         checkpoint = None
         if self.latest_ckpt is not None and self.latest_ckpt[0] != self.reported_ckpt_step:
@@ -300,7 +296,7 @@ def run_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, swe
                       first_step_latency_s=(reporter.first_step_wall - attempt_start) if reporter.first_step_wall else None)
         if reporter.stop_requested:
             update_trial_json(run_dir, status="STOPPED", stopped_by="scheduler", **ended(), **common)
-            return _numeric(last)
+            return numeric_fields(last)
         if result.stop_reason is not None:  # a run.guards guard (collapsed / diverged / probe_dropped): no eval
             from pathfm.ssl.guards import read_guard_trip
 
@@ -308,7 +304,7 @@ def run_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, swe
                               guard=read_guard_trip(run_dir), **ended(), **common)
             # without the objective: Tune's Optuna searcher records the trial as PRUNED, ASHA sees it end
             reporter.final(last, {f"guard/{result.stop_reason}": 1.0, "done_step": float(result.final_step)})
-            return _numeric(last)
+            return numeric_fields(last)
         objective: dict[str, float] = {}
         if spec.eval.enabled:
             objective = evaluate_trial(spec, run_dir, result.final_step)
@@ -316,7 +312,7 @@ def run_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, swe
             objective[spec.objective.metric] = float(last[spec.objective.metric])
         update_trial_json(run_dir, status="TERMINATED", objective=objective,
                           stopped_by="trial_time_s" if reporter.budget_stop else None, **ended(), **common)
-        final = dict(_numeric(last), **objective, done_step=float(result.final_step))
+        final = dict(numeric_fields(last), **objective, done_step=float(result.final_step))
         reporter.final(last, dict(objective, done_step=float(result.final_step)))
         return final
     except BaseException as e:
@@ -334,7 +330,7 @@ def _report_finished(info: dict, run_dir: Path, report: Callable[..., None] | No
     from pathfm.io import read_jsonl
 
     recs = read_jsonl(run_dir / "metrics.jsonl")
-    final = dict(_numeric(recs[-1]) if recs else {}, **(info.get("objective") or {}),
+    final = dict(numeric_fields(recs[-1]) if recs else {}, **(info.get("objective") or {}),
                  done_step=float(info.get("final_step") or 0))
     if report is not None:
         try:
