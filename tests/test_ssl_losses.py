@@ -1,5 +1,6 @@
 """DINO / iBOT losses, Sinkhorn-Knopp, centering, KoLeo and KDE against independent float64 loop-style
-re-implementations of the formulas in dinov2-training.md A.3 and the issue's KDE formula."""
+re-implementations of the formulas (DINOv2's ``dino_clstoken_loss.py`` / ``ibot_patch_loss.py`` in
+facebookresearch/dinov2, and the Midnight paper's KDE regulariser)."""
 
 from __future__ import annotations
 

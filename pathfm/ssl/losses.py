@@ -1,4 +1,5 @@
-"""DINO CLS-token loss and iBOT masked-patch loss (DINOv2, formulas in dinov2-training.md A.3).
+"""DINO CLS-token loss and iBOT masked-patch loss (DINOv2: Oquab et al. 2023, and facebookresearch/dinov2,
+``dinov2/loss/dino_clstoken_loss.py`` and ``ibot_patch_loss.py``).
 
 Pure functions of already-projected logits and teacher probabilities, computed in float32 whatever the
 autocast state. Per-token cross-entropy with student temperature tau_s:
