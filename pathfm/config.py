@@ -118,7 +118,12 @@ class DataConfig(_Strict):
     normalize_std: float = Field(0.5, gt=0.0)
     batch_size: int = Field(8, ge=1, description="images per device per micro-step")
     num_workers: int = Field(0, ge=0)
-    max_open_slides: int = Field(16, ge=1, description="LRU bound on open openslide handles per worker")
+    max_open_slides: int = Field(16, ge=1, description="LRU bound on open slide handles per worker")
+    reader: Literal["auto", "openslide", "tiffslide", "wsidicom"] = Field(
+        "auto", description="slide backend; auto: openslide for local files, wsidicom for folders of .dcm files, "
+        "tiffslide for URLs (s3://, gs://, az://, https://, memory://); see docs/slides-and-tracking.md")
+    remote_block_kb: int = Field(1024, ge=4, description="bytes per request (KiB) when reading remote slides")
+    remote_cache_blocks: int = Field(32, ge=1, description="blocks cached per open remote slide (LRU)")
 
     @model_validator(mode="after")
     def _mpps(self) -> "DataConfig":

@@ -14,6 +14,7 @@ from pathfm.data.hsv import HSVFilter
 from pathfm.data.manifest import load_manifest
 from pathfm.data.multicrop import MultiCrop, photometric_scale
 from pathfm.data.patching import TileSampler, TileStats, build_sources
+from pathfm.data.readers import ReaderOptions
 from pathfm.data.subsets import nested_subset
 
 
@@ -36,9 +37,11 @@ class OnlinePatchDataset:
         d = cfg.data
         entries = nested_subset(load_manifest(d.slides), d.n_slides, d.subset_seed, d.group_by_patient)
         hsv = HSVFilter.from_config(d.tissue)
-        sources = build_sources(entries, d.mpps, hsv, d.tissue.thumbnail_size, d.assume_mpp, progress=progress)
+        options = ReaderOptions.from_config(d)
+        sources = build_sources(entries, d.mpps, hsv, d.tissue.thumbnail_size, d.assume_mpp, progress=progress,
+                                options=options)
         sampler = TileSampler(sources, d.mpps, d.mpp_weights, d.tile_size, hsv, d.tissue.max_draws,
-                              d.tissue.min_mask_overlap, d.max_open_slides)
+                              d.tissue.min_mask_overlap, d.max_open_slides, options)
         return cls(cfg, sampler, MultiCrop(d))
 
     def __len__(self) -> int:  # the stream is infinite; torch only needs a number

@@ -16,6 +16,7 @@ import numpy as np
 
 from pathfm.data.hsv import HSVFilter
 from pathfm.data.manifest import SlideEntry
+from pathfm.data.readers import ReaderOptions
 from pathfm.data.slides import SlideCache, SlideGeometry, metadata_mpp, open_slide, read_tile, resolve_mpp
 from pathfm.data.tissue import TissueMask
 from pathfm.errors import SlideError
@@ -42,9 +43,10 @@ class SlideSource:
         return self.entry.slide_id
 
 
-def inspect_slide(entry: SlideEntry, hsv: HSVFilter, thumbnail_size: int, assume_mpp: float | None):
+def inspect_slide(entry: SlideEntry, hsv: HSVFilter, thumbnail_size: int, assume_mpp: float | None,
+                  options: ReaderOptions | None = None):
     """Open a slide once: (resolved mpp, its source, geometry, tissue mask, slide metadata mpp)."""
-    slide = open_slide(entry.path)
+    slide = open_slide(entry.path, options)
     try:
         meta = metadata_mpp(slide)
         mpp, source = resolve_mpp(entry.path, meta, entry.mpp, assume_mpp)
@@ -124,7 +126,8 @@ class TileSampler:
     """Draws HSV-accepted tiles from a list of :class:`SlideSource`, with a per-process LRU of handles."""
 
     def __init__(self, sources: list[SlideSource], mpps: list[float], mpp_weights: list[float] | None,
-                 tile_size: int, hsv: HSVFilter, max_draws: int, min_mask_overlap: float, max_open: int = 16):
+                 tile_size: int, hsv: HSVFilter, max_draws: int, min_mask_overlap: float, max_open: int = 16,
+                 options: ReaderOptions | None = None):
         if not sources:
             raise SlideError("no usable slides to sample from")
         self.sources = sources
@@ -134,7 +137,7 @@ class TileSampler:
         self.hsv = hsv
         self.max_draws = int(max_draws)
         self.min_mask_overlap = float(min_mask_overlap)
-        self.cache = SlideCache(max_open)
+        self.cache = SlideCache(max_open, options)
         self.dropped: dict[str, str] = {}  # slide_id -> reason (this process)
         self._active: list[int] | None = None  # indices of the sources not dropped (rebuilt after a drop)
         self.stats = TileStats()
@@ -236,7 +239,8 @@ def _is_read_error(e: Exception) -> bool:
 
 
 def build_sources(entries: list[SlideEntry], mpps: list[float], hsv: HSVFilter, thumbnail_size: int,
-                  assume_mpp: float | None, progress: bool = False) -> list[SlideSource]:
+                  assume_mpp: float | None, progress: bool = False,
+                  options: ReaderOptions | None = None) -> list[SlideSource]:
     """Validate every slide *before* training: all files openable and with a resolution (one error
     listing every failure), then drop (with a warning) slides without tissue or without a usable
     resolution. Raises SlideError if nothing is left."""
@@ -245,7 +249,7 @@ def build_sources(entries: list[SlideEntry], mpps: list[float], hsv: HSVFilter, 
     inspected, errors = [], []
     for e in tqdm(entries, desc="slides", disable=not progress, leave=False):
         try:
-            inspected.append((e, *inspect_slide(e, hsv, thumbnail_size, assume_mpp)))
+            inspected.append((e, *inspect_slide(e, hsv, thumbnail_size, assume_mpp, options)))
         except SlideError as err:
             errors.append(str(err))
     if errors:
