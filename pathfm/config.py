@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -234,6 +235,37 @@ class EvalHookConfig(_Strict):
         return data
 
 
+class MlflowTrackingConfig(_Strict):
+    tracking_uri: str | None = Field(None, description="e.g. sqlite:///mlflow.db or http://host:5000 (None: "
+                                     "MLFLOW_TRACKING_URI or MLflow's default)")
+    experiment: str = "pathfm"
+    artifact_location: str | None = Field(None, description="for a new experiment (None: the server's default; "
+                                          "next to the database for sqlite:// URIs)")
+
+
+class WandbTrackingConfig(_Strict):
+    project: str = "pathfm"
+    entity: str | None = None
+    mode: Literal["online", "offline"] = "online"
+
+
+class TensorboardTrackingConfig(_Strict):
+    log_dir: str | None = Field(None, description="event files (None: <run_dir>/tensorboard)")
+
+
+class TrackingConfig(_Strict):
+    """Where runs are logged besides the run directory (pathfm.tracking; docs/slides-and-tracking.md)."""
+
+    mlflow: MlflowTrackingConfig | None = None
+    wandb: WandbTrackingConfig | None = None
+    tensorboard: TensorboardTrackingConfig | None = None
+    group: str | None = Field(None, description="groups runs (a sweep sets its name)")
+
+    @property
+    def enabled(self) -> bool:
+        return any(x is not None for x in (self.mlflow, self.wandb, self.tensorboard))
+
+
 class Config(_Strict):
     seed: int = 0
     data: DataConfig = Field(default_factory=DataConfig)
@@ -245,6 +277,7 @@ class Config(_Strict):
     highres: HighResConfig = Field(default_factory=HighResConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     eval: EvalHookConfig = Field(default_factory=EvalHookConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @model_validator(mode="after")
     def _crops_fit_patches(self) -> "Config":
@@ -327,10 +360,12 @@ def resolve_key(key: str) -> str:
             known = sorted(fields) if fields else []
             import difflib
 
-            close = difflib.get_close_matches(part, known + list(KNOB_ALIASES), n=3)
+            close = difflib.get_close_matches(part, list(dict.fromkeys(known + list(KNOB_ALIASES))), n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else f"; fields of {here}: {', '.join(known)}"
             raise ConfigError(f"unknown config key '{key}' (no field '{part}' in {here}){hint}")
         ann = fields[part].annotation
+        # an optional section (``MlflowTrackingConfig | None``) is addressed like a plain one
+        ann = next((a for a in typing.get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)), ann)
         node = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
     return dotted
 
