@@ -170,6 +170,8 @@ def scan_slides(source: str | Path, out: str | Path | None = None, assume_mpp: f
     t0 = time.perf_counter()
     bar = tqdm(total=len(entries), initial=len(results), desc="scan", unit="slide", disable=not progress)
     log = open(journal, "a") if journal else None  # noqa: SIM115 - closed in the finally below
+    if log is not None and journal.stat().st_size and not journal.read_bytes().endswith(b"\n"):
+        log.write("\n")  # a line cut off by a kill stays alone (and is ignored) instead of spoiling the next
     pool = None
     try:
         if workers > 1 and len(todo) > 1:
