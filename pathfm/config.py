@@ -125,6 +125,9 @@ class DataConfig(_Strict):
         "tiffslide for URLs (s3://, gs://, az://, https://, memory://); see docs/slides-and-tracking.md")
     remote_block_kb: int = Field(1024, ge=4, description="bytes per request (KiB) when reading remote slides")
     remote_cache_blocks: int = Field(32, ge=1, description="blocks cached per open remote slide (LRU)")
+    mask_cache: str | None = Field("auto", description="folder caching each slide's geometry and tissue mask "
+                                   "between runs (auto: .pathfm-cache next to the manifest or in the slide folder; "
+                                   "null: off)")
 
     @model_validator(mode="after")
     def _mpps(self) -> "DataConfig":

@@ -167,3 +167,36 @@ def test_wsidicom_reads_a_dicom_wsi_made_from_a_bundled_slide(dicom_slide, cmu_s
     assert (edge[-20:, -20:] == 255).all()
     entries = load_manifest(dicom_slide.parent)
     assert [e.slide_id for e in entries] == ["CMU-1-Small-Region"] and entries[0].path == dicom_slide
+
+
+def test_inspection_cache_spares_the_thumbnail_reads_of_a_second_run(tmp_path, wsi_dir):
+    import os
+    import shutil
+
+    from pathfm.data.inspection_cache import InspectionCache, default_cache_dir
+
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    for name in SLIDES[1:]:
+        shutil.copy(wsi_dir / name, folder / name)
+    d = load_config("smoke").data
+    hsv = HSVFilter.from_config(d.tissue)
+    entries = load_manifest(folder)
+
+    def sources(cache):
+        return build_sources(entries, d.mpps, hsv, 256, 0.5, cache=cache)
+
+    first = sources(InspectionCache(default_cache_dir(folder)))
+    again = InspectionCache(default_cache_dir(folder))
+    second = sources(again)
+    assert again.hits == 2 and len(list((folder / ".pathfm-cache").glob("*.npz"))) == 2
+    for a, b in zip(first, second):
+        assert (a.mpp, a.mpp_source, a.geometry) == (b.mpp, b.mpp_source, b.geometry)
+        assert np.array_equal(a.mask.mask, b.mask.mask) and a.mask.scale == b.mask.scale
+    os.utime(folder / SLIDES[1], ns=(1, 1))  # the slide changed: measured again
+    changed = InspectionCache(default_cache_dir(folder))
+    sources(changed)
+    assert changed.hits == 1
+    (tmp_path / "a-file").write_text("x")  # a cache folder that cannot be created: no cache, no error
+    broken = InspectionCache(tmp_path / "a-file" / "cache")
+    assert len(sources(broken)) == 2 and broken.folder is None

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from pathfm.config import resolve_path
 from pathfm.data.hsv import HSVFilter
+from pathfm.data.inspection_cache import InspectionCache, default_cache_dir
 from pathfm.data.manifest import load_manifest
 from pathfm.data.multicrop import MultiCrop, photometric_scale
 from pathfm.data.patching import TileSampler, TileStats, build_sources
@@ -38,8 +40,9 @@ class OnlinePatchDataset:
         entries = nested_subset(load_manifest(d.slides), d.n_slides, d.subset_seed, d.group_by_patient)
         hsv = HSVFilter.from_config(d.tissue)
         options = ReaderOptions.from_config(d)
+        cache_dir = default_cache_dir(resolve_path(d.slides)) if d.mask_cache == "auto" else d.mask_cache
         sources = build_sources(entries, d.mpps, hsv, d.tissue.thumbnail_size, d.assume_mpp, progress=progress,
-                                options=options)
+                                options=options, cache=InspectionCache(cache_dir))
         sampler = TileSampler(sources, d.mpps, d.mpp_weights, d.tile_size, hsv, d.tissue.max_draws,
                               d.tissue.min_mask_overlap, d.max_open_slides, options)
         return cls(cfg, sampler, MultiCrop(d))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pathfm.data.hsv import HSVFilter
+from pathfm.data.inspection_cache import InspectionCache
 from pathfm.data.manifest import SlideEntry
 from pathfm.data.readers import ReaderOptions
 from pathfm.data.slides import SlideCache, SlideGeometry, metadata_mpp, open_slide, read_tile, resolve_mpp
@@ -44,16 +45,29 @@ class SlideSource:
 
 
 def inspect_slide(entry: SlideEntry, hsv: HSVFilter, thumbnail_size: int, assume_mpp: float | None,
-                  options: ReaderOptions | None = None):
-    """Open a slide once: (resolved mpp, its source, geometry, tissue mask, slide metadata mpp)."""
-    slide = open_slide(entry.path, options)
-    try:
-        meta = metadata_mpp(slide)
-        mpp, source = resolve_mpp(entry.path, meta, entry.mpp, assume_mpp)
-        geometry = SlideGeometry.of(slide)
-        mask = TissueMask.from_slide(slide, hsv, thumbnail_size)
-    finally:
-        slide.close()
+                  options: ReaderOptions | None = None, cache: InspectionCache | None = None):
+    """Open a slide once (or take what an earlier run measured from ``cache``): (resolved mpp, its source,
+    geometry, tissue mask, slide metadata mpp)."""
+    key = None
+    if cache is not None and cache.folder is not None:
+        try:
+            key = cache.key(entry.path, thumbnail_size, hsv)
+        except OSError:  # missing or unreachable: opening it below names the problem
+            key = None
+    hit = cache.get(key) if key is not None else None
+    if hit is not None:
+        meta, geometry, mask = hit
+    else:
+        slide = open_slide(entry.path, options)
+        try:
+            meta = metadata_mpp(slide)
+            geometry = SlideGeometry.of(slide)
+            mask = TissueMask.from_slide(slide, hsv, thumbnail_size)
+        finally:
+            slide.close()
+        if key is not None:
+            cache.put(key, meta, geometry, mask)
+    mpp, source = resolve_mpp(entry.path, meta, entry.mpp, assume_mpp)
     return mpp, source, geometry, mask, meta
 
 
@@ -240,7 +254,7 @@ def _is_read_error(e: Exception) -> bool:
 
 def build_sources(entries: list[SlideEntry], mpps: list[float], hsv: HSVFilter, thumbnail_size: int,
                   assume_mpp: float | None, progress: bool = False,
-                  options: ReaderOptions | None = None) -> list[SlideSource]:
+                  options: ReaderOptions | None = None, cache: InspectionCache | None = None) -> list[SlideSource]:
     """Validate every slide *before* training: all files openable and with a resolution (one error
     listing every failure), then drop (with a warning) slides without tissue or without a usable
     resolution. Raises SlideError if nothing is left."""
@@ -249,7 +263,7 @@ def build_sources(entries: list[SlideEntry], mpps: list[float], hsv: HSVFilter, 
     inspected, errors = [], []
     for e in tqdm(entries, desc="slides", disable=not progress, leave=False):
         try:
-            inspected.append((e, *inspect_slide(e, hsv, thumbnail_size, assume_mpp, options)))
+            inspected.append((e, *inspect_slide(e, hsv, thumbnail_size, assume_mpp, options, cache)))
         except SlideError as err:
             errors.append(str(err))
     if errors:
