@@ -246,6 +246,16 @@ def open_runs(tracking, run_dir: Path, run_name: str, tags: dict[str, str] | Non
     return runs
 
 
+def check_installed(tracking) -> None:
+    """ConfigError naming the extra to install for each configured backend whose package is missing."""
+    import importlib.util
+
+    for section, module, package in (("mlflow", "mlflow", "mlflow"), ("wandb", "wandb", "wandb"),
+                                     ("tensorboard", "tensorboardX", "tensorboardX")):
+        if getattr(tracking, section) is not None and importlib.util.find_spec(module) is None:
+            raise _missing(section, package)
+
+
 def prepare_tracking(tracking) -> None:
     """Before a sweep starts its trials: create the MLflow experiment (and a new SQLite store's tables)
     once, so that concurrent trials do not race to create them."""
@@ -265,14 +275,16 @@ def recipe_params(cfg) -> dict[str, str]:
 
 
 class TrackingCallback:
-    """Trainer callback: starts the tracked run(s) at the first logged step, logs each record, and at the
-    end of training logs the run's files as artifacts and closes the run(s)."""
+    """Trainer callback: checks the backends' packages when created (before any training), starts the
+    tracked run(s) at the first logged step, logs each record, and at the end of training logs the run's
+    files as artifacts and closes the run(s)."""
 
     def __init__(self, cfg, run_dir: Path, run_name: str | None = None, tags: dict[str, str] | None = None):
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.run_name = run_name or self.run_dir.name
         self.tags = tags or {}
         self.runs: list | None = None
+        check_installed(cfg.tracking)
 
     def start(self) -> None:
         if self.runs is None:
