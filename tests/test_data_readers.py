@@ -13,7 +13,7 @@ from pathfm.config import TissueFilterConfig, load_config
 from pathfm.data.hsv import HSVFilter
 from pathfm.data.manifest import load_manifest
 from pathfm.data.patching import TileSampler, build_sources
-from pathfm.data.readers import ReaderOptions, choose_reader, open_reader
+from pathfm.data.readers import ReaderOptions, choose_reader, level0_for, open_reader
 from pathfm.data.slides import SlideGeometry, read_tile
 from pathfm.data.tissue import TissueMask
 from pathfm.errors import SlideError
@@ -71,6 +71,13 @@ def test_tiffslide_file_and_memory_urls_give_openslide_pixels(wsi_dir, bucket, n
     assert max(means) < 16.0
     hsv = HSVFilter.from_config(TissueFilterConfig())
     assert np.array_equal(TissueMask.from_slide(ref, hsv, 512).mask, TissueMask.from_slide(via_memory, hsv, 512).mask)
+
+
+def test_level0_location_lands_on_the_wanted_level_pixel():
+    for ds in (1.0, 2.000337154416723, 4.002024291497976, 2.0005055500659967, 3.0000001, 16.0):
+        for v in range(0, 3000, 7):
+            u = level0_for(v, ds)
+            assert int(u / ds) == v and (u == 0 or int((u - 1) / ds) < v)
 
 
 def test_outside_the_slide_is_white_for_every_backend(cmu_slide, bucket):

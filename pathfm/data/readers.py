@@ -266,6 +266,17 @@ class BlockCachedFile(io.RawIOBase):
         return len(data)
 
 
+def level0_for(v: int, downsample: float) -> int:
+    """The smallest level-0 coordinate ``u`` with ``int(u / downsample) == v`` (tiffslide's mapping of a
+    level-0 location onto a level): ceil, corrected for float rounding."""
+    u = int(np.ceil(v * downsample))
+    while int(u / downsample) < v:
+        u += 1
+    while u > 0 and int((u - 1) / downsample) == v:
+        u -= 1
+    return u
+
+
 class TiffSlideReader(GridSlideReader):
     """tiffslide on a local path or any fsspec URL (remote ones through :class:`BlockCachedFile`)."""
 
@@ -307,8 +318,8 @@ class TiffSlideReader(GridSlideReader):
 
     def read_level(self, level, x, y, w, h):
         ds = self.level_downsamples[level]
-        # tiffslide maps level-0 locations with int(x / ds); give it one that lands exactly on (x, y)
-        loc = (int(np.ceil(x * ds)), int(np.ceil(y * ds)))
+        # tiffslide maps level-0 locations with int(v / ds); give it one that lands exactly on (x, y)
+        loc = tuple(level0_for(v, ds) for v in (x, y))
         arr = self._slide.read_region(loc, level, (w, h), as_array=True, padding=False)
         return np.ascontiguousarray(arr[..., :3].astype(np.uint8, copy=False))
 
