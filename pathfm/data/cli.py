@@ -6,8 +6,6 @@ import argparse
 import os
 import sys
 
-from pathfm.data.readers import READERS
-
 #: above this many slides the scan prints the per-cohort summary instead of one line per slide
 LIST_SLIDES_UP_TO = 50
 
@@ -26,9 +24,9 @@ def register(subparsers) -> None:
     s.add_argument("--skip-bad", action="store_true", help="write the manifest without unreadable slides")
     s.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                    help="processes opening slides in parallel (default: CPU cores, at most 8)")
-    s.add_argument("--reader", default="auto", choices=READERS,
-                   help="slide backend (default auto: openslide for local files, tiffslide for URLs, "
-                   "wsidicom for DICOM folders)")
+    s.add_argument("--reader", default="auto",
+                   help="slide backend: auto (default: openslide for local files, tiffslide for URLs, wsidicom "
+                   "for DICOM folders), openslide, tiffslide or wsidicom")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_scan)
 
@@ -52,13 +50,14 @@ def _scan(args: argparse.Namespace) -> int:
         from pathfm.errors import PathfmError
 
         raise PathfmError(f"--assume-mpp must be > 0, got {args.assume_mpp}")
-    from pathfm.data.readers import ReaderOptions
+    from pathfm.data.readers import READERS, ReaderOptions
     from pathfm.data.scan import cohort_summary
+    from pathfm.errors import PathfmError
 
     if args.workers < 1:
-        from pathfm.errors import PathfmError
-
         raise PathfmError(f"--workers must be >= 1, got {args.workers}")
+    if args.reader not in READERS:
+        raise PathfmError(f"--reader must be one of {', '.join(READERS)}, got {args.reader!r}")
     report = scan_slides(args.source, args.out, assume_mpp=args.assume_mpp, skip_bad=args.skip_bad,
                          progress=not args.no_progress, workers=args.workers,
                          options=ReaderOptions(reader=args.reader))
