@@ -294,8 +294,9 @@ def run_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, swe
                           **({"restored_from_step": start_step} if start_step else {}))
         reporter = TuneReporter(spec, trial, run_dir, report, copy_checkpoints, start_step=start_step,
                                 stop_file=stop_file)
-        tracker = TrackingCallback(cfg, run_dir, run_name=f"{sweep}/{trial_id}", tags=trial_tags(sweep, trial_id, trial))
-        result = train(cfg, run_dir, resume=resume, callbacks=[reporter, tracker])
+        trackers = ([TrackingCallback(cfg, run_dir, run_name=f"{sweep}/{trial_id}", tags=trial_tags(sweep, trial_id, trial))]
+                    if cfg.tracking.enabled else [])
+        result = train(cfg, run_dir, resume=resume, callbacks=[reporter, *trackers])
         last = result.metrics or {}
         import torch
 
