@@ -119,7 +119,15 @@ class DataConfig(_Strict):
     normalize_std: float = Field(0.5, gt=0.0)
     batch_size: int = Field(8, ge=1, description="images per device per micro-step")
     num_workers: int = Field(0, ge=0)
-    max_open_slides: int = Field(16, ge=1, description="LRU bound on open openslide handles per worker")
+    max_open_slides: int = Field(16, ge=1, description="LRU bound on open slide handles per worker")
+    reader: Literal["auto", "openslide", "tiffslide", "wsidicom"] = Field(
+        "auto", description="slide backend; auto: openslide for local files, wsidicom for folders of .dcm files, "
+        "tiffslide for URLs (s3://, gs://, az://, https://, memory://); see docs/slides-and-tracking.md")
+    remote_block_kb: int = Field(1024, ge=4, description="bytes per request (KiB) when reading remote slides")
+    remote_cache_blocks: int = Field(32, ge=1, description="blocks cached per open remote slide (LRU)")
+    mask_cache: str | None = Field("auto", description="folder caching each slide's geometry and tissue mask "
+                                   "between runs (auto: .pathfm-cache next to the manifest or in the slide folder; "
+                                   "null: off)")
     augment_on: Literal["auto", "cpu", "device"] = Field(
         "auto", description="where the multi-crop augmentation runs: cpu (the loader workers make the crops), device "
         "(workers read tiles and draw the crop parameters, the training device applies them batched; "
@@ -258,6 +266,37 @@ class EvalHookConfig(_Strict):
         return data
 
 
+class MlflowTrackingConfig(_Strict):
+    tracking_uri: str | None = Field(None, description="e.g. sqlite:///mlflow.db or http://host:5000 (None: "
+                                     "MLFLOW_TRACKING_URI or MLflow's default)")
+    experiment: str = "pathfm"
+    artifact_location: str | None = Field(None, description="for a new experiment (None: the server's default; "
+                                          "next to the database for sqlite:// URIs)")
+
+
+class WandbTrackingConfig(_Strict):
+    project: str = "pathfm"
+    entity: str | None = None
+    mode: Literal["online", "offline"] = "online"
+
+
+class TensorboardTrackingConfig(_Strict):
+    log_dir: str | None = Field(None, description="event files (None: <run_dir>/tensorboard)")
+
+
+class TrackingConfig(_Strict):
+    """Where runs are logged besides the run directory (pathfm.tracking; docs/slides-and-tracking.md)."""
+
+    mlflow: MlflowTrackingConfig | None = None
+    wandb: WandbTrackingConfig | None = None
+    tensorboard: TensorboardTrackingConfig | None = None
+    group: str | None = Field(None, description="groups runs (a sweep sets its name)")
+
+    @property
+    def enabled(self) -> bool:
+        return any(x is not None for x in (self.mlflow, self.wandb, self.tensorboard))
+
+
 class Config(_Strict):
     seed: int = 0
     data: DataConfig = Field(default_factory=DataConfig)
@@ -269,6 +308,7 @@ class Config(_Strict):
     highres: HighResConfig = Field(default_factory=HighResConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     eval: EvalHookConfig = Field(default_factory=EvalHookConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @model_validator(mode="after")
     def _crops_fit_patches(self) -> "Config":
@@ -351,7 +391,7 @@ def resolve_key(key: str) -> str:
             known = sorted(fields) if fields else []
             import difflib
 
-            close = difflib.get_close_matches(part, known + list(KNOB_ALIASES), n=3)
+            close = difflib.get_close_matches(part, list(dict.fromkeys(known + list(KNOB_ALIASES))), n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else f"; fields of {here}: {', '.join(known)}"
             raise ConfigError(f"unknown config key '{key}' (no field '{part}' in {here}){hint}")
         ann = fields[part].annotation

@@ -8,7 +8,8 @@ until the reduction is collected, so 10^5-10^6 rows load and reduce in well unde
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Literal, Sequence
 
@@ -168,6 +169,21 @@ def fill_defaults(lf: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
+def skip_absent_filters(lf: pl.LazyFrame, sel: Selection, where: str) -> Selection:
+    """A kind/backbone/probe filter on a column the table does not have (or holds no value in) is
+    dropped with a one-line note: any tidy table (arm, seed, task, metric, value) can be analysed."""
+    names = lf.collect_schema().names()
+    skipped = {}
+    for col in ("kind", "backbone", "probe"):
+        want = getattr(sel, col)
+        if want in (None, ANY):
+            continue
+        if col not in names or lf.select(pl.col(col).is_not_null().any()).collect().item() is not True:
+            skipped[col] = None
+            print(f"note: {where} has no '{col}' column; the filter {col} == '{want}' is skipped", file=sys.stderr)
+    return replace(sel, **skipped) if skipped else sel
+
+
 def _check_selection(lf: pl.LazyFrame, sel: Selection, where: str) -> None:
     """Fail early, naming the values that do exist, when a filter matches nothing."""
     checks = [("kind", sel.kind), ("backbone", sel.backbone), ("probe", sel.probe)]
@@ -234,6 +250,7 @@ def varying_params(lf: pl.LazyFrame) -> dict[str, set]:
 
 def select_rows(lf: pl.LazyFrame, sel: Selection, where: str = "results") -> pl.LazyFrame:
     """Filter to the selected rows (no reduction yet); adds the ``arm`` label and the ``replicate`` id."""
+    sel = skip_absent_filters(lf, sel, where)
     lf = fill_defaults(lf)
     _check_selection(lf, sel, where)
     conds = [pl.col("metric").is_in(sel.metrics)]

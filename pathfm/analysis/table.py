@@ -636,6 +636,7 @@ def table_from_results(
         read_sweep_meta,
         reference_fold_scores,
         reference_scores,
+        scan_results,
     )
     from pathfm.analysis.load import normalise as rescale
 
@@ -676,9 +677,12 @@ def table_from_results(
         else:
             sort = "average"
     # the honesty baselines on the same tasks and folds (a sweep's reference rows): only beside trained backbones
-    refs, ref_notes = reference_fold_scores(results, sel) if sel.backbone == "trained" else (None, [])
+    # (a tidy table without a backbone column has no baselines to look for)
+    frame = results.lazy() if isinstance(results, (pl.DataFrame, pl.LazyFrame)) else scan_results(results)
+    with_refs = sel.backbone == "trained" and "backbone" in frame.collect_schema().names()
+    refs, ref_notes = reference_fold_scores(results, sel) if with_refs else (None, [])
     note = None
-    if sel.backbone == "trained" and (refs is None or "random_init" not in refs["reference"].to_list()):
+    if with_refs and (refs is None or "random_init" not in refs["reference"].to_list()):
         note = ("; ".join(ref_notes) + ", so whether the arms beat an untrained network is unknown." if
                 any("random_init" in n for n in ref_notes) else
                 "no random-init reference rows in these results, so whether the arms beat an untrained network is "

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+#: above this many slides the scan prints the per-cohort summary instead of one line per slide
+LIST_SLIDES_UP_TO = 50
 
 
 def register(subparsers) -> None:
@@ -12,11 +16,17 @@ def register(subparsers) -> None:
     sub.required = True
 
     s = sub.add_parser("scan", help="open every slide, record dimensions/levels/mpp/tissue, write a manifest")
-    s.add_argument("source", help="a folder of slides or an existing manifest (.csv/.parquet)")
+    s.add_argument("source", help="a folder of slides (and DICOM folders), an existing manifest (.csv/.parquet) "
+                   "or a .txt list of slide paths/URLs (file://, s3://, gs://, ...), one per line")
     s.add_argument("--out", default="slides.csv", help="manifest to write (.csv or .parquet; default slides.csv)")
     s.add_argument("--assume-mpp", type=float, default=None,
                    help="resolution (um/px) for slides without metadata; recorded as mpp_source=assume_mpp")
     s.add_argument("--skip-bad", action="store_true", help="write the manifest without unreadable slides")
+    s.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                   help="processes opening slides in parallel (default: CPU cores, at most 8)")
+    s.add_argument("--reader", default="auto",
+                   help="slide backend: auto (default: openslide for local files, tiffslide for URLs, wsidicom "
+                   "for DICOM folders), openslide, tiffslide or wsidicom")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_scan)
 
@@ -40,9 +50,21 @@ def _scan(args: argparse.Namespace) -> int:
         from pathfm.errors import PathfmError
 
         raise PathfmError(f"--assume-mpp must be > 0, got {args.assume_mpp}")
+    from pathfm.data.readers import READERS, ReaderOptions
+    from pathfm.data.scan import cohort_summary
+    from pathfm.errors import PathfmError
+
+    if args.workers < 1:
+        raise PathfmError(f"--workers must be >= 1, got {args.workers}")
+    if args.reader not in READERS:
+        raise PathfmError(f"--reader must be one of {', '.join(READERS)}, got {args.reader!r}")
     report = scan_slides(args.source, args.out, assume_mpp=args.assume_mpp, skip_bad=args.skip_bad,
-                         progress=not args.no_progress)
-    for r in report.rows:
+                         progress=not args.no_progress, workers=args.workers,
+                         options=ReaderOptions(reader=args.reader))
+    for c in cohort_summary(report.rows):
+        hist = ", ".join(f"{k}: {v}" for k, v in c["mpp_histogram"].items())
+        print(f"cohort {c['cohort']}: {c['slides']} slide(s), tissue {c['tissue_area_mm2']:.1f} mm2, mpp {{{hist}}}")
+    for r in report.rows[:LIST_SLIDES_UP_TO]:
         mpp = "-" if r["mpp"] is None else f"{r['mpp']:.4g}"
         area = "-" if r["tissue_area_mm2"] is None else f"{r['tissue_area_mm2']:.2f} mm2"
         print(f"{r['slide_id']:<45} {r['width']}x{r['height']:<7} levels={r['levels']} mpp={mpp:<7} "

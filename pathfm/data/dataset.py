@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from pathfm.config import resolve_path
 from pathfm.data.hsv import HSVFilter
+from pathfm.data.inspection_cache import InspectionCache, default_cache_dir
 from pathfm.data.multicrop import MultiCrop, photometric_scale
 from pathfm.data.patching import TileSampler, TileStats, build_sources
 from pathfm.data.provenance import training_entries
+from pathfm.data.readers import ReaderOptions
 
 
 class OnlinePatchDataset:
@@ -40,9 +43,12 @@ class OnlinePatchDataset:
         d = cfg.data
         entries = training_entries(d)
         hsv = HSVFilter.from_config(d.tissue)
-        sources = build_sources(entries, d.mpps, hsv, d.tissue.thumbnail_size, d.assume_mpp, progress=progress)
+        options = ReaderOptions.from_config(d)
+        cache_dir = default_cache_dir(resolve_path(d.slides)) if d.mask_cache == "auto" else d.mask_cache
+        sources = build_sources(entries, d.mpps, hsv, d.tissue.thumbnail_size, d.assume_mpp, progress=progress,
+                                options=options, cache=InspectionCache(cache_dir))
         sampler = TileSampler(sources, d.mpps, d.mpp_weights, d.tile_size, hsv, d.tissue.max_draws,
-                              d.tissue.min_mask_overlap, d.max_open_slides)
+                              d.tissue.min_mask_overlap, d.max_open_slides, options)
         return cls(cfg, sampler, MultiCrop(d))
 
     def __len__(self) -> int:  # the stream is infinite; torch only needs a number

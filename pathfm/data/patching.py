@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pathfm.data.hsv import HSVFilter
+from pathfm.data.inspection_cache import InspectionCache
 from pathfm.data.manifest import SlideEntry
+from pathfm.data.readers import ReaderOptions
 from pathfm.data.slides import SlideCache, SlideGeometry, metadata_mpp, open_slide, read_tile, resolve_mpp
 from pathfm.data.tissue import TissueMask
 from pathfm.errors import SlideError
@@ -42,16 +44,30 @@ class SlideSource:
         return self.entry.slide_id
 
 
-def inspect_slide(entry: SlideEntry, hsv: HSVFilter, thumbnail_size: int, assume_mpp: float | None):
-    """Open a slide once: (resolved mpp, its source, geometry, tissue mask, slide metadata mpp)."""
-    slide = open_slide(entry.path)
-    try:
-        meta = metadata_mpp(slide)
-        mpp, source = resolve_mpp(entry.path, meta, entry.mpp, assume_mpp)
-        geometry = SlideGeometry.of(slide)
-        mask = TissueMask.from_slide(slide, hsv, thumbnail_size)
-    finally:
-        slide.close()
+def inspect_slide(entry: SlideEntry, hsv: HSVFilter, thumbnail_size: int, assume_mpp: float | None,
+                  options: ReaderOptions | None = None, cache: InspectionCache | None = None):
+    """Open a slide once (or take what an earlier run measured from ``cache``): (resolved mpp, its source,
+    geometry, tissue mask, slide metadata mpp)."""
+    key = None
+    if cache is not None and cache.folder is not None:
+        try:
+            key = cache.key(entry.path, thumbnail_size, hsv)
+        except OSError:  # missing or unreachable: opening it below names the problem
+            key = None
+    hit = cache.get(key) if key is not None else None
+    if hit is not None:
+        meta, geometry, mask = hit
+    else:
+        slide = open_slide(entry.path, options)
+        try:
+            meta = metadata_mpp(slide)
+            geometry = SlideGeometry.of(slide)
+            mask = TissueMask.from_slide(slide, hsv, thumbnail_size)
+        finally:
+            slide.close()
+        if key is not None:
+            cache.put(key, meta, geometry, mask)
+    mpp, source = resolve_mpp(entry.path, meta, entry.mpp, assume_mpp)
     return mpp, source, geometry, mask, meta
 
 
@@ -124,7 +140,8 @@ class TileSampler:
     """Draws HSV-accepted tiles from a list of :class:`SlideSource`, with a per-process LRU of handles."""
 
     def __init__(self, sources: list[SlideSource], mpps: list[float], mpp_weights: list[float] | None,
-                 tile_size: int, hsv: HSVFilter, max_draws: int, min_mask_overlap: float, max_open: int = 16):
+                 tile_size: int, hsv: HSVFilter, max_draws: int, min_mask_overlap: float, max_open: int = 16,
+                 options: ReaderOptions | None = None):
         if not sources:
             raise SlideError("no usable slides to sample from")
         self.sources = sources
@@ -134,7 +151,7 @@ class TileSampler:
         self.hsv = hsv
         self.max_draws = int(max_draws)
         self.min_mask_overlap = float(min_mask_overlap)
-        self.cache = SlideCache(max_open)
+        self.cache = SlideCache(max_open, options)
         self.dropped: dict[str, str] = {}  # slide_id -> reason (this process)
         self._active: list[int] | None = None  # indices of the sources not dropped (rebuilt after a drop)
         self.stats = TileStats()
@@ -236,7 +253,8 @@ def _is_read_error(e: Exception) -> bool:
 
 
 def build_sources(entries: list[SlideEntry], mpps: list[float], hsv: HSVFilter, thumbnail_size: int,
-                  assume_mpp: float | None, progress: bool = False) -> list[SlideSource]:
+                  assume_mpp: float | None, progress: bool = False,
+                  options: ReaderOptions | None = None, cache: InspectionCache | None = None) -> list[SlideSource]:
     """Validate every slide *before* training: all files openable and with a resolution (one error
     listing every failure), then drop (with a warning) slides without tissue or without a usable
     resolution. Raises SlideError if nothing is left."""
@@ -245,7 +263,7 @@ def build_sources(entries: list[SlideEntry], mpps: list[float], hsv: HSVFilter, 
     inspected, errors = [], []
     for e in tqdm(entries, desc="slides", disable=not progress, leave=False):
         try:
-            inspected.append((e, *inspect_slide(e, hsv, thumbnail_size, assume_mpp)))
+            inspected.append((e, *inspect_slide(e, hsv, thumbnail_size, assume_mpp, options, cache)))
         except SlideError as err:
             errors.append(str(err))
     if errors:

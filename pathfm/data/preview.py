@@ -14,6 +14,7 @@ import numpy as np
 from pathfm.data.hed import hed_augment, sample_hed_params
 from pathfm.data.hsv import HSVFilter
 from pathfm.data.patching import usable_mpps
+from pathfm.data.readers import ReaderOptions
 from pathfm.data.slides import SlideGeometry, metadata_mpp, open_slide, read_tile, resolve_mpp
 from pathfm.data.tissue import TissueMask
 
@@ -50,7 +51,7 @@ def make_preview(slide_path: str | Path, out: str | Path, data_cfg=None, target_
 
     d = data_cfg or DataConfig()
     hsv = HSVFilter.from_config(d.tissue)
-    slide = open_slide(slide_path)
+    slide = open_slide(slide_path, ReaderOptions.from_config(d))
     try:
         level0_mpp, _ = resolve_mpp(slide_path, metadata_mpp(slide), mpp, d.assume_mpp)
         target = target_mpp or min((d.mpps[i] for i in usable_mpps(level0_mpp, d.mpps)), default=level0_mpp)

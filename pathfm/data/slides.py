@@ -1,7 +1,7 @@
-"""Opening whole-slide images with openslide: clear errors, explicit resolution, bounded handle cache.
+"""Opening whole-slide images (any :mod:`pathfm.data.readers` backend): clear errors, explicit resolution, bounded handle cache.
 
 Resolution (microns per pixel at level 0) comes from, in this order: a manifest override, the slide's
-own metadata (``openslide.mpp-x``/``mpp-y``), an explicit ``assume_mpp``. Nothing is ever guessed:
+own metadata (e.g. ``openslide.mpp-x``/``mpp-y``), an explicit ``assume_mpp``. Nothing is ever guessed:
 a slide with none of the three raises :class:`~pathfm.errors.SlideError` naming the slide and the fix.
 """
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pathfm.data.readers import ReaderOptions, SlideReader, open_reader
 from pathfm.errors import SlideError
 
 MPP_FIX = (
@@ -22,44 +23,16 @@ MPP_FIX = (
 )
 
 
-def open_slide(path: str | Path):
-    """``openslide.OpenSlide(path)`` with a :class:`SlideError` that names the file instead of
-    openslide's exceptions (missing file, unsupported format, truncated or corrupt file)."""
-    import openslide
-
-    path = Path(path)
-    if not path.exists():
-        raise SlideError(f"slide not found: {path}")
-    if path.is_dir():
-        raise SlideError(f"slide path is a folder, not a slide file: {path}")
-    try:
-        slide = openslide.OpenSlide(str(path))
-        # Touch the pyramid: a truncated file often opens but fails on first read.
-        slide.read_region((0, 0), slide.level_count - 1, (1, 1))
-    except openslide.OpenSlideUnsupportedFormatError:
-        raise SlideError(
-            f"{path}: openslide cannot read this file format (supported: Aperio .svs, tiled pyramidal TIFF, "
-            "Hamamatsu, Leica, MIRAX, Philips, Sakura, Trestle, Ventana, DICOM); convert it to a tiled "
-            "pyramidal TIFF (e.g. with vips tiffsave --tile --pyramid) or remove it from the manifest"
-        ) from None
-    except (openslide.OpenSlideError, OSError) as e:
-        raise SlideError(f"{path}: openslide could not read the slide (truncated or corrupt?): {e}") from None
-    return slide
+def open_slide(path: str | Path, options: ReaderOptions | None = None) -> SlideReader:
+    """Open a slide file, ``file://``/fsspec URL or DICOM folder with the backend ``options.reader``
+    chooses (:mod:`pathfm.data.readers`); a :class:`SlideError` names the slide instead of the backend's
+    exceptions (missing file, unsupported format, truncated or corrupt file)."""
+    return open_reader(path, options)
 
 
-def metadata_mpp(slide) -> float | None:
+def metadata_mpp(slide: SlideReader) -> float | None:
     """Level-0 microns per pixel from the slide metadata (mean of x and y), or None."""
-    import openslide
-
-    vals = []
-    for key in (openslide.PROPERTY_NAME_MPP_X, openslide.PROPERTY_NAME_MPP_Y):
-        try:
-            v = float(slide.properties.get(key, "nan"))
-        except ValueError:
-            v = float("nan")
-        if np.isfinite(v) and v > 0:
-            vals.append(v)
-    return float(np.mean(vals)) if vals else None
+    return slide.mpp
 
 
 def resolve_mpp(path: str | Path, metadata: float | None, override: float | None, assume: float | None) -> tuple[float, str]:
@@ -101,15 +74,16 @@ class SlideGeometry:
 
 
 class SlideCache:
-    """At most ``max_open`` open openslide handles (least recently used closed first).
+    """At most ``max_open`` open slide handles (least recently used closed first).
 
     Handles are per process: after a fork (DataLoader workers) the cache notices the new pid and
     starts empty, so no handle is ever shared across processes."""
 
-    def __init__(self, max_open: int = 16):
+    def __init__(self, max_open: int = 16, options: ReaderOptions | None = None):
         if max_open < 1:
             raise ValueError("max_open must be >= 1")
         self.max_open = max_open
+        self.options = options or ReaderOptions()
         self._pid = os.getpid()
         self._handles: OrderedDict[str, object] = OrderedDict()
         self.opens = 0
@@ -123,7 +97,7 @@ class SlideCache:
         if slide is not None:
             self._handles.move_to_end(key)
             return slide
-        slide = open_slide(key)
+        slide = open_slide(key, self.options)
         self.opens += 1
         self._handles[key] = slide
         while len(self._handles) > self.max_open:
@@ -143,7 +117,7 @@ class SlideCache:
         return len(self._handles)
 
     def __getstate__(self):  # pickling (spawned workers) carries no handles
-        return {"max_open": self.max_open, "_pid": -1, "_handles": OrderedDict(), "opens": 0}
+        return {"max_open": self.max_open, "options": self.options, "_pid": -1, "_handles": OrderedDict(), "opens": 0}
 
 
 #: a level-pixel side within this relative distance of an integer multiple of the tile size is read
@@ -165,19 +139,13 @@ def read_tile(slide, geometry: SlideGeometry, x0: int, y0: int, extent0: float, 
     """Read the square region of level-0 side ``extent0`` at (x0, y0) as a ``size`` px RGB uint8 tile,
     from the coarsest pyramid level that still has at least ``size`` px across it; resized only when that
     level's pixel count differs (after snapping to an integer multiple, see :data:`SNAP_TOLERANCE`;
-    integer factors are box-averaged). Pixels outside the slide come back white."""
+    integer factors are box-averaged). Pixels outside the slide come back white (every reader's contract)."""
     from PIL import Image
 
     downsample = extent0 / size
     level = geometry.best_level(downsample)
     n = level_read_size(extent0 / geometry.level_downsamples[level], size)
-    region = slide.read_region((int(x0), int(y0)), level, (n, n))
-    # alpha test in PIL (np.asarray of a 1024 px region alone costs several times more): opaque iff
-    # every alpha value is 255
-    if region.getchannel("A").histogram()[255] < n * n:  # outside the slide (transparent): composite on white
-        bg = Image.new("RGBA", region.size, (255, 255, 255, 255))
-        region = Image.alpha_composite(bg, region)
-    rgb = region.convert("RGB")
+    rgb = slide.read_region((int(x0), int(y0)), level, (n, n))
     if n != size:
         if n % size == 0:  # integer factor (a 1-level slide read for a coarser resolution): box average
             rgb = rgb.reduce(n // size)

@@ -73,7 +73,7 @@ def run(args) -> int:
             raise PathfmError(f"--resize must be a number of pixels or 'model', got {resize!r}") from None
     from pathfm.eval.evaluation import DEFAULT_TASKS, evaluate
 
-    evaluate(
+    df = evaluate(
         args.source,
         tasks=_split(args.tasks, DEFAULT_TASKS),
         probes=_split(args.probes, ("linear", "knn")),
@@ -89,4 +89,21 @@ def run(args) -> int:
         progress=not args.no_progress,
         verbose=True,
     )
+    _log_to_tracking(args.source, df)
     return 0
+
+
+def _log_to_tracking(source: str, df) -> None:
+    """A run directory whose config has a ``tracking`` section gets the table in its tracked run(s)."""
+    from pathlib import Path
+
+    run_dir = Path(source)
+    if not (run_dir / "config.yaml").is_file():
+        return
+    from pathfm.config import load_config
+    from pathfm.tracking import log_evaluation
+
+    cfg = load_config(run_dir / "config.yaml")
+    if cfg.tracking.enabled:
+        log_evaluation(cfg, run_dir, df)
+        print(f"logged the evaluation table to {', '.join(sorted(cfg.tracking.model_dump(exclude_none=True)))}")

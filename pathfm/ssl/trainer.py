@@ -61,6 +61,7 @@ from pathfm.ssl.step import (
     ssl_losses,
     teacher_targets,
 )
+from pathfm.tracking import tracking_callbacks
 
 METRIC_KEYS = (
     "step", "stage", "loss", "loss/dino_local", "loss/dino_global", "loss/ibot", "loss/koleo", "loss/kde",
@@ -610,7 +611,7 @@ def train(
         return TrainResult(run_dir, found[1]["progress"]["global_step"], rec[-1] if rec else {},
                            run_dir / "teacher_backbone.pt")  # fmt: skip
 
-    run = _Run(cfg, run_dir, env, callbacks or [], plan)
+    run = _Run(cfg, run_dir, env, tracking_callbacks(cfg, run_dir, callbacks) if env.is_main else callbacks or [], plan)
     if found is not None:
         path, state = found
         run.restore(state, path)
@@ -655,6 +656,11 @@ def train(
         status = "stopped" if run.stopped_early else "finished"
         reason = f": {run.stop_reason}" if run.stop_reason else ""
         atomic_write_text(run_dir / "DONE", f"{status} at step {run.progress.global_step}{reason}\n")
+    result = TrainResult(run_dir, run.progress.global_step, run.last_record, teacher_path, run.stopped_early,
+                         run.stop_reason)
+    if env.is_main:
+        for cb in run.callbacks:
+            if hasattr(cb, "on_end"):
+                cb.on_end(result)
     barrier(env)
-    return TrainResult(run_dir, run.progress.global_step, run.last_record, teacher_path, run.stopped_early,
-                       run.stop_reason)
+    return result

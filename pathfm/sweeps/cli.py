@@ -6,6 +6,7 @@
     pathfm sweep collect DIR
     pathfm sweep reference DIR [--device cpu]
     pathfm sweep optuna SPEC.yaml [--storage sqlite:///study.db|journal:///study.journal] [--n-trials TOTAL] [--workers N]
+    pathfm sweep dashboard DIR_OR_STORAGE [--port 8080]
 
 Nothing heavy is imported at module level (``pathfm --help`` stays instant).
 """
@@ -78,6 +79,12 @@ def register(subparsers) -> None:
                     "measured in this sweep + S if longer (its worker died), is retried")
     op.add_argument("--max-retry", type=int, default=2, help="retries of a trial whose worker died or was interrupted")
     op.set_defaults(func=_optuna)
+
+    db = sub.add_parser("dashboard", help="optuna-dashboard on an Optuna study (sweep folder, .db file or URL)")
+    db.add_argument("target", metavar="SWEEP_DIR_OR_STORAGE")
+    db.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: localhost only)")
+    db.add_argument("--port", type=int, default=8080)
+    db.set_defaults(func=_dashboard)
 
 
 def _verbosity(args) -> int:
@@ -164,6 +171,16 @@ def _optuna(args) -> int:
     out = run_optuna_study(args.spec, storage=args.storage, root=args.dir, n_trials=args.n_trials,
                            workers=args.workers, heartbeat_s=args.heartbeat, max_retry=args.max_retry)
     print(out)
+    return 0
+
+
+def _dashboard(args) -> int:
+    from pathfm.sweeps.dashboard import serve
+
+    try:
+        serve(args.target, host=args.host, port=args.port)
+    except KeyboardInterrupt:
+        pass
     return 0
 
 

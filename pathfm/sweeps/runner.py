@@ -27,6 +27,7 @@ from pathfm.io import atomic_write_json, atomic_write_text, ensure_writable_dir,
 from pathfm.sweeps.collect import META_FILE, collect, read_meta, read_trial, trial_dirs
 from pathfm.sweeps.reference import finish_reference, start_reference
 from pathfm.sweeps.spec import SweepSpec, expand_trials, load_spec, spec_from_dict, total_steps, validate_trial
+from pathfm.tracking import prepare_tracking
 
 SPEC_FILE = "sweep_spec.yaml"
 TRIALS_FILE = "trials.json"
@@ -66,12 +67,14 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
         if num_cpus is not None or num_gpus is not None:
             raise SweepError("--num-cpus/--num-gpus only apply to a local Ray; a cluster has its own resources")
         try:
-            ray.init(address=address, log_to_driver=verbose >= 2, logging_level="WARNING")
+            context = ray.init(address=address, log_to_driver=verbose >= 2, logging_level="WARNING")
         except ConnectionError as e:
             raise SweepError(
                 f"cannot reach a Ray cluster at '{redact_url(address)}': {redact_url(str(e))}. Start one with `ray start --head` "
                 "(or `ray up cluster/example-cluster.yaml`), and use the same RAY_AUTH_MODE/token as the cluster"
             ) from None
+        if verbose >= 1 and getattr(context, "dashboard_url", None):
+            print(f"pathfm sweep: Ray dashboard at http://{context.dashboard_url}", file=sys.stderr, flush=True)
     return True
 
 
@@ -375,6 +378,7 @@ def run_sweep(spec: SweepSpec | str | Path, storage: str | Path = "runs/sweeps",
         if autoscaling and spec.max_concurrent_trials is None:
             concurrency = max(concurrency, len(trials))
         _write_sweep_files(sweep_dir, spec, trials)
+        prepare_tracking(spec.tracking)
         if verbose >= 1:
             print(f"pathfm sweep: '{spec.name}' with {len(trials)} trial(s), up to {concurrency} at once, "
                   f"in {sweep_dir}", file=sys.stderr, flush=True)

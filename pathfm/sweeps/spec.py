@@ -26,7 +26,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
-from pathfm.config import config_from_dict, find_preset, load_config, resolve_key, resolve_path
+from pathfm.config import TrackingConfig, config_from_dict, find_preset, load_config, resolve_key, resolve_path
 from pathfm.errors import ConfigError
 
 DIST_KINDS = ("choice", "grid", "uniform", "loguniform", "int", "constant")
@@ -237,6 +237,8 @@ class SweepSpec(_Strict):
     # --- additions beyond the contract
     max_failures: int = Field(0, ge=-1, description="retries of a failed trial from its last checkpoint")
     fault_injection: list[FaultInjection] = Field(default_factory=list)
+    tracking: TrackingConfig | None = Field(None, description="log every trial to MLflow / W&B / TensorBoard "
+                                            "(grouped by the sweep name); replaces the base config's tracking")
 
     @model_validator(mode="after")
     def _coherent(self) -> "SweepSpec":

@@ -33,6 +33,7 @@ from typing import Any, Callable
 
 from pathfm.errors import StopTrial
 from pathfm.io import atomic_write_json
+from pathfm.tracking import TrackingCallback, log_evaluation
 from pathfm.sweeps.collect import OBJECTIVE_METRIC, TRIAL_FILE, read_trial
 from pathfm.sweeps.spec import SweepSpec, total_steps, trial_from_sample, validate_trial
 
@@ -243,6 +244,8 @@ def trial_config(spec: SweepSpec, trial: dict, *, threads: int | None = None):
         cfg.run.threads = max(1, int(threads if threads is not None else spec.resources.cpu))
     if spec.resources.gpu <= 0:
         cfg.run.device = "cpu"
+    if spec.tracking is not None:
+        cfg.tracking = spec.tracking.model_copy(update={"group": spec.tracking.group or spec.name})
     return cfg
 
 
@@ -287,7 +290,9 @@ def run_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, swe
                           **({"restored_from_step": start_step} if start_step else {}))
         reporter = TuneReporter(spec, trial, run_dir, report, copy_checkpoints, start_step=start_step,
                                 stop_file=stop_file)
-        result = train(cfg, run_dir, resume=resume, callbacks=[reporter])
+        trackers = ([TrackingCallback(cfg, run_dir, run_name=f"{sweep}/{trial_id}", tags=trial_tags(sweep, trial_id, trial))]
+                    if cfg.tracking.enabled else [])
+        result = train(cfg, run_dir, resume=resume, callbacks=[reporter, *trackers])
         last = result.metrics or {}
         import torch
 
@@ -310,6 +315,9 @@ def run_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, swe
             objective = evaluate_trial(spec, run_dir, result.final_step)
         if spec.objective.in_training and isinstance(last.get(spec.objective.metric), (int, float)):
             objective[spec.objective.metric] = float(last[spec.objective.metric])
+        if cfg.tracking.enabled:
+            log_evaluation(cfg, run_dir, final_eval_rows(run_dir, result.final_step), extra=objective,
+                           step=result.final_step, tags=trial_tags(sweep, trial_id, trial))
         update_trial_json(run_dir, status="TERMINATED", objective=objective,
                           stopped_by="trial_time_s" if reporter.budget_stop else None, **ended(), **common)
         final = dict(numeric_fields(last), **objective, done_step=float(result.final_step))
@@ -322,6 +330,19 @@ def run_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, swe
         update_trial_json(run_dir, status="ERROR", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(),
                           **ended())
         raise
+
+
+def trial_tags(sweep: str, trial_id: str, trial: dict) -> dict[str, str]:
+    """Tags of a trial's tracked run: sweep, trial, arm, replicate seed."""
+    return {"sweep": sweep, "trial": trial_id, "arm": str(trial.get("arm")), "seed": str(trial.get("seed"))}
+
+
+def final_eval_rows(run_dir: Path, final_step: int):
+    """The rows of ``eval.parquet`` for the final step (None without an evaluation)."""
+    import polars as pl
+
+    path = Path(run_dir) / "eval.parquet"
+    return pl.read_parquet(path).filter(pl.col("step") == final_step) if path.exists() else None
 
 
 def _report_finished(info: dict, run_dir: Path, report: Callable[..., None] | None) -> dict:
