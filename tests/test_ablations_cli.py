@@ -47,6 +47,9 @@ def test_paper_dry_run_estimates_gpu_hours(capsys):
     hours = float(total.split("estimated GPU-h:")[1].split()[0])
     assert 50 < hours < 5000  # 15 ViT-B/14 runs of 166,700 steps
     assert "166700" in out
+    memory = next(line for line in out.splitlines() if "estimated memory per GPU" in line)
+    gib = float(memory.split("~")[1].split()[0])
+    assert 10 < gib < 80  # ViT-B/14 at batch 64, 2 x 224 + 8 x 98 px, bf16 (pathfm/ssl/memory.py)
 
 
 @pytest.mark.parametrize("argv,msg", [

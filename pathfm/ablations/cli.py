@@ -212,4 +212,14 @@ def format_plan(plan: Any, costs: bool = False) -> str:
         if wall is not None:
             lines.append(f"  estimated wall time: {wall * 60:.1f} min with {concurrency(plan)} trials at once "
                          "on this machine")
+        if scale.device == "gpu":
+            from pathfm.ssl.memory import estimate_memory
+
+            workers = int(plan.resources.get("workers", 1) or 1)
+            stages = [(c, a.name + (" high-res" if c is not cfg else "")) for a in plan.arms
+                      for cfg in [plan.arm_config(a.name)]
+                      for c in [cfg] + ([cfg.highres_stage()] if cfg.highres.enabled else [])]
+            peak, where = max(((estimate_memory(c, workers), name) for c, name in stages), key=lambda e: e[0].total)
+            lines.append(f"  estimated memory per GPU (largest: {where}): {peak.describe()}; an estimate, "
+                         "see pathfm/ssl/memory.py")
     return "\n".join(lines)
