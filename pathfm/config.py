@@ -64,6 +64,14 @@ class HEDConfig(_Strict):
     p: float = Field(1.0, ge=0.0, le=1.0, description="probability per crop")
 
 
+# Gaussian-blur probabilities per crop. RELEASED: what DINOv2's code ran (its GaussianBlur(p) wrapper hands
+# 1 - p to RandomApply, so crop 1 was never blurred and crop 2 blurred with probability 0.9; facebookresearch/
+# dinov2 PR #411), hence what Midnight, built on that code, trained with: the default. INTENDED: the paper's
+# 1.0 / 0.1 / 0.5, an arm of the augmentation study (`pathfm ablate show augmentation`).
+BLUR_RELEASED = {"blur_global1": 0.0, "blur_global2": 0.9, "blur_local": 0.5}
+BLUR_INTENDED = {"blur_global1": 1.0, "blur_global2": 0.1, "blur_local": 0.5}
+
+
 class CropsConfig(_Strict):
     """DINOv2 multi-crop. Sizes must be multiples of the model's patch size (checked in Config)."""
 
@@ -78,9 +86,9 @@ class CropsConfig(_Strict):
     color_jitter: float = Field(0.8, ge=0.0, le=1.0, description="probability of DINOv2's colour jitter")
     jitter_strength: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)
     grayscale: float = Field(0.2, ge=0.0, le=1.0)
-    blur_global1: float = Field(1.0, ge=0.0, le=1.0, description="blur probability, global crop 1")
-    blur_global2: float = Field(0.1, ge=0.0, le=1.0)
-    blur_local: float = Field(0.5, ge=0.0, le=1.0)
+    blur_global1: float = Field(BLUR_RELEASED["blur_global1"], ge=0.0, le=1.0, description="blur probability, global crop 1")
+    blur_global2: float = Field(BLUR_RELEASED["blur_global2"], ge=0.0, le=1.0)
+    blur_local: float = Field(BLUR_RELEASED["blur_local"], ge=0.0, le=1.0)
     solarize_global2: float = Field(0.2, ge=0.0, le=1.0)
     photometric_ramp: tuple[int, int] | None = Field(
         None, description="optimizer steps [start, end] over which the probabilities of colour jitter, grayscale, "
@@ -141,7 +149,23 @@ class ModelConfig(_Strict):
     drop_path: float = Field(0.1, ge=0.0, lt=1.0)
     ffn: Literal["mlp", "swiglu"] = "mlp"
     attention: Literal["auto", "sdpa", "xformers"] = "auto"
-    init_from: str | None = Field(None, description="checkpoint or exported backbone to start from")
+    init_from: str | None = Field(
+        None,
+        description="checkpoint, exported backbone, DINOv2 hub / timm state dict, or a name like dinov2:vitg14",
+    )
+    init_ignore: list[str] = Field(
+        default_factory=list,
+        description="glob patterns of weight names init_from may leave missing or unused (loading is strict)",
+    )
+    pos_embed_offset: float | None = Field(
+        None,
+        ge=0.0,
+        lt=1.0,
+        description="DINOv2 pos-embed resize offset; null: as the weights were trained (0.1, DINOv2 _reg4: 0.0)",
+    )
+    pos_embed_antialias: bool | None = Field(
+        None, description="antialias the pos-embed resize; null: as the weights were trained (False, _reg4: True)"
+    )
 
 
 class HeadConfig(_Strict):
@@ -298,6 +322,13 @@ KNOB_ALIASES: dict[str, str] = {
     "v_min": "data.tissue.v_min",
     "v_max": "data.tissue.v_max",
     "hed_strength": "data.hed.strength",
+    "hed_p": "data.hed.p",
+    "vflip": "data.crops.vflip",
+    "color_jitter": "data.crops.color_jitter",
+    "blur_global1": "data.crops.blur_global1",
+    "blur_global2": "data.crops.blur_global2",
+    "blur_local": "data.crops.blur_local",
+    "momentum_teacher": "optim.momentum_teacher",
     "n_slides": "data.n_slides",
     "n_tiles": "data.n_tiles",
     "highres": "highres.enabled",
