@@ -112,6 +112,8 @@ class DataConfig(_Strict):
         "current directory, then the repository root",
     )
     assume_mpp: float | None = Field(None, gt=0.0, description="mpp for slides without metadata (explicit)")
+    cohorts: list[str] | None = Field(None, min_length=1, description="only slides of these manifest cohorts")
+    cohort_weights: list[float] | None = Field(None, description="draw share per entry of cohorts; null: per slide")
     n_slides: int | None = Field(None, ge=1, description="nested seeded subset of the manifest")
     n_tiles: int | None = Field(None, ge=1, description="fixed tile pool size instead of fully online")
     subset_seed: int = 0
@@ -119,6 +121,9 @@ class DataConfig(_Strict):
     tile_size: int = Field(256, ge=32)
     mpps: list[float] = Field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0], min_length=1)
     mpp_weights: list[float] | None = None
+    max_upsample: float = Field(
+        1.1, ge=1.0, description="a slide serves an entry of mpps only if that needs at most this much upsampling "
+        "(1.1: 0.125 um/px is never drawn from a 0.25 um/px slide)")
     tissue: TissueFilterConfig = Field(default_factory=TissueFilterConfig)
     hed: HEDConfig = Field(default_factory=HEDConfig)
     crops: CropsConfig = Field(default_factory=CropsConfig)
@@ -134,6 +139,9 @@ class DataConfig(_Strict):
             raise ValueError(f"mpps must be positive, got {self.mpps}")
         if self.mpp_weights is not None and len(self.mpp_weights) != len(self.mpps):
             raise ValueError("mpp_weights must have one weight per entry of mpps")
+        if self.cohort_weights is not None and (self.cohorts is None or len(self.cohort_weights) != len(self.cohorts)
+                                                or min(self.cohort_weights) <= 0):  # fmt: skip
+            raise ValueError("data.cohort_weights needs data.cohorts and one positive weight per cohort")
         return self
 
 
@@ -223,6 +231,7 @@ class HighResConfig(_Strict):
     base_lr: float = Field(1e-4, gt=0.0)
     warmup_steps: int = Field(0, ge=0)
     batch_size: int | None = Field(None, ge=1)
+    grad_accum: int | None = Field(None, ge=1, description="micro-steps per optimizer step; null: optim.grad_accum")
 
 
 class RunConfig(_Strict):
@@ -292,6 +301,8 @@ class Config(_Strict):
         d["data"]["crops"]["local_size"] = hr.local_size
         if hr.batch_size:
             d["data"]["batch_size"] = hr.batch_size
+        if hr.grad_accum:
+            d["optim"]["grad_accum"] = hr.grad_accum
         d["optim"]["steps"] = hr.steps
         d["optim"]["base_lr"] = hr.base_lr
         d["optim"]["warmup_steps"] = hr.warmup_steps
@@ -330,6 +341,7 @@ KNOB_ALIASES: dict[str, str] = {
     "blur_local": "data.crops.blur_local",
     "momentum_teacher": "optim.momentum_teacher",
     "n_slides": "data.n_slides",
+    "cohorts": "data.cohorts",
     "n_tiles": "data.n_tiles",
     "highres": "highres.enabled",
     "highres_steps": "highres.steps",

@@ -58,3 +58,9 @@ def test_released_blur_is_the_default_and_the_recipe_presets_say_so_with_a_sourc
     assert yaml.safe_load((PRESET_DIR / "midnight_vitg14.yaml").read_text())["model"]["init_from"] == "dinov2:vitg14"
     cpu = load_config("cpu").data.crops  # switched off on purpose there
     assert (cpu.blur_global1, cpu.blur_global2, cpu.blur_local) == (0.0, 0.0, 0.0)
+
+
+def test_midnight_highres_stage_has_the_reported_effective_batch():
+    hr = load_config("midnight_vitg14").highres_stage()
+    assert hr.data.batch_size * hr.optim.grad_accum * 48 == 1152  # 6 per GPU x 48 GPUs x 4 accumulation
+    assert load_config("midnight_vitg14").optim.grad_accum == 2  # the main stage keeps its own

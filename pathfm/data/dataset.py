@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pathfm.data.cohorts import select_cohorts, slide_weights
 from pathfm.data.hsv import HSVFilter
 from pathfm.data.manifest import load_manifest
 from pathfm.data.multicrop import MultiCrop, photometric_scale
@@ -34,11 +35,14 @@ class OnlinePatchDataset:
     @classmethod
     def from_config(cls, cfg, progress: bool = False) -> "OnlinePatchDataset":
         d = cfg.data
-        entries = nested_subset(load_manifest(d.slides), d.n_slides, d.subset_seed, d.group_by_patient)
+        entries = select_cohorts(load_manifest(d.slides), d.cohorts, d.slides)
+        entries = nested_subset(entries, d.n_slides, d.subset_seed, d.group_by_patient)
         hsv = HSVFilter.from_config(d.tissue)
-        sources = build_sources(entries, d.mpps, hsv, d.tissue.thumbnail_size, d.assume_mpp, progress=progress)
+        sources = build_sources(entries, d.mpps, hsv, d.tissue.thumbnail_size, d.assume_mpp, progress=progress,
+                                max_upsample=d.max_upsample)
         sampler = TileSampler(sources, d.mpps, d.mpp_weights, d.tile_size, hsv, d.tissue.max_draws,
-                              d.tissue.min_mask_overlap, d.max_open_slides)
+                              d.tissue.min_mask_overlap, d.max_open_slides,
+                              slide_weights=slide_weights([s.entry for s in sources], d.cohorts, d.cohort_weights))
         return cls(cfg, sampler, MultiCrop(d))
 
     def __len__(self) -> int:  # the stream is infinite; torch only needs a number
