@@ -188,6 +188,12 @@ def test_unused_or_missing_weights_fail_unless_named_in_init_ignore(tmp_path):
         fw.load_strict(model, partial, "w.pth", kept_init=converted.kept_init)
     with pytest.raises(ConfigError, match=r"1 missing: mask_token"):  # a DINOv2-layout file must hold it
         fw.load_strict(model, converted.state, "w.pth", ignore=["head.*"])
+    bad = {**converted.state, "norm.weight": torch.ones(95)}
+    with pytest.raises(ConfigError, match=r"1 mis-shaped: norm.weight \(95,\) vs \(96,\)"):
+        fw.load_strict(model, bad, "w.pth", ignore=["head.*"], kept_init=converted.kept_init)
+    before = model.norm.weight.detach().clone()
+    assert fw.load_strict(model, bad, "w.pth", ignore=["head.*", "norm.weight"], kept_init=converted.kept_init) == n - 1
+    assert torch.equal(model.norm.weight, before)  # an ignored mis-shaped weight keeps what the model had
 
 
 def test_a_different_architecture_names_the_fields_to_set(tmp_path):

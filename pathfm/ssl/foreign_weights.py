@@ -233,9 +233,8 @@ def load_strict(
     own = model.state_dict()
     missing = sorted(k for k in own if k not in state and k not in kept_init and not _matches(k, ignore))
     unused = sorted(k for k in state if k not in own and not _matches(k, ignore))
-    wrong = sorted(
-        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in state if k in own and state[k].shape != own[k].shape
-    )
+    misfit = {k for k in state if k in own and state[k].shape != own[k].shape}
+    wrong = sorted(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in misfit if not _matches(k, ignore))
     problems = [(what, keys) for what, keys in (("missing", missing), ("unused", unused), ("mis-shaped", wrong)) if keys]
     if problems:
         listing = "; ".join(f"{len(keys)} {what}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}" for what, keys in problems)
@@ -243,7 +242,7 @@ def load_strict(
             f"model.init_from={source}: the weights do not fit the model ({listing}); loading is strict: "
             "name weights to skip in model.init_ignore (glob patterns, e.g. ['head.*'])"
         )
-    take = {k: v for k, v in state.items() if k in own}
+    take = {k: v for k, v in state.items() if k in own and k not in misfit}
     model.load_state_dict(take, strict=False)
     return len(take)
 

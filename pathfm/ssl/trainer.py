@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pathfm.config import Config, lr_scaled, resolve_path
+from pathfm.config import Config, lr_scaled
 from pathfm.errors import ConfigError, PathfmError
 from pathfm.io import append_jsonl, atomic_write_text, ensure_writable_dir, read_jsonl
 from pathfm.ssl import checkpoint as ckpt
