@@ -65,6 +65,14 @@ class HEDConfig(_Strict):
     p: float = Field(1.0, ge=0.0, le=1.0, description="probability per crop")
 
 
+# Gaussian-blur probabilities per crop. RELEASED: what DINOv2's code ran (its GaussianBlur(p) wrapper hands
+# 1 - p to RandomApply, so crop 1 was never blurred and crop 2 blurred with probability 0.9; facebookresearch/
+# dinov2 PR #411), hence what Midnight, built on that code, trained with: the default. INTENDED: the paper's
+# 1.0 / 0.1 / 0.5, an arm of the augmentation study (`pathfm ablate show augmentation`).
+BLUR_RELEASED = {"blur_global1": 0.0, "blur_global2": 0.9, "blur_local": 0.5}
+BLUR_INTENDED = {"blur_global1": 1.0, "blur_global2": 0.1, "blur_local": 0.5}
+
+
 class CropsConfig(_Strict):
     """DINOv2 multi-crop. Sizes must be multiples of the model's patch size (checked in Config)."""
 
@@ -79,9 +87,9 @@ class CropsConfig(_Strict):
     color_jitter: float = Field(0.8, ge=0.0, le=1.0, description="probability of DINOv2's colour jitter")
     jitter_strength: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)
     grayscale: float = Field(0.2, ge=0.0, le=1.0)
-    blur_global1: float = Field(1.0, ge=0.0, le=1.0, description="blur probability, global crop 1")
-    blur_global2: float = Field(0.1, ge=0.0, le=1.0)
-    blur_local: float = Field(0.5, ge=0.0, le=1.0)
+    blur_global1: float = Field(BLUR_RELEASED["blur_global1"], ge=0.0, le=1.0, description="blur probability, global crop 1")
+    blur_global2: float = Field(BLUR_RELEASED["blur_global2"], ge=0.0, le=1.0)
+    blur_local: float = Field(BLUR_RELEASED["blur_local"], ge=0.0, le=1.0)
     solarize_global2: float = Field(0.2, ge=0.0, le=1.0)
     photometric_ramp: tuple[int, int] | None = Field(
         None, description="optimizer steps [start, end] over which the probabilities of colour jitter, grayscale, "
@@ -105,6 +113,8 @@ class DataConfig(_Strict):
         "current directory, then the repository root",
     )
     assume_mpp: float | None = Field(None, gt=0.0, description="mpp for slides without metadata (explicit)")
+    cohorts: list[str] | None = Field(None, min_length=1, description="only slides of these manifest cohorts")
+    cohort_weights: list[float] | None = Field(None, description="draw share per entry of cohorts; null: per slide")
     n_slides: int | None = Field(None, ge=1, description="nested seeded subset of the manifest")
     n_tiles: int | None = Field(None, ge=1, description="fixed tile pool size instead of fully online")
     subset_seed: int = 0
@@ -112,6 +122,9 @@ class DataConfig(_Strict):
     tile_size: int = Field(256, ge=32)
     mpps: list[float] = Field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0], min_length=1)
     mpp_weights: list[float] | None = None
+    max_upsample: float = Field(
+        1.1, ge=1.0, description="a slide serves an entry of mpps only if that needs at most this much upsampling "
+        "(1.1: 0.125 um/px is never drawn from a 0.25 um/px slide)")
     tissue: TissueFilterConfig = Field(default_factory=TissueFilterConfig)
     hed: HEDConfig = Field(default_factory=HEDConfig)
     crops: CropsConfig = Field(default_factory=CropsConfig)
@@ -139,6 +152,9 @@ class DataConfig(_Strict):
             raise ValueError(f"mpps must be positive, got {self.mpps}")
         if self.mpp_weights is not None and len(self.mpp_weights) != len(self.mpps):
             raise ValueError("mpp_weights must have one weight per entry of mpps")
+        if self.cohort_weights is not None and (self.cohorts is None or len(self.cohort_weights) != len(self.cohorts)
+                                                or min(self.cohort_weights) <= 0):  # fmt: skip
+            raise ValueError("data.cohort_weights needs data.cohorts and one positive weight per cohort")
         return self
 
 
@@ -154,7 +170,23 @@ class ModelConfig(_Strict):
     drop_path: float = Field(0.1, ge=0.0, lt=1.0)
     ffn: Literal["mlp", "swiglu"] = "mlp"
     attention: Literal["auto", "sdpa", "xformers"] = "auto"
-    init_from: str | None = Field(None, description="checkpoint or exported backbone to start from")
+    init_from: str | None = Field(
+        None,
+        description="checkpoint, exported backbone, DINOv2 hub / timm state dict, or a name like dinov2:vitg14",
+    )
+    init_ignore: list[str] = Field(
+        default_factory=list,
+        description="glob patterns of weight names init_from may leave missing or unused (loading is strict)",
+    )
+    pos_embed_offset: float | None = Field(
+        None,
+        ge=0.0,
+        lt=1.0,
+        description="DINOv2 pos-embed resize offset; null: as the weights were trained (0.1, DINOv2 _reg4: 0.0)",
+    )
+    pos_embed_antialias: bool | None = Field(
+        None, description="antialias the pos-embed resize; null: as the weights were trained (False, _reg4: True)"
+    )
 
 
 class HeadConfig(_Strict):
@@ -212,6 +244,7 @@ class HighResConfig(_Strict):
     base_lr: float = Field(1e-4, gt=0.0)
     warmup_steps: int = Field(0, ge=0)
     batch_size: int | None = Field(None, ge=1)
+    grad_accum: int | None = Field(None, ge=1, description="micro-steps per optimizer step; null: optim.grad_accum")
 
 
 class GuardsConfig(_Strict):
@@ -337,6 +370,8 @@ class Config(_Strict):
         d["data"]["crops"]["local_size"] = hr.local_size
         if hr.batch_size:
             d["data"]["batch_size"] = hr.batch_size
+        if hr.grad_accum:
+            d["optim"]["grad_accum"] = hr.grad_accum
         d["optim"]["steps"] = hr.steps
         d["optim"]["base_lr"] = hr.base_lr
         d["optim"]["warmup_steps"] = hr.warmup_steps
@@ -367,7 +402,15 @@ KNOB_ALIASES: dict[str, str] = {
     "v_min": "data.tissue.v_min",
     "v_max": "data.tissue.v_max",
     "hed_strength": "data.hed.strength",
+    "hed_p": "data.hed.p",
+    "vflip": "data.crops.vflip",
+    "color_jitter": "data.crops.color_jitter",
+    "blur_global1": "data.crops.blur_global1",
+    "blur_global2": "data.crops.blur_global2",
+    "blur_local": "data.crops.blur_local",
+    "momentum_teacher": "optim.momentum_teacher",
     "n_slides": "data.n_slides",
+    "cohorts": "data.cohorts",
     "n_tiles": "data.n_tiles",
     "highres": "highres.enabled",
     "highres_steps": "highres.steps",

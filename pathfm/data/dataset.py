@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from pathfm.config import resolve_path
+from pathfm.data.cohorts import slide_weights
 from pathfm.data.hsv import HSVFilter
 from pathfm.data.inspection_cache import InspectionCache, default_cache_dir
 from pathfm.data.multicrop import MultiCrop, photometric_scale
@@ -46,9 +47,10 @@ class OnlinePatchDataset:
         options = ReaderOptions.from_config(d)
         cache_dir = default_cache_dir(resolve_path(d.slides)) if d.mask_cache == "auto" else d.mask_cache
         sources = build_sources(entries, d.mpps, hsv, d.tissue.thumbnail_size, d.assume_mpp, progress=progress,
-                                options=options, cache=InspectionCache(cache_dir))
+                                options=options, cache=InspectionCache(cache_dir), max_upsample=d.max_upsample)
         sampler = TileSampler(sources, d.mpps, d.mpp_weights, d.tile_size, hsv, d.tissue.max_draws,
-                              d.tissue.min_mask_overlap, d.max_open_slides, options)
+                              d.tissue.min_mask_overlap, d.max_open_slides, options,
+                              slide_weights=slide_weights([s.entry for s in sources], d.cohorts, d.cohort_weights))
         return cls(cfg, sampler, MultiCrop(d))
 
     def __len__(self) -> int:  # the stream is infinite; torch only needs a number

@@ -11,12 +11,10 @@ Per crop (Oquab et al. 2023, DINOv2 ``DataAugmentationDINO``; Midnight changes i
 5. solarize (threshold 128) on global crop 2 with probability ``solarize_global2``;
 6. normalise with mean = std = 0.5 [Midnight; DINOv2 used ImageNet statistics].
 
-Blur-probability bug, fixed: DINOv2's ``GaussianBlur(p)`` wrapper passes ``1 - p`` to torchvision's
-``RandomApply`` (which already means "apply with probability p"), so the released DINOv2 models were
-trained with global crop 1 never blurred, global crop 2 blurred with probability 0.9 and local crops 0.5
-(facebookresearch/dinov2 PR #411). Here each probability means what its name says: with the defaults
-global crop 1 is always blurred, global crop 2 with probability 0.1, local crops with 0.5. To reproduce
-the released behaviour set ``blur_global1=0.0, blur_global2=0.9``.
+Blur probabilities mean what their names say. Their DEFAULTS are what DINOv2's released code ran (and
+so Midnight, built on it): global crop 1 never blurred, global crop 2 with probability 0.9, local crops
+0.5 -- DINOv2's ``GaussianBlur(p)`` wrapper passes ``1 - p`` to torchvision's ``RandomApply``
+(facebookresearch/dinov2 PR #411). The intended 1.0 / 0.1 / 0.5 are ``pathfm.config.BLUR_INTENDED``.
 
 Randomness: every crop gets its own child seed drawn up front, and within a crop every decision uses a
 fixed slot of one uniform block (:func:`pathfm.data.crop_params.draw_crop_params`, shared with the

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pathfm.config import DataConfig
 from pathfm.data.hsv import HSVFilter
 from pathfm.data.inspection_cache import InspectionCache
 from pathfm.data.manifest import SlideEntry
@@ -24,8 +25,9 @@ from pathfm.errors import SlideError
 
 log = logging.getLogger("pathfm.data")
 
-#: a configured resolution is usable for a slide if it needs at most this much upsampling
-MAX_UPSAMPLE = 1.1
+#: default of ``data.max_upsample`` (owned by the config): a configured resolution is usable for a slide if
+#: it needs at most this much upsampling
+MAX_UPSAMPLE: float = DataConfig.model_fields["max_upsample"].default
 
 
 @dataclass
@@ -71,8 +73,10 @@ def inspect_slide(entry: SlideEntry, hsv: HSVFilter, thumbnail_size: int, assume
     return mpp, source, geometry, mask, meta
 
 
-def usable_mpps(slide_mpp: float, mpps: list[float]) -> tuple[int, ...]:
-    return tuple(i for i, m in enumerate(mpps) if m * MAX_UPSAMPLE >= slide_mpp)
+def usable_mpps(slide_mpp: float, mpps: list[float], max_upsample: float = MAX_UPSAMPLE) -> tuple[int, ...]:
+    """Indices of the configured resolutions a slide of ``slide_mpp`` serves with at most ``max_upsample``x
+    upsampling."""
+    return tuple(i for i, m in enumerate(mpps) if m * max_upsample >= slide_mpp)
 
 
 @dataclass
@@ -141,7 +145,7 @@ class TileSampler:
 
     def __init__(self, sources: list[SlideSource], mpps: list[float], mpp_weights: list[float] | None,
                  tile_size: int, hsv: HSVFilter, max_draws: int, min_mask_overlap: float, max_open: int = 16,
-                 options: ReaderOptions | None = None):
+                 options: ReaderOptions | None = None, slide_weights: list[float] | None = None):
         if not sources:
             raise SlideError("no usable slides to sample from")
         self.sources = sources
@@ -155,8 +159,17 @@ class TileSampler:
         self.dropped: dict[str, str] = {}  # slide_id -> reason (this process)
         self._active: list[int] | None = None  # indices of the sources not dropped (rebuilt after a drop)
         self.stats = TileStats()
+        # per-source draw probabilities (data.cohort_weights); None: uniform over the active slides
+        self.slide_weights = None if slide_weights is None else np.asarray(slide_weights, dtype=np.float64)
 
     # ------------------------------------------------------------------ one draw
+    def pick(self, active: list[int], rng: np.random.Generator) -> SlideSource:
+        """The slide of the next draw among the active ones (a dropped slide's share goes to the rest)."""
+        if self.slide_weights is None:
+            return self.sources[active[int(rng.integers(len(active)))]]
+        w = self.slide_weights[active]
+        return self.sources[active[int(rng.choice(len(active), p=w / w.sum()))]]
+
     def propose(self, src: SlideSource, rng: np.random.Generator) -> tuple[float, float, float, int]:
         """(x0, y0, extent0, mpp index): a resolution and a tissue location of a given slide."""
         choices = np.asarray(src.mpp_choices)
@@ -218,7 +231,7 @@ class TileSampler:
                         + "; ".join(f"{k}: {v}" for k, v in self.dropped.items())
                         + ". Check the slides (pathfm data scan) and data.tissue (min_tissue_fraction, HSV bounds)"
                     )
-                src = self.sources[active[int(rng.integers(len(active)))]]
+                src = self.pick(active, rng)
                 try:
                     tile = self.draw_from(src, rng, stats)
                 except Exception as e:  # noqa: BLE001 - a broken or vanished slide must not end training
@@ -254,7 +267,8 @@ def _is_read_error(e: Exception) -> bool:
 
 def build_sources(entries: list[SlideEntry], mpps: list[float], hsv: HSVFilter, thumbnail_size: int,
                   assume_mpp: float | None, progress: bool = False,
-                  options: ReaderOptions | None = None, cache: InspectionCache | None = None) -> list[SlideSource]:
+                  options: ReaderOptions | None = None, cache: InspectionCache | None = None,
+                  max_upsample: float = MAX_UPSAMPLE) -> list[SlideSource]:
     """Validate every slide *before* training: all files openable and with a resolution (one error
     listing every failure), then drop (with a warning) slides without tissue or without a usable
     resolution. Raises SlideError if nothing is left."""
@@ -270,10 +284,10 @@ def build_sources(entries: list[SlideEntry], mpps: list[float], hsv: HSVFilter, 
         raise SlideError(f"{len(errors)} of {len(entries)} slide(s) cannot be used:\n  " + "\n  ".join(errors))
     sources = []
     for e, mpp, source, geometry, mask, _meta in inspected:
-        choices = usable_mpps(mpp, mpps)
+        choices = usable_mpps(mpp, mpps, max_upsample)
         if not choices:
             msg = (f"slide {e.slide_id} ({e.path}) dropped: its resolution {mpp:.3g} um/px is coarser than every "
-                   f"configured data.mpps {mpps} (more than {MAX_UPSAMPLE}x upsampling)")
+                   f"configured data.mpps {mpps} (more than data.max_upsample={max_upsample}x upsampling)")
         elif mask.n_tissue == 0:
             msg = f"slide {e.slide_id} ({e.path}) dropped: no tissue found in its thumbnail (HSV mask is empty)"
         else:

@@ -54,7 +54,7 @@ def make_preview(slide_path: str | Path, out: str | Path, data_cfg=None, target_
     slide = open_slide(slide_path, ReaderOptions.from_config(d))
     try:
         level0_mpp, _ = resolve_mpp(slide_path, metadata_mpp(slide), mpp, d.assume_mpp)
-        target = target_mpp or min((d.mpps[i] for i in usable_mpps(level0_mpp, d.mpps)), default=level0_mpp)
+        target = target_mpp or min((d.mpps[i] for i in usable_mpps(level0_mpp, d.mpps, d.max_upsample)), default=level0_mpp)
         geometry = SlideGeometry.of(slide)
         mask = TissueMask.from_slide(slide, hsv, d.tissue.thumbnail_size)
         thumb = np.asarray(slide.get_thumbnail((512, 512)).convert("RGB"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from pathfm.data.cohorts import select_cohorts
 from pathfm.data.manifest import SlideEntry, load_manifest
 from pathfm.data.subsets import nested_subset
 from pathfm.errors import PathfmError
@@ -21,9 +22,11 @@ TRAINING_SLIDES_COLUMNS = ("slide_id", "patient_id", "cohort", "path")
 
 
 def training_entries(data_cfg) -> list[SlideEntry]:
-    """The slides a run with this ``data`` config trains on (manifest, then the nested subset)."""
+    """The slides a run with this ``data`` config trains on (manifest, its ``data.cohorts``, then the nested
+    subset)."""
     d = data_cfg
-    return nested_subset(load_manifest(d.slides), d.n_slides, d.subset_seed, d.group_by_patient)
+    entries = select_cohorts(load_manifest(d.slides), d.cohorts, d.slides)
+    return nested_subset(entries, d.n_slides, d.subset_seed, d.group_by_patient)
 
 
 def write_training_slides(entries: list[SlideEntry], run_dir: str | Path) -> Path:

@@ -8,15 +8,17 @@ or returns the reduced tensor). Every rank must call these functions the same nu
 its local batch is empty (an iBOT step without masked patches): the empty case is handled and still takes
 part in every reduction, so no rank deadlocks.
 
-Implementation note (same algorithm as A.3, cheaper and safer): Sinkhorn-Knopp runs in its scaling form,
-P = R_tot * diag(v) Q diag(u), updating only the prototype scalings u (K) and the sample scalings v (R)
-with two matrix-vector products per iteration, which is exactly the sequence of normalisations of A.3.
-Q = exp(Z/tau - rowmax) uses each sample's OWN max (every row keeps an entry 1, nothing overflows) and the
-starting sample scalings v = exp(rowmax - global max) restore the reference's start exp(Z/tau - global max)
-(global max all-reduced with op MAX, as the reference tip requires); the initial division by the global sum
-is absorbed in the scalings. A sample far below the global max (v underflowing to 0) only drops out of the
-first prototype sums and gets its proper row afterwards; a prototype whose entries underflow for every
-sample of every rank gets zero mass instead of a NaN.
+Implementation note (same algorithm as A.3, exact over the whole float32 range): Sinkhorn-Knopp runs in its
+scaling form, P = R_tot * diag(v) Q diag(u) with Q = exp(Z/tau), updating only the prototype scalings u (K)
+and the sample scalings v (R) -- exactly the sequence of normalisations of A.3 -- and it keeps all three in
+log space: log u_k = -log K - logsumexp_r(log v_r + Z_rk/tau) (the column log-sum-exp all-reduced over
+ranks: column max with op MAX, then the shifted sums with op SUM) and log v_r = -log R_tot -
+logsumexp_k(Z_rk/tau + log u_k). Nothing is exponentiated before it is shifted by its own maximum, so no
+prototype or sample can underflow to zero mass, however far its logits lie below the global maximum (the
+scaling form in float32 silently lost such prototypes once their best logit/tau was ~87 below the top:
+exp underflows at -87.3). The reference's initial division by the global sum is a constant that the first
+column normalisation cancels, so it is skipped. Tested against A.3 in float64 / extended precision at
+logit spreads up to 1,000 (tests/test_ssl_sinkhorn_exact.py).
 """
 
 from __future__ import annotations
@@ -48,30 +50,37 @@ def sinkhorn_knopp(teacher_logits: Tensor, temp: float, n_iters: int = 3, all_re
     Alternately (``n_iters`` times) gives every prototype the total mass 1/K (sums over all samples of all
     ranks) and every sample the mass 1/R_tot (local), then rescales so that each row sums to 1. Columns
     then carry (nearly, exactly as n_iters grows) equal mass R_tot/K. Invariant to a constant added to all
-    logits. ``teacher_logits``: the rows of this rank (padding rows excluded by the caller).
+    logits. ``teacher_logits``: the rows of this rank (padding rows excluded by the caller). Exact over the
+    whole float32 range (log-domain iterations, see the module docstring).
     """
     if teacher_logits.ndim != 2:
         raise ValueError(f"sinkhorn_knopp expects (rows, prototypes) logits, got shape {tuple(teacher_logits.shape)}")
     if temp <= 0 or n_iters < 1:
         raise ValueError(f"sinkhorn_knopp needs temp > 0 and n_iters >= 1, got temp={temp}, n_iters={n_iters}")
     with torch.autocast(device_type=teacher_logits.device.type, enabled=False):
-        q = teacher_logits.float() / temp  # a new tensor: safe to work in place below
-        n_rows, n_protos = q.shape
-        row_max = q.amax(dim=1) if n_rows else q.new_zeros(0)
-        global_max = _reduce(row_max.max().reshape(1) if n_rows else q.new_full((1,), -math.inf), all_reduce, "max")
-        q.sub_(row_max.unsqueeze(1)).exp_()
-        tiny = torch.finfo(torch.float32).tiny
+        log_q = teacher_logits.float() / temp  # log of the reference's exp(Z/tau), up to a constant
+        n_rows, n_protos = log_q.shape
         # no host sync: with R_tot = 0 every rank is empty and everything below works on empty tensors
-        r_tot = _reduce(torch.tensor([float(n_rows)], device=q.device), all_reduce, "sum")
-        # diag(v) q = exp(Z/tau - global max): the reference's starting point, without forming it
-        v = torch.exp(row_max - global_max)  # sample scalings
-        u = q.new_ones(n_protos)  # prototype scalings
+        r_tot = _reduce(log_q.new_tensor([float(n_rows)]), all_reduce, "sum")
+        log_k, log_r = math.log(n_protos), torch.log(r_tot)
+        log_v = log_q.new_zeros(n_rows)  # log sample scalings (the global start normalisation cancels)
         for _ in range(n_iters):
-            proto_mass = _reduce(v @ q, all_reduce, "sum")  # (K,) over all samples of all ranks
-            u = 1.0 / (n_protos * proto_mass.clamp(min=tiny))
-            sample_mass = q @ u  # (R,) local
-            v = 1.0 / (r_tot * sample_mass.clamp(min=tiny))
-        return q.mul_(u).mul_((v * r_tot).unsqueeze(1))
+            log_mass = _column_logsumexp(log_q + log_v.unsqueeze(1), all_reduce)  # (K,) all samples, all ranks
+            log_u = -log_k - log_mass
+            log_v = -log_r - torch.logsumexp(log_q + log_u, dim=1)  # (R,) local
+        return log_q.add_(log_u).add_((log_v + log_r).unsqueeze(1)).exp_()
+
+
+def _column_logsumexp(x: Tensor, all_reduce: AllReduce) -> Tensor:
+    """log sum_r exp(x[r, k]) over the rows of every rank, (R, K) -> (K,), without under- or overflow.
+
+    Two reductions (column max with op MAX, then the shifted sums); an empty rank contributes -inf / 0.
+    """
+    local_max = x.amax(dim=0) if x.shape[0] else x.new_full((x.shape[1],), -math.inf)
+    col_max = _reduce(local_max, all_reduce, "max")
+    shift = torch.where(torch.isfinite(col_max), col_max, torch.zeros_like(col_max))
+    sums = _reduce(torch.exp(x - shift).sum(dim=0), all_reduce, "sum")
+    return torch.log(sums) + shift
 
 
 @torch.no_grad()

@@ -7,6 +7,7 @@ Examples::
     pathfm train resume=runs/smoke-20250101-120000         # continue the latest valid checkpoint
     pathfm train resume=runs/x optim.steps=200             # ... and extend it
     pathfm train midnight_vitg14 --stage highres model.init_from=runs/x/checkpoints/step_00500000.pt
+    pathfm train midnight_vitg14 --dry-run                 # resolve config, stages and init weights only
     torchrun --nproc-per-node 8 -m pathfm.cli train configs/vitb14_ablation.yaml --run-dir runs/b14
 
 Nothing heavy is imported at module level (``pathfm --help`` stays instant).
@@ -33,6 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--run-dir", default=None, help="run directory (default: run.output_dir/<run.name or preset-time>)")
     p.add_argument("--stage", choices=("all", "main", "highres"), default="all",
                    help="which stages to run (highres: only the high-resolution post-training)")  # fmt: skip
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate the config, list the stages and locate model.init_from; train nothing")  # fmt: skip
     p.set_defaults(func=handle)
 
 
@@ -83,6 +86,9 @@ def handle(args: argparse.Namespace) -> int:
             raise ConfigError("give a config (a preset name such as smoke, or a YAML path) or resume=RUN_DIR")
         cfg = load_config(config, overrides)
         run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(cfg, config)
+    if getattr(args, "dry_run", False):
+        print(_dry_run_summary(cfg, run_dir, args.stage))
+        return 0
     result = train(cfg, run_dir, resume=bool(resume), stages=args.stage)
     loss = result.metrics.get("loss")
     state = "stopped early" if result.stopped_early else "done"
@@ -91,3 +97,19 @@ def handle(args: argparse.Namespace) -> int:
     loss_txt = f", loss {loss:.4f}" if isinstance(loss, float) else ""
     print(f"{state}: {result.run_dir} (step {result.final_step}{loss_txt}); teacher backbone: {result.teacher_path}")
     return 0
+
+
+def _dry_run_summary(cfg, run_dir: Path, stages: str) -> str:
+    """What a run would do: model, stages, and the init weights file (a ConfigError if it is missing)."""
+    from pathfm.ssl.foreign_weights import resolve_weights_source
+    from pathfm.ssl.trainer import plan_stages
+
+    m = cfg.model
+    lines = [f"dry run: {run_dir}", f"  model {m.arch}/{m.patch_size}, registers {m.n_registers}, ffn {m.ffn}"]
+    if m.init_from:
+        lines.append(f"  init {m.init_from}: {resolve_weights_source(m.init_from)}")
+    for s in plan_stages(cfg, stages):
+        c = s.cfg
+        lines.append(f"  stage {s.name}: {c.optim.steps} steps, batch {c.data.batch_size} x accumulation "
+                     f"{c.optim.grad_accum}, crops {c.data.crops.global_size}/{c.data.crops.local_size}")  # fmt: skip
+    return "\n".join(lines)

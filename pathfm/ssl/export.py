@@ -103,7 +103,7 @@ def load_backbone(path: str | Path, *, strict: bool = True) -> tuple[VisionTrans
         )
     if obj["format"] == CHECKPOINT_FORMAT:
         state = obj["teacher"]["backbone"]
-        model_cfg = obj["model"]
+        model_cfg = obj.get("backbone_model") or obj["model"]  # the former holds resolved settings
     else:
         if int(obj.get("version", 0)) > VERSION:
             raise BackboneFileError(f"{path}: backbone format version {obj['version']} is newer than this pathfm")

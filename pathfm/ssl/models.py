@@ -7,15 +7,18 @@ A plain pre-norm Vision Transformer written for self-supervised multi-crop train
   MLP or SwiGLU feed-forward;
 * a learned ``mask_token`` that replaces masked patch embeddings BEFORE the positional embeddings are
   added (iBOT; DINOv2 ``prepare_tokens_with_masks``);
-* learned positional embeddings for a 224 px grid, bicubically interpolated to any crop size (so the
-  high-resolution stage at 392 px reuses the same parameters);
+* learned positional embeddings for a 224 px grid, bicubically interpolated to any crop size exactly as
+  DINOv2 does it (``scale_factor=((h0+offset)/M, (w0+offset)/M)``, per-model offset and antialias, see
+  :func:`interpolate_pos_embed`), so the high-resolution stage at 392 px reuses the same parameters and
+  imported DINOv2 weights compute what DINOv2 computes;
 * attention through ``torch.nn.functional.scaled_dot_product_attention`` or, on a GPU with xformers
   installed (and ``XFORMERS_DISABLED`` unset), xformers' memory-efficient attention, where all crops of a
   multi-crop batch run in ONE pass with a block-diagonal mask.
 
 Parameter names follow DINOv2 (``blocks.3.attn.qkv.weight``, ``blocks.3.ls1.gamma``, ``mlp.w12`` ...),
 which the name-driven parameter groups (layer-wise lr decay, no weight decay on norms/biases/gamma) rely
-on, and which lets DINOv2 hub weights be loaded with :func:`load_dinov2_state_dict`.
+on, and which lets DINOv2 hub weights load almost as they are (``pathfm.ssl.foreign_weights`` converts them and
+timm's layout).
 """
 
 from __future__ import annotations
@@ -216,19 +219,43 @@ class Block(nn.Module):
 
 
 # -------------------------------------------------------------------------------------- backbone
-def interpolate_pos_embed(pos_embed: Tensor, grid_hw: tuple[int, int]) -> Tensor:
-    """Bicubically resize patch positional embeddings (1, h0*w0, D) from their square grid to ``grid_hw``."""
+# DINOv2's own defaults (``DinoVisionTransformer``; ``configs/ssl_default_config.yaml``, which Midnight's
+# training ran with); the hub's ``*_reg4`` models were trained with offset 0.0 and antialias True instead.
+POS_EMBED_OFFSET = 0.1
+POS_EMBED_ANTIALIAS = False
+
+
+def interpolate_pos_embed(
+    pos_embed: Tensor,
+    grid_hw: tuple[int, int],
+    *,
+    offset: float = POS_EMBED_OFFSET,
+    antialias: bool = POS_EMBED_ANTIALIAS,
+) -> Tensor:
+    """Resize patch positional embeddings (1, M*M, D) from their square grid to ``grid_hw``, as DINOv2 does.
+
+    Bicubic; with ``offset`` > 0 the resize is given as ``scale_factor = ((h0 + offset) / M, (w0 + offset) /
+    M)`` (DINOv2's historical work-around: the sampling positions follow that scale, not h0/M), with
+    ``offset`` 0 as the output size (h0, w0). ``antialias`` low-pass filters when shrinking. Same grid: the
+    embeddings are returned unchanged. Computed in float32, returned in the input dtype.
+    """
     n0 = pos_embed.shape[1]
     side = int(math.isqrt(n0))
     if side * side != n0:
         raise ValueError(f"positional embeddings of {n0} patches are not a square grid")
-    if (side, side) == tuple(grid_hw):
+    h0, w0 = grid_hw
+    if (side, side) == (h0, w0):
         return pos_embed
     d = pos_embed.shape[-1]
     grid = pos_embed.reshape(1, side, side, d).permute(0, 3, 1, 2)
-    dtype = grid.dtype
-    grid = F.interpolate(grid.float(), size=tuple(grid_hw), mode="bicubic", align_corners=False)
-    return grid.to(dtype).permute(0, 2, 3, 1).reshape(1, grid_hw[0] * grid_hw[1], d)
+    if offset:
+        resize: dict[str, Any] = {"scale_factor": ((h0 + offset) / side, (w0 + offset) / side)}
+    else:
+        resize = {"size": (h0, w0)}
+    out = F.interpolate(grid.float(), mode="bicubic", antialias=antialias, **resize)
+    if tuple(out.shape[-2:]) != (h0, w0):
+        raise ValueError(f"pos-embed offset {offset} resized a {side}x{side} grid to {tuple(out.shape[-2:])}, not {grid_hw}")
+    return out.to(pos_embed.dtype).permute(0, 2, 3, 1).reshape(1, h0 * w0, d)
 
 
 class VisionTransformer(nn.Module):
@@ -247,6 +274,8 @@ class VisionTransformer(nn.Module):
         ffn: str = "mlp",
         attention: str = "auto",
         base_img_size: int = BASE_IMG_SIZE,
+        pos_embed_offset: float = POS_EMBED_OFFSET,
+        pos_embed_antialias: bool = POS_EMBED_ANTIALIAS,
     ) -> None:
         super().__init__()
         self.embed_dim = embed_dim
@@ -254,6 +283,8 @@ class VisionTransformer(nn.Module):
         self.n_registers = n_registers
         self.depth = depth
         self.attention = attention
+        self.pos_embed_offset = pos_embed_offset
+        self.pos_embed_antialias = pos_embed_antialias
         grid = base_img_size // patch_size
         self.patch_embed = PatchEmbed(patch_size, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
@@ -302,7 +333,9 @@ class VisionTransformer(nn.Module):
                 raise ValueError(f"masks of shape {tuple(masks.shape)} do not match {tuple(tokens.shape[:2])} patches")
             tokens = torch.where(masks.unsqueeze(-1), self.mask_token.to(tokens.dtype), tokens)
         grid = (h // self.patch_size, w // self.patch_size)
-        pos = interpolate_pos_embed(self.pos_embed[:, 1:], grid)
+        pos = interpolate_pos_embed(
+            self.pos_embed[:, 1:], grid, offset=self.pos_embed_offset, antialias=self.pos_embed_antialias
+        )
         tokens = tokens + pos.to(tokens.dtype)
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(b, -1, -1).to(tokens.dtype)
         parts = [cls]
@@ -371,9 +404,23 @@ def build_backbone(model_cfg: Any, *, drop_path: float | None = None) -> VisionT
         drop_path_rate=float(d.get("drop_path", 0.0) if drop_path is None else drop_path),
         ffn=d.get("ffn", "mlp"),
         attention=d.get("attention", "auto"),
+        pos_embed_offset=float(_or_default(d.get("pos_embed_offset"), POS_EMBED_OFFSET)),
+        pos_embed_antialias=bool(_or_default(d.get("pos_embed_antialias"), POS_EMBED_ANTIALIAS)),
     )
-    model.cfg = d
+    # the resolved settings travel with the model (export writes model.cfg)
+    model.cfg = {**d, "pos_embed_offset": model.pos_embed_offset, "pos_embed_antialias": model.pos_embed_antialias}
     return model
+
+
+def _or_default(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def set_pos_embed_interpolation(model: VisionTransformer, offset: float, antialias: bool) -> None:
+    """Switch ``model`` to another positional-embedding resize (e.g. that of imported weights), in its cfg too."""
+    model.pos_embed_offset, model.pos_embed_antialias = float(offset), bool(antialias)
+    if model.cfg is not None:
+        model.cfg = {**model.cfg, "pos_embed_offset": model.pos_embed_offset, "pos_embed_antialias": model.pos_embed_antialias}
 
 
 def adapt_state_dict(state: dict[str, Tensor], model: VisionTransformer) -> dict[str, Tensor]:

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pathfm.config import Config, lr_scaled, resolve_path
+from pathfm.config import Config, lr_scaled
 from pathfm.errors import ConfigError, NonFiniteLossError, PathfmError
 from pathfm.io import append_jsonl, atomic_write_text, ensure_writable_dir, read_jsonl
 from pathfm.ssl import checkpoint as ckpt
@@ -154,34 +154,20 @@ def _seed_everything(seed: int, rank: int) -> None:
     torch.manual_seed(seed + rank)
 
 
-def _load_init_weights(student: SSLNet, teacher: SSLNet, source: str) -> str:
-    """``model.init_from``: a pathfm checkpoint (student, teacher, heads), an exported backbone, or a
-    plain backbone state dict (e.g. DINOv2 hub weights). Returns a one-line description."""
-    path = resolve_path(source)
-    if not path.exists():
-        raise ConfigError(f"model.init_from={source}: no such file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise ConfigError(f"model.init_from={path}: not a loadable torch file ({type(e).__name__})") from None
-    fmt = obj.get("format") if isinstance(obj, dict) else None
-    if fmt == ckpt.FORMAT:
+def _load_init_weights(student: SSLNet, teacher: SSLNet, model_cfg: Any) -> str:
+    """``model.init_from``: a pathfm checkpoint (student, teacher, heads), else backbone weights of any
+    layout :mod:`pathfm.ssl.foreign_weights` reads (strict). Returns a one-line description."""
+    from pathfm.ssl import foreign_weights as fw
+
+    path = fw.resolve_weights_source(model_cfg.init_from)
+    obj = fw.read_weights_file(path)
+    if isinstance(obj, dict) and obj.get("format") == ckpt.FORMAT:
         for net, key in ((student, "student"), (teacher, "teacher")):
             _load_net(net, obj[key], path)
-        return f"student, teacher and heads from checkpoint {path} (step {obj.get('step')})"
-    state = obj.get("state_dict") if fmt == "pathfm-backbone" else obj
-    if isinstance(state, dict) and "teacher" in state and isinstance(state["teacher"], dict):
-        state = state["teacher"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConfigError(f"model.init_from={path}: neither a pathfm file nor a backbone state dict")
-    state = {k.removeprefix("backbone."): v for k, v in state.items()}
-    for net in (student, teacher):
-        state_n = adapt_state_dict(state, net.backbone)
-        missing, unexpected = net.backbone.load_state_dict(state_n, strict=False)
-    if len(missing) == len(list(student.backbone.state_dict())):
-        raise ConfigError(f"model.init_from={path}: no parameter name matches the {student.backbone.cfg['arch']} backbone")
-    extra = f" (missing {len(missing)}, unused {len(unexpected)} keys)" if missing or unexpected else ""
-    return f"backbone from {path}{extra}"
+            fw.apply_pos_embed_settings(net.backbone, model_cfg, fw.declared_pos_embed(obj.get("backbone_model")))
+        n = sum(len(states) for states in obj["student"].values())
+        return f"student, teacher and heads ({n} tensors each, strict) from checkpoint {path} (step {obj.get('step')})"
+    return fw.load_backbone_weights([student.backbone, teacher.backbone], obj, path, model_cfg, model_cfg.init_from)
 
 
 def _load_net(net: SSLNet, states: dict[str, dict], path: Path) -> None:
@@ -232,7 +218,7 @@ class _Run:
 
         torch.manual_seed(cfg.seed)  # identical init on every rank
         student, teacher = build_student_teacher(cfg)
-        self.init_note = _load_init_weights(student, teacher, cfg.model.init_from) if cfg.model.init_from else None
+        self.init_note = _load_init_weights(student, teacher, cfg.model) if cfg.model.init_from else None
         self.student = student.to(self.device)
         self.teacher = teacher.to(self.device)
         self.centers = _build_centers(cfg, self.device)
@@ -287,6 +273,7 @@ class _Run:
             payload = {
                 "config": self.cfg.model_dump(mode="json"),
                 "model": self.cfg.model.model_dump(mode="json"),
+                "backbone_model": dict(self.teacher.backbone.cfg or {}),
                 "config_sha": self.sha,
                 "stage": self.stages[self.progress.stage_index].name,
                 "progress": self.progress.as_dict(),
