@@ -1,4 +1,4 @@
-"""``pathfm`` — one command with verbs: data, train, eval, sweep, ablate, analyze.
+"""``pathfm`` — one command with verbs: data, train, eval, sweep, ablate, analyze, export.
 
 Each verb lives in its subpackage (``pathfm/<part>/cli.py``) and exposes ``register(subparsers)``; those
 modules import nothing heavy at module level, so ``pathfm --help`` is instant. User errors
@@ -21,6 +21,7 @@ VERBS = {
     "sweep": "pathfm.sweeps.cli",
     "ablate": "pathfm.ablations.cli",
     "analyze": "pathfm.analysis.cli",
+    "export": "pathfm.export.cli",
 }
 
 

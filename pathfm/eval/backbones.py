@@ -218,11 +218,20 @@ def module_backbone(model, *, name: str = "module", step: int = 0, mean: float =
 
 
 def load_source(source) -> Backbone:
-    """``timm:<name>``, a run dir, a backbone / checkpoint file, a :class:`Backbone` or a module."""
+    """``timm:<name>``, ``timm:<name>:<file>``, ``hf:<dir>`` (:mod:`pathfm.eval.foreign_backbones`), a run dir,
+    a backbone / checkpoint file, a :class:`Backbone` or a module."""
     if isinstance(source, Backbone):
         return source
     if isinstance(source, (str, Path)):
         s = str(source)
+        if s.startswith("hf:"):
+            from pathfm.eval.foreign_backbones import hf_backbone
+
+            return hf_backbone(s.removeprefix("hf:"))
+        if s.startswith("timm:") and ":" in s.removeprefix("timm:"):
+            from pathfm.eval.foreign_backbones import timm_file_backbone
+
+            return timm_file_backbone(*s.removeprefix("timm:").split(":", 1))
         if s.startswith("timm:"):
             return timm_backbone(s.removeprefix("timm:"))
         return pathfm_backbone(s)
