@@ -23,7 +23,8 @@ from pathfm.eval.backbones import load_source
 from pathfm.export.run import ExportError, export_run
 from pathfm.ssl import foreign_weights as fw
 from pathfm.ssl.export import export_backbone
-from pathfm.ssl.models import build_backbone
+from pathfm.ssl.foreign_export import prepared_state, to_timm_state
+from pathfm.ssl.models import VisionTransformer, build_backbone
 
 TOL = 1e-5
 SIZE = 224
@@ -44,11 +45,12 @@ def _scramble(model: torch.nn.Module, seed: int) -> None:
                 p.copy_(scale * torch.randn(p.shape, generator=g))
 
 
-def make_run(root: Path, arch: str, variant: tuple, *, grid: int, size: int = SIZE, done: bool = True) -> Path:
+def make_run(root: Path, arch: str, variant: tuple, *, grid: int, size: int = SIZE, done: bool = True,
+             ffn: str = "mlp") -> Path:  # fmt: skip
     regs, layerscale, offset, antialias = variant
     overrides = [f"model.arch={arch}", f"model.n_registers={regs}", f"model.layerscale={layerscale or 'null'}",
                  f"model.pos_embed_offset={offset}", f"model.pos_embed_antialias={antialias}",
-                 f"data.crops.global_size={size}"]  # fmt: skip
+                 f"data.crops.global_size={size}", f"model.ffn={ffn}"]  # fmt: skip
     cfg = load_config("smoke", overrides)
     torch.manual_seed(0)
     model = build_backbone(cfg.model)
@@ -111,6 +113,20 @@ def test_timm_export_returns_pathfms_tokens_with_both_loaders(small_run):
     assert (run_dir / "export" / "timm" / "README.md").read_text().startswith("---\nlicense: other\nlibrary_name: timm\n")
 
 
+def test_timm_giant_layout_swiglu_at_reduced_depth():
+    """vit_giant_patch14_dinov2 (the Midnight architecture) has timm's packed SwiGLU; checked at width 96 and
+    depth 2 (timm's hidden size int(96 * 5.33334) = 512 = 2 x pathfm's 256, as 8192 = 2 x 4096 at 1536)."""
+    model = VisionTransformer(embed_dim=96, depth=2, num_heads=3, ffn="swiglu", attention="sdpa").eval()
+    _scramble(model, seed=7)
+    net = timm.create_model("vit_giant_patch14_dinov2", pretrained=False, img_size=SIZE, embed_dim=96, depth=2,
+                            num_heads=3, num_classes=0)  # fmt: skip
+    net.load_state_dict(to_timm_state(prepared_state(model, SIZE)), strict=True)
+    x = _images(SIZE, n=1, seed=3)
+    with torch.no_grad():
+        out = net.eval().forward_features(x)
+        _assert_tokens(model.forward_features(x), out[:, 0], out[:, 1:])
+
+
 # ------------------------------------------------------------------------------------------------ hf
 def test_hf_export_returns_pathfms_tokens_at_its_size(pico_run):
     transformers = pytest.importorskip("transformers", reason="the hf export test needs pip install 'pathfm[hf]'")
@@ -129,13 +145,14 @@ def test_hf_export_returns_pathfms_tokens_at_its_size(pico_run):
         assert (net(pixel_values=x).last_hidden_state[:, 0] - teacher.forward_features(x)["cls"]).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("variant", ["plain_offset0", "reg4"])
+@pytest.mark.parametrize("variant", ["plain_offset0", "reg4", "swiglu"])
 def test_hf_equals_pathfm_at_every_size_when_the_resize_settings_agree(tmp_path, variant):
     """Stored grid = export grid and pathfm's offset 0 (Dinov2Model: no antialias; with registers:
-    antialias): then HF resizes exactly as pathfm does, at 392 px and 98 px too."""
+    antialias): then HF resizes exactly as pathfm does, at 392 px and 98 px too. swiglu: the FFN of
+    DINOv2's giant (``mlp.weights_in`` split into HF's gate and up projections)."""
     transformers = pytest.importorskip("transformers", reason="the hf export test needs pip install 'pathfm[hf]'")
-    settings = {"plain_offset0": (0, 1e-5, 0.0, False), "reg4": VARIANTS["reg4"]}[variant]
-    run_dir = make_run(tmp_path / "run", "vit_pico", settings, grid=16)
+    settings = {"plain_offset0": (0, 1e-5, 0.0, False), "reg4": VARIANTS["reg4"], "swiglu": (0, 1e-5, 0.0, False)}[variant]
+    run_dir = make_run(tmp_path / "run", "vit_pico", settings, grid=16, ffn="swiglu" if variant == "swiglu" else "mlp")
     res = export_run(run_dir, "hf")
     net = transformers.AutoModel.from_pretrained(str(res.out_dir)).eval()
     from pathfm.ssl.export import load_backbone
