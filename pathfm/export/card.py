@@ -71,17 +71,10 @@ def _read_config(run_dir: Path | None) -> dict[str, Any] | None:
 
 
 def _last_metrics(run_dir: Path | None) -> dict[str, Any]:
-    path = run_dir / "metrics.jsonl" if run_dir is not None else None
-    if path is None or not path.is_file():
-        return {}
-    last: dict[str, Any] = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            try:
-                last = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a torn last line of a killed run
-    return last
+    from pathfm.io import read_jsonl
+
+    records = read_jsonl(run_dir / "metrics.jsonl") if run_dir is not None else []
+    return records[-1] if records else {}
 
 
 def data_section(run_dir: Path | None, cfg: Mapping[str, Any] | None) -> str:
