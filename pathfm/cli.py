@@ -22,7 +22,7 @@ VERBS = {
     "ablate": "pathfm.ablations.cli",
     "analyze": "pathfm.analysis.cli",
     "audit": "pathfm.eval.audit_cli",
-    "export": "pathfm.ssl.export_cli",
+    "export": "pathfm.export.cli",
 }
 
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from pathfm.errors import PathfmError
-from pathfm.eval.backbones import load_source, timm_backbone
+from pathfm.eval.backbones import timm_backbone
+from pathfm.eval.sources import load_source
 from pathfm.eval.evaluation import backbone_features
 from pathfm.eval.features import FeatureCache, color_histogram_features, extract_features
 from pathfm.eval.tasks import get_task

@@ -83,7 +83,7 @@ def test_cli_runs_on_a_run_dir(pico_run, tmp_path, capsys):
 @pytest.mark.slow
 def test_real_training_run_probe_hook_and_checkpoint_evaluation(tmp_path):
     """`pathfm train` (2 smoke steps) logs the fast probe; its checkpoint file is evaluated into the run."""
-    from pathfm.eval.backbones import load_source
+    from pathfm.eval.sources import load_source
     from pathfm.eval.features import extract_features
     from pathfm.eval.tasks import get_task
     from pathfm.eval.tiles import load_samples

@@ -20,7 +20,7 @@ _EXPORTS = {
     "TaskError": "pathfm.eval.tasks",
     "get_task": "pathfm.eval.tasks",
     "known_tasks": "pathfm.eval.tasks",
-    "load_source": "pathfm.eval.backbones",
+    "load_source": "pathfm.eval.sources",
     "Backbone": "pathfm.eval.backbones",
     "CheckpointError": "pathfm.eval.backbones",
     "extract_features": "pathfm.eval.features",

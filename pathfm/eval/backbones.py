@@ -217,18 +217,6 @@ def module_backbone(model, *, name: str = "module", step: int = 0, mean: float =
                     None, make_random or _no_random)
 
 
-def load_source(source) -> Backbone:
-    """``timm:<name>``, a run dir, a backbone / checkpoint file, a :class:`Backbone` or a module."""
-    if isinstance(source, Backbone):
-        return source
-    if isinstance(source, (str, Path)):
-        s = str(source)
-        if s.startswith("timm:"):
-            return timm_backbone(s.removeprefix("timm:"))
-        return pathfm_backbone(s)
-    return module_backbone(source)
-
-
 def state_hash(model) -> str:
     """sha256 (16 hex) over parameter names, shapes and bytes: equal weights give equal hashes."""
     import torch

@@ -5,6 +5,8 @@ Examples::
     pathfm eval runs/smoke --task crc                      # run dir: uses its teacher_backbone.pt
     pathfm eval runs/smoke/teacher_backbone.pt --task crc --task osteo --probe linear --probe knn
     pathfm eval timm:vit_small_patch14_dinov2 --task my_task.yaml --out results/eval.parquet
+    pathfm eval hf:runs/smoke/export/hf --task crc          # a Hugging Face folder (pathfm export --format hf)
+    pathfm eval timm:vit_small_patch14_dinov2:runs/b/export/timm/model.safetensors --task crc
     pathfm eval --list-tasks
 """
 
@@ -23,7 +25,7 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("Examples::", 1)[1],
     )
-    p.add_argument("source", nargs="?", help="run dir, teacher_backbone.pt / checkpoint, or timm:<name>")
+    p.add_argument("source", nargs="?", help="run dir, teacher_backbone.pt / checkpoint, timm:<name>, timm:<name>:<file> or hf:<dir>")
     p.add_argument("--task", action="append", dest="tasks", metavar="NAME",
                    help="bundled task (crc, crc_crops, crc9, osteo, pcam; see --list-tasks) or a task .yaml/.csv; "
                    "repeat or comma-separate (default: crc,osteo)")

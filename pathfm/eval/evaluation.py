@@ -15,7 +15,8 @@ from typing import Sequence
 import numpy as np
 
 from pathfm.errors import PathfmError
-from pathfm.eval.backbones import Backbone, load_source
+from pathfm.eval.backbones import Backbone
+from pathfm.eval.sources import load_source
 from pathfm.eval.features import (
     POOLINGS,
     FeatureCache,

@@ -25,13 +25,13 @@ def fast_probe(backbone, tasks: str | Sequence[str] = ("crc",), probe: str = "kn
     ``probe/<task>/rankme`` and ``probe/<task>/uniformity`` (label-free) when ``diagnostics``.
 
     ``backbone``: a module with ``forward_features -> {"cls", "patch"}`` (the teacher backbone, on any
-    device), or anything :func:`pathfm.eval.backbones.load_source` accepts. ``mean``/``std``: the
+    device), or anything :func:`pathfm.eval.sources.load_source` accepts. ``mean``/``std``: the
     training normalisation (``cfg.data.normalize_*``) for a bare module.
     """
     (probe,) = check_probes(probe)
     model, m, s = backbone, (mean,) * 3, (std,) * 3
     if isinstance(backbone, str) or not hasattr(backbone, "forward_features"):
-        from pathfm.eval.backbones import load_source
+        from pathfm.eval.sources import load_source
 
         bb = load_source(backbone)
         model, m, s = bb.model, bb.mean, bb.std
