@@ -79,6 +79,8 @@ def test_patience_start_step_and_memory_across_records(tmp_path):
 def test_effective_rank_of_identical_and_orthogonal_rows():
     assert effective_rank(torch.ones(8, 16) * 3).item() == pytest.approx(1.0, abs=1e-4)
     assert effective_rank(torch.eye(6)).item() == pytest.approx(6.0, rel=1e-4)
+    # a diverged step's CLS (NaN) gives NaN, not an SVD error, so the loss check can name the cause
+    assert math.isnan(effective_rank(torch.full((4, 8), float("nan"))).item())
 
 
 def test_guards_config_from_overrides():
