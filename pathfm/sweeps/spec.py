@@ -19,6 +19,7 @@ Search-space entries (YAML form)::
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +35,14 @@ DIST_KINDS = ("choice", "grid", "uniform", "loguniform", "int", "constant")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def categorical_value(value: Any) -> Any:
+    """A parameter value as Optuna categoricals and Tune configs hold it: None/bool/int/float/str as is,
+    anything else (a list, a mapping) as its JSON text."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return json.dumps(value)
 
 
 class Distribution(BaseModel):
@@ -133,6 +142,47 @@ class Distribution(BaseModel):
             return int(min(hi, math.floor(math.exp(rng.uniform(math.log(lo), math.log(hi + 1))))))
         return int(rng.integers(lo, hi + 1))
 
+    def categories(self) -> list[Any]:
+        """The values of a discrete entry as search libraries accept them (:func:`categorical_value`)."""
+        return [categorical_value(v) for v in self.values()]
+
+    def decode(self, value: Any) -> Any:
+        """The spec's value for a value drawn by a search library (undoes :func:`categorical_value`)."""
+        if self.is_discrete and isinstance(value, str):
+            return next((v for v in self.values() if categorical_value(v) == value), value)
+        return value
+
+    def tune_domain(self, *, grid: bool = False) -> Any:
+        """This entry as a Ray Tune search-space domain: ``grid``: discrete values as ``tune.grid_search``
+        (every value), else ``tune.choice``; ``uniform``/``loguniform``/``int`` as Tune's samplers with the
+        same bounds (``int`` inclusive); a constant as itself."""
+        from ray import tune
+
+        k = self.kind
+        if k in ("choice", "grid"):
+            return tune.grid_search(self.categories()) if grid else tune.choice(self.categories())
+        if k == "uniform":
+            return tune.uniform(*self.uniform)
+        if k == "loguniform":
+            return tune.loguniform(*self.loguniform)
+        if k == "int":
+            lo, hi = self.int_
+            return tune.lograndint(lo, hi + 1) if self.log else tune.randint(lo, hi + 1)
+        return categorical_value(self.constant)
+
+    def suggest(self, trial: Any, name: str) -> Any:
+        """Draw this entry as parameter ``name`` of an Optuna trial (the spec's value, decoded)."""
+        k = self.kind
+        if k in ("choice", "grid"):
+            return self.decode(trial.suggest_categorical(name, self.categories()))
+        if k == "uniform":
+            return trial.suggest_float(name, *self.uniform)
+        if k == "loguniform":
+            return trial.suggest_float(name, *self.loguniform, log=True)
+        if k == "int":
+            return trial.suggest_int(name, *self.int_, log=self.log)
+        return self.constant
+
     @model_serializer(mode="plain")
     def _to_yaml_form(self) -> Any:
         k = self.kind
@@ -150,6 +200,9 @@ class Arm(_Strict):
     overrides: dict[str, Any] = Field(default_factory=dict)
     seed_offset: int = Field(0, ge=0, description="train with seed + seed_offset: an independent replicate of "
                                                   "another arm's config (a null arm), still paired by seed")
+    labels: dict[str, Any] = Field(default_factory=dict, description="what the arm stands for in the analysis "
+                                   "(knob values, design coding, ladder variant): recorded in trial.json and "
+                                   "sweep_meta.json; a label that varies across arms becomes a param.<label> column")
 
 
 class Objective(_Strict):
@@ -204,6 +257,8 @@ class StudyMeta(_Strict):
     description: str = ""
     baseline_arm: str | None = None
     comparisons: list[tuple[str, str]] = Field(default_factory=list)
+    analysis: dict[str, Any] = Field(default_factory=dict, description="hints for `pathfm analyze` (table_order, "
+                                     "x, group_by, plot_against), recorded in sweep_meta.json")
 
 
 class FaultInjection(_Strict):
@@ -452,7 +507,7 @@ def trial_from_sample(spec: SweepSpec, index: int | None, sample: dict[str, Any]
         seed = None
     else:
         seed = sample.get("seed") if "seed" in optuna_categories(spec) else spec.seeds[0]
-    params = {k: sample[k] if k in sample else spec.space[k].constant for k in spec.space}
+    params = {k: d.decode(sample[k]) if k in sample else d.constant for k, d in spec.space.items()}
     return {"index": index, "arm": arm, "seed": seed, "repeat": 0, "params": params,
             "overrides": trial_overrides(spec, arm, seed, params), "sampled": True}
 
@@ -463,7 +518,7 @@ def total_steps(cfg: Any) -> int:
 
 
 __all__ = [
-    "Arm", "Budget", "Distribution", "EvalSpec", "FaultInjection", "Objective", "Resources", "SchedulerConfig",
+    "Arm", "Budget", "Distribution", "categorical_value", "EvalSpec", "FaultInjection", "Objective", "Resources", "SchedulerConfig",
     "SearchConfig", "StudyMeta", "SweepSpec", "config_from_dict", "expand_trials", "load_spec", "optuna_categories",
     "spec_from_dict", "total_steps", "trial_from_sample", "trial_overrides", "validate_trial",
 ]
