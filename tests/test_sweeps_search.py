@@ -10,7 +10,8 @@ from ray import tune
 from ray.tune.search.sample import Categorical, Float, Integer
 
 from pathfm.sweeps.search import param_space, search_algorithm, trial_of_config, tune_point
-from pathfm.sweeps.spec import Distribution, categorical_value, expand_trials, spec_from_dict
+from pathfm.sweeps.distributions import Distribution, categorical_value
+from pathfm.sweeps.spec import expand_trials, spec_from_dict
 
 BASE = {"name": "t", "overrides": {"data.assume_mpp": 0.5}}
 

@@ -26,6 +26,7 @@ from pathfm.errors import PathfmError
 from pathfm.io import atomic_write_json, atomic_write_text, ensure_writable_dir, read_jsonl, redact_url
 from pathfm.results import META_FILE, read_sweep_meta
 from pathfm.sweeps.collect import collect, read_trial, trial_dirs
+from pathfm.sweeps.cost import sweep_hours, trial_hours
 from pathfm.sweeps.reference import finish_reference, start_reference
 from pathfm.sweeps.spec import SweepSpec, expand_trials, load_spec, spec_from_dict, total_steps, validate_trial
 from pathfm.tracking import prepare_tracking
@@ -354,7 +355,7 @@ def preflight(spec: SweepSpec, trials: list[dict], *, step_time: float | None = 
     print(f"  one CPU step of trial 0: start-up {m['startup_s']:.1f}s, first step {m['first_step_s']:.2f}s, "
           f"steady step {m['step_s']:.2f}s{scaled}", file=out)
     per_step = step_time if step_time is not None else m["step_s"]
-    device_hours = n * steps * per_step / 3600
+    device_hours = sweep_hours(trials, {None: trial_hours([(steps, per_step)])})
     if r.gpu > 0:
         gpu_hours = device_hours * r.gpu * r.workers
         src = "the given --step-time" if step_time is not None else "the CPU step time (an upper bound; pass --step-time measured on the GPU)"

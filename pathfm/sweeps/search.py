@@ -14,7 +14,7 @@
 * ASHA (``scheduler.type: asha``) on an in-training metric, ``time_attr=training_iteration`` (one unit
   per report, i.e. every ``report_every`` steps).
 
-Each distribution translates itself (:class:`pathfm.sweeps.spec.Distribution`: ``sample``,
+Each distribution translates itself (:class:`pathfm.sweeps.distributions.Distribution`: ``sample``,
 ``tune_domain``, ``suggest``); this module only assembles the space.
 """
 
@@ -23,7 +23,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pathfm.sweeps.spec import SweepSpec, categorical_value, optuna_categories, trial_from_sample
+from pathfm.sweeps.distributions import categorical_value
+from pathfm.sweeps.spec import SweepSpec, optuna_categories, trial_from_sample
 
 ARM_KEY = "arm"    # the Tune config key of a trial's arm (grid/random search: when the spec has arms)
 SEED_KEY = "seed"  # the Tune config key of a trial's replicate seed (or of the searched `seed` knob)
