@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pathfm.io import atomic_path, read_jsonl
-from pathfm.results import (EVAL_FILE, META_FILE, REFERENCE_DIR, REFERENCE_FILE, REFERENCE_TRIAL_ID, RESULTS_FILE,
-                            STUDY_PLAN_FILE, TRIAL_FILE, param_column, read_json_or_none, read_sweep_meta, sweep_frame)
+from pathfm.results import (EVAL_FILE, REFERENCE_DIR, REFERENCE_FILE, REFERENCE_TRIAL_ID, RESULTS_FILE, STUDY_PLAN_FILE,
+                            TRIAL_FILE, param_column, read_json_or_none, read_sweep_meta, sweep_frame)
 
 if TYPE_CHECKING:
     import polars as pl
