@@ -24,9 +24,11 @@ def test_each_distribution_translates_to_tune_and_optuna_with_its_own_bounds():
     lu = Distribution.model_validate({"loguniform": [1e-4, 1e-2]})
     dom = lu.tune_domain()
     assert isinstance(dom, Float) and (dom.lower, dom.upper) == (1e-4, 1e-2)
-    assert isinstance(dom.get_sampler(), Float._LogUniform)
+    draws = np.array(dom.sample(size=4000, random_state=np.random.RandomState(0)))
+    assert 0.8e-3 < np.median(draws) < 1.25e-3  # log-uniform: the median is the geometric mean (uniform: ~5e-3)
     ints = Distribution.model_validate({"int": [1, 3]})
     assert isinstance(ints.tune_domain(), Integer) and (ints.tune_domain().lower, ints.tune_domain().upper) == (1, 4)
+    assert set(ints.tune_domain().sample(size=300, random_state=np.random.RandomState(0))) == {1, 2, 3}  # inclusive
     lists = Distribution(grid=[[224, 98], [448, 196]])  # non-scalar values travel as their JSON text
     assert lists.tune_domain(grid=True) == {"grid_search": ["[224, 98]", "[448, 196]"]}
     assert isinstance(lists.tune_domain(), Categorical) and lists.tune_domain().categories == lists.categories()

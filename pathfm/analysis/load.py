@@ -16,7 +16,8 @@ from typing import Iterable, Literal, Sequence
 import polars as pl
 
 from pathfm.errors import PathfmError
-from pathfm.results import META_FILE, PARAM_PREFIX, REFERENCE_TRIAL_ID, RESULTS_FILE, STUDY_PLAN_FILE, read_sweep_meta
+from pathfm.results import (META_FILE, PARAM_PREFIX, REFERENCE_TRIAL_ID, RESULTS_FILE, STUDY_PLAN_FILE, SWEEP_SCHEMA,
+                            read_sweep_meta)
 REQUIRED = ("metric", "value")
 ANY = "all"  # a selection value that disables that filter
 
@@ -415,8 +416,7 @@ def reference_selection(sel: Selection, backbone: str) -> Selection:
 def _is_param_alias(name: str) -> bool:
     """A filter written without the ``param.`` prefix (``--where n_slides=3``) names a searched param unless it
     is one of the tidy schema's own columns."""
-    schema_cols = {"sweep", "kind", "step", "final", "task", "probe", "backbone", "fold", "metric", "value",
-                   "wall_time_s", "gpu_hours", "tiles_seen", "results_file", "source"}
+    schema_cols = {*SWEEP_SCHEMA, "source", "results_file"}  # + the eval rows' source and scan_results' column
     return name not in schema_cols and name not in _PER_TRIAL_COLUMNS
 
 
