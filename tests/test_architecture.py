@@ -96,7 +96,4 @@ def test_no_module_imports_another_modules_private_names():
 
 def test_no_import_cycles_between_modules():
     graph, _ = import_graph()
-    # Known, to be split (issue "One owner per concept"): a DDP trial (sweeps.distributed) reuses the
-    # single-process trial's helpers, and the Tune entry in sweeps.trainable dispatches to it.
-    known = [{"pathfm.sweeps.distributed", "pathfm.sweeps.trainable"}]
-    assert [c for c in cycles(graph) if c not in known] == []
+    assert cycles(graph) == []

@@ -9,7 +9,7 @@ import pytest
 from pathfm.cli import main
 from pathfm.config import load_config
 from pathfm.eval import evaluate, fast_probe, headline_metrics
-from pathfm.eval.results import SCHEMA
+from pathfm.results import EVAL_SCHEMA as SCHEMA
 
 
 @pytest.fixture(scope="module")

@@ -74,6 +74,32 @@ def test_grid_sweep_of_smoke_preset_writes_results(local_ray, tmp_path: Path):
         run_sweep(spec, storage=tmp_path, verbose=0)
 
 
+def test_tune_result_dataframe_shows_the_knobs_arm_and_seed_of_a_grid_sweep(local_ray, tmp_path: Path):
+    """Tune gets the real parameter space (not trial indices): its ResultGrid has one config/<knob> column
+    per knob plus config/arm and config/seed, and Tune ran the trials in the order expand_trials gives."""
+    from ray import tune
+
+    from pathfm.sweeps.tune_entry import sweep_trainable
+
+    spec = _spec("knobs", space={"kde_weight": {"grid": [0.05]}, "hed_strength": 0.0}, seeds=[7],
+                 arms=[{"name": "base", "labels": {"koleo": False}},
+                       {"name": "+koleo", "overrides": {"koleo_weight": 0.1}, "labels": {"koleo": True}}],
+                 overrides=dict(FAST, **{"optim.steps": 2}))
+    sweep_dir = run_sweep(spec, storage=tmp_path, verbose=0)
+    df = tune.Tuner.restore(str(sweep_dir), trainable=sweep_trainable).get_results().get_dataframe()
+    assert {"config/kde_weight", "config/hed_strength", "config/arm", "config/seed"} <= set(df.columns)
+    assert "config/index" not in df.columns
+    got = sorted(zip(df["trial_id"], df["config/arm"], df["config/seed"], df["config/kde_weight"],
+                     df["config/hed_strength"]))
+    assert [row[1:] for row in got] == [("base", 7, 0.05, 0.0), ("+koleo", 7, 0.05, 0.0)]
+    infos = {t["trial_id"]: t for t in _trials(sweep_dir)}
+    assert [(infos[row[0]]["index"], infos[row[0]]["arm"]) for row in got] == [(0, "base"), (1, "+koleo")]
+    assert [infos[row[0]]["overrides"].get("loss.koleo_weight") for row in got] == [None, 0.1]
+    assert [infos[row[0]]["arm_labels"] for row in got] == [{"koleo": False}, {"koleo": True}]  # recorded at launch
+    res = pl.read_parquet(sweep_dir / "results.parquet")
+    assert res.group_by("arm").agg(pl.col("param.koleo").first()).sort("arm").rows() == [("+koleo", True), ("base", False)]
+
+
 def test_failed_trial_is_recorded_and_restarted_trial_continues_from_its_step(local_ray, tmp_path: Path):
     spec = _spec("faults", space={"kde_weight": {"grid": [0.0, 0.01, 0.02]}}, max_failures=1,
                  fault_injection=[{"when": {"kde_weight": 0.01}, "at_step": 2},             # always fails

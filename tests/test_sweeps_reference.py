@@ -11,7 +11,8 @@ import pytest
 
 from pathfm.io import atomic_write_json
 from pathfm.sweeps import reference as ref_mod
-from pathfm.sweeps.collect import REFERENCE_TRIAL_ID, collect, read_reference
+from pathfm.results import REFERENCE_TRIAL_ID
+from pathfm.sweeps.collect import collect, read_reference
 from pathfm.sweeps.reference import ensure_reference, reference_config, reference_key, reference_settings
 from pathfm.sweeps.spec import expand_trials, spec_from_dict, trial_overrides
 

@@ -36,8 +36,8 @@ def test_params_are_every_knob_flattened_and_metrics_the_numbers_of_a_record():
 
 
 def eval_table(step: int):
-    """A table in the evaluation schema (pathfm.eval.results): two folds of two backbones."""
-    from pathfm.eval.results import rows_to_frame
+    """A table in the evaluation schema (pathfm.results): two folds of two backbones."""
+    from pathfm.results import eval_frame as rows_to_frame
 
     rows = [{"source": "run", "backbone": b, "task": "crc", "probe": "knn", "fold": f, "metric": "balanced_accuracy",
              "value": v, "step": step, "n_train": 40, "n_test": 10}

@@ -1,4 +1,5 @@
-"""Cost estimate of a study plan: accelerator-hours per trial and in total.
+"""Cost estimate of a study plan: accelerator-hours per trial and in total (the formula is
+:mod:`pathfm.sweeps.cost`'s, shared with the sweep pre-flight; this module supplies the step times).
 
 Per arm: hours = workers x (main steps x t(arch@global) + high-res steps x t(arch@highres global)
 + trial_overhead_s) / 3600,
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathfm.ablations.expand import StudyPlan
 from pathfm.ablations.scales import Scale, get_scale
 from pathfm.config import Config
+from pathfm.sweeps.cost import sweep_hours, trial_hours
 
 
 @dataclass
@@ -72,8 +74,9 @@ def arm_cost(cfg: Config, scale: Scale, arm: str, workers: int = 1) -> ArmCost:
         t_hr, src_hr = step_time(hr_cfg, scale)
         if src_hr != src:
             src = "measured + flop model"
-    seconds = cfg.optim.steps * t_main + hr_steps * (t_hr or 0.0) + scale.trial_overhead_s
-    return ArmCost(arm, cfg.optim.steps, hr_steps, t_main, t_hr, src, workers * seconds / 3600.0)
+    hours = trial_hours([(cfg.optim.steps, t_main), (hr_steps, t_hr or 0.0)], overhead_s=scale.trial_overhead_s,
+                        devices=workers)
+    return ArmCost(arm, cfg.optim.steps, hr_steps, t_main, t_hr, src, hours)
 
 
 def plan_costs(plan: StudyPlan) -> list[ArmCost]:
@@ -86,9 +89,7 @@ def total_hours(plan: StudyPlan, costs: list[ArmCost] | None = None) -> float:
     """Sum over the sweep's trials (:meth:`StudyPlan.sweep_trials`) of their arm's hours; a trial of an
     adaptive search, whose arm is chosen while it runs, costs the mean over arms."""
     costs = costs if costs is not None else plan_costs(plan)
-    by_arm = {c.arm: c.hours_per_trial for c in costs}
-    mean = sum(by_arm.values()) / len(by_arm)
-    return sum(by_arm.get(t["arm"], mean) for t in plan.sweep_trials())
+    return sweep_hours(plan.sweep_trials(), {c.arm: c.hours_per_trial for c in costs})
 
 
 def concurrency(plan: StudyPlan, cpus: int | None = None) -> int | None:

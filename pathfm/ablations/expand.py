@@ -99,6 +99,7 @@ class StudyPlan:
             "description": self.description,
             "baseline_arm": self.baseline_arm,
             "comparisons": [list(c) for c in self.comparisons],
+            **({"analysis": dict(self.analysis)} if self.analysis else {}),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -115,7 +116,8 @@ class StudyPlan:
             "base": self.base,
             "overrides": dict(self.overrides),
             "arms": [{"name": a.name, "overrides": dict(a.overrides),
-                      **({"seed_offset": a.seed_offset} if a.seed_offset else {})} for a in self.arms],
+                      **({"seed_offset": a.seed_offset} if a.seed_offset else {}),
+                      **({"labels": dict(a.labels)} if a.labels else {})} for a in self.arms],
             "seeds": list(self.seeds),
             "resources": dict(self.resources),
             "report_every": self.report_every,

@@ -9,7 +9,8 @@
 3. studies with ``eval_resolutions`` evaluate every finished trial again at those input sizes; the rows
    land in the trial's ``eval.parquet`` with the task named ``<task>@<px>px``;
 4. ``results.parquet`` is rebuilt and gains one ``param.<label>`` column per arm label that varies
-   (``param.n_slides``, ``param.hed_strength``, ...), so the analysis can plot against the knob.
+   (``param.n_slides``, ``param.hed_strength``, ...), so the analysis can plot against the knob (the labels
+   travel with the sweep spec's arms into ``sweep_meta.json`` and every ``trial.json``).
    :func:`collect_study` redoes steps 3-4 at any time (``pathfm ablate collect DIR``).
 """
 
@@ -22,7 +23,7 @@ from typing import Any
 from pathfm.ablations.expand import StudyPlan
 from pathfm.ablations.study import StudyError
 from pathfm.io import atomic_write_json
-from pathfm.sweeps.collect import STUDY_PLAN_FILE as PLAN_FILE
+from pathfm.results import STUDY_PLAN_FILE as PLAN_FILE
 from pathfm.sweeps.collect import collect, read_trials
 from pathfm.sweeps.runner import SweepError, run_sweep, storage_root
 
@@ -78,7 +79,7 @@ def collect_study(sweep_dir: Path, plan: StudyPlan | dict | None = None) -> Path
     info = plan.to_dict() if isinstance(plan, StudyPlan) else (plan or read_plan(sweep_dir))
     if info.get("eval_resolutions"):
         evaluate_resolutions(sweep_dir, info)
-    return collect(sweep_dir)  # adds the arms' label columns (param.<label>) from study_plan.json
+    return collect(sweep_dir)  # adds the arms' label columns (param.<label>) from the labels recorded at launch
 
 
 # ------------------------------------------------------------------------------ resolutions
@@ -98,7 +99,7 @@ def evaluate_resolutions(sweep_dir: Path, info: dict[str, Any]) -> None:
 
     from pathfm.config import config_from_dict, read_yaml
     from pathfm.eval import evaluate
-    from pathfm.eval.results import append_results
+    from pathfm.results import append_results
 
     ev = info.get("eval") or {}
     tasks = list(ev.get("tasks") or ["crc"])

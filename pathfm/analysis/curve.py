@@ -19,7 +19,8 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import polars as pl
 
-from pathfm.analysis.load import PARAM_PREFIX, ResultsError, Selection, trial_values
+from pathfm.analysis.load import ResultsError, Selection, trial_values
+from pathfm.results import PARAM_PREFIX
 from pathfm.analysis.stats import bootstrap_mean_ci, percentile_ci
 
 MIN_DISTINCT_X = 4

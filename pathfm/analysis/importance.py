@@ -15,7 +15,8 @@ from typing import Literal, Sequence
 import numpy as np
 import polars as pl
 
-from pathfm.analysis.load import PARAM_PREFIX, ResultsError, Selection, param_columns, scan_results, train_metric, trial_values
+from pathfm.analysis.load import ResultsError, Selection, param_columns, scan_results, train_metric, trial_values
+from pathfm.results import PARAM_PREFIX
 from pathfm.analysis.stats import bootstrap_mean_ci, percentile_ci
 
 MAX_LEVELS = 12  # knobs with at most this many values are plotted per value, else in quantile bins

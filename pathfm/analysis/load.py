@@ -16,10 +16,8 @@ from typing import Iterable, Literal, Sequence
 import polars as pl
 
 from pathfm.errors import PathfmError
-
-RESULTS_NAME = "results.parquet"
-META_NAME = "sweep_meta.json"
-PARAM_PREFIX = "param."
+from pathfm.results import (META_FILE, PARAM_PREFIX, REFERENCE_TRIAL_ID, RESULTS_FILE, STUDY_PLAN_FILE, SWEEP_SCHEMA,
+                            read_sweep_meta)
 REQUIRED = ("metric", "value")
 ANY = "all"  # a selection value that disables that filter
 
@@ -56,10 +54,10 @@ def resolve_results_path(path: str | Path) -> Path:
     """A results file, or a sweep folder that contains ``results.parquet``."""
     p = Path(path)
     if p.is_dir():
-        cand = p / RESULTS_NAME
+        cand = p / RESULTS_FILE
         if not cand.exists():
             raise ResultsError(
-                f"{p}: no {RESULTS_NAME} in this folder; run `pathfm sweep collect {p}` first "
+                f"{p}: no {RESULTS_FILE} in this folder; run `pathfm sweep collect {p}` first "
                 "or pass the results file itself"
             )
         return cand
@@ -98,31 +96,33 @@ def scan_results(paths: str | Path | Iterable[str | Path]) -> pl.LazyFrame:
     return frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
 
 
-def read_sweep_meta(paths: str | Path | Iterable[str | Path]) -> dict:
-    """``sweep_meta.json`` next to the (first) results file that has one, else ``{}``."""
-    if isinstance(paths, (str, Path)):
-        paths = [paths]
-    for raw in paths:
-        meta = resolve_results_path(raw).parent / META_NAME
-        if meta.exists():
-            try:
-                return json.loads(meta.read_text())
-            except json.JSONDecodeError as e:
-                raise ResultsError(f"{meta}: not valid JSON ({e}); rewrite it with `pathfm sweep collect`")
-    return {}
-
-
-PLAN_NAME = "study_plan.json"
-
-
-def read_analysis_hints(paths: str | Path | Iterable[str | Path]) -> dict:
-    """The study's analysis hints (``analysis`` of ``study_plan.json`` written by ``pathfm ablate``, or of
-    ``sweep_meta.json``): e.g. ``table_order``, ``x``, ``group_by``, ``plot_against``. ``{}`` if none."""
+def sweep_meta_of(paths: str | Path | Iterable[str | Path]) -> dict:
+    """``sweep_meta.json`` next to the (first) results file that has one, else ``{}``
+    (:func:`pathfm.results.read_sweep_meta`, whose error an unreadable file raises, as a ResultsError)."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     for raw in paths:
         folder = resolve_results_path(raw).parent
-        for name in (PLAN_NAME, META_NAME):
+        try:
+            meta = read_sweep_meta(folder)
+        except PathfmError as e:
+            raise ResultsError(str(e)) from None
+        if meta:
+            return meta
+    return {}
+
+
+
+
+def read_analysis_hints(paths: str | Path | Iterable[str | Path]) -> dict:
+    """The study's analysis hints (``analysis`` of ``sweep_meta.json``, recorded from the study by
+    ``pathfm ablate``, or of an older sweep's ``study_plan.json``): e.g. ``table_order``, ``x``,
+    ``group_by``, ``plot_against``. ``{}`` if none."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    for raw in paths:
+        folder = resolve_results_path(raw).parent
+        for name in (META_FILE, STUDY_PLAN_FILE):  # study_plan.json: sweeps started before meta held the hints
             f = folder / name
             if f.exists():
                 try:
@@ -416,12 +416,10 @@ def reference_selection(sel: Selection, backbone: str) -> Selection:
 def _is_param_alias(name: str) -> bool:
     """A filter written without the ``param.`` prefix (``--where n_slides=3``) names a searched param unless it
     is one of the tidy schema's own columns."""
-    schema_cols = {"sweep", "kind", "step", "final", "task", "probe", "backbone", "fold", "metric", "value",
-                   "wall_time_s", "gpu_hours", "tiles_seen", "results_file", "source"}
+    schema_cols = {*SWEEP_SCHEMA, "source", "results_file"}  # + the eval rows' source and scan_results' column
     return name not in schema_cols and name not in _PER_TRIAL_COLUMNS
 
 
-REFERENCE_TRIAL_ID = "reference"  # trial_id of a sweep's reference rows (pathfm.sweeps.collect)
 
 
 def reference_fold_scores(

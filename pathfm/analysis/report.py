@@ -15,7 +15,7 @@ from typing import Sequence
 
 import polars as pl
 
-from pathfm.analysis.load import ResultsError, Selection, fill_defaults, read_analysis_hints, read_sweep_meta, scan_results
+from pathfm.analysis.load import ResultsError, Selection, fill_defaults, read_analysis_hints, scan_results, sweep_meta_of
 from pathfm.analysis.markdown import md_table_to_html
 from pathfm.io import atomic_write_text
 
@@ -71,7 +71,7 @@ def write_report(
     lf = scan_results(results)
     full = fill_defaults(lf)
     names = full.collect_schema().names()
-    meta = read_sweep_meta(results)
+    meta = sweep_meta_of(results)
     hints = read_analysis_hints(results)  # the study's hints: x, group_by, plot_against, table_order
     x = x or hints.get("x") or "param.n_slides"
     group_by = group_by or hints.get("group_by")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from pathfm.results import param_column, sweep_frame
+
 
 def synthetic_results(
     arms: dict[str, float] | None = None,
@@ -25,17 +27,13 @@ def synthetic_results(
     seed: int = 0,
     sweep: str = "synthetic",
 ) -> pl.DataFrame:
-    """Tidy ``results.parquet`` rows. ``arms`` maps arm name -> additive effect on every score."""
+    """Tidy ``results.parquet`` rows (:data:`pathfm.results.SWEEP_SCHEMA` without the trial-folder columns, plus
+    ``param.n_slides`` and ``param.kde_weight``). ``arms`` maps arm name -> additive effect on every score."""
     arms = arms if arms is not None else {"baseline": 0.0, "kde": 0.02, "no_hed": -0.01}
     rng = np.random.default_rng(seed)
     task_offset = {t: rng.normal(0, 0.03) for t in tasks}
-    cols: dict[str, list] = {k: [] for k in (
-        "sweep", "trial_id", "arm", "status", "seed", "kind", "step", "final", "task", "probe", "backbone",
-        "fold", "metric", "value", "wall_time_s", "gpu_hours", "tiles_seen", "param.n_slides", "param.kde_weight")}
-
-    def add(**r):
-        for k in cols:
-            cols[k].append(r.get(k))
+    rows: list[dict] = []
+    add = lambda **r: rows.append(r)  # noqa: E731
 
     t = 0
     for arm, effect in arms.items():
@@ -48,7 +46,7 @@ def synthetic_results(
                 acc = float(np.clip(0.5 + 0.3 * rng.random(), 0, 1))
                 base = dict(sweep=sweep, trial_id=trial, arm=arm, status="TERMINATED", seed=s,
                             wall_time_s=60.0 * ns ** 0.5, gpu_hours=0.01 * ns ** 0.5, tiles_seen=1000 * ns,
-                            **{"param.n_slides": ns, "param.kde_weight": kde_w})
+                            **{param_column("n_slides"): ns, param_column("kde_weight"): kde_w})
                 for i, st in enumerate(steps):
                     final = i == len(steps) - 1
                     add(**base, kind="train", step=st, final=final, metric="acceptance_rate", value=acc)
@@ -61,4 +59,5 @@ def synthetic_results(
                                 v = (mu + shift) * (0.9 + 0.1 * frac) + rng.normal(0, fold_sd)
                                 add(**base, kind="eval", step=st, final=final, task=task, probe="linear",
                                     backbone=bb, fold=f, metric="balanced_accuracy", value=float(np.clip(v, 0, 1)))
-    return pl.DataFrame(cols, strict=False)
+    folder_only = ("trial_dir", "stop_reason")  # no trial folders behind synthetic rows
+    return sweep_frame(rows, ["n_slides", "kde_weight"]).drop(folder_only)

@@ -627,21 +627,21 @@ def table_from_results(
     ``comparisons`` there: a list of arm names restricts the arms shown when ``arms`` is not given; a list
     of ``[arm, reference]`` pairs adds a planned-comparisons block (``compare`` overrides it).
     ``normalise``: a floor backbone name (e.g. ``random_init``) or a number; ``ceiling`` likewise.
-    ``sort=None``: the ``table_order`` hint of ``study_plan.json`` when there is one, else by Average.
+    ``sort=None``: the study's ``table_order`` hint (``sweep_meta.json``) when there is one, else by Average.
     """
     from pathfm.analysis.load import (
         Selection,
         fold_scores,
         read_analysis_hints,
-        read_sweep_meta,
         reference_fold_scores,
         reference_scores,
         scan_results,
+        sweep_meta_of,
     )
     from pathfm.analysis.load import normalise as rescale
 
     sel = sel or Selection()
-    meta = {} if isinstance(results, (pl.DataFrame, pl.LazyFrame)) else read_sweep_meta(results)
+    meta = {} if isinstance(results, (pl.DataFrame, pl.LazyFrame)) else sweep_meta_of(results)
     if baseline is None:
         baseline = meta.get("baseline_arm")
     folds = fold_scores(results, sel)

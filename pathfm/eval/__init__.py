@@ -26,7 +26,7 @@ _EXPORTS = {
     "extract_features": "pathfm.eval.features",
     "headline_metrics": "pathfm.eval.results",
     "summary_stats": "pathfm.eval.results",
-    "append_results": "pathfm.eval.results",
+    "append_results": "pathfm.results",
     "classification_metrics": "pathfm.eval.metrics",
     "rankme": "pathfm.eval.metrics",
     "uniformity": "pathfm.eval.metrics",

@@ -27,7 +27,8 @@ from pathfm.eval.features import (
 )
 from pathfm.eval.metrics import classification_metrics, embedding_diagnostics
 from pathfm.eval.probes import check_probes, run_probe
-from pathfm.eval.results import append_results, format_summary, rows_to_frame
+from pathfm.eval.results import format_summary
+from pathfm.results import append_results, eval_frame
 from pathfm.eval.tasks import get_task
 from pathfm.eval.tiles import TaskSamples, load_samples
 
@@ -88,7 +89,7 @@ def evaluate(source, tasks: str | Sequence = DEFAULT_TASKS, probes: str | Sequen
              progress: bool = True, verbose: bool = True):
     """Evaluate ``source`` (run dir, exported backbone / checkpoint, ``timm:<name>``, or a module) on tasks.
 
-    Returns a polars DataFrame of tidy rows (schema in :mod:`pathfm.eval.results`; the ``task`` column is
+    Returns a polars DataFrame of tidy rows (schema in :mod:`pathfm.results`; the ``task`` column is
     tagged with non-default options, e.g. ``crc@392px``, see :func:`task_label`); with ``output="auto"``
     they are appended to ``<run_dir>/eval.parquet`` when the source belongs to a run (a path: that file;
     None: not written). ``resize="model"`` evaluates at the backbone's training resolution.
@@ -137,7 +138,7 @@ def evaluate(source, tasks: str | Sequence = DEFAULT_TASKS, probes: str | Sequen
             diagnostics.append({"task": label, "backbone": kind, "dim": int(feats[kind].shape[1]),
                                 **embedding_diagnostics(feats[kind])})
         rows += probe_rows(feats, smp, probes, seeds, source=str(backbone.source), step=backbone.step, task=label)
-    df = rows_to_frame(rows)
+    df = eval_frame(rows)
     out_path = _output_path(output, backbone)
     if out_path is not None:
         append_results(out_path, df)

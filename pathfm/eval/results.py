@@ -1,65 +1,15 @@
-"""Tidy result rows (the one schema the analysis reads), atomic Parquet appends and the printed summary.
+"""Summaries of evaluation rows: statistics over folds, the headline scalars and the printed table.
 
-Row: ``source, backbone, task, probe, fold, metric, value, step, n_train, n_test`` (docs/architecture.md).
-With several seeds, ``fold = seed_index * n_folds + fold_index`` (folds stay unique per evaluation).
-Appending replaces earlier rows with the same (source, backbone, task, probe, fold, metric, step), so
-re-running an evaluation updates it instead of double-counting it.
+The rows themselves (``source, backbone, task, probe, fold, metric, value, step, n_train, n_test``), their
+file and its writer belong to :mod:`pathfm.results`. With several seeds,
+``fold = seed_index * n_folds + fold_index`` (folds stay unique per evaluation).
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Iterator
-
 import numpy as np
 
-SCHEMA = {
-    "source": "str", "backbone": "str", "task": "str", "probe": "str", "fold": "int", "metric": "str",
-    "value": "float", "step": "int", "n_train": "int", "n_test": "int",
-}
-KEY = ["source", "backbone", "task", "probe", "fold", "metric", "step"]
 BACKBONE_ORDER = ("trained", "random_init", "color_histogram")
-
-
-def rows_to_frame(rows: list[dict]):
-    import polars as pl
-
-    types = {"str": pl.Utf8, "int": pl.Int64, "float": pl.Float64}
-    schema = {k: types[v] for k, v in SCHEMA.items()}
-    return pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Exclusive lock on the file's folder (no lock file left behind), so concurrent appends serialise."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-
-
-def append_results(path: str | Path, df) -> Path:
-    """Merge ``df`` into the Parquet file at ``path`` (created if missing): locked, written atomically."""
-    import polars as pl
-
-    from pathfm.io import atomic_path
-
-    path = Path(path)
-    with _locked(path):
-        if path.exists():
-            old = pl.read_parquet(path)
-            old = old.join(df.select(KEY).unique(), on=KEY, how="anti", nulls_equal=True)
-            df = pl.concat([old, df], how="diagonal_relaxed")
-        with atomic_path(path) as tmp:
-            df.write_parquet(tmp)
-    return path
 
 
 def summary_stats(df):

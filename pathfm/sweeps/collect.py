@@ -6,9 +6,10 @@ driver died, or on a copy of the folder. It is idempotent (same folders -> same 
 and atomic (written to a temporary file and renamed), so concurrent collectors never leave a
 corrupt file: the last rename wins and each candidate is complete.
 
-Schema (docs/architecture.md "Tidy result rows"): one row per (trial, step-or-final, metric) with
-``sweep, trial_id, arm, status, seed, kind, step, final, task, probe, backbone, fold, metric, value,
-wall_time_s, gpu_hours, tiles_seen`` plus ``param.<name>`` per searched parameter and ``trial_dir``.
+Schema (:mod:`pathfm.results`, docs/architecture.md "Tidy result rows"): one row per (trial, step-or-final,
+metric) with ``sweep, trial_id, arm, status, seed, kind, step, final, task, probe, backbone, fold, metric,
+value, wall_time_s, gpu_hours, tiles_seen, trial_dir, stop_reason`` plus ``param.<name>`` per searched
+parameter and varying arm label.
 The sweep's reference rows (the baselines evaluated once per sweep, ``<sweep_dir>/reference/``, see
 :mod:`pathfm.sweeps.reference`) join them with ``trial_id = "reference"``, ``arm``/``seed`` null.
 """
@@ -20,39 +21,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pathfm.io import atomic_path, read_jsonl
+from pathfm.results import (EVAL_FILE, REFERENCE_DIR, REFERENCE_FILE, REFERENCE_TRIAL_ID, RESULTS_FILE, STUDY_PLAN_FILE,
+                            TRIAL_FILE, param_column, read_json_or_none, read_sweep_meta, sweep_frame)
 
 if TYPE_CHECKING:
     import polars as pl
 
-TRIAL_FILE = "trial.json"
-META_FILE = "sweep_meta.json"
-RESULTS_FILE = "results.parquet"
-OBJECTIVE_METRIC = "eval/mean_balanced_accuracy"
-REFERENCE_DIR = "reference"  # <sweep_dir>/reference/: the baselines evaluated once per sweep
-REFERENCE_EVAL = "eval.parquet"
-REFERENCE_FILE = "reference.json"
-REFERENCE_TRIAL_ID = "reference"  # trial_id (and trial_dir) of the reference rows in results.parquet
 _NON_METRIC_KEYS = {"step", "stage", "time_s", "tiles_seen"}
-
-BASE_SCHEMA: dict[str, str] = {
-    "sweep": "str", "trial_id": "str", "arm": "str", "status": "str", "seed": "int", "kind": "str",
-    "step": "int", "final": "bool", "task": "str", "probe": "str", "backbone": "str", "fold": "int",
-    "metric": "str", "value": "float", "wall_time_s": "float", "gpu_hours": "float", "tiles_seen": "int",
-    "trial_dir": "str", "stop_reason": "str",
-}
-
-
-def _read_json(path: Path) -> Any:
-    """A JSON file's content, or None if it is missing or unreadable (e.g. being replaced elsewhere)."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 def read_trial(trial_dir: Path) -> dict | None:
     """The trial's ``trial.json`` (None if missing or unreadable: a trial that never started)."""
-    return _read_json(Path(trial_dir) / TRIAL_FILE)
+    return read_json_or_none(Path(trial_dir) / TRIAL_FILE)
 
 
 def read_trials(sweep_dir: Path) -> list[tuple[Path, dict]]:
@@ -100,7 +80,7 @@ def trial_rows(trial_dir: Path, sweep: str, param_names: list[str], info: dict |
         "status": info.get("status"), "seed": info.get("seed"), "trial_dir": Path(trial_dir).name,
         "stop_reason": info.get("stop_reason"),  # a guard's reason (collapsed / diverged / probe_dropped)
     }
-    common.update({f"param.{k}": params.get(k) for k in param_names})
+    common.update({param_column(k): params.get(k) for k in param_names})
     rows: list[dict] = []
     records = train_records(trial_dir)
     for i, rec in enumerate(records):
@@ -116,7 +96,7 @@ def trial_rows(trial_dir: Path, sweep: str, param_names: list[str], info: dict |
     wall = _num(info.get("wall_time_s"))
     totals = dict(common, kind="eval", final=True, wall_time_s=wall, gpu_hours=_num(info.get("gpu_hours")),
                   tiles_seen=info.get("tiles_seen"))
-    eval_path = Path(trial_dir) / "eval.parquet"
+    eval_path = Path(trial_dir) / EVAL_FILE
     if eval_path.exists():
         import polars as pl
 
@@ -138,13 +118,13 @@ def trial_rows(trial_dir: Path, sweep: str, param_names: list[str], info: dict |
 
 def read_reference(sweep_dir: Path) -> dict:
     """``reference/reference.json`` of a sweep (``{}`` if missing or unreadable)."""
-    return _read_json(Path(sweep_dir) / REFERENCE_DIR / REFERENCE_FILE) or {}
+    return read_json_or_none(Path(sweep_dir) / REFERENCE_DIR / REFERENCE_FILE) or {}
 
 
 def reference_rows(sweep_dir: Path, sweep: str) -> list[dict]:
     """The sweep-level reference rows (``random_init`` / ``color_histogram`` eval rows, evaluated once per
     sweep): ``trial_id = trial_dir = "reference"``, ``arm``, ``seed`` and params null, ``final`` true."""
-    path = Path(sweep_dir) / REFERENCE_DIR / REFERENCE_EVAL
+    path = Path(sweep_dir) / REFERENCE_DIR / EVAL_FILE
     if not path.exists():
         return []
     import polars as pl
@@ -162,37 +142,10 @@ def reference_rows(sweep_dir: Path, sweep: str) -> list[dict]:
             for r in ev.iter_rows(named=True)]
 
 
-def _param_dtype(values: list[Any]) -> str:
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return "float"
-    if all(isinstance(v, bool) for v in vals):
-        return "bool"
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in vals):
-        return "int"
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
-        return "float"
-    return "str"
-
-
-def _coerce(v: Any, dtype: str) -> Any:
-    if v is None:
-        return None
-    if dtype == "float":
-        return float(v)
-    if dtype == "int":
-        return int(v)
-    if dtype == "str" and not isinstance(v, str):
-        return json.dumps(v)
-    return v
-
-
 def results_frame(sweep_dir: Path):
     """The tidy results of a sweep as a polars DataFrame (rebuilt from the trial folders)."""
-    import polars as pl
-
     sweep_dir = Path(sweep_dir)
-    meta = read_meta(sweep_dir)
+    meta = read_sweep_meta(sweep_dir)
     sweep = meta.get("sweep") or sweep_dir.name
     param_names = list(meta.get("params") or [])
     trials = read_trials(sweep_dir)
@@ -205,18 +158,7 @@ def results_frame(sweep_dir: Path):
     for d, info in trials:
         rows.extend(trial_rows(d, sweep, param_names, info))
     rows.extend(reference_rows(sweep_dir, sweep))
-    pl_types = {"str": pl.String, "int": pl.Int64, "float": pl.Float64, "bool": pl.Boolean}
-    schema = {k: pl_types[v] for k, v in BASE_SCHEMA.items()}
-    for name in param_names:
-        col = f"param.{name}"
-        dtype = _param_dtype([r.get(col) for r in rows])
-        schema[col] = pl_types[dtype]
-        for r in rows:
-            r[col] = _coerce(r.get(col), dtype)
-    for r in rows:
-        for k, t in BASE_SCHEMA.items():
-            r[k] = _coerce(r.get(k), t) if t in ("float", "int") else r.get(k)
-    df = pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
+    df = sweep_frame(rows, param_names)
     return df.sort(["trial_dir", "kind", "step", "metric", "task", "probe", "backbone", "fold"],
                    nulls_last=True, maintain_order=True)
 
@@ -228,23 +170,30 @@ def collect(sweep_dir: str | Path) -> Path:
         from pathfm.errors import PathfmError
 
         raise PathfmError(f"sweep folder '{sweep_dir}' does not exist")
-    df = with_arm_label_columns(results_frame(sweep_dir), _read_study_plan(sweep_dir))
+    df = with_arm_label_columns(results_frame(sweep_dir), {"arms": arm_label_records(sweep_dir)})
     out = sweep_dir / RESULTS_FILE
     with atomic_path(out) as tmp:
         df.write_parquet(tmp)
     return out
 
 
-STUDY_PLAN_FILE = "study_plan.json"
-
-
-def _read_study_plan(sweep_dir: Path) -> dict:
-    return _read_json(Path(sweep_dir) / STUDY_PLAN_FILE) or {}
+def arm_label_records(sweep_dir: Path) -> list[dict[str, Any]]:
+    """``[{"name": arm, "labels": {...}}]`` of a sweep's arms: from ``sweep_meta.json`` (``arm_labels``,
+    recorded at launch), else from the trials' ``trial.json``, else (sweeps started before arms carried
+    labels) from ``study_plan.json``."""
+    by_arm = read_sweep_meta(sweep_dir).get("arm_labels")
+    if not by_arm:
+        by_arm = {info["arm"]: info["arm_labels"] for _, info in read_trials(sweep_dir)
+                  if info.get("arm") is not None and info.get("arm_labels")}
+    if by_arm:
+        return [{"name": name, "labels": labels} for name, labels in by_arm.items()]
+    return list((read_json_or_none(Path(sweep_dir) / STUDY_PLAN_FILE) or {}).get("arms") or [])  # older sweeps
 
 
 def label_columns(plan: dict) -> dict[str, dict[str, Any]]:
-    """``{label: {arm name: value}}`` for every scalar arm label of a study plan that varies across arms
-    (an ablation's arms carry labels such as ``n_slides`` or ``kde``; they become ``param.<label>``)."""
+    """``{label: {arm name: value}}`` for every scalar arm label (``plan["arms"]``: ``[{"name", "labels"}]``,
+    as :func:`arm_label_records` gives or a study plan holds) that varies across arms (an ablation's arms carry
+    labels such as ``n_slides`` or ``kde``; they become ``param.<label>``)."""
     per_label: dict[str, dict[str, Any]] = {}
     for arm in plan.get("arms", []):
         for k, v in (arm.get("labels") or {}).items():
@@ -273,11 +222,6 @@ def with_arm_label_columns(df: pl.DataFrame, plan: dict) -> pl.DataFrame:
             dtype, by_arm = pl.String, {a: None if v is None else str(v) for a, v in by_arm.items()}
         added.append(pl.col("arm").replace_strict(by_arm, default=None, return_dtype=dtype).alias(col))
     return df.with_columns(added) if added else df
-
-
-def read_meta(sweep_dir: Path) -> dict:
-    """``sweep_meta.json`` (``{}`` if missing or unreadable)."""
-    return _read_json(Path(sweep_dir) / META_FILE) or {}
 
 
 def summarize(sweep_dir: str | Path) -> list[dict]:

@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from pathfm.io import read_jsonl
-from pathfm.sweeps.trainable import numeric_fields
+from pathfm.sweeps.collect import read_trial
+from pathfm.sweeps.spec import SweepSpec, spec_from_dict
+from pathfm.sweeps.trainable import numeric_fields, pointer_checkpoint_dir, resume_point, run_trial, trial_config
 
 STOP_FILE = "STOP"
 
@@ -32,8 +34,6 @@ def _worker_loop(config: dict) -> None:
     import yaml
 
     from pathfm.ssl.trainer import train
-    from pathfm.sweeps.spec import spec_from_dict
-    from pathfm.sweeps.trainable import resume_point, run_trial, trial_config
 
     spec = spec_from_dict(yaml.safe_load(config["spec_yaml"]))
     run_dir = Path(config["run_dir"])
@@ -47,17 +47,14 @@ def _worker_loop(config: dict) -> None:
     train(cfg, run_dir, resume=resume, callbacks=[])
 
 
-def run_ddp_trial(ctx: Any, trial: dict, run_dir: Path, *, trial_id: str, node_id: str | None) -> None:
+def run_ddp_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, node_id: str | None) -> None:
     """The Tune-side driver of one DDP trial (see the module docstring)."""
     import ray.train
     from ray import tune
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from pathfm.ssl import checkpoint as ckpt
-    from pathfm.sweeps.collect import read_trial
-    from pathfm.sweeps.trainable import pointer_checkpoint_dir, trial_config
 
-    spec = ctx.spec
     r = spec.resources
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)

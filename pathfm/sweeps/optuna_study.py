@@ -35,7 +35,6 @@ the same train + evaluate as a Ray trial and writes the same trial folder
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import sys
 import time
@@ -112,36 +111,9 @@ def _pruner(spec: SweepSpec):
                                                   reduction_factor=spec.scheduler.reduction_factor)
 
 
-def _categorical(values: list) -> tuple[list, dict]:
-    """Optuna categoricals must be None/bool/int/float/str: encode other values as JSON strings."""
-    enc, back = [], {}
-    for v in values:
-        if v is None or isinstance(v, (bool, int, float, str)):
-            enc.append(v)
-        else:
-            s = json.dumps(v)
-            enc.append(s)
-            back[s] = v
-    return enc, back
-
-
 def suggest(trial, spec: SweepSpec) -> dict[str, Any]:
     """Sample one point of the spec's space (plus arm/seed categories) with an Optuna trial."""
-    out: dict[str, Any] = {}
-    for name, d in spec.space.items():
-        k = d.kind
-        if k in ("choice", "grid"):
-            enc, back = _categorical(d.values())
-            v = trial.suggest_categorical(name, enc)
-            out[name] = back.get(v, v) if isinstance(v, str) else v
-        elif k == "uniform":
-            out[name] = trial.suggest_float(name, *d.uniform)
-        elif k == "loguniform":
-            out[name] = trial.suggest_float(name, *d.loguniform, log=True)
-        elif k == "int":
-            out[name] = trial.suggest_int(name, *d.int_, log=d.log)
-        else:
-            out[name] = d.constant
+    out: dict[str, Any] = {name: d.suggest(trial, name) for name, d in spec.space.items()}
     for name, values in optuna_categories(spec).items():
         out[name] = trial.suggest_categorical(name, values)
     return out
@@ -311,7 +283,8 @@ def run_optuna_study(spec: SweepSpec | str | Path, *, storage: str | None = None
     import optuna
 
     from pathfm.io import atomic_write_json, atomic_write_text, redact_url
-    from pathfm.sweeps.collect import META_FILE, collect
+    from pathfm.results import META_FILE
+    from pathfm.sweeps.collect import collect
     from pathfm.sweeps.runner import SPEC_FILE, format_status, sweep_meta
 
     if not isinstance(spec, SweepSpec):

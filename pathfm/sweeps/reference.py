@@ -10,7 +10,7 @@ would add to every trial, which all trials of one architecture would share. They
 * the tasks (name and content fingerprint), probes, evaluation seeds, folds, pooling and resolution,
 
 so they are cached under a key of exactly those (sha256): ``<sweep_dir>/reference/`` holds
-``eval.parquet`` (tidy eval rows, :mod:`pathfm.eval.results`) and ``reference.json`` (key, settings,
+``eval.parquet`` (tidy eval rows, :mod:`pathfm.results`) and ``reference.json`` (key, settings,
 status, error, wall time); a copy in ``<storage>/.pathfm_reference/<key>.parquet`` lets every sweep in the
 same storage reuse it. :func:`pathfm.sweeps.collect.collect` adds the rows to ``results.parquet`` with
 ``trial_id = "reference"`` (docs/architecture.md). A failed reference evaluation is recorded and reported,
@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from pathfm.io import atomic_path, atomic_write_json
-from pathfm.sweeps.collect import REFERENCE_DIR, REFERENCE_EVAL, REFERENCE_FILE, read_reference
+from pathfm.results import EVAL_FILE, REFERENCE_DIR, REFERENCE_FILE
+from pathfm.sweeps.collect import read_reference
 from pathfm.sweeps.spec import SweepSpec, trial_overrides
 
 CACHE_DIR = ".pathfm_reference"  # under the sweeps' storage folder
@@ -104,7 +105,7 @@ def evaluate_reference(settings: dict[str, Any], out_dir: str, device: str = "au
     df = evaluate(bb, tasks=settings["tasks"], probes=settings["probes"], seeds=settings["seeds"],
                   pooling=settings["pooling"], resize=settings["resize"], trained=False, baselines=True,
                   cache_dir=out / "eval_cache", output=None, progress=False, verbose=False, device=device, **kwargs)
-    with atomic_path(out / REFERENCE_EVAL) as tmp:
+    with atomic_path(out / EVAL_FILE) as tmp:
         df.write_parquet(tmp)
     return {"rows": df.height, "wall_time_s": time.time() - t0, "hostname": socket.gethostname()}
 
@@ -150,7 +151,7 @@ def _prepare(spec: SweepSpec, sweep_dir: Path, trials: list[dict], verbose: int)
         return info, False
     key = reference_key(settings)
     old = read_reference(sweep_dir)
-    done = (sweep_dir / REFERENCE_DIR / REFERENCE_EVAL).exists()
+    done = (sweep_dir / REFERENCE_DIR / EVAL_FILE).exists()
     if old.get("key") == key and old.get("status") == "DONE" and done:
         return old, False
     info = {"key": key, "arm": arm, "status": "RUNNING", "error": None, "settings": settings, "created_at": time.time()}
@@ -158,7 +159,7 @@ def _prepare(spec: SweepSpec, sweep_dir: Path, trials: list[dict], verbose: int)
     if cached.exists():
         try:
             (sweep_dir / REFERENCE_DIR).mkdir(parents=True, exist_ok=True)
-            with atomic_path(sweep_dir / REFERENCE_DIR / REFERENCE_EVAL) as tmp:
+            with atomic_path(sweep_dir / REFERENCE_DIR / EVAL_FILE) as tmp:
                 shutil.copyfile(cached, tmp)
             info.update(status="DONE", cached_from=str(cached), wall_time_s=0.0)
             _say(verbose, f"reference rows (random init / colour histogram) reused from {cached}")
@@ -181,7 +182,7 @@ def _settle(sweep_dir: Path, info: dict, result: dict | None, error: str | None,
     try:  # best effort: a read-only storage root only loses the cross-sweep reuse
         cached.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(cached) as tmp:
-            shutil.copyfile(Path(sweep_dir) / REFERENCE_DIR / REFERENCE_EVAL, tmp)
+            shutil.copyfile(Path(sweep_dir) / REFERENCE_DIR / EVAL_FILE, tmp)
     except OSError:
         pass
     _say(verbose, f"reference rows (random init / colour histogram, arm {info.get('arm')}) evaluated in {wall:.1f}s")

@@ -24,7 +24,9 @@ from typing import Any
 
 from pathfm.errors import PathfmError
 from pathfm.io import atomic_write_json, atomic_write_text, ensure_writable_dir, read_jsonl, redact_url
-from pathfm.sweeps.collect import META_FILE, collect, read_meta, read_trial, trial_dirs
+from pathfm.results import META_FILE, read_sweep_meta
+from pathfm.sweeps.collect import collect, read_trial, trial_dirs
+from pathfm.sweeps.cost import sweep_hours, trial_hours
 from pathfm.sweeps.reference import finish_reference, start_reference
 from pathfm.sweeps.spec import SweepSpec, expand_trials, load_spec, spec_from_dict, total_steps, validate_trial
 from pathfm.tracking import prepare_tracking
@@ -160,8 +162,12 @@ def trial_summary_line(sweep: str, info: dict) -> str:
     return "  ".join(parts)
 
 
-def _make_callback(sweep_name: str, sweep_dir: str, verbose: int):
+def _make_callback(spec: SweepSpec, trials: list[dict], sweep_dir: str, verbose: int):
     from ray import tune
+
+    from pathfm.sweeps.search import trial_of_config
+
+    sweep_name = spec.name
 
     class TrialSummary(tune.Callback):
         """Driver-side: prints one line per finished trial and makes sure trial.json holds the final
@@ -175,8 +181,12 @@ def _make_callback(sweep_name: str, sweep_dir: str, verbose: int):
             if info is None:
                 if status != "ERROR":
                     return
+                try:
+                    planned = trial_of_config(spec, trials, trial.config, trial.trial_id)
+                except ValueError:  # not one of the expanded trials: record the config as Tune holds it
+                    planned = {"params": {k: v for k, v in trial.config.items() if k != "index"}}
                 info = {"trial_id": trial.trial_id, "sweep": sweep_name, "status": "RUNNING",
-                        "params": {k: v for k, v in trial.config.items() if k != "index"}}
+                        **{k: planned.get(k) for k in ("index", "arm", "seed", "params") if k in planned}}
             if info.get("status") == "RUNNING":  # the trial process ended before it could say how
                 now = time.time()
                 recs = read_jsonl(run_dir / "metrics.jsonl")
@@ -212,6 +222,8 @@ def sweep_meta(spec: SweepSpec, trials: list[dict]) -> dict:
         "description": spec.meta.description, "baseline_arm": spec.meta.baseline_arm,
         "comparisons": [list(c) for c in spec.meta.comparisons], "params": list(spec.space),
         "searched_params": spec.searched_params, "arms": [a.name for a in spec.arms or []],
+        "arm_labels": {a.name: a.labels for a in spec.arms or [] if a.labels},
+        **({"analysis": spec.meta.analysis} if spec.meta.analysis else {}),
         "seeds": list(spec.seeds), "objective": spec.objective.model_dump(), "algorithm": spec.search.algorithm,
         "n_trials": len(trials), "base": spec.base, "created_at": time.time(),
     }
@@ -241,7 +253,8 @@ def _build_tuner(spec: SweepSpec, sweep_dir: Path, trials: list[dict], concurren
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from pathfm.sweeps import search
-    from pathfm.sweeps.trainable import SweepContext, sweep_trainable, trial_dirname
+    from pathfm.sweeps.trainable import trial_dirname
+    from pathfm.sweeps.tune_entry import SweepContext, sweep_trainable
 
     ctx = SweepContext(spec=spec, sweep_dir=str(sweep_dir), trials=trials)
     trainable = tune.with_resources(tune.with_parameters(sweep_trainable, ctx=ctx), _trial_resources(spec))
@@ -250,10 +263,10 @@ def _build_tuner(spec: SweepSpec, sweep_dir: Path, trials: list[dict], concurren
                                   resume_errored=resume_errored)
     steps = _steps_of(spec, trials)
     tune_config = tune.TuneConfig(
-        num_samples=len(trials) if spec.search.algorithm == "optuna" else 1,  # expand_trials owns the count
-        search_alg=search.search_algorithm(spec),
+        num_samples=len(trials),  # expand_trials owns the count (grid/random: one Tune point per trial)
+        search_alg=search.search_algorithm(spec, trials, concurrency),
         scheduler=search.scheduler(spec, steps),
-        max_concurrent_trials=concurrency,
+        max_concurrent_trials=concurrency if spec.search.algorithm == "optuna" else None,  # else: the searcher's
         time_budget_s=spec.budget.time_s,
         trial_dirname_creator=lambda t: trial_dirname(t.trial_id),
         trial_name_creator=lambda t: f"trial_{t.trial_id}",
@@ -262,11 +275,11 @@ def _build_tuner(spec: SweepSpec, sweep_dir: Path, trials: list[dict], concurren
         name=sweep_dir.name,
         storage_path=str(sweep_dir.parent),
         verbose=1 if verbose >= 1 else 0,
-        callbacks=[_make_callback(spec.name, str(sweep_dir), verbose), JsonLoggerCallback(), CSVLoggerCallback()],
+        callbacks=[_make_callback(spec, trials, str(sweep_dir), verbose), JsonLoggerCallback(), CSVLoggerCallback()],
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
     )
-    return tune.Tuner(trainable, param_space=search.param_space(spec, len(trials)), tune_config=tune_config,
+    return tune.Tuner(trainable, param_space=search.param_space(spec), tune_config=tune_config,
                       run_config=run_config)
 
 
@@ -342,7 +355,7 @@ def preflight(spec: SweepSpec, trials: list[dict], *, step_time: float | None = 
     print(f"  one CPU step of trial 0: start-up {m['startup_s']:.1f}s, first step {m['first_step_s']:.2f}s, "
           f"steady step {m['step_s']:.2f}s{scaled}", file=out)
     per_step = step_time if step_time is not None else m["step_s"]
-    device_hours = n * steps * per_step / 3600
+    device_hours = sweep_hours(trials, {None: trial_hours([(steps, per_step)])})
     if r.gpu > 0:
         gpu_hours = device_hours * r.gpu * r.workers
         src = "the given --step-time" if step_time is not None else "the CPU step time (an upper bound; pass --step-time measured on the GPU)"
@@ -452,7 +465,7 @@ def _set_aside_lost_trials(sweep_dir: Path, known: set[str], verbose: int) -> No
 
 
 def _record_driver_time(sweep_dir: Path, seconds: float) -> None:
-    meta = read_meta(sweep_dir)
+    meta = read_sweep_meta(sweep_dir)
     meta.setdefault("driver_sessions", []).append({"ended_at": time.time(), "wall_time_s": seconds})
     atomic_write_json(sweep_dir / META_FILE, meta)
 
@@ -467,7 +480,7 @@ def format_status(sweep_dir: str | Path) -> str:
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
-    meta = read_meta(Path(sweep_dir))
+    meta = read_sweep_meta(Path(sweep_dir))
     total = meta.get("n_trials")
     head = f"sweep {meta.get('sweep', Path(sweep_dir).name)}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
     if total:

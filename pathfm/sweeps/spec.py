@@ -19,130 +19,19 @@ Search-space entries (YAML form)::
 from __future__ import annotations
 
 import itertools
-import math
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pathfm.config import TrackingConfig, config_from_dict, find_preset, load_config, resolve_key, resolve_path
 from pathfm.errors import ConfigError
-
-DIST_KINDS = ("choice", "grid", "uniform", "loguniform", "int", "constant")
+from pathfm.sweeps.distributions import Distribution
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class Distribution(BaseModel):
-    """One entry of the search space: exactly one of the fields is set.
-
-    ``Distribution(grid=[0, 0.1])``, ``Distribution.model_validate({"loguniform": [1e-4, 1e-2]})`` or a
-    plain constant ``Distribution.model_validate(0.1)``. ``int`` is an inclusive range; ``log: true``
-    samples an ``int`` range log-uniformly.
-    """
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    choice: list[Any] | None = None
-    grid: list[Any] | None = None
-    uniform: tuple[float, float] | None = None
-    loguniform: tuple[float, float] | None = None
-    int_: tuple[int, int] | None = Field(None, alias="int")
-    log: bool = False
-    constant: Any = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _wrap_constant(cls, data: Any) -> Any:
-        if isinstance(data, Distribution):
-            return data
-        if isinstance(data, dict) and data and set(data) <= set(DIST_KINDS) | {"log", "int_"}:
-            return data
-        if isinstance(data, dict) and data:
-            raise ValueError(
-                f"a search-space entry is a constant or one of {{{', '.join(DIST_KINDS[:5])}: ...}}, got keys {sorted(data)}"
-            )
-        return {"constant": data}
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> "Distribution":
-        set_kinds = [k for k in DIST_KINDS if k != "constant" and self._get(k) is not None]
-        if len(set_kinds) > 1:
-            raise ValueError(f"give exactly one of {', '.join(DIST_KINDS[:5])}; got {', '.join(set_kinds)}")
-        for k in ("choice", "grid"):
-            v = self._get(k)
-            if v is not None and len(v) == 0:
-                raise ValueError(f"{k} needs at least one value")
-        for k in ("uniform", "loguniform", "int"):
-            v = self._get(k)
-            if v is not None and not v[0] <= v[1]:
-                raise ValueError(f"{k}: [low, high] needs low <= high, got {list(v)}")
-        lu = self.loguniform
-        if lu is not None and lu[0] <= 0:
-            raise ValueError(f"loguniform needs positive bounds, got {list(lu)}")
-        if self.log and self.int_ is not None and self.int_[0] <= 0:
-            raise ValueError("int with log: true needs low >= 1")
-        return self
-
-    def _get(self, kind: str) -> Any:
-        return self.int_ if kind == "int" else getattr(self, kind)
-
-    @property
-    def kind(self) -> str:
-        for k in DIST_KINDS[:5]:
-            if self._get(k) is not None:
-                return k
-        return "constant"
-
-    @property
-    def is_discrete(self) -> bool:
-        return self.kind in ("choice", "grid", "constant")
-
-    def values(self) -> list[Any]:
-        """All values of a discrete entry (grid/choice/constant)."""
-        if self.kind in ("choice", "grid"):
-            return list(self._get(self.kind))
-        if self.kind == "constant":
-            return [self.constant]
-        raise ConfigError(f"{self.kind} has no finite list of values")
-
-    def extremes(self) -> list[Any]:
-        """Values that bound the entry (used to validate configs of adaptive searches up front)."""
-        if self.is_discrete:
-            return self.values()
-        lo, hi = self._get(self.kind)
-        return [lo, hi]
-
-    def sample(self, rng: Any) -> Any:
-        """Draw one value with a numpy Generator (seeded random search)."""
-        k = self.kind
-        if k == "constant":
-            return self.constant
-        if k in ("choice", "grid"):
-            vals = self._get(k)
-            return vals[int(rng.integers(len(vals)))]
-        lo, hi = self._get(k)
-        if k == "uniform":
-            return float(rng.uniform(lo, hi))
-        if k == "loguniform":
-            return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
-        if self.log:
-            return int(min(hi, math.floor(math.exp(rng.uniform(math.log(lo), math.log(hi + 1))))))
-        return int(rng.integers(lo, hi + 1))
-
-    @model_serializer(mode="plain")
-    def _to_yaml_form(self) -> Any:
-        k = self.kind
-        if k == "constant":
-            return self.constant
-        v = self._get(k)
-        out: dict[str, Any] = {k: list(v)}
-        if k == "int" and self.log:
-            out["log"] = True
-        return out
 
 
 class Arm(_Strict):
@@ -150,6 +39,9 @@ class Arm(_Strict):
     overrides: dict[str, Any] = Field(default_factory=dict)
     seed_offset: int = Field(0, ge=0, description="train with seed + seed_offset: an independent replicate of "
                                                   "another arm's config (a null arm), still paired by seed")
+    labels: dict[str, Any] = Field(default_factory=dict, description="what the arm stands for in the analysis "
+                                   "(knob values, design coding, ladder variant): recorded in trial.json and "
+                                   "sweep_meta.json; a label that varies across arms becomes a param.<label> column")
 
 
 class Objective(_Strict):
@@ -204,6 +96,8 @@ class StudyMeta(_Strict):
     description: str = ""
     baseline_arm: str | None = None
     comparisons: list[tuple[str, str]] = Field(default_factory=list)
+    analysis: dict[str, Any] = Field(default_factory=dict, description="hints for `pathfm analyze` (table_order, "
+                                     "x, group_by, plot_against), recorded in sweep_meta.json")
 
 
 class FaultInjection(_Strict):
@@ -452,7 +346,7 @@ def trial_from_sample(spec: SweepSpec, index: int | None, sample: dict[str, Any]
         seed = None
     else:
         seed = sample.get("seed") if "seed" in optuna_categories(spec) else spec.seeds[0]
-    params = {k: sample[k] if k in sample else spec.space[k].constant for k in spec.space}
+    params = {k: d.decode(sample[k]) if k in sample else d.constant for k, d in spec.space.items()}
     return {"index": index, "arm": arm, "seed": seed, "repeat": 0, "params": params,
             "overrides": trial_overrides(spec, arm, seed, params), "sampled": True}
 

@@ -1,8 +1,9 @@
-"""The Ray Tune trainable: one sweep trial = one full training run + evaluation, in its own folder.
+"""One sweep trial = one full training run + evaluation, in its own folder.
 
-Inside a trial (a Ray actor, ``CUDA_VISIBLE_DEVICES`` set by Ray) :func:`sweep_trainable`:
+Inside a trial (a Ray actor, ``CUDA_VISIBLE_DEVICES`` set by Ray; the Tune entry is
+:func:`pathfm.sweeps.tune_entry.sweep_trainable`, the plain-Optuna worker calls :func:`run_trial` too):
 
-1. resolves its trial (arm, seed, params) and builds the validated training config;
+1. builds the validated training config of its trial (arm, seed, params);
 2. runs :func:`pathfm.ssl.trainer.train` with the trial folder ``<sweep_dir>/trial_<id>`` as ``run_dir``
    (absolute), resuming from the trial's latest checkpoint when Ray restarts or resumes it (so it
    continues from its step, never from zero);
@@ -14,46 +15,30 @@ Inside a trial (a Ray actor, ``CUDA_VISIBLE_DEVICES`` set by Ray) :func:`sweep_t
 6. writes ``trial.json`` (status, params, attempts, error text) next to the checkpoints, so a failed
    trial leaves its error behind and the sweep goes on.
 
-Only ``ray.tune.report / get_checkpoint / get_context / Checkpoint`` are used here (Train V2 rule);
-``workers > 1`` launches a Ray Train ``TorchTrainer`` from inside this function.
+Only ``ray.tune.report / Checkpoint`` are used here (Train V2 rule); ``workers > 1`` trials run this on
+every Ray Train worker (:mod:`pathfm.sweeps.distributed`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from pathfm.errors import StopTrial
 from pathfm.io import atomic_write_json
 from pathfm.tracking import TrackingCallback, log_evaluation
-from pathfm.sweeps.collect import OBJECTIVE_METRIC, TRIAL_FILE, read_trial
-from pathfm.sweeps.spec import SweepSpec, total_steps, trial_from_sample, validate_trial
+from pathfm.results import EVAL_FILE, OBJECTIVE_METRIC, TRIAL_FILE
+from pathfm.sweeps.collect import read_trial
+from pathfm.sweeps.spec import SweepSpec, total_steps, validate_trial
 
 POINTER_FILE = "pathfm_checkpoint.json"
 FAULT_COUNTER = ".injected_failures"
-
-
-@dataclass
-class SweepContext:
-    """What every trial needs besides its Tune config (shipped once via ``tune.with_parameters``)."""
-
-    spec: SweepSpec
-    sweep_dir: str  # absolute local path (shared on clusters)
-    trials: list[dict] = field(default_factory=list)  # expanded trials (grid/random); empty for optuna
-
-    def trial_for(self, config: dict, trial_id: str = "") -> dict:
-        if "index" in config and self.trials:
-            return self.trials[int(config["index"])]
-        suffix = trial_id.rsplit("_", 1)[-1] if "_" in trial_id else ""
-        return trial_from_sample(self.spec, int(suffix) if suffix.isdigit() else None, config)
 
 
 def trial_dirname(trial_id: str) -> str:
@@ -264,7 +249,8 @@ def run_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, swe
     attempt_start = time.time()
     gpus = float(spec.resources.gpu) * int(spec.resources.workers)
     base_info = dict(
-        trial_id=trial_id, sweep=sweep, index=trial.get("index"), arm=trial.get("arm"), seed=trial.get("seed"),
+        trial_id=trial_id, sweep=sweep, index=trial.get("index"), arm=trial.get("arm"),
+        arm_labels=arm_labels(spec, trial.get("arm")), seed=trial.get("seed"),
         params=trial.get("params"), overrides=trial.get("overrides"), status="RUNNING", error=None,
         attempts=int(prev.get("attempts", 0)) + 1, started_at=prev.get("started_at", attempt_start),
         attempt_started_at=attempt_start, hostname=socket.gethostname(), node_id=node_id, gpus=gpus,
@@ -332,6 +318,11 @@ def run_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, swe
         raise
 
 
+def arm_labels(spec: SweepSpec, arm: str | None) -> dict[str, Any]:
+    """The labels of the trial's arm (``{}`` without arms or labels)."""
+    return next((dict(a.labels) for a in spec.arms or [] if a.name == arm), {})
+
+
 def trial_tags(sweep: str, trial_id: str, trial: dict) -> dict[str, str]:
     """Tags of a trial's tracked run: sweep, trial, arm, replicate seed."""
     return {"sweep": sweep, "trial": trial_id, "arm": str(trial.get("arm")), "seed": str(trial.get("seed"))}
@@ -341,7 +332,7 @@ def final_eval_rows(run_dir: Path, final_step: int):
     """The rows of ``eval.parquet`` for the final step (None without an evaluation)."""
     import polars as pl
 
-    path = Path(run_dir) / "eval.parquet"
+    path = Path(run_dir) / EVAL_FILE
     return pl.read_parquet(path).filter(pl.col("step") == final_step) if path.exists() else None
 
 
@@ -368,7 +359,7 @@ def evaluate_trial(spec: SweepSpec, run_dir: Path, final_step: int) -> dict[str,
 
     from pathfm.eval import evaluate
 
-    path = run_dir / "eval.parquet"
+    path = run_dir / EVAL_FILE
     df = None
     if path.exists():
         old = pl.read_parquet(path)
@@ -383,28 +374,3 @@ def evaluate_trial(spec: SweepSpec, run_dir: Path, final_step: int) -> dict[str,
         df = evaluate(str(run_dir), tasks=list(spec.eval.tasks), probes=list(spec.eval.probes),
                       baselines=spec.eval.baselines, progress=False, verbose=False, device=device, **kwargs)
     return objective_from_eval(df, list(spec.eval.tasks), list(spec.eval.probes))
-
-
-# -------------------------------------------------------------------------------- Tune entry
-def sweep_trainable(config: dict, ctx: SweepContext) -> None:
-    """The function Tune runs for every trial (wrapped with ``tune.with_parameters(..., ctx=...)``)."""
-    import ray
-    from ray import tune
-
-    tctx = tune.get_context()
-    trial_id = tctx.get_trial_id()
-    trial = ctx.trial_for(config, trial_id)
-    run_dir = Path(ctx.sweep_dir) / trial_dirname(trial_id)
-    node_id = ray.get_runtime_context().get_node_id()
-    if ctx.spec.resources.workers > 1:
-        from pathfm.sweeps.distributed import run_ddp_trial
-
-        run_ddp_trial(ctx, trial, run_dir, trial_id=trial_id, node_id=node_id)
-        return
-    run_trial(ctx.spec, trial, run_dir, trial_id=trial_id, sweep=ctx.spec.name, report=tune.report,
-              tune_checkpoint=tune.get_checkpoint(), copy_checkpoints=_needs_copy(ctx.sweep_dir), node_id=node_id)
-
-
-def _needs_copy(sweep_dir: str) -> bool:
-    """Copy checkpoints into Ray's checkpoint when the trial folder may not be visible to every node."""
-    return os.environ.get("PATHFM_SWEEP_COPY_CHECKPOINTS", "0") == "1"

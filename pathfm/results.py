@@ -1,0 +1,181 @@
+"""The results schema, one owner: file names, the two tidy row layouts with their column types, and the
+readers/writers every part uses (``pathfm.eval`` writes evaluation rows, ``pathfm.sweeps.collect`` builds
+a sweep's rows, ``pathfm.analysis`` reads them; docs/architecture.md "Tidy result rows").
+
+* Evaluation rows (``eval.parquet`` of a run, a trial or a sweep's reference): :data:`EVAL_SCHEMA`,
+  unique by :data:`EVAL_KEY`; :func:`eval_frame` builds them, :func:`append_results` merges them into a
+  file (locked, atomic; re-evaluating replaces rows instead of double-counting them).
+* Sweep rows (``results.parquet``): :data:`SWEEP_SCHEMA` plus one ``param.<name>`` column per searched
+  parameter or varying arm label; :func:`sweep_frame` types them.
+* ``sweep_meta.json``: :func:`read_sweep_meta` (``{}`` when there is none; an unreadable file is an error
+  naming it and the fix).
+
+Column types are named ``"str" | "int" | "float" | "bool"`` (:data:`POLARS_TYPES` maps them to polars).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from pathfm.errors import PathfmError
+
+if TYPE_CHECKING:
+    import polars as pl
+
+# ------------------------------------------------------------------------------------------ file names
+EVAL_FILE = "eval.parquet"              # evaluation rows of a run / trial (and of a sweep's reference)
+RESULTS_FILE = "results.parquet"        # a sweep's tidy rows, rebuilt from its folders by `pathfm sweep collect`
+META_FILE = "sweep_meta.json"           # what a sweep is (params, arms and their labels, objective, study hints)
+TRIAL_FILE = "trial.json"               # one trial: status, arm (+ labels), seed, params, cost, error
+STUDY_PLAN_FILE = "study_plan.json"     # an ablation study's full plan (written by `pathfm ablate run`)
+REFERENCE_DIR = "reference"             # <sweep_dir>/reference/: the baselines evaluated once per sweep
+REFERENCE_FILE = "reference.json"       # its status, key and cost
+REFERENCE_TRIAL_ID = "reference"        # trial_id (and trial_dir) of the reference rows in results.parquet
+
+# ------------------------------------------------------------------------------------------ row layouts
+OBJECTIVE_METRIC = "eval/mean_balanced_accuracy"
+PARAM_PREFIX = "param."
+
+EVAL_SCHEMA: dict[str, str] = {
+    "source": "str", "backbone": "str", "task": "str", "probe": "str", "fold": "int", "metric": "str",
+    "value": "float", "step": "int", "n_train": "int", "n_test": "int",
+}
+EVAL_KEY = ["source", "backbone", "task", "probe", "fold", "metric", "step"]
+
+SWEEP_SCHEMA: dict[str, str] = {
+    "sweep": "str", "trial_id": "str", "arm": "str", "status": "str", "seed": "int", "kind": "str",
+    "step": "int", "final": "bool", "task": "str", "probe": "str", "backbone": "str", "fold": "int",
+    "metric": "str", "value": "float", "wall_time_s": "float", "gpu_hours": "float", "tiles_seen": "int",
+    "trial_dir": "str", "stop_reason": "str",
+}
+
+
+def param_column(name: str) -> str:
+    """The results column of a searched parameter or arm label: ``param.<name>``."""
+    return f"{PARAM_PREFIX}{name}"
+
+
+def polars_types() -> dict[str, Any]:
+    """The polars type of each column type name."""
+    import polars as pl
+
+    return {"str": pl.String, "int": pl.Int64, "float": pl.Float64, "bool": pl.Boolean}
+
+
+def value_type(values: list[Any]) -> str:
+    """The column type that holds all ``values`` (None ignored): bool, int, float (ints and floats mixed),
+    else str; ``float`` when there is no value."""
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "float"
+    if all(isinstance(v, bool) for v in vals):
+        return "bool"
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in vals):
+        return "int"
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+        return "float"
+    return "str"
+
+
+def coerce(v: Any, dtype: str) -> Any:
+    """``v`` as a value of column type ``dtype`` (a non-string in a str column becomes its JSON text)."""
+    if v is None:
+        return None
+    if dtype == "float":
+        return float(v)
+    if dtype == "int":
+        return int(v)
+    if dtype == "str" and not isinstance(v, str):
+        return json.dumps(v)
+    return v
+
+
+def typed_frame(rows: list[dict], schema: dict[str, str]) -> pl.DataFrame:
+    """A polars frame of ``rows`` with exactly the columns and types of ``schema`` (column -> type name)."""
+    import polars as pl
+
+    types = polars_types()
+    pl_schema = {k: types[v] for k, v in schema.items()}
+    return pl.DataFrame(rows, schema=pl_schema, orient="row") if rows else pl.DataFrame(schema=pl_schema)
+
+
+def eval_frame(rows: list[dict]) -> pl.DataFrame:
+    """Evaluation rows (:data:`EVAL_SCHEMA`) as a typed frame."""
+    return typed_frame(rows, EVAL_SCHEMA)
+
+
+def sweep_frame(rows: list[dict], param_names: list[str]) -> pl.DataFrame:
+    """Sweep rows as a typed frame: :data:`SWEEP_SCHEMA` plus ``param.<name>`` per parameter, each typed by
+    its values (:func:`value_type`); the rows' values are coerced in place."""
+    schema = dict(SWEEP_SCHEMA)
+    for name in param_names:
+        col = param_column(name)
+        dtype = value_type([r.get(col) for r in rows])
+        schema[col] = dtype
+        for r in rows:
+            r[col] = coerce(r.get(col), dtype)
+    for r in rows:
+        for k, t in SWEEP_SCHEMA.items():
+            r[k] = coerce(r.get(k), t) if t in ("float", "int") else r.get(k)
+    return typed_frame(rows, schema)
+
+
+# ------------------------------------------------------------------------------------ readers / writers
+def read_json_or_none(path: Path) -> Any:
+    """A JSON file's content, or None if it is missing or unreadable (e.g. a trial's file being replaced)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def read_sweep_meta(sweep_dir: str | Path) -> dict:
+    """``<sweep_dir>/sweep_meta.json``: ``{}`` when the folder has none (results made by hand or by
+    ``pathfm eval``); a file that is not a JSON mapping is a :class:`PathfmError` naming it and the fix."""
+    path = Path(sweep_dir) / META_FILE
+    if not path.exists():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise PathfmError(f"{path}: not readable as JSON ({e}); restore it from the sweep's copy or delete it "
+                          "(results are then rebuilt from the trial folders alone)") from None
+    if not isinstance(meta, dict):
+        raise PathfmError(f"{path}: expected a JSON mapping (sweep, params, arms, ...), got {type(meta).__name__}")
+    return meta
+
+
+@contextmanager
+def folder_lock(path: Path) -> Iterator[None]:
+    """Exclusive lock on the file's folder (no lock file left behind), so concurrent writers serialise."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def append_results(path: str | Path, df: pl.DataFrame) -> Path:
+    """Merge evaluation rows ``df`` into the Parquet file at ``path`` (created if missing): rows with the
+    same :data:`EVAL_KEY` are replaced; locked, written atomically."""
+    import polars as pl
+
+    from pathfm.io import atomic_path
+
+    path = Path(path)
+    with folder_lock(path):
+        if path.exists():
+            old = pl.read_parquet(path)
+            old = old.join(df.select(EVAL_KEY).unique(), on=EVAL_KEY, how="anti", nulls_equal=True)
+            df = pl.concat([old, df], how="diagonal_relaxed")
+        with atomic_path(path) as tmp:
+            df.write_parquet(tmp)
+    return path

@@ -1,0 +1,25 @@
+"""Accelerator-hours of trials and sweeps: the one estimator behind ``pathfm sweep run --dry-run`` (a measured
+CPU step, or ``--step-time``) and ``pathfm ablate run --dry-run`` (a scale's measured step times or the FLOP
+model of :mod:`pathfm.ablations.estimate`); only where the seconds per step come from differs.
+
+    trial hours = devices x (sum over stages of steps x seconds per step + overhead) / 3600
+    sweep hours = sum over the trials (``expand_trials``) of their arm's trial hours
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+
+def trial_hours(stages: Sequence[tuple[int, float]], *, overhead_s: float = 0.0, devices: float = 1.0) -> float:
+    """Device-hours of one trial: ``stages`` are ``(steps, seconds per step)`` (main, high-res), each step
+    taken by all ``devices`` (GPUs x workers of a trial) at once; ``overhead_s``: start-up and evaluation."""
+    seconds = sum(steps * s_per_step for steps, s_per_step in stages) + overhead_s
+    return devices * seconds / 3600.0
+
+
+def sweep_hours(trials: Iterable[dict], hours_by_arm: dict[str | None, float]) -> float:
+    """Sum over ``trials`` of their arm's hours; a trial whose arm has no entry (an adaptive search's, whose arm
+    is chosen while it runs, or every trial when one cost stands for all) costs the mean over arms."""
+    mean = sum(hours_by_arm.values()) / len(hours_by_arm)
+    return sum(hours_by_arm.get(t.get("arm"), mean) for t in trials)

@@ -1,0 +1,54 @@
+"""The function Ray Tune runs for every sweep trial, and what it is shipped with.
+
+:func:`sweep_trainable` finds the trial its Tune config stands for
+(:func:`pathfm.sweeps.search.trial_of_config`), then runs it in ``<sweep_dir>/trial_<id>``: in this
+process (:func:`pathfm.sweeps.trainable.run_trial`) or, with ``resources.workers > 1``, as a Ray Train
+DDP run driven from here (:func:`pathfm.sweeps.distributed.run_ddp_trial`). Only
+``ray.tune.report / get_checkpoint / get_context`` are used (Train V2 rule).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pathfm.sweeps.search import trial_of_config
+from pathfm.sweeps.spec import SweepSpec
+from pathfm.sweeps.trainable import run_trial, trial_dirname
+
+
+@dataclass
+class SweepContext:
+    """What every trial needs besides its Tune config (shipped once via ``tune.with_parameters``)."""
+
+    spec: SweepSpec
+    sweep_dir: str  # absolute local path (shared on clusters)
+    trials: list[dict] = field(default_factory=list)  # expanded trials (grid/random); placeholders for optuna
+
+    def trial_for(self, config: dict, trial_id: str = "") -> dict:
+        return trial_of_config(self.spec, self.trials, config, trial_id)
+
+
+def sweep_trainable(config: dict, ctx: SweepContext) -> None:
+    """The function Tune runs for every trial (wrapped with ``tune.with_parameters(..., ctx=...)``)."""
+    import ray
+    from ray import tune
+
+    trial_id = tune.get_context().get_trial_id()
+    trial = ctx.trial_for(config, trial_id)
+    run_dir = Path(ctx.sweep_dir) / trial_dirname(trial_id)
+    node_id = ray.get_runtime_context().get_node_id()
+    if ctx.spec.resources.workers > 1:
+        from pathfm.sweeps.distributed import run_ddp_trial
+
+        run_ddp_trial(ctx.spec, trial, run_dir, trial_id=trial_id, node_id=node_id)
+        return
+    run_trial(ctx.spec, trial, run_dir, trial_id=trial_id, sweep=ctx.spec.name, report=tune.report,
+              tune_checkpoint=tune.get_checkpoint(), copy_checkpoints=copy_checkpoints(), node_id=node_id)
+
+
+def copy_checkpoints() -> bool:
+    """Copy checkpoints into Ray's checkpoint when the trial folder may not be visible to every node
+    (``PATHFM_SWEEP_COPY_CHECKPOINTS=1``)."""
+    return os.environ.get("PATHFM_SWEEP_COPY_CHECKPOINTS", "0") == "1"
