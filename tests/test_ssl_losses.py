@@ -225,9 +225,8 @@ def test_sinkhorn_and_center_across_two_gloo_processes_equal_one_process(tmp_pat
     """Rank 0 has 3 rows (of 8), rank 1 has 5: SK over ranks equals SK over all rows in one process."""
     logits = 3 * torch.randn(8, 6, generator=torch.Generator().manual_seed(7))
     rows = [3, 5]
-    mp.start_processes(
-        _distributed_worker, args=(_free_port(), logits, rows, str(tmp_path)), nprocs=2, join=True, start_method="fork"
-    )
+    # spawned, not forked: forking the pytest process after other tests started threads can hang
+    mp.spawn(_distributed_worker, args=(_free_port(), logits, rows, str(tmp_path)), nprocs=2, join=True)
     results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     p = torch.cat([results[0][0], results[1][0]])
     centers = [results[0][1], results[1][1]]

@@ -113,8 +113,9 @@ def test_sinkhorn_across_two_gloo_processes_equals_a3_at_every_spread(tmp_path) 
         pytest.skip("np.longdouble is float64 on this platform")
     cases = [_spread_logits(s, seed=3) for s in SPREADS]
     rows = [9, 15]
-    mp.start_processes(_worker, args=(_free_port(), cases, rows, str(tmp_path)), nprocs=2, join=True,
-                       start_method="fork")  # fmt: skip
+    # spawned, not forked: a fork of the pytest process after earlier tests started torch / Ray threads hung
+    # in the full suite (measured: the 120 s timeout)
+    mp.spawn(_worker, args=(_free_port(), cases, rows, str(tmp_path)), nprocs=2, join=True)
     per_rank = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     for i, (spread, logits) in enumerate(zip(SPREADS, cases)):
         out = torch.cat([per_rank[0][i], per_rank[1][i]]).double().numpy()
