@@ -219,3 +219,12 @@ def test_dry_run_validates_counts_and_estimates_cost(tmp_path: Path, capsys):
     assert "4 trial(s)" in out and "all 4 checked" in out and "1 CPU, 0 GPU" in out
     assert "one CPU step of trial 0" in out and "estimated cost" in out and "0 GPU-hours" in out
     assert not any(tmp_path.iterdir())  # nothing launched, nothing written
+
+
+def test_only_a_ray_client_server_start_failure_is_retried():
+    from pathfm.sweeps.runner import client_server_failed_to_start
+
+    msg = "Initialization failure from server:\nRuntimeError: Starting Ray client server failed. See ray_client_server_23000.err"
+    assert client_server_failed_to_start("ray://head:10001", msg)
+    assert not client_server_failed_to_start("head:6379", msg)  # not a Ray Client address
+    assert not client_server_failed_to_start("ray://head:10001", "Connection refused")  # no server there at all

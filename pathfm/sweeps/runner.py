@@ -50,6 +50,17 @@ def _default_env(address: str | None) -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
 
 
+# Ray Client's proxy starts one server process per client session; on a fresh head that start sometimes fails
+# at once with "Starting Ray client server failed" while the next connection succeeds (measured: the first of
+# four connections failed, the other three worked, against one head). A few attempts make `ray://` usable.
+CLIENT_SERVER_ATTEMPTS = 3
+
+
+def client_server_failed_to_start(address: str, message: str) -> bool:
+    """True for the Ray Client error that a new connection attempt can cure (only for ``ray://`` addresses)."""
+    return address.startswith("ray://") and "Starting Ray client server failed" in message
+
+
 def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None,
             verbose: int = 1) -> bool:
     """Connect to Ray; returns True if this call started the connection (and should shut it down).
@@ -68,13 +79,21 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
     else:
         if num_cpus is not None or num_gpus is not None:
             raise SweepError("--num-cpus/--num-gpus only apply to a local Ray; a cluster has its own resources")
-        try:
-            context = ray.init(address=address, log_to_driver=verbose >= 2, logging_level="WARNING")
-        except ConnectionError as e:
-            raise SweepError(
-                f"cannot reach a Ray cluster at '{redact_url(address)}': {redact_url(str(e))}. Start one with `ray start --head` "
-                "(or `ray up cluster/example-cluster.yaml`), and use the same RAY_AUTH_MODE/token as the cluster"
-            ) from None
+        for attempt in range(1, CLIENT_SERVER_ATTEMPTS + 1):
+            try:
+                context = ray.init(address=address, log_to_driver=verbose >= 2, logging_level="WARNING")
+                break
+            except ConnectionError as e:
+                if client_server_failed_to_start(address, str(e)) and attempt < CLIENT_SERVER_ATTEMPTS:
+                    print(f"pathfm sweep: the Ray Client server at '{redact_url(address)}' did not start a server for "
+                          f"this session (attempt {attempt} of {CLIENT_SERVER_ATTEMPTS}); retrying",
+                          file=sys.stderr, flush=True)
+                    time.sleep(2.0)
+                    continue
+                raise SweepError(
+                    f"cannot reach a Ray cluster at '{redact_url(address)}': {redact_url(str(e))}. Start one with `ray start --head` "
+                    "(or `ray up cluster/example-cluster.yaml`), and use the same RAY_AUTH_MODE/token as the cluster"
+                ) from None
         if verbose >= 1 and getattr(context, "dashboard_url", None):
             print(f"pathfm sweep: Ray dashboard at http://{context.dashboard_url}", file=sys.stderr, flush=True)
     return True
