@@ -65,6 +65,29 @@ class HEDConfig(_Strict):
     p: float = Field(1.0, ge=0.0, le=1.0, description="probability per crop")
 
 
+class RandStainNAConfig(_Strict):
+    """RandStainNA (Shen et al. 2022): per-image colour-space mean/std replaced by a sampled template."""
+
+    strength: float = Field(1.0, ge=0.0, le=1.0, description="1: the paper's transform; 0 is exactly the identity")
+    p: float = Field(1.0, ge=0.0, le=1.0, description="probability per crop")
+    stats: str | None = Field(None, description="statistics YAML from `pathfm data stain-stats`; null: bundled (LAB)")
+
+
+class MacenkoAugConfig(_Strict):
+    """Macenko stain-concentration jitter (torchstain's MacenkoAugmentor; extra pathfm[stain])."""
+
+    strength: float = Field(0.2, ge=0.0, le=1.0, description="sigma of alpha and beta (torchstain: 0.2); 0 is identity")
+    p: float = Field(1.0, ge=0.0, le=1.0, description="probability per crop")
+
+
+class StainAugConfig(_Strict):
+    """Which stain augmentation runs (pathfm/data/stain_aug.py); hed reads its parameters from data.hed."""
+
+    method: Literal["hed", "none", "randstainna", "macenko"] = "hed"
+    randstainna: RandStainNAConfig = Field(default_factory=RandStainNAConfig)
+    macenko: MacenkoAugConfig = Field(default_factory=MacenkoAugConfig)
+
+
 # Gaussian-blur probabilities per crop. RELEASED: what DINOv2's code ran (its GaussianBlur(p) wrapper hands
 # 1 - p to RandomApply, so crop 1 was never blurred and crop 2 blurred with probability 0.9; facebookresearch/
 # dinov2 PR #411), hence what Midnight, built on that code, trained with: the default. INTENDED: the paper's
@@ -127,6 +150,7 @@ class DataConfig(_Strict):
         "(1.1: 0.125 um/px is never drawn from a 0.25 um/px slide)")
     tissue: TissueFilterConfig = Field(default_factory=TissueFilterConfig)
     hed: HEDConfig = Field(default_factory=HEDConfig)
+    stain_aug: StainAugConfig = Field(default_factory=StainAugConfig)
     crops: CropsConfig = Field(default_factory=CropsConfig)
     normalize_mean: float = 0.5
     normalize_std: float = Field(0.5, gt=0.0)
@@ -155,6 +179,9 @@ class DataConfig(_Strict):
         if self.cohort_weights is not None and (self.cohorts is None or len(self.cohort_weights) != len(self.cohorts)
                                                 or min(self.cohort_weights) <= 0):  # fmt: skip
             raise ValueError("data.cohort_weights needs data.cohorts and one positive weight per cohort")
+        if self.augment_on == "device" and self.stain_aug.method in ("randstainna", "macenko"):
+            raise ValueError(f"data.stain_aug.method={self.stain_aug.method} runs in the CPU workers only; "
+                             "set data.augment_on to auto or cpu, or use method hed")
         return self
 
 
@@ -403,6 +430,7 @@ KNOB_ALIASES: dict[str, str] = {
     "v_max": "data.tissue.v_max",
     "hed_strength": "data.hed.strength",
     "hed_p": "data.hed.p",
+    "stain_aug": "data.stain_aug.method",
     "vflip": "data.crops.vflip",
     "color_jitter": "data.crops.color_jitter",
     "blur_global1": "data.crops.blur_global1",

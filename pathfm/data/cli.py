@@ -30,6 +30,15 @@ def register(subparsers) -> None:
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_scan)
 
+    t = sub.add_parser("stain-stats", help="fit RandStainNA's dataset-level colour statistics from training tiles")
+    t.add_argument("--config", default="smoke", help="preset or YAML whose data section draws the tiles (default smoke)")
+    t.add_argument("--n-tiles", type=int, default=200, help="tiles to draw (default 200)")
+    t.add_argument("--color-space", default="lab", choices=("lab", "hsv"))
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", required=True, help="YAML to write; use it as data.stain_aug.randstainna.stats")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    t.set_defaults(func=_stain_stats)
+
     v = sub.add_parser("preview", help="PNG contact sheet: accepted vs rejected tiles, HED strengths")
     v.add_argument("slide", help="a slide file")
     v.add_argument("--out", required=True, help="PNG to write")
@@ -72,6 +81,20 @@ def _scan(args: argparse.Namespace) -> int:
     print(report.summary(), file=sys.stderr)
     if report.rows:
         print(f"wrote {args.out}")
+    return 0
+
+
+def _stain_stats(args: argparse.Namespace) -> int:
+    from pathfm.config import load_config
+    from pathfm.data.stain_stats import fit_stain_stats_from_config
+    from pathfm.errors import PathfmError
+
+    if args.n_tiles < 2:
+        raise PathfmError(f"--n-tiles must be >= 2, got {args.n_tiles}")
+    stats = fit_stain_stats_from_config(load_config(args.config, args.overrides), args.n_tiles, args.color_space,
+                                        args.seed)
+    stats.save(args.out)
+    print(f"wrote {args.out}: {stats.n_images} tiles, {stats.color_space} means {stats.mean_of_means}")
     return 0
 
 

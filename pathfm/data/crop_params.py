@@ -7,11 +7,14 @@
 
 Draw order (fixed, so switching one augmentation off moves no other decision): 20 uniforms ``u`` (slots:
 0 hflip, 1 vflip, 2 HED apply, 3 jitter apply, 4-7 jitter factors, 8-11 jitter order, 12 grayscale,
-13 blur apply, 14 blur sigma, 15 solarize), then the RandomResizedCrop box, then the HED alpha/beta.
+13 blur apply, 14 blur sigma, 15 solarize), then the RandomResizedCrop box, then the HED alpha/beta, then
+(only with a CPU-only ``data.stain_aug.method``, :mod:`pathfm.data.stain_aug`) that method's parameters.
+Slot 2 decides whether the crop's stain augmentation (HED or the other method) applies.
 
 ``CropParams.to_row()`` packs a crop into ``N_PARAM`` floats (layout :data:`PARAM_FIELDS`) so a batch of
 crops travels from the workers as one float tensor; every value is exact in float32 except the HED
-alpha/beta and the jitter factors, which are float32-rounded (relative error <= 6e-8).
+alpha/beta and the jitter factors, which are float32-rounded (relative error <= 6e-8). A crop with
+``stain`` parameters (RandStainNA, Macenko) has no row: those methods run in the CPU workers only.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pathfm.data.hed import HEDParams, sample_hed_params
+from pathfm.data.stain_aug import StainAugmenter, StainParams
 
 _LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))
 
@@ -85,8 +89,12 @@ class CropParams:
     grayscale: bool = False
     blur_sigma: float | None = None
     solarize: bool = False
+    stain: StainParams | None = None  # a CPU-only stain method's parameters (data.stain_aug.method)
 
     def to_row(self) -> np.ndarray:
+        if self.stain is not None:
+            raise ValueError(f"a crop with {self.stain.method} stain parameters cannot travel as a row: "
+                             "that method runs in the CPU workers (data.augment_on=cpu)")
         row = np.zeros(N_PARAM, np.float64)
         row[0:4] = self.box
         row[4:6] = self.hflip, self.vflip
@@ -115,13 +123,18 @@ class CropParams:
 
 
 def draw_crop_params(rng: np.random.Generator, recipe: CropRecipe, tile_width: int, tile_height: int, crops_cfg,
-                     hed_strength: float, hed_p: float, photometric: float = 1.0) -> CropParams:
+                     hed_strength: float, hed_p: float, photometric: float = 1.0,
+                     stain_aug: StainAugmenter | None = None) -> CropParams:
     """The parameters of one crop (``crops_cfg``: a :class:`pathfm.config.CropsConfig`). ``photometric``
-    scales the probabilities of HED, jitter, grayscale, blur and solarize; the draws never depend on it."""
+    scales the probabilities of HED, jitter, grayscale, blur, solarize and ``stain_aug``'s method; the draws
+    never depend on it."""
     c = crops_cfg
     u = rng.random(20)  # blur sigma ~ U(0.1, 2.0) as in DINOv2
     box = random_resized_crop_box(rng, tile_width, tile_height, recipe.scale)
     hed = sample_hed_params(rng, hed_strength)
+    stain = stain_aug.draw(rng) if stain_aug is not None else None
+    if stain_aug is not None and (u[2] >= stain_aug.p * photometric or stain_aug.strength == 0):
+        stain = None
     jitter = None
     if u[3] < c.color_jitter * photometric:
         b, ct, s, h = c.jitter_strength
@@ -136,4 +149,5 @@ def draw_crop_params(rng: np.random.Generator, recipe: CropRecipe, tile_width: i
         grayscale=bool(u[12] < c.grayscale * photometric),
         blur_sigma=float(0.1 + 1.9 * u[14]) if u[13] < recipe.blur * photometric else None,
         solarize=bool(u[15] < recipe.solarize * photometric),
+        stain=stain,
     )

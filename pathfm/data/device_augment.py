@@ -40,13 +40,16 @@ LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, PIL's RGB -> "L"
 HED_EPS = 1e-6
 
 
-def resolve_augment_on(setting: str, device: torch.device | str | None) -> str:
+def resolve_augment_on(setting: str, device: torch.device | str | None, cpu_only: bool = False) -> str:
     """``auto`` -> ``device`` when training on CUDA, else ``cpu``; ``cpu`` / ``device`` unchanged.
-    ``device=None`` (a loader used outside training) resolves ``auto`` to ``cpu``."""
+    ``device=None`` (a loader used outside training) resolves ``auto`` to ``cpu``; so does ``cpu_only``
+    (a stain method the device path lacks, :data:`pathfm.data.stain_aug.CPU_ONLY_METHODS`)."""
     if setting not in ("auto", "cpu", "device"):
         raise PathfmError(f"data.augment_on={setting!r}: expected auto, cpu or device")
     if setting != "auto":
         return setting
+    if cpu_only:
+        return "cpu"
     return "device" if device is not None and torch.device(device).type == "cuda" else "cpu"
 
 

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from pathfm.data.dataset import OnlinePatchDataset, collate_multicrop
 from pathfm.data.device_augment import DeviceAugment, resolve_augment_on
+from pathfm.data.stain_aug import CPU_ONLY_METHODS
 from pathfm.errors import ConfigError
 
 
@@ -76,7 +77,8 @@ def build_train_loader(cfg, rank: int = 0, world_size: int = 1, start_sample: in
     Pass ``dataset`` to reuse already validated slides (e.g. a high-res stage with the same slides) and
     ``device``, the training device, to resolve ``data.augment_on=auto`` (device on CUDA; without a device,
     cpu) and to say where ``augment_on=device`` puts the crops (default: cpu tensors)."""
-    augment_on = resolve_augment_on(cfg.data.augment_on, device)
+    augment_on = resolve_augment_on(cfg.data.augment_on, device,
+                                    cpu_only=cfg.data.stain_aug.method in CPU_ONLY_METHODS)
     ds = dataset if dataset is not None else OnlinePatchDataset.from_config(cfg, progress=cfg.run.progress)
     ds.samples_per_step = cfg.data.batch_size * world_size * cfg.optim.grad_accum
     ds.photometric_ramp = cfg.data.crops.photometric_ramp  # a reused dataset takes this stage's ramp

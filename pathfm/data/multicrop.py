@@ -4,7 +4,8 @@ Per crop (Oquab et al. 2023, DINOv2 ``DataAugmentationDINO``; Midnight changes i
 
 1. RandomResizedCrop (area scale from ``global_scale``/``local_scale``, aspect ratio in [3/4, 4/3],
    bicubic) + horizontal flip [+ vertical flip: tissue has no up];
-2. [HED stain jitter (Tellez), probability ``hed.p``, strength ``hed.strength``];
+2. [stain augmentation, ``stain_aug.method``: HED jitter (Tellez; default), probability ``hed.p``, strength
+   ``hed.strength``; or none, RandStainNA or Macenko (:mod:`pathfm.data.stain_aug`)];
 3. colour jitter (brightness, contrast, saturation, hue in random order) with probability
    ``color_jitter``, then grayscale with probability ``grayscale``;
 4. Gaussian blur, sigma ~ U(0.1, 2.0), with probability ``blur_global1`` / ``blur_global2`` / ``blur_local``;
@@ -30,6 +31,7 @@ from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 from pathfm.data.crop_params import CropParams, CropRecipe, draw_crop_params, random_resized_crop_box
 from pathfm.data import opencv_ops as ops
 from pathfm.data.hed import HEDParams, hed_augment
+from pathfm.data.stain_aug import StainAugmenter, apply_stain, hed_probability
 
 
 def adjust_hue(img: Image.Image, shift: float) -> Image.Image:
@@ -68,6 +70,8 @@ def apply_crop_pil(img: Image.Image, p: CropParams, size: int) -> np.ndarray:
         im = im.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
     if p.hed is not None:
         im = Image.fromarray(hed_augment(np.asarray(im), p.hed))
+    if p.stain is not None:
+        im = Image.fromarray(apply_stain(np.asarray(im), p.stain))
     if p.jitter is not None:
         im = _jitter(im, p.jitter, p.jitter_order)
     if p.grayscale:
@@ -87,6 +91,8 @@ def apply_crop_opencv(img: Image.Image, p: CropParams, size: int) -> np.ndarray:
     rgb = ops.flip(rgb, p.hflip, p.vflip)
     if p.hed is not None:
         rgb = hed_augment(rgb, p.hed)
+    if p.stain is not None:
+        rgb = apply_stain(rgb, p.stain)
     if p.jitter is not None:
         for op in p.jitter_order:
             f = p.jitter[op]
@@ -117,7 +123,8 @@ class MultiCrop:
         c = data_cfg.crops
         self.crops = c
         self.hed_strength = float(data_cfg.hed.strength)
-        self.hed_p = float(data_cfg.hed.p)
+        self.hed_p = hed_probability(data_cfg)
+        self.stain_aug = StainAugmenter.from_config(data_cfg)
         self.mean = float(data_cfg.normalize_mean)
         self.std = float(data_cfg.normalize_std)
         self.recipes = (
@@ -140,7 +147,8 @@ class MultiCrop:
         drawn up front, so one crop's draws never move another's."""
         seeds = rng.integers(0, 2**63 - 1, size=len(self.recipes))
         return [draw_crop_params(np.random.default_rng(int(s)), r, tile_width, tile_height, self.crops,
-                                 self.hed_strength, self.hed_p, photometric) for r, s in zip(self.recipes, seeds)]
+                                 self.hed_strength, self.hed_p, photometric, self.stain_aug)
+                for r, s in zip(self.recipes, seeds)]
 
     def __call__(self, tile: np.ndarray, rng: np.random.Generator,
                  photometric: float = 1.0) -> tuple[list[np.ndarray], list[np.ndarray]]:
