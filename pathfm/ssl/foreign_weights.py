@@ -9,8 +9,9 @@
   models no CLS position: timm folds it into ``cls_token`` and keeps patch positions only);
 * a name ``dinov2:vits14`` ... ``dinov2:vitg14_reg4``, found as ``dinov2_<name>_pretrain.pth`` in
   ``$PATHFM_WEIGHTS_DIR`` or the torch hub cache (``torch.hub.get_dir()/checkpoints``, where
-  ``torch.hub.load`` keeps it). Nothing is downloaded: a missing file is an error naming the file, its
-  official address and where to put it.
+  ``torch.hub.load`` keeps it). Loading never downloads: a missing file is an error naming the file, its
+  official address, where to put it and ``pathfm weights fetch`` (:mod:`pathfm.ssl.weights_download`,
+  checksum-verified).
 
 Loading is strict: a weight the model has and the file lacks (missing) or the file has and the model lacks
 (unused) is an error unless a glob in ``model.init_ignore`` names it; the only exception is what a layout
@@ -92,7 +93,8 @@ def resolve_weights_source(source: str) -> Path:
         url = DINOV2_URL.format(arch=name.removesuffix("_reg4"), name=name)
         raise ConfigError(
             f"model.init_from={source}: {file_name} not found in {', '.join(str(d) for d in dirs)}; download "
-            f"it from {url} into {dirs[-1]} (torch hub's cache) or into a folder named by ${WEIGHTS_DIR_ENV}"
+            f"it from {url} into {dirs[-1]} (torch hub's cache) or into a folder named by ${WEIGHTS_DIR_ENV}: "
+            f"`pathfm weights fetch {source}` does that and verifies its sha256"
         )
     path = resolve_path(source)
     if not path.exists():
