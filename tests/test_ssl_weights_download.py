@@ -9,6 +9,7 @@ import pytest
 
 from pathfm.cli import main
 from pathfm.errors import ConfigError
+from pathfm.io import sha256_file
 from pathfm.ssl import weights_download as wd
 from pathfm.ssl.foreign_weights import resolve_weights_source
 
@@ -23,9 +24,9 @@ def release(tmp_path):
     return src, hashlib.sha256(data).hexdigest()
 
 
-def test_sha256_of_a_local_file_and_a_mismatch_is_named(release):
+def test_a_checksum_mismatch_is_named(release):
     src, digest = release
-    assert wd.sha256_of(src) == digest
+    assert sha256_file(src) == digest
     wd.verify_sha256(src, digest.upper())
     with pytest.raises(ConfigError, match=f"{src.name}: sha256 {digest} does not match the pinned 0+"):
         wd.verify_sha256(src, "0" * 64)

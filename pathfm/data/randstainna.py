@@ -79,8 +79,8 @@ def to_color_space(rgb: np.ndarray, color_space: str) -> np.ndarray:
 
 def channel_stats(rgb: np.ndarray, color_space: str) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel (mean, std) of one image in ``color_space`` (float64, shape (3,) each)."""
-    x = to_color_space(rgb, color_space).reshape(-1, 3).astype(np.float64)
-    return x.mean(axis=0), x.std(axis=0)
+    mean, std = cv2.meanStdDev(to_color_space(rgb, color_space))  # accumulates in float64
+    return mean.ravel(), std.ravel()
 
 
 def fit_randstainna_stats(tiles: Iterable[np.ndarray], color_space: str = "lab", source: str = "") -> RandStainNAStats:
@@ -114,8 +114,7 @@ def randstainna_augment(rgb: np.ndarray, template: tuple[float, ...], strength: 
     if strength == 0:
         return rgb.copy()
     x = to_color_space(rgb, color_space)
-    flat = x.reshape(-1, 3).astype(np.float64)
-    mu, sd = flat.mean(axis=0), flat.std(axis=0)
+    mu, sd = (v.ravel() for v in cv2.meanStdDev(x))
     mu_t, sd_t = np.asarray(template[:3]), np.asarray(template[3:])
     new_mu = mu + strength * (mu_t - mu)
     new_sd = sd + strength * (sd_t - sd)

@@ -8,19 +8,19 @@ with ``--sha256 HEX`` given by the user. Training never downloads (``model.init_
 up, :func:`pathfm.ssl.foreign_weights.resolve_weights_source`): a 4.5 GB file fetched by every DDP rank
 at once is the wrong default.
 
-The download streams into ``<file>.part`` while hashing, and only a file whose digest matches is renamed
+The download streams into a temporary file next to the target while hashing, and only a file whose digest matches is renamed
 into place; a file already there is verified instead of fetched again.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from pathfm.errors import ConfigError
+from pathfm.io import atomic_path, sha256_file
 from pathfm.ssl.foreign_weights import DINOV2_NAMES, DINOV2_URL, dinov2_file_name, weights_search_dirs
 
 DINOV2_SHA256 = {
@@ -33,17 +33,9 @@ DINOV2_SHA256 = {
 CHUNK = 1 << 20
 
 
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify_sha256(path: str | Path, expected: str) -> None:
     """ConfigError naming the file, both digests and the fix unless ``path`` hashes to ``expected``."""
-    actual = sha256_of(path)
+    actual = sha256_file(path)
     if actual != expected.lower():
         raise ConfigError(f"{path}: sha256 {actual} does not match the pinned {expected}; the file is corrupt, "
                           "truncated or a different release: delete it and fetch it again")
@@ -76,22 +68,22 @@ def fetch_dinov2(source: str, dest_dir: str | Path | None = None, sha256: str | 
         verify_sha256(target, expected)
         return target
     url = url or dinov2_url(name)
-    folder.mkdir(parents=True, exist_ok=True)
-    part = target.with_name(target.name + ".part")
-    digest = hashlib.sha256()
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response, open(part, "wb") as out:
-            for block in iter(lambda: response.read(CHUNK), b""):
-                digest.update(block)
-                out.write(block)
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        part.unlink(missing_ok=True)
-        raise ConfigError(f"dinov2:{name}: could not download {url} ({e}); without network, download it elsewhere "
-                          f"and copy it to {target} (or to the folder named by $PATHFM_WEIGHTS_DIR), then run "
-                          f"`pathfm weights fetch dinov2:{name}` to verify it") from None
-    if digest.hexdigest() != expected:
-        part.unlink(missing_ok=True)
-        raise ConfigError(f"dinov2:{name}: {url} has sha256 {digest.hexdigest()}, not the pinned {expected}; "
-                          "nothing was written")
-    os.replace(part, target)
+        with atomic_path(target) as part:  # removed unless the block completes: no partial file is ever left
+            digest = hashlib.sha256()
+            try:
+                with urllib.request.urlopen(url, timeout=timeout_s) as response, open(part, "wb") as out:
+                    for block in iter(lambda: response.read(CHUNK), b""):
+                        digest.update(block)
+                        out.write(block)
+            except (urllib.error.URLError, OSError, ValueError) as e:
+                raise ConfigError(
+                    f"dinov2:{name}: could not download {url} ({e}); without network, download it elsewhere and copy "
+                    f"it to {target} (or to the folder named by $PATHFM_WEIGHTS_DIR), then run "
+                    f"`pathfm weights fetch dinov2:{name}` to verify it") from None
+            if digest.hexdigest() != expected:
+                raise ConfigError(f"dinov2:{name}: {url} has sha256 {digest.hexdigest()}, not the pinned {expected}; "
+                                  "nothing was written")
+    except OSError as e:
+        raise ConfigError(f"dinov2:{name}: cannot write {target} ({e}); choose a writable --dir") from None
     return target
