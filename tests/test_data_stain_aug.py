@@ -131,3 +131,18 @@ def test_config_knob_and_device_path():
     p = _multicrop("macenko").draw(np.random.default_rng(0), 224, 224)[0]
     with pytest.raises(ValueError, match="augment_on=cpu"):
         p.to_row()
+
+
+def test_stain_stats_command_fits_from_the_training_tiles(tmp_path, capsys):
+    from pathfm.cli import main
+
+    out = tmp_path / "stats.yaml"
+    assert main(["data", "stain-stats", "--config", "smoke", "--n-tiles", "4", "--out", str(out),
+                 "--set", f"data.mask_cache={tmp_path / 'cache'}"]) == 0
+    stats = RandStainNAStats.load(out)
+    assert stats.n_images == 4 and stats.color_space == "lab" and "samples/wsi/manifest.csv" in stats.source
+    assert 20 < stats.mean_of_means[0] < 95 and all(s > 0 for s in stats.mean_of_stds)  # tissue, not blank tiles
+    assert "wrote" in capsys.readouterr().out
+    cfg = load_config("smoke", ["data.stain_aug.method=randstainna", f"data.stain_aug.randstainna.stats={out}"])
+    assert MultiCrop(cfg.data).stain_aug.stats == stats
+    assert main(["data", "stain-stats", "--n-tiles", "1", "--out", str(out)]) == 2

@@ -19,7 +19,7 @@ LIBRARY = {"timm": "timm", "hf": "transformers", "dinov2": "pytorch", "pathfm": 
 RECIPE_KNOBS = (
     "model.arch", "model.patch_size", "model.n_registers", "model.ffn", "model.layerscale", "model.init_from",
     "data.mpps", "data.tile_size", "data.crops.global_size", "data.crops.local_size", "data.crops.n_local",
-    "data.tissue.min_tissue_fraction", "data.hed.strength", "data.normalize_mean", "data.normalize_std",
+    "data.tissue.min_tissue_fraction", "data.stain_aug.method", "data.hed.strength", "data.normalize_mean", "data.normalize_std",
     "loss.dino_weight", "loss.ibot_weight", "loss.kde_weight", "loss.koleo_weight", "loss.centering",
     "optim.steps", "optim.base_lr", "optim.batch_size", "data.batch_size", "optim.grad_accum",
     "highres.enabled", "highres.steps", "highres.global_size",
