@@ -53,7 +53,7 @@ def test_offline_error_names_the_file_and_where_to_put_it(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(ConfigError, match=r"could not download http://127.0.0.1:\d+/x .*copy it to .*"
-                                          r"dinov2_vitg14_pretrain.pth"):
+                                          r"dinov2_vitg14_pretrain.pth.*fetch dinov2:vitg14 --dir "):
         wd.fetch_dinov2("dinov2:vitg14", tmp_path, url=f"http://127.0.0.1:{port}/x", timeout_s=5)
     assert not list(tmp_path.iterdir())
 

@@ -68,6 +68,7 @@ def fetch_dinov2(source: str, dest_dir: str | Path | None = None, sha256: str | 
         verify_sha256(target, expected)
         return target
     url = url or dinov2_url(name)
+    dir_flag = f" --dir {folder}" if dest_dir is not None else ""
     try:
         with atomic_path(target) as part:  # removed unless the block completes: no partial file is ever left
             digest = hashlib.sha256()
@@ -80,7 +81,7 @@ def fetch_dinov2(source: str, dest_dir: str | Path | None = None, sha256: str | 
                 raise ConfigError(
                     f"dinov2:{name}: could not download {url} ({e}); without network, download it elsewhere and copy "
                     f"it to {target} (or to the folder named by $PATHFM_WEIGHTS_DIR), then run "
-                    f"`pathfm weights fetch dinov2:{name}` to verify it") from None
+                    f"`pathfm weights fetch dinov2:{name}{dir_flag}` to verify it") from None
             if digest.hexdigest() != expected:
                 raise ConfigError(f"dinov2:{name}: {url} has sha256 {digest.hexdigest()}, not the pinned {expected}; "
                                   "nothing was written")
