@@ -42,6 +42,7 @@ class OnlinePatchDataset:
     @classmethod
     def from_config(cls, cfg, progress: bool = False) -> "OnlinePatchDataset":
         d = cfg.data
+        multicrop = MultiCrop(d)  # first: a missing stain extra or statistics file fails before the slides are opened
         entries = training_entries(d)
         hsv = HSVFilter.from_config(d.tissue)
         options = ReaderOptions.from_config(d)
@@ -51,7 +52,7 @@ class OnlinePatchDataset:
         sampler = TileSampler(sources, d.mpps, d.mpp_weights, d.tile_size, hsv, d.tissue.max_draws,
                               d.tissue.min_mask_overlap, d.max_open_slides, options,
                               slide_weights=slide_weights([s.entry for s in sources], d.cohorts, d.cohort_weights))
-        return cls(cfg, sampler, MultiCrop(d))
+        return cls(cfg, sampler, multicrop)
 
     def __len__(self) -> int:  # the stream is infinite; torch only needs a number
         return 2**62

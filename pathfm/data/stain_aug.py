@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pathfm.config import resolve_path
 from pathfm.data.macenko import macenko_augment, require_torchstain, sample_macenko_params
 from pathfm.data.randstainna import RandStainNAStats, randstainna_augment, sample_randstainna_template
 
@@ -39,7 +40,7 @@ class StainParams:
 
 
 class StainAugmenter:
-    """Draws and applies the parameters of a CPU-only method; built once per :class:`MultiCrop`."""
+    """Draws the parameters of a CPU-only method (:func:`apply_stain` applies them); one per ``MultiCrop``."""
 
     def __init__(self, method: str, strength: float, p: float, randstainna_stats: RandStainNAStats | None = None):
         if method not in CPU_ONLY_METHODS:
@@ -54,7 +55,8 @@ class StainAugmenter:
         sa = data_cfg.stain_aug
         if sa.method == "randstainna":
             c = sa.randstainna
-            return cls("randstainna", c.strength, c.p, RandStainNAStats.load(c.stats))
+            stats = RandStainNAStats.load(resolve_path(c.stats) if c.stats is not None else None)
+            return cls("randstainna", c.strength, c.p, stats)
         if sa.method == "macenko":
             return cls("macenko", sa.macenko.strength, sa.macenko.p)
         return None
