@@ -265,6 +265,10 @@ def validate_trial(spec: SweepSpec, trial: dict, where: str = "") -> Any:
             f"sweep '{spec.name}', {label}: data.slides '{cfg.data.slides}' does not exist; "
             "set it in the spec's overrides to a folder of slides or a manifest"
         )
+    if spec.eval.enabled and cfg.eval.every > 0:  # the probe must not see the final evaluation's test tiles
+        from pathfm.eval.probe_overlap import check_probe_disjoint
+
+        check_probe_disjoint(cfg.eval.tasks, spec.eval.tasks, where=f"sweep '{spec.name}', {label}")
     return cfg
 
 
