@@ -88,6 +88,9 @@ class EvalSpec(_Strict):
                                               "sweep (results.parquet rows with trial_id 'reference')")
     enabled: bool = Field(True, description="false: no evaluation at the end of a trial")
     n_folds: int | None = Field(None, ge=2, description="cross-validation folds per task (None: the task's default)")
+    probe_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description=(
+        "fold/probe seeds of the final evaluation (eva-style repeats): each gives its own rows (column probe_seed); "
+        "`pathfm analyze` averages them per fold before the bootstrap, apart from the pretraining seeds"))
 
 
 class StudyMeta(_Strict):

@@ -391,5 +391,5 @@ def evaluate_trial(spec: SweepSpec, run_dir: Path, final_step: int) -> dict[str,
             kwargs["n_folds"] = spec.eval.n_folds
         device = "cpu" if spec.resources.gpu <= 0 else "auto"
         df = evaluate(str(run_dir), tasks=list(spec.eval.tasks), probes=list(spec.eval.probes),
-                      baselines=spec.eval.baselines, progress=False, verbose=False, device=device, **kwargs)
+                      seeds=list(spec.eval.probe_seeds), baselines=spec.eval.baselines, progress=False, verbose=False, device=device, **kwargs)
     return objective_from_eval(df, list(spec.eval.tasks), list(spec.eval.probes))
