@@ -135,3 +135,22 @@ def test_an_existing_sweep_is_resumed_and_sigterm_reaches_the_driver(tmp_path: P
     assert f"python -m pathfm sweep resume {storage / name} --address 10.1.2.3:6379" in log
     assert "driver-saved-on-TERM" in log
     assert proc.returncode == 0
+
+
+@pytest.mark.slow
+def test_wait_nodes_against_a_real_ray_head():
+    """The script's `wait-nodes` step, against a real local Ray head: 1 node up at once; 2 nodes never come."""
+    import sys
+
+    import ray
+
+    ray.init(address="local", num_cpus=1, include_dashboard=False, object_store_memory=128 * 2**20, log_to_driver=False)
+    try:
+        address = ray.get_runtime_context().gcs_address
+        cmd = [sys.executable, "-m", "pathfm.sweeps.slurm", "wait-nodes", "--address", address]
+        up = subprocess.run(cmd + ["--nodes", "1", "--timeout", "60"], capture_output=True, text=True, timeout=120)
+        missing = subprocess.run(cmd + ["--nodes", "2", "--timeout", "2"], capture_output=True, text=True, timeout=120)
+    finally:
+        ray.shutdown()
+    assert up.returncode == 0 and f"1 Ray nodes up at {address}" in up.stdout, up.stderr[-2000:]
+    assert missing.returncode == 1 and "only 1 of 2 Ray nodes joined" in missing.stderr, missing.stderr[-2000:]
