@@ -20,12 +20,22 @@ os.environ["PATHFM_TEST_HANG_AT_STEP"] = "4"  # before Ray starts: its workers i
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
-def main(out: Path) -> int:
+def sweep_on_local_ray(spec, out: Path) -> Path:
+    """Run the sweep on a fresh 2-CPU local Ray; returns its folder."""
     import ray
 
+    from pathfm.sweeps.runner import run_sweep
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20, log_to_driver=False)
+    try:
+        return run_sweep(spec, storage=out, verbose=0)
+    finally:
+        ray.shutdown()
+
+
+def main(out: Path) -> int:
     from pathfm.io import read_jsonl
     from pathfm.sweeps.collect import read_trial, trial_dirs
-    from pathfm.sweeps.runner import run_sweep
     from pathfm.sweeps.spec import spec_from_dict
 
     spec = spec_from_dict({
@@ -36,19 +46,16 @@ def main(out: Path) -> int:
                       "data.tissue.thumbnail_size": 256, "run.hang_timeout_s": 5, "run.collective_timeout_s": 60},
     })
     t0 = time.time()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20, log_to_driver=False)
-    try:
-        sweep_dir = run_sweep(spec, storage=out, verbose=0)
-    finally:
-        ray.shutdown()
-    (d,) = trial_dirs(sweep_dir)
-    t = read_trial(d)
-    steps = [r["step"] for r in read_jsonl(d / "metrics.jsonl")]
-    print({k: t.get(k) for k in ("status", "final_step", "attempts", "hangs", "restored_from_step")},
-          f"steps={steps}", f"{time.time() - t0:.0f} s")
-    ok = (t["status"] == "TERMINATED" and t["final_step"] == 6 and t["attempts"] == 2 and t.get("hangs") == 1
-          and t.get("restored_from_step") == 2 and steps == [1, 2, 3, 4, 5, 6])
-    print("OK" if ok else "FAILED")
+    sweep_dir = sweep_on_local_ray(spec, out)
+    trial_dir = trial_dirs(sweep_dir)[0]
+    info = read_trial(trial_dir)
+    expected = {"status": "TERMINATED", "final_step": 6, "attempts": 2, "hangs": 1, "restored_from_step": 2}
+    got = {k: info.get(k) for k in expected}
+    got["steps"] = [r["step"] for r in read_jsonl(trial_dir / "metrics.jsonl")]
+    expected["steps"] = [1, 2, 3, 4, 5, 6]
+    print(got, f"{time.time() - t0:.0f} s")
+    ok = got == expected
+    print("OK" if ok else f"FAILED (expected {expected})")
     return 0 if ok else 1
 
 
