@@ -9,8 +9,8 @@ that never returns, a deadlock in a C extension) usually blocks the training thr
 interrupt it, so the watchdog thread records the hang in ``trial.json`` (``hangs``, ``last_hang``) and then
 SIGKILLs its own process: under Ray Tune the trial's actor dies, Tune counts a failure and, within
 ``max_failures`` of the sweep spec, restarts the trial, which resumes from its newest valid checkpoint
-(:func:`pathfm.sweeps.trainable.resume_point`); under ``pathfm sweep optuna`` the worker's heartbeat goes
-stale and Optuna retries the trial the same way. Set the timeout above the longest quiet stretch of a healthy
+(:func:`pathfm.sweeps.trainable.resume_point`); under ``pathfm sweep optuna`` the worker process dies, its
+heartbeat goes stale and the trial is retried like any dead worker's (that path is not tested with a hang). Set the timeout above the longest quiet stretch of a healthy
 run: ``run.log_every`` steps plus a checkpoint save plus an in-training probe.
 
 For tests, ``PATHFM_TEST_HANG_AT_STEP=N`` makes the first attempt of every trial block after logging step N
