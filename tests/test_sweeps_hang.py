@@ -45,7 +45,7 @@ def test_watchdog_waits_for_the_first_step_and_a_stopped_one_never_fires(tmp_pat
 def test_hung_trial_is_killed_and_retried_from_its_checkpoint_in_a_ray_sweep(tmp_path: Path, monkeypatch):
     import ray
 
-    from pathfm.sweeps.runner import run_sweep
+    from pathfm.sweeps.runner import run_sweep, trial_summary_line
     from pathfm.sweeps.spec import spec_from_dict
 
     monkeypatch.setenv(TEST_HANG_ENV, "4")  # inherited by the local Ray's worker processes
@@ -67,3 +67,4 @@ def test_hung_trial_is_killed_and_retried_from_its_checkpoint_in_a_ray_sweep(tmp
     assert t["attempts"] == 2 and t["hangs"] == 1 and "after step 4" in t["last_hang"]
     assert t["restored_from_step"] == 2  # the checkpoint before the hang (step 4's was never written)
     assert [r["step"] for r in read_jsonl(d / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6]
+    assert "hung 1x (killed and retried)" in trial_summary_line("hang", t)
