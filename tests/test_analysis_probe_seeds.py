@@ -52,3 +52,22 @@ def test_evaluation_rows_carry_their_probe_seed():
                       source="test", step=0)
     n = smp.task.spec.n_folds
     assert {(r["probe_seed"], r["fold"] // n) for r in rows} == {(0, 0), (7, 1)}
+
+
+def test_collect_keeps_the_probe_seed_of_a_trials_eval_rows(tmp_path):
+    from pathfm.io import atomic_write_json
+    from pathfm.results import eval_frame
+    from pathfm.sweeps.collect import collect
+
+    d = tmp_path / "sw" / "trial_a_00000"
+    d.mkdir(parents=True)
+    eval_frame([dict(source="x", backbone="trained", task="crc", probe="linear", fold=si * 2 + f, metric="balanced_accuracy",
+                     value=0.5 + 0.1 * si, step=3, n_train=10, n_test=5, probe_seed=ps)
+                for si, ps in enumerate((0, 4)) for f in range(2)]).write_parquet(d / "eval.parquet")
+    atomic_write_json(d / "trial.json", {"trial_id": "a_00000", "index": 0, "seed": 0, "params": {}, "status": "TERMINATED",
+                                         "final_step": 3})
+    df = pl.read_parquet(collect(tmp_path / "sw"))
+    ev = df.filter(pl.col("kind") == "eval").sort("fold")
+    assert ev["probe_seed"].to_list() == [0, 0, 4, 4]
+    folds = fold_scores(df)
+    assert folds["fold"].to_list() == [0, 1] and folds["value"].to_list() == pytest.approx([0.55, 0.55])
