@@ -39,7 +39,10 @@ def test_script_is_valid_bash_and_asks_for_the_allocation(tmp_path: Path):
     for want in ("--nodes=3", "--ntasks-per-node=1", "--cpus-per-task=4", "--partition=gpu_a100", "--account=lab42",
                  "--time=02:00:00", "--qos=high", "--signal=B:TERM@300"):
         assert f"#SBATCH {want}" in header, want
-    assert not any("--gpus-per-node" in h for h in header)  # 0 GPUs: no GPU request at all
+    assert not any("--gpus" in h for h in header)  # 0 GPUs: no GPU request at all
+    gpu = sbatch_script(SPEC, load_spec(SPEC), "/shared", SlurmJob(nodes=2, gpus_per_node=4, cpus_per_node=32,
+                                                                    partition="gpu"))
+    assert "#SBATCH --gpus-per-task=4" in gpu.splitlines() and "GPUS_PER_NODE=4" in gpu
     assert "export RAY_AUTH_MODE=token" in text
     assert f"STORAGE={tmp_path / 'shared'}" in text
 
@@ -96,11 +99,12 @@ def test_script_starts_head_then_workers_then_the_sweep(tmp_path: Path):
     assert proc.returncode == 0, stderr
     log = calls.read_text().splitlines()
     srun_starts = [c for c in log if c.startswith("srun") and " start " in c]
-    assert srun_starts[0].startswith("srun --nodes=1 --ntasks=1 -w gpu001 ") and "--head" in srun_starts[0]
-    assert "--node-ip-address=10.1.2.3" in srun_starts[0] and "--port=6379" in srun_starts[0]
-    workers = sorted(c.split(" -w ")[1].split()[0] for c in srun_starts[1:])
-    assert workers == ["gpu002", "gpu003"]
-    assert all("--address=10.1.2.3:6379" in c and "--block" in c for c in srun_starts[1:])
+    (head,) = [c for c in srun_starts if "--head" in c]
+    assert head.startswith("srun --nodes=1 --ntasks=1 -w gpu001 ")
+    assert "--node-ip-address=10.1.2.3" in head and "--port=6379" in head and "--block" in head
+    worker_lines = [c for c in srun_starts if c != head]
+    assert sorted(c.split(" -w ")[1].split()[0] for c in worker_lines) == ["gpu002", "gpu003"]
+    assert all("--address=10.1.2.3:6379" in c and "--block" in c for c in worker_lines)
 
     def index(prefix: str) -> int:
         return next(i for i, c in enumerate(log) if c.startswith(prefix))
@@ -108,8 +112,10 @@ def test_script_starts_head_then_workers_then_the_sweep(tmp_path: Path):
     wait_head = index("python -m pathfm.sweeps.slurm wait-nodes --address 10.1.2.3:6379 --nodes 1")
     wait_all = index("python -m pathfm.sweeps.slurm wait-nodes --address 10.1.2.3:6379 --nodes 3")
     run = index("python -m pathfm sweep run")
-    assert index("srun --nodes=1 --ntasks=1 -w gpu001 ") < wait_head < index("srun --nodes=1 --ntasks=1 -w gpu002") \
-        < wait_all < run
+    # the sruns run in the background, so only these orders are fixed: workers start after the head answered,
+    # the sweep after all nodes joined
+    assert wait_head < index("srun --nodes=1 --ntasks=1 -w gpu002") and wait_head < index("srun --nodes=1 --ntasks=1 -w gpu003")
+    assert wait_head < wait_all < run
     spec_abs = str((Path.cwd() / SPEC).resolve())
     assert log[run] == f"python -m pathfm sweep run {spec_abs} --address 10.1.2.3:6379 --storage {storage}"
     assert any(c.startswith("srun --overlap") and "stop --force" in c for c in log)  # ray stop on exit

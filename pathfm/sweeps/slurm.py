@@ -104,7 +104,8 @@ def sbatch_script(spec_path: str | Path, spec: SweepSpec, storage: str | Path, j
         f"#SBATCH --nodes={job.nodes}",
         "#SBATCH --ntasks-per-node=1",
         f"#SBATCH --cpus-per-task={job.cpus_per_node}",
-        *([f"#SBATCH --gpus-per-node={job.gpus_per_node}"] if job.gpus_per_node else []),
+        # per task (one task per node): every srun step of one task gets the node's GPUs, as in Ray's SLURM template
+        *([f"#SBATCH --gpus-per-task={job.gpus_per_node}"] if job.gpus_per_node else []),
         f"#SBATCH --partition={job.partition}",
         *([f"#SBATCH --account={job.account}"] if job.account else []),
         f"#SBATCH --time={job.time}",
@@ -168,14 +169,18 @@ done
 
 "$PYTHON" -m pathfm.sweeps.slurm wait-nodes --address "$address" --nodes "$NODES" --timeout "$WAIT_S"
 
+# SLURM's warning signal (--signal=B:TERM@...) or scancel: the driver saves the Tune state and exits
+# (the trap is set before the driver starts, so a signal in between is not lost)
+term=0
+driver=""
+trap 'term=1; if [ -n "$driver" ]; then kill -TERM "$driver" 2>/dev/null || true; fi' TERM INT
 if [ -f "$SWEEP_DIR/sweep_spec.yaml" ]; then  # a requeued or repeated job: continue the sweep
     "$PYTHON" -m pathfm sweep resume "$SWEEP_DIR" --address "$address" &
 else
     "$PYTHON" -m pathfm sweep run "$SPEC" --address "$address" --storage "$STORAGE" &
 fi
 driver=$!
-# SLURM's warning signal (--signal=B:TERM@...) or scancel: the driver saves the Tune state and exits
-trap 'kill -TERM "$driver" 2>/dev/null || true' TERM INT
+if [ "$term" -eq 1 ]; then kill -TERM "$driver" 2>/dev/null || true; fi
 set +e
 wait "$driver"; status=$?
 if kill -0 "$driver" 2>/dev/null; then wait "$driver"; status=$?; fi  # woken by the trap: wait for the save
