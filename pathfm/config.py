@@ -308,6 +308,10 @@ class RunConfig(_Strict):
     collective_timeout_s: int = Field(
         600, ge=1, description="seconds a DDP collective (gloo/NCCL) may wait for a peer before the run fails "
         "(torch's default is 30 min / 10 min); a hung rank then ends the run instead of stalling it for hours")
+    hang_timeout_s: float | None = Field(
+        None, gt=0, description="in a sweep trial: seconds without training progress (a logged step or a checkpoint) "
+        "after which the trial process is killed and the sweep retries it from its last checkpoint (needs the spec's "
+        "max_failures >= 1); null: off. See pathfm/sweeps/hang.py")
 
 
 class EvalHookConfig(_Strict):

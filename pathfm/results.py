@@ -43,7 +43,7 @@ PARAM_PREFIX = "param."
 
 EVAL_SCHEMA: dict[str, str] = {
     "source": "str", "backbone": "str", "task": "str", "probe": "str", "fold": "int", "metric": "str",
-    "value": "float", "step": "int", "n_train": "int", "n_test": "int",
+    "value": "float", "step": "int", "n_train": "int", "n_test": "int", "probe_seed": "int",
 }
 EVAL_KEY = ["source", "backbone", "task", "probe", "fold", "metric", "step"]
 
@@ -51,7 +51,7 @@ SWEEP_SCHEMA: dict[str, str] = {
     "sweep": "str", "trial_id": "str", "arm": "str", "status": "str", "seed": "int", "kind": "str",
     "step": "int", "final": "bool", "task": "str", "probe": "str", "backbone": "str", "fold": "int",
     "metric": "str", "value": "float", "wall_time_s": "float", "gpu_hours": "float", "tiles_seen": "int",
-    "trial_dir": "str", "stop_reason": "str",
+    "trial_dir": "str", "stop_reason": "str", "probe_seed": "int",
 }
 
 

@@ -21,7 +21,7 @@ def test_bundled_tasks_load():
     osteo = get_task("osteo")
     assert len(osteo) == 60 and osteo.class_names == ("Non-Tumor", "Non-Viable-Tumor", "Viable")
     assert sorted(set(osteo.groups.tolist())) == ["Case-3", "Case-4", "Case-48", "P9"]
-    assert set(known_tasks()) == {"crc", "crc9", "crc_crops", "osteo", "pcam"}
+    assert set(known_tasks()) == {"crc", "crc9", "crc_crops", "osteo", "pcam", "pcam_train"}
 
 
 def test_crc9_adds_the_lossless_tiles_without_duplicates():

@@ -133,6 +133,15 @@ def _health(args) -> int:
     return 0
 
 
+def _checkpoints(args) -> int:
+    from pathfm.eval.checkpoint_compare import compare_checkpoints, comparison_markdown
+
+    table, notes = compare_checkpoints(args.run, args.task or ["crc"], probes=args.probe or ["linear"],
+                                       seeds=args.seeds, k=args.average_last, device=args.device)
+    _emit(comparison_markdown(table, notes), args.out)
+    return 0
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("analyze", help="tables with CIs, data-efficiency curves, importance, reports",
                               description="Analyse sweep/ablation results (tidy results.parquet).")
@@ -199,3 +208,14 @@ def register(subparsers) -> None:
     r.add_argument("--imp-boot", type=int, default=20, help="bootstrap repetitions of the importance")
     r.add_argument("--out", default="analysis/report")
     r.set_defaults(func=_report)
+
+    ck = sub.add_parser("checkpoints", help="last vs average-of-last-K vs best-by-probe checkpoint of a run, "
+                                            "evaluated side by side")
+    ck.add_argument("run", help="training run / trial folder (with checkpoints/ and metrics.jsonl)")
+    ck.add_argument("--task", action="append", default=[], help="final evaluation task (repeatable; default crc)")
+    ck.add_argument("--probe", action="append", default=[], help="probe (repeatable; default linear)")
+    ck.add_argument("--seeds", type=int, nargs="+", default=[0], help="fold / probe seeds (default: 0)")
+    ck.add_argument("--average-last", type=int, default=3, metavar="K", help="checkpoints averaged (default 3)")
+    ck.add_argument("--device", default="auto")
+    ck.add_argument("--out", default=None, help="also write the Markdown table to this file")
+    ck.set_defaults(func=_checkpoints)

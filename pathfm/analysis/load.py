@@ -15,6 +15,7 @@ from typing import Iterable, Literal, Sequence
 
 import polars as pl
 
+from pathfm.analysis.probe_seeds import fold_within_probe_seed
 from pathfm.errors import PathfmError
 from pathfm.results import (META_FILE, PARAM_PREFIX, REFERENCE_TRIAL_ID, RESULTS_FILE, STUDY_PLAN_FILE, SWEEP_SCHEMA,
                             read_sweep_meta)
@@ -333,13 +334,15 @@ def fold_scores(
     sel = sel or Selection()
     lf, where = as_lazy(source)
     selected = select_rows(lf, sel, where)
-    rows = pick_step(selected, sel.step)
+    rows = fold_within_probe_seed(pick_step(selected, sel.step))  # probe-seed repeats: averaged per fold
+    has_probe_seeds = "probe_seed" in rows.collect_schema().names()
     out = (
         rows.group_by(["arm", "replicate", "trial_id", "task", "fold"], maintain_order=True)
         .agg(
             pl.col("value").mean(),
             pl.col("metric").first(),
             pl.col("metric").n_unique().alias("_n_metrics"),
+            *([pl.col("probe_seed").n_unique().alias("n_probe_seeds")] if has_probe_seeds else []),
             *[pl.col(c).first() for c in extra],
         )
         .collect()

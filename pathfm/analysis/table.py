@@ -33,6 +33,7 @@ from pathfm.analysis.stats import (
     per_seed_columns,
     summarise,
 )
+from pathfm.analysis.probe_seeds import probe_seeds_per_task
 from pathfm.io import atomic_write_text
 
 NA = "n/a"
@@ -47,13 +48,24 @@ UNTRAINED_TEXT = {
 }
 
 
-def variance_label(seeds_per_arm: Sequence[int], folds_per_task: Sequence[int]) -> str:
+def variance_label(seeds_per_arm: Sequence[int], folds_per_task: Sequence[int],
+                   probe_seeds_per_task: Sequence[int] = ()) -> str:
     """Which variance the table's intervals reflect, from the pretraining seeds behind each arm and the evaluation
-    folds of each task (pure): seeds and folds are resampled together (bootstrap stratified over both)."""
-    def count(v: Sequence[int]) -> str:
-        lo, hi = min(v), max(v)
-        return str(lo) if lo == hi else f"{lo}-{hi}"
+    folds of each task (pure): seeds and folds are resampled together (bootstrap stratified over both). Probe-seed
+    repeats are averaged per fold before the bootstrap (:mod:`pathfm.analysis.probe_seeds`); the label says so."""
+    averaged = (f"; each fold averages {count_range(probe_seeds_per_task)} probe seeds"
+                if probe_seeds_per_task and max(probe_seeds_per_task) >= 2 else "")
+    return _variance_label(seeds_per_arm, folds_per_task) + averaged
 
+
+def count_range(v: Sequence[int]) -> str:
+    """``3`` or ``2-3``: the range of a count over arms or tasks."""
+    lo, hi = min(v), max(v)
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
+def _variance_label(seeds_per_arm: Sequence[int], folds_per_task: Sequence[int]) -> str:
+    count = count_range
     if not seeds_per_arm or max(seeds_per_arm) < 2:
         return "no interval: one pretraining seed per arm (run more seeds)"
     label = f"intervals reflect pretraining seeds ({count(seeds_per_arm)} per arm)"
@@ -122,6 +134,7 @@ class AblationTable:
     untrained_pairs: np.ndarray | None = None
     reference_note: str | None = None  # why there is no untrained-network check, when there is none
     folds_per_task: dict[str, int] = field(default_factory=dict)  # evaluation folds behind each task's cells
+    probe_seeds_per_task: dict[str, int] = field(default_factory=dict)  # probe seeds averaged in each fold
 
     # ---------------------------------------------------------------- helpers
     @property
@@ -151,7 +164,8 @@ class AblationTable:
     def variance_note(self) -> str:
         """Which variance the intervals reflect (:func:`variance_label`)."""
         tasks = self.n_seeds[:, : len(self.columns) - 2] if len(self.columns) > 2 else self.n_seeds
-        return variance_label([int(n) for n in tasks.min(axis=1)], list(self.folds_per_task.values()))
+        return variance_label([int(n) for n in tasks.min(axis=1)], list(self.folds_per_task.values()),
+                              list(self.probe_seeds_per_task.values()))
 
     def rank(self) -> list[str]:
         """Arms by Average, best first."""
@@ -530,6 +544,7 @@ def build_table(
         level=level, notes=notes, digits=digits, higher_is_better=higher_is_better,
         seeds=_labels_per_arm(folds, "replicate", all_arms), trial_ids=_labels_per_arm(folds, "trial_id", all_arms),
         folds_per_task=dict(folds.group_by("task").agg(pl.col("fold").n_unique()).iter_rows()),
+        probe_seeds_per_task=probe_seeds_per_task(folds),
     )
     single = [a for i, a in enumerate(all_arms) if s.n_seeds[i].max() < 2]
     if single:

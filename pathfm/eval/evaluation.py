@@ -77,7 +77,7 @@ def probe_rows(feats: dict[str, np.ndarray], samples: TaskSamples, probes: Seque
                     for metric, value in classification_metrics(samples.labels[te], res.y_pred, n_classes).items():
                         rows.append(dict(source=source, backbone=kind, task=task or samples.task.name, probe=probe,
                                          fold=si * len(folds) + fi, metric=metric, value=value, step=step,
-                                         n_train=len(tr), n_test=len(te)))
+                                         n_train=len(tr), n_test=len(te), probe_seed=seed))
     return rows
 
 

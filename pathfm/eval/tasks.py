@@ -150,6 +150,19 @@ BUNDLED: dict[str, dict] = {
         description="PatchCamelyon lymph-node H&E, normal / tumor (centre 32 px); 96 px at 0.97 mpp resized to 98 "
         "(7x7 patches of 14, ~0.95 mpp); fixed slide-disjoint split, 400 train / 800 test, balanced",
     ),
+    # the in-training probe's task: pcam's train rows only, so it never sees a tile that pcam, crc9 or osteo
+    # test on (pathfm/eval/probe_overlap.py)
+    "pcam_train": dict(
+        name="pcam_train",
+        root=str(SAMPLES_DIR / "pcam"),
+        labels="labels_train.csv",
+        split="kfold",
+        n_folds=5,
+        input_size=98,
+        mpp=0.95,
+        description="the 400 train patches of pcam (200 normal / 200 tumor), stratified 5-fold: an in-training "
+        "probe task disjoint from the test tiles of every other bundled task",
+    ),
 }
 TASKS: tuple[str, ...] = tuple(BUNDLED)
 

@@ -48,13 +48,13 @@ from pathfm.ssl.distributed import (
 )
 from pathfm.ssl.diagnostics import dino_ce_per_pair, step_diagnostics
 from pathfm.ssl.export import config_sha, export_backbone
+from pathfm.ssl.finite_agreement import check_finite_on_all_ranks
 from pathfm.ssl.guards import Guards
 from pathfm.ssl.models import adapt_state_dict, count_parameters
 from pathfm.ssl.step import (
     LOSS_PARTS,
     SSLNet,
     build_student_teacher,
-    check_finite,
     clip_and_step,
     ema_update,
     make_ibot_masks,
@@ -362,7 +362,7 @@ class _Run:
                 # one device->host sync for all loss parts and diagnostics (not one per value)
                 named = {**parts, **diag}
                 values = dict(zip(named, torch.stack([v.detach().float() for v in named.values()]).tolist()))
-                check_finite({k: values[k] for k in parts}, self.progress.global_step + 1)
+                check_finite_on_all_ranks({k: values[k] for k in parts}, self.progress.global_step + 1, env, self.device)
                 if diagnose:
                     values["diag/dino_ce_per_pair"] = dino_ce_per_pair(values, scfg.loss.dino_weight)
                 loss = sum(parts.values()) / scfg.optim.grad_accum

@@ -7,6 +7,7 @@
     pathfm sweep reference DIR [--device cpu]
     pathfm sweep optuna SPEC.yaml [--storage sqlite:///study.db|journal:///study.journal] [--n-trials TOTAL] [--workers N]
     pathfm sweep dashboard DIR_OR_STORAGE [--port 8080]
+    pathfm sweep slurm-script SPEC.yaml --nodes N --gpus-per-node G --partition P --storage /shared/sweeps
 
 Nothing heavy is imported at module level (``pathfm --help`` stays instant).
 """
@@ -85,6 +86,22 @@ def register(subparsers) -> None:
     db.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: localhost only)")
     db.add_argument("--port", type=int, default=8080)
     db.set_defaults(func=_dashboard)
+
+    sl = sub.add_parser("slurm-script", help="write an sbatch script: Ray head + workers in one SLURM allocation, "
+                                             "then the sweep (docs/cluster.md)")
+    sl.add_argument("spec")
+    sl.add_argument("--nodes", type=int, required=True)
+    sl.add_argument("--gpus-per-node", type=int, required=True)
+    sl.add_argument("--cpus-per-node", type=int, default=8)
+    sl.add_argument("--partition", required=True)
+    sl.add_argument("--storage", required=True, help="absolute path on a file system every node mounts")
+    sl.add_argument("--time", default="24:00:00", help="SLURM time limit (default 24:00:00)")
+    sl.add_argument("--account", default=None)
+    sl.add_argument("--port", type=int, default=6379, help="Ray head port")
+    sl.add_argument("--sbatch", action="append", default=[], metavar="OPTION",
+                    help="an extra sbatch option, e.g. --sbatch=--qos=high (repeatable)")
+    sl.add_argument("-o", "--output", default=None, help="script path (default: <spec name>.sbatch)")
+    sl.set_defaults(func=_slurm_script)
 
 
 def _verbosity(args) -> int:
@@ -171,6 +188,25 @@ def _optuna(args) -> int:
     out = run_optuna_study(args.spec, storage=args.storage, root=args.dir, n_trials=args.n_trials,
                            workers=args.workers, heartbeat_s=args.heartbeat, max_retry=args.max_retry)
     print(out)
+    return 0
+
+
+def _slurm_script(args) -> int:
+    from pathlib import Path
+
+    from pathfm.io import atomic_write_text
+    from pathfm.sweeps.slurm import SlurmJob, sbatch_script
+    from pathfm.sweeps.spec import load_spec
+
+    spec = load_spec(args.spec)
+    job = SlurmJob(nodes=args.nodes, gpus_per_node=args.gpus_per_node, cpus_per_node=args.cpus_per_node,
+                   partition=args.partition, time=args.time, account=args.account, port=args.port,
+                   extra_sbatch=tuple(args.sbatch))
+    text = sbatch_script(args.spec, spec, args.storage, job)
+    out = Path(args.output or f"{spec.name}.sbatch")
+    atomic_write_text(out, text)
+    out.chmod(0o755)
+    print(f"{out}  (submit with: sbatch {out})")
     return 0
 
 

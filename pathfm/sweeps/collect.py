@@ -108,7 +108,7 @@ def trial_rows(trial_dir: Path, sweep: str, param_names: list[str], info: dict |
             for r in ev.iter_rows(named=True):
                 rows.append(dict(totals, step=r.get("step"), task=r.get("task"), probe=r.get("probe"),
                                  backbone=r.get("backbone"), fold=r.get("fold"), metric=r.get("metric"),
-                                 value=_num(r.get("value"))))
+                                 value=_num(r.get("value")), probe_seed=r.get("probe_seed")))
     for metric, value in sorted((info.get("objective") or {}).items()):
         if _num(value) is not None:
             rows.append(dict(totals, step=info.get("final_step"), task=None, probe=None, backbone=None, fold=None,
@@ -138,7 +138,8 @@ def reference_rows(sweep_dir: Path, sweep: str) -> list[dict]:
                   final=True, wall_time_s=_num(info.get("wall_time_s")), gpu_hours=_num(info.get("gpu_hours")),
                   tiles_seen=None, trial_dir=REFERENCE_DIR)
     return [dict(common, step=r.get("step"), task=r.get("task"), probe=r.get("probe"), backbone=r.get("backbone"),
-                 fold=r.get("fold"), metric=r.get("metric"), value=_num(r.get("value")))
+                 fold=r.get("fold"), metric=r.get("metric"), value=_num(r.get("value")),
+                 probe_seed=r.get("probe_seed"))
             for r in ev.iter_rows(named=True)]
 
 

@@ -176,6 +176,8 @@ def trial_summary_line(sweep: str, info: dict) -> str:
         parts.append(f"{key}={obj[key]:.4f}")
     if info.get("wall_time_s") is not None:
         parts.append(f"{info['wall_time_s']:.1f}s")
+    if info.get("hangs"):  # run.hang_timeout_s killed it (pathfm/sweeps/hang.py)
+        parts.append(f"hung {info['hangs']}x (killed and retried)")
     if info.get("status") == "ERROR" and info.get("error"):
         parts.append(f"error: {str(info['error']).splitlines()[0][:200]}")
     return "  ".join(parts)

@@ -88,6 +88,9 @@ class EvalSpec(_Strict):
                                               "sweep (results.parquet rows with trial_id 'reference')")
     enabled: bool = Field(True, description="false: no evaluation at the end of a trial")
     n_folds: int | None = Field(None, ge=2, description="cross-validation folds per task (None: the task's default)")
+    probe_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description=(
+        "fold/probe seeds of the final evaluation (eva-style repeats): each gives its own rows (column probe_seed); "
+        "`pathfm analyze` averages them per fold before the bootstrap, apart from the pretraining seeds"))
 
 
 class StudyMeta(_Strict):
@@ -265,6 +268,10 @@ def validate_trial(spec: SweepSpec, trial: dict, where: str = "") -> Any:
             f"sweep '{spec.name}', {label}: data.slides '{cfg.data.slides}' does not exist; "
             "set it in the spec's overrides to a folder of slides or a manifest"
         )
+    if spec.eval.enabled and cfg.eval.every > 0:  # the probe must not see the final evaluation's test tiles
+        from pathfm.eval.probe_overlap import check_probe_disjoint
+
+        check_probe_disjoint(cfg.eval.tasks, spec.eval.tasks, where=f"sweep '{spec.name}', {label}")
     return cfg
 
 

@@ -278,7 +278,12 @@ def run_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, swe
                                 stop_file=stop_file)
         trackers = ([TrackingCallback(cfg, run_dir, run_name=f"{sweep}/{trial_id}", tags=trial_tags(sweep, trial_id, trial))]
                     if cfg.tracking.enabled else [])
-        result = train(cfg, run_dir, resume=resume, callbacks=[reporter, *trackers])
+        watchdog = start_hang_watchdog(cfg.run.hang_timeout_s, run_dir)
+        try:
+            result = train(cfg, run_dir, resume=resume, callbacks=[reporter, *([watchdog] if watchdog else []), *trackers])
+        finally:
+            if watchdog is not None:
+                watchdog.stop()
         last = result.metrics or {}
         import torch
 
@@ -316,6 +321,20 @@ def run_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, swe
         update_trial_json(run_dir, status="ERROR", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(),
                           **ended())
         raise
+
+
+def start_hang_watchdog(timeout_s: float | None, run_dir: Path):
+    """A started :class:`pathfm.sweeps.hang.HangWatchdog` that records a hang in ``trial.json`` before it
+    kills the trial process (None when ``run.hang_timeout_s`` is off)."""
+    if timeout_s is None:
+        return None
+    from pathfm.sweeps.hang import HangWatchdog
+
+    def record(message: str) -> None:
+        hangs = int((read_trial(run_dir) or {}).get("hangs") or 0) + 1
+        update_trial_json(run_dir, hangs=hangs, last_hang=message, error=f"Hang: {message}")
+
+    return HangWatchdog(timeout_s, run_dir, on_hang=record).start()
 
 
 def arm_labels(spec: SweepSpec, arm: str | None) -> dict[str, Any]:
@@ -372,5 +391,5 @@ def evaluate_trial(spec: SweepSpec, run_dir: Path, final_step: int) -> dict[str,
             kwargs["n_folds"] = spec.eval.n_folds
         device = "cpu" if spec.resources.gpu <= 0 else "auto"
         df = evaluate(str(run_dir), tasks=list(spec.eval.tasks), probes=list(spec.eval.probes),
-                      baselines=spec.eval.baselines, progress=False, verbose=False, device=device, **kwargs)
+                      seeds=list(spec.eval.probe_seeds), baselines=spec.eval.baselines, progress=False, verbose=False, device=device, **kwargs)
     return objective_from_eval(df, list(spec.eval.tasks), list(spec.eval.probes))
