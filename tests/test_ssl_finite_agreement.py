@@ -48,7 +48,7 @@ def _rank(rank: int, port: int, out_dir: str) -> None:
 
 
 def test_nan_on_rank_1_stops_both_ranks_at_that_step_naming_rank_1(tmp_path: Path):
-    ctx = mp.get_context("fork")  # no re-import in the children (spawn: ~35 s on 2 loaded cores); no group here
+    ctx = mp.get_context("spawn")  # not fork: forking a pytest process whose torch/Ray threads run can hang
     port = _free_port()
     procs = [ctx.Process(target=_rank, args=(r, port, str(tmp_path))) for r in (0, 1)]
     for p in procs:
@@ -108,7 +108,7 @@ def _train_rank(rank: int, port: int, run_dir: str, out_dir: str) -> None:
 def test_ddp_training_with_nan_on_one_rank_stops_both_as_diverged_naming_the_rank(tmp_path: Path):
     from pathfm.ssl.guards import read_guard_trip
 
-    ctx = mp.get_context("fork")
+    ctx = mp.get_context("spawn")
     port, run_dir = _free_port(), tmp_path / "run"
     procs = [ctx.Process(target=_train_rank, args=(r, port, str(run_dir), str(tmp_path))) for r in (0, 1)]
     for p in procs:
