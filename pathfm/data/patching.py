@@ -142,7 +142,10 @@ class Tile:
 
 
 class TileSampler:
-    """Draws HSV-accepted tiles from a list of :class:`SlideSource`, with a per-process LRU of handles."""
+    """Draws HSV-accepted tiles from a list of :class:`SlideSource`, with a per-process LRU of handles.
+
+    ``level_cache_mb`` and ``position_prior`` default to the previous behaviour here (no level cache, centres
+    over every tissue pixel); the training config's defaults turn both on (docs/data-reads.md)."""
 
     def __init__(self, sources: list[SlideSource], mpps: list[float], mpp_weights: list[float] | None,
                  tile_size: int, hsv: HSVFilter, max_draws: int, min_mask_overlap: float, max_open: int = 16,
