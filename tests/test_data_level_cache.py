@@ -152,3 +152,17 @@ def test_a_slide_that_vanishes_after_its_blocks_were_cached_is_skipped_and_count
     assert ds.acceptance_rate()["skipped_slides"] == 1
     assert {ds[k]["slide_id"] for k in range(30, 36)} == {"CMU-1-Small-Region.generic-tiled-pyramid"}
     assert not any(key[0] == str(path) for key in ds.sampler.level_cache.keys())
+
+
+def test_cache_serves_the_coarsest_resolutions_that_fit_together(cmu_slide):
+    """Smallest footprint first, while all fit together: no served slide evicts another."""
+    ds = OnlinePatchDataset.from_config(small_cfg(f"data.slides={cmu_slide}", "data.level_cache_mb=8"))
+    plans = ds.sampler.admitted_plans(ReaderOptions())
+    # the bundled slide in 64 px blocks: 20.3 / 5.3 / 1.3 MB at 0.5 / 1 / 2 um/px; 8 MiB holds the last two
+    assert sorted(mi for _, mi in plans) == [1, 2]
+    assert sum(p.footprint_bytes for p in plans.values()) <= 8 * 2**20
+    for k in range(6):
+        ds[k]
+    assert {mi for _, mi in ds.sampler.level_cache.keys()} <= {1, 2}
+    off = OnlinePatchDataset.from_config(small_cfg(f"data.slides={cmu_slide}", "data.level_cache_mb=0"))
+    assert off.sampler.admitted_plans(ReaderOptions()) == {}

@@ -18,7 +18,9 @@ When the cache serves a (slide, resolution) is decided once from the slide's geo
 history (:func:`cache_plan`): the read must be exact on the level grid (level 0, or any level of an
 exact-grid reader: tiffslide, wsidicom; openslide resamples sub-pixel positions on levels > 0 of some
 formats), the level-to-output factor an integer (after :data:`pathfm.data.slides.SNAP_TOLERANCE`), and
-the whole slide at that resolution must fit the budget. Everything else is read as before.
+the whole slide at that resolution must fit the budget, together with the other (slide, resolution) pairs
+the cache serves (:func:`admit_plans`: smallest first), so that cached slides do not evict each other.
+Everything else is read as before.
 """
 
 from __future__ import annotations
@@ -79,6 +81,20 @@ def cache_plan(geometry: SlideGeometry, extent0: float, size: int, exact_levels:
     lw, lh = geometry.level_dimensions[level]
     plan = CachePlan(level, factor, ds, -(-lw // factor), -(-lh // factor))
     return plan if plan.footprint_bytes <= budget_bytes else None
+
+
+def admit_plans(plans: dict, budget_bytes: int) -> dict:
+    """The plans the cache serves: smallest footprint first (the coarsest resolutions, where a direct read
+    costs most per tile), while they fit the budget *together*, so the served slides never evict each
+    other and a tile whose blocks are all missing (a read of up to 1.56x the tile, measured 1.6-1.8x the
+    direct read's CPU time) happens once per block, not on every draw. ``plans``: key -> plan or None."""
+    admitted, used = {}, 0
+    for key, plan in sorted(((k, p) for k, p in plans.items() if p is not None), key=lambda kp: kp[1].footprint_bytes):
+        if used + plan.footprint_bytes > budget_bytes:
+            break
+        admitted[key] = plan
+        used += plan.footprint_bytes
+    return admitted
 
 
 class LevelCache:
@@ -149,4 +165,4 @@ class LevelCache:
             self._blocks[(key, bx, by)] = pixels[oy:oy + BLOCK, ox:ox + BLOCK].copy()
 
 
-__all__ = ["BLOCK", "CachePlan", "LevelCache", "cache_plan"]
+__all__ = ["BLOCK", "CachePlan", "LevelCache", "admit_plans", "cache_plan"]

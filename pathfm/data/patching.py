@@ -17,7 +17,7 @@ import numpy as np
 from pathfm.config import DataConfig
 from pathfm.data.hsv import HSVFilter
 from pathfm.data.inspection_cache import InspectionCache
-from pathfm.data.level_cache import CachePlan, LevelCache, cache_plan
+from pathfm.data.level_cache import CachePlan, LevelCache, admit_plans, cache_plan
 from pathfm.data.manifest import SlideEntry
 from pathfm.data.readers import ReaderOptions, choose_reader
 from pathfm.data.slides import SlideCache, SlideGeometry, metadata_mpp, open_slide, read_tile, resolve_mpp
@@ -167,7 +167,8 @@ class TileSampler:
             raise ValueError(f"position_prior must be 'window' or 'pixel', got {position_prior!r}")
         self.position_prior = position_prior
         self._candidates: dict[tuple[str, int], np.ndarray] = {}  # (slide path, mpp index) -> mask pixel indices
-        self._plans: dict[tuple[str, int], CachePlan | None] = {}  # (slide path, mpp index) -> plan
+        # (slide path, mpp index) -> how the level cache serves it; pairs not listed are read directly
+        self._plans: dict[tuple[str, int], CachePlan] = self.admitted_plans(options or ReaderOptions())
         self.dropped: dict[str, str] = {}  # slide_id -> reason (this process)
         self._active: list[int] | None = None  # indices of the sources not dropped (rebuilt after a drop)
         self.stats = TileStats()
@@ -205,20 +206,25 @@ class TileSampler:
             self._candidates[key] = src.mask.window_candidates(extent, (g.width, g.height), need)
         return self._candidates[key]
 
-    def plan(self, src: SlideSource, mi: int, extent: float) -> CachePlan | None:
-        """Whether (and how) the level cache serves resolution ``mi`` of ``src``: fixed by the slide's
-        geometry, its reader and the budget, never by what is cached."""
-        key = (str(src.entry.path), mi)
-        if key not in self._plans:
-            exact = choose_reader(src.entry.path, self.cache.options.reader) != "openslide"
-            self._plans[key] = cache_plan(src.geometry, extent, self.tile_size, exact, self.level_cache.budget_bytes)
-        return self._plans[key]
+    def admitted_plans(self, options: ReaderOptions) -> dict[tuple[str, int], CachePlan]:
+        """Which (slide, resolution) pairs the level cache serves: fixed by the slides' geometry, their
+        readers and the budget (:func:`pathfm.data.level_cache.admit_plans`), never by what is cached."""
+        budget = self.level_cache.budget_bytes
+        if budget <= 0:
+            return {}
+        plans = {}
+        for src in self.sources:
+            exact = choose_reader(src.entry.path, options.reader) != "openslide"
+            for mi in src.mpp_choices:
+                extent = self.tile_size * self.mpps[mi] / src.mpp
+                plans[(str(src.entry.path), mi)] = cache_plan(src.geometry, extent, self.tile_size, exact, budget)
+        return admit_plans(plans, budget)
 
     def read(self, src: SlideSource, x0: float, y0: float, extent: float, mi: int) -> tuple[np.ndarray, int, int]:
         """(tile pixels, level-0 x, y actually read): from the level cache where it serves this slide and
         resolution (origin snapped to the output grid), else one region read at the best level."""
         slide = self.cache.get(src.entry.path)  # opened even on a cache hit: a vanished slide fails as before
-        plan = self.plan(src, mi, extent)
+        plan = self._plans.get((str(src.entry.path), mi))
         if plan is None:
             return read_tile(slide, src.geometry, int(x0), int(y0), extent, self.tile_size), int(x0), int(y0)
         return self.level_cache.tile(slide, (str(src.entry.path), mi), plan, x0, y0, self.tile_size)
