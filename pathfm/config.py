@@ -51,7 +51,8 @@ class TissueFilterConfig(_Strict):
     min_mask_overlap: float = Field(0.4, ge=0.0, le=1.0, description="tile overlap with the coarse mask")
     position_prior: Literal["window", "pixel"] = Field(
         "window", description="where tile centres are drawn: window: tissue pixels of the thumbnail mask whose "
-        "tile-sized window is at least min_tissue_fraction tissue (fewer rejected reads); pixel: any tissue pixel "
+        "tile-sized window is at least max(min_mask_overlap, min_tissue_fraction) tissue (fewer rejected reads); "
+        "pixel: any tissue pixel "
         "(before 2026-11-30). The HSV filter decides on the real pixels either way (docs/data-reads.md)")
 
     @model_validator(mode="after")
