@@ -3,6 +3,7 @@ pixels as a direct read, sample k a pure function of (seed, k) whatever is cache
 
 from __future__ import annotations
 
+import pickle
 import shutil
 
 import numpy as np
@@ -71,6 +72,9 @@ def test_pixels_do_not_depend_on_what_is_cached(cmu):
         np.testing.assert_array_equal(a[0], b[0])
         assert len(tight) <= 9
     assert tight.region_reads > roomy.region_reads
+    spawned = pickle.loads(pickle.dumps(roomy))  # a spawned worker starts empty, with the same budget
+    assert len(roomy) > 0 and len(spawned) == 0 and spawned.max_blocks == roomy.max_blocks
+    np.testing.assert_array_equal(spawned.tile(slide, "k", plan, x0, y0, 96)[0], a[0])
 
 
 def test_cache_plan_serves_only_exact_integer_reads_that_fit(cmu, pyramid_slide):
