@@ -49,6 +49,11 @@ class TissueFilterConfig(_Strict):
     max_draws: int = Field(32, ge=1, description="draws per sample before the slide counts as empty")
     thumbnail_size: int = Field(1024, ge=64, description="longest side of the thumbnail tissue mask")
     min_mask_overlap: float = Field(0.4, ge=0.0, le=1.0, description="tile overlap with the coarse mask")
+    position_prior: Literal["window", "pixel"] = Field(
+        "window", description="where tile centres are drawn: window: tissue pixels of the thumbnail mask whose "
+        "tile-sized window is at least max(min_mask_overlap, min_tissue_fraction) tissue (fewer rejected reads); "
+        "pixel: any tissue pixel "
+        "(before 2026-11-30). The HSV filter decides on the real pixels either way (docs/data-reads.md)")
 
     @model_validator(mode="after")
     def _bounds_ordered(self) -> "TissueFilterConfig":
@@ -157,6 +162,10 @@ class DataConfig(_Strict):
     batch_size: int = Field(8, ge=1, description="images per device per micro-step")
     num_workers: int = Field(0, ge=0)
     max_open_slides: int = Field(16, ge=1, description="LRU bound on open slide handles per worker")
+    level_cache_mb: float = Field(
+        256.0, ge=0.0, description="per-worker memory (MiB) for slides kept at the training resolutions, so a tile "
+        "is a crop from memory instead of a region read + downsample; tiles snap to the output pixel grid; 0: off "
+        "(docs/data-reads.md)")
     reader: Literal["auto", "openslide", "tiffslide", "wsidicom"] = Field(
         "auto", description="slide backend; auto: openslide for local files, wsidicom for folders of .dcm files, "
         "tiffslide for URLs (s3://, gs://, az://, https://, memory://); see docs/slides-and-tracking.md")

@@ -51,7 +51,8 @@ class OnlinePatchDataset:
                                 options=options, cache=InspectionCache(cache_dir), max_upsample=d.max_upsample)
         sampler = TileSampler(sources, d.mpps, d.mpp_weights, d.tile_size, hsv, d.tissue.max_draws,
                               d.tissue.min_mask_overlap, d.max_open_slides, options,
-                              slide_weights=slide_weights([s.entry for s in sources], d.cohorts, d.cohort_weights))
+                              slide_weights=slide_weights([s.entry for s in sources], d.cohorts, d.cohort_weights),
+                              level_cache_mb=d.level_cache_mb, position_prior=d.tissue.position_prior)
         return cls(cfg, sampler, multicrop)
 
     def __len__(self) -> int:  # the stream is infinite; torch only needs a number

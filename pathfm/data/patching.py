@@ -17,8 +17,9 @@ import numpy as np
 from pathfm.config import DataConfig
 from pathfm.data.hsv import HSVFilter
 from pathfm.data.inspection_cache import InspectionCache
+from pathfm.data.level_cache import CachePlan, LevelCache, admit_plans, cache_plan
 from pathfm.data.manifest import SlideEntry
-from pathfm.data.readers import ReaderOptions
+from pathfm.data.readers import ReaderOptions, choose_reader
 from pathfm.data.slides import SlideCache, SlideGeometry, metadata_mpp, open_slide, read_tile, resolve_mpp
 from pathfm.data.tissue import TissueMask
 from pathfm.errors import SlideError
@@ -141,11 +142,15 @@ class Tile:
 
 
 class TileSampler:
-    """Draws HSV-accepted tiles from a list of :class:`SlideSource`, with a per-process LRU of handles."""
+    """Draws HSV-accepted tiles from a list of :class:`SlideSource`, with a per-process LRU of handles.
+
+    ``level_cache_mb`` and ``position_prior`` default to the previous behaviour here (no level cache, centres
+    over every tissue pixel); the training config's defaults turn both on (docs/data-reads.md)."""
 
     def __init__(self, sources: list[SlideSource], mpps: list[float], mpp_weights: list[float] | None,
                  tile_size: int, hsv: HSVFilter, max_draws: int, min_mask_overlap: float, max_open: int = 16,
-                 options: ReaderOptions | None = None, slide_weights: list[float] | None = None):
+                 options: ReaderOptions | None = None, slide_weights: list[float] | None = None,
+                 level_cache_mb: float = 0.0, position_prior: str = "pixel"):
         if not sources:
             raise SlideError("no usable slides to sample from")
         self.sources = sources
@@ -156,6 +161,14 @@ class TileSampler:
         self.max_draws = int(max_draws)
         self.min_mask_overlap = float(min_mask_overlap)
         self.cache = SlideCache(max_open, options)
+        # slides at the training resolutions in memory (pathfm.data.level_cache); 0 MB: every tile read from the slide
+        self.level_cache = LevelCache(level_cache_mb)
+        if position_prior not in ("window", "pixel"):
+            raise ValueError(f"position_prior must be 'window' or 'pixel', got {position_prior!r}")
+        self.position_prior = position_prior
+        self._candidates: dict[tuple[str, int], np.ndarray] = {}  # (slide path, mpp index) -> mask pixel indices
+        # (slide path, mpp index) -> how the level cache serves it; pairs not listed are read directly
+        self._plans: dict[tuple[str, int], CachePlan] = self.admitted_plans(options or ReaderOptions())
         self.dropped: dict[str, str] = {}  # slide_id -> reason (this process)
         self._active: list[int] | None = None  # indices of the sources not dropped (rebuilt after a drop)
         self.stats = TileStats()
@@ -176,15 +189,45 @@ class TileSampler:
         w = self.weights[choices]
         mi = int(choices[rng.choice(len(choices), p=w / w.sum())]) if len(choices) > 1 else int(choices[0])
         extent = self.tile_size * self.mpps[mi] / src.mpp
-        cx, cy = src.mask.sample_center(rng)
+        cx, cy = src.mask.sample_center(rng, self.candidates(src, mi, extent))
         g = src.geometry
         x0 = min(max(cx - extent / 2, 0.0), max(g.width - extent, 0.0))
         y0 = min(max(cy - extent / 2, 0.0), max(g.height - extent, 0.0))
         return x0, y0, extent, mi
 
-    def read(self, src: SlideSource, x0: float, y0: float, extent: float) -> np.ndarray:
-        slide = self.cache.get(src.entry.path)
-        return read_tile(slide, src.geometry, int(x0), int(y0), extent, self.tile_size)
+    def candidates(self, src: SlideSource, mi: int, extent: float) -> np.ndarray | None:
+        """The mask pixels tile centres are drawn from (``position_prior``; None: every tissue pixel)."""
+        if self.position_prior == "pixel":
+            return None
+        key = (str(src.entry.path), mi)
+        if key not in self._candidates:
+            need = max(self.min_mask_overlap, self.hsv.min_fraction if self.hsv.enabled else 0.0)
+            g = src.geometry
+            self._candidates[key] = src.mask.window_candidates(extent, (g.width, g.height), need)
+        return self._candidates[key]
+
+    def admitted_plans(self, options: ReaderOptions) -> dict[tuple[str, int], CachePlan]:
+        """Which (slide, resolution) pairs the level cache serves: fixed by the slides' geometry, their
+        readers and the budget (:func:`pathfm.data.level_cache.admit_plans`), never by what is cached."""
+        budget = self.level_cache.budget_bytes
+        if budget <= 0:
+            return {}
+        plans = {}
+        for src in self.sources:
+            exact = choose_reader(src.entry.path, options.reader) != "openslide"
+            for mi in src.mpp_choices:
+                extent = self.tile_size * self.mpps[mi] / src.mpp
+                plans[(str(src.entry.path), mi)] = cache_plan(src.geometry, extent, self.tile_size, exact, budget)
+        return admit_plans(plans, budget)
+
+    def read(self, src: SlideSource, x0: float, y0: float, extent: float, mi: int) -> tuple[np.ndarray, int, int]:
+        """(tile pixels, level-0 x, y actually read): from the level cache where it serves this slide and
+        resolution (origin snapped to the output grid), else one region read at the best level."""
+        slide = self.cache.get(src.entry.path)  # opened even on a cache hit: a vanished slide fails as before
+        plan = self._plans.get((str(src.entry.path), mi))
+        if plan is None:
+            return read_tile(slide, src.geometry, int(x0), int(y0), extent, self.tile_size), int(x0), int(y0)
+        return self.level_cache.tile(slide, (str(src.entry.path), mi), plan, x0, y0, self.tile_size)
 
     def draw_from(self, src: SlideSource, rng: np.random.Generator, stats: TileStats, keep_rejected: list | None = None) -> Tile | None:
         """Up to ``max_draws`` proposals on one slide; the first accepted tile, or None."""
@@ -193,10 +236,10 @@ class TileSampler:
             if src.mask.overlap(x0, y0, extent) < self.min_mask_overlap:
                 stats.add(src.slide_id, False)
                 continue
-            pixels = self.read(src, x0, y0, extent)
+            pixels, x, y = self.read(src, x0, y0, extent, mi)
             ok, frac = self.hsv.accepts(pixels)
             stats.add(src.slide_id, ok)
-            tile = Tile(pixels, src.slide_id, self.mpps[mi], int(x0), int(y0), extent, frac, ok)
+            tile = Tile(pixels, src.slide_id, self.mpps[mi], x, y, extent, frac, ok)
             if ok:
                 return tile
             if keep_rejected is not None:
@@ -212,6 +255,8 @@ class TileSampler:
         self.dropped[src.slide_id] = reason
         self._active = None
         self.cache.discard(src.entry.path)
+        for mi in range(len(self.mpps)):
+            self.level_cache.discard((str(src.entry.path), mi))
         msg = f"slide {src.slide_id} ({src.entry.path}) dropped from sampling: {reason}"
         log.warning(msg)
         warnings.warn(msg, RuntimeWarning, stacklevel=3)

@@ -54,20 +54,36 @@ class TissueMask:
     def n_tissue(self) -> int:
         return int(self._tissue_idx.size)
 
-    def sample_center(self, rng: np.random.Generator) -> tuple[float, float]:
-        """A level-0 point drawn uniformly over the tissue area (uniform tissue pixel + uniform offset)."""
-        j = self._tissue_idx[rng.integers(self._tissue_idx.size)]
+    def sample_center(self, rng: np.random.Generator, candidates: np.ndarray | None = None) -> tuple[float, float]:
+        """A level-0 point drawn uniformly over the tissue area (uniform tissue pixel + uniform offset), or
+        over the mask pixels listed in ``candidates`` (flat indices, e.g. :meth:`window_candidates`)."""
+        idx = self._tissue_idx if candidates is None else candidates
+        j = idx[rng.integers(idx.size)]
         my, mx = divmod(int(j), self.mask.shape[1])
         ox, oy = rng.random(2)
         return (mx + ox) * self.scale[0], (my + oy) * self.scale[1]
 
-    def overlap(self, x0: float, y0: float, extent: float) -> float:
-        """Fraction of the mask pixels touched by the level-0 square (x0, y0, extent) that are tissue."""
+    def overlaps(self, x0: np.ndarray, y0: np.ndarray, extent: float) -> np.ndarray:
+        """Fraction of the mask pixels touched by each level-0 square (x0, y0, extent) that are tissue."""
         h, w = self.mask.shape
-        c0 = min(max(int(np.floor(x0 / self.scale[0])), 0), w - 1)
-        r0 = min(max(int(np.floor(y0 / self.scale[1])), 0), h - 1)
-        c1 = min(max(int(np.ceil((x0 + extent) / self.scale[0])), c0 + 1), w)
-        r1 = min(max(int(np.ceil((y0 + extent) / self.scale[1])), r0 + 1), h)
+        c0 = np.clip(np.floor(x0 / self.scale[0]).astype(np.int64), 0, w - 1)
+        r0 = np.clip(np.floor(y0 / self.scale[1]).astype(np.int64), 0, h - 1)
+        c1 = np.minimum(np.maximum(np.ceil((x0 + extent) / self.scale[0]).astype(np.int64), c0 + 1), w)
+        r1 = np.minimum(np.maximum(np.ceil((y0 + extent) / self.scale[1]).astype(np.int64), r0 + 1), h)
         s = self._integral
         total = s[r1, c1] - s[r0, c1] - s[r1, c0] + s[r0, c0]
-        return float(total) / ((r1 - r0) * (c1 - c0))
+        return total / ((r1 - r0) * (c1 - c0))
+
+    def overlap(self, x0: float, y0: float, extent: float) -> float:
+        """:meth:`overlaps` of one square."""
+        return float(self.overlaps(np.array([float(x0)]), np.array([float(y0)]), extent)[0])
+
+    def window_candidates(self, extent: float, slide_size: tuple[int, int], min_fraction: float) -> np.ndarray:
+        """Flat indices of the tissue pixels whose tile window (level-0 side ``extent`` centred on the pixel,
+        kept inside the slide as :class:`pathfm.data.patching.TileSampler` keeps it) is at least
+        ``min_fraction`` tissue in the mask; all tissue pixels if none is."""
+        my, mx = np.divmod(self._tissue_idx, self.mask.shape[1])
+        x0 = np.clip((mx + 0.5) * self.scale[0] - extent / 2, 0.0, max(slide_size[0] - extent, 0.0))
+        y0 = np.clip((my + 0.5) * self.scale[1] - extent / 2, 0.0, max(slide_size[1] - extent, 0.0))
+        keep = self._tissue_idx[self.overlaps(x0, y0, extent) >= min_fraction]
+        return keep if keep.size else self._tissue_idx
