@@ -80,3 +80,33 @@ def test_largest_fitting_batch_is_linear_in_the_batch_terms():
     assert largest_fitting_batch(est, cfg.data.batch_size, est.total) == cfg.data.batch_size
     assert largest_fitting_batch(est, cfg.data.batch_size, int(static + 3.5 * per_image)) == 3
     assert largest_fitting_batch(est, cfg.data.batch_size, static // 2) == 0
+
+
+def test_train_dry_run_prints_the_estimate_and_refuses_what_cannot_fit(tmp_path, monkeypatch, capsys):
+    from pathfm.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "4")  # as under torchrun with 4 processes
+    assert main(["train", "smoke", "run.strategy=fsdp", "--dry-run", "--run-dir", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "memory per GPU (fsdp, 4 process(es), activation checkpointing off): ~" in out
+    assert not (tmp_path / "run").exists()
+    assert main(["train", "smoke", "run.gpu_memory_gib=0.01", "--dry-run", "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "stage main: estimated" in err and "does not fit 0.0 GiB (run.gpu_memory_gib)" in err
+    assert "run.strategy=fsdp (~" in err and "model.activation_checkpointing=true (~" in err
+
+
+def test_a_sweep_dry_run_refuses_a_gpu_trial_that_cannot_fit_before_any_step():
+    import io
+
+    from pathfm.sweeps.runner import preflight
+    from pathfm.sweeps.spec import expand_trials, spec_from_dict
+
+    spec = spec_from_dict({"name": "toobig", "base": "smoke",
+                           "overrides": {"data.assume_mpp": 0.5, "run.gpu_memory_gib": 0.01},
+                           "space": {"kde_weight": {"grid": [0.0, 0.05]}}, "eval": {"enabled": False},
+                           "objective": {"metric": "loss", "mode": "min"}, "resources": {"cpu": 1, "gpu": 1}})
+    out = io.StringIO()
+    with pytest.raises(ConfigError, match=r"trial 0: estimated .* does not fit 0.0 GiB .*fixes: "):
+        preflight(spec, expand_trials(spec), out=out)
+    assert "one CPU step" not in out.getvalue()  # refused before the measured step

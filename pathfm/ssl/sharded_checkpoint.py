@@ -19,9 +19,11 @@ backbone of a sharded checkpoint reads back as a plain state dict in one process
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -45,6 +47,14 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+@contextlib.contextmanager
+def _one_process_quietly() -> Iterator[None]:
+    """DCP warns that it 'assumes the intent' when no process group exists; in one process that is the intent."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        yield
+
+
 def _barrier() -> None:
     import torch.distributed as dist
 
@@ -64,7 +74,8 @@ def save_sharded(run_dir: str | Path, step: int, meta: ckpt.TrainState, student:
         shutil.rmtree(partial, ignore_errors=True)  # a write of a killed attempt
         partial.parent.mkdir(parents=True, exist_ok=True)
     _barrier()
-    dcp.save(_state_dicts(student, teacher, optimizer), checkpoint_id=partial, no_dist=not _distributed())
+    with _one_process_quietly():
+        dcp.save(_state_dicts(student, teacher, optimizer), checkpoint_id=partial, no_dist=not _distributed())
     if is_main:
         payload = {"format": ckpt.FORMAT, "version": ckpt.VERSION, "step": int(step),
                    **meta.to_payload(), "student": {}, "teacher": {}, "optimizer": {}}
@@ -84,7 +95,8 @@ def load_sharded(path: str | Path, student: nn.Module, teacher: nn.Module, optim
     from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
     state = _state_dicts(student, teacher, optimizer)
-    dcp.load(state, checkpoint_id=Path(path), no_dist=not _distributed())
+    with _one_process_quietly():
+        dcp.load(state, checkpoint_id=Path(path), no_dist=not _distributed())
     set_model_state_dict(student, state["student"])
     set_model_state_dict(teacher, state["teacher"])
     set_optimizer_state_dict(student, optimizer, state["optimizer"])
@@ -100,7 +112,8 @@ def read_full_teacher(path: str | Path) -> dict[str, dict[str, torch.Tensor]]:
     meta = dcp.FileSystemReader(path).read_metadata().state_dict_metadata
     wanted = {k[len("teacher."):]: torch.empty(m.size, dtype=m.properties.dtype)
               for k, m in meta.items() if k.startswith("teacher.") and isinstance(m, TensorStorageMetadata)}
-    dcp.load({"teacher": wanted}, checkpoint_id=path, no_dist=True)
+    with _one_process_quietly():
+        dcp.load({"teacher": wanted}, checkpoint_id=path, no_dist=True)
     out: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in wanted.items():
         part, name = key.split(".", 1)
