@@ -184,6 +184,9 @@ class _Run:
         self.stop_reason: str | None = None
         self._tqdm = None
 
+        # what the strategy cannot run is refused before anything is built
+        self.strategy = sharding.resolve_strategy(cfg.run.strategy, cfg.model.arch, self.device.type)
+        sharding.check_strategy(self.strategy, self.precision, self.device.type, cfg.eval.every, env.world_size)
         torch.manual_seed(cfg.seed)  # identical init on every rank
         student, teacher = build_student_teacher(cfg)
         self.init_note = load_init_weights(student, teacher, cfg.model) if cfg.model.init_from else None
@@ -191,8 +194,6 @@ class _Run:
         self.teacher = teacher.to(self.device)
         self.centers = _build_centers(cfg, self.device)
         self.student_fwd: nn.Module = self.student
-        self.strategy = sharding.resolve_strategy(cfg.run.strategy, cfg.model.arch, self.device.type)
-        sharding.check_strategy(self.strategy, self.precision, self.device.type, cfg.eval.every, env.world_size)
         self.shard_units: list[nn.Module] = []  # FSDP units of the student (gradient sync switch)
         if cfg.model.compile:
             from pathfm.ssl.models import compile_blocks
