@@ -68,6 +68,10 @@ def test_the_giant_recipe_fits_80_gb_with_the_chosen_settings_and_is_refused_on_
     ddp = load_config("midnight_vitg14", GIANT + ["run.gpu_memory_gib=80", "run.strategy=ddp"])
     with pytest.raises(ConfigError, match=r"run.strategy=fsdp \(~\d+\.\d GiB\)"):
         check_fits(ddp, 32)
+    # the high-resolution stage's batch has its own key
+    with pytest.raises(ConfigError, match=r"highres.batch_size=\d+ \(with optim.grad_accum"):
+        check_fits(load_config("midnight_vitg14", GIANT + ["run.gpu_memory_gib=30"]).highres_stage(), 32,
+                   batch_key="highres.batch_size")
     # no capacity known (no run.gpu_memory_gib, no CUDA device here): nothing is refused
     check_fits(load_config("midnight_vitg14", GIANT), 32)
 

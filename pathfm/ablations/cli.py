@@ -220,7 +220,8 @@ def format_plan(plan: Any, costs: bool = False) -> str:
                       for cfg in [plan.arm_config(a.name)]
                       for c in [cfg] + ([cfg.highres_stage()] if cfg.highres.enabled else [])]
             # every stage of every arm is checked against its GPU (a ConfigError names the fixes); the largest printed
-            shown = [(memory_line(c, workers, where=f"arm {name}"), c, name) for c, name in stages]
+            shown = [(memory_line(c, workers, f"arm {name}", "highres.batch_size" if name.endswith(" high-res")
+                                  else "data.batch_size"), c, name) for c, name in stages]
             line, _, where = max(shown, key=lambda e: training_memory(e[1], workers)[0].total)
             lines.append(f"  estimated {line} (largest: {where}); an estimate, see pathfm/ssl/memory.py")
     return "\n".join(lines)

@@ -116,5 +116,6 @@ def _dry_run_summary(cfg, run_dir: Path, stages: str) -> str:
         c = s.cfg
         lines.append(f"  stage {s.name}: {c.optim.steps} steps, batch {c.data.batch_size} x accumulation "
                      f"{c.optim.grad_accum}, crops {c.data.crops.global_size}/{c.data.crops.local_size}")  # fmt: skip
-        lines.append("    " + memory_line(c, world, where=f"stage {s.name}"))  # refuses what cannot fit the GPU
+        batch_key = "highres.batch_size" if s.name == "highres" else "data.batch_size"
+        lines.append("    " + memory_line(c, world, f"stage {s.name}", batch_key))  # refuses what cannot fit the GPU
     return "\n".join(lines)

@@ -192,8 +192,9 @@ def largest_fitting_batch(est: MemoryEstimate, batch_size: int, capacity: int) -
     return max(0, min(batch_size, int(room // per_image))) if per_image > 0 else batch_size
 
 
-def fixes(cfg, world_size: int, capacity: int) -> list[str]:
-    """What would make ``cfg`` fit ``capacity`` bytes per GPU, with the estimate each fix gives."""
+def fixes(cfg, world_size: int, capacity: int, batch_key: str = "data.batch_size") -> list[str]:
+    """What would make ``cfg`` fit ``capacity`` bytes per GPU, with the estimate each fix gives. ``batch_key``:
+    the key that sets this stage's batch (``highres.batch_size`` for the high-resolution stage)."""
     est, strategy = training_memory(cfg, world_size)
     out = []
     if strategy != "fsdp" and world_size > 1:
@@ -204,13 +205,13 @@ def fixes(cfg, world_size: int, capacity: int) -> list[str]:
         out.append(f"model.activation_checkpointing=true (~{alt.total / GIB:.1f} GiB)")
     batch = largest_fitting_batch(est, cfg.data.batch_size, capacity)
     if 0 < batch < cfg.data.batch_size:
-        out.append(f"data.batch_size={batch} (with optim.grad_accum to keep the global batch)")
+        out.append(f"{batch_key}={batch} (with optim.grad_accum to keep the global batch)")
     if world_size == 1 and strategy != "fsdp":
         out.append("more GPUs per trial with run.strategy=fsdp (shards weights, gradients, optimizer and teacher)")
     return out
 
 
-def check_fits(cfg, world_size: int, where: str = "") -> MemoryEstimate:
+def check_fits(cfg, world_size: int, where: str = "", batch_key: str = "data.batch_size") -> MemoryEstimate:
     """The per-GPU estimate; ConfigError when it exceeds the GPU the run gets (:func:`gpu_capacity`),
     naming the fixes."""
     from pathfm.errors import ConfigError
@@ -219,7 +220,7 @@ def check_fits(cfg, world_size: int, where: str = "") -> MemoryEstimate:
     cap = gpu_capacity(cfg)
     if cap is not None and est.total > cap[0]:
         capacity, source = cap
-        options = "; ".join(fixes(cfg, world_size, capacity)) or "a GPU with more memory"
+        options = "; ".join(fixes(cfg, world_size, capacity, batch_key)) or "a GPU with more memory"
         raise ConfigError(
             f"{where + ': ' if where else ''}estimated {est.total / GIB:.1f} GiB per GPU (strategy {strategy}, "
             f"activation checkpointing {'on' if cfg.model.activation_checkpointing else 'off'}, {world_size} "
@@ -227,10 +228,10 @@ def check_fits(cfg, world_size: int, where: str = "") -> MemoryEstimate:
     return est
 
 
-def memory_line(cfg, world_size: int, where: str = "") -> str:
+def memory_line(cfg, world_size: int, where: str = "", batch_key: str = "data.batch_size") -> str:
     """One line for a ``--dry-run``: the per-GPU estimate for the strategy and checkpointing the run will
     use; ConfigError with the fixes (:func:`check_fits`) when it cannot fit the GPU the run gets."""
-    est = check_fits(cfg, world_size, where)
+    est = check_fits(cfg, world_size, where, batch_key)
     _, strategy = training_memory(cfg, world_size)
     return (f"memory per GPU ({strategy}, {world_size} process(es), activation checkpointing "
             f"{'on' if cfg.model.activation_checkpointing else 'off'}): {est.describe()}")
