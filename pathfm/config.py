@@ -223,6 +223,14 @@ class ModelConfig(_Strict):
     pos_embed_antialias: bool | None = Field(
         None, description="antialias the pos-embed resize; null: as the weights were trained (False, _reg4: True)"
     )
+    activation_checkpointing: bool = Field(
+        False, description="recompute each transformer block in the backward pass (torch.utils.checkpoint): "
+        "activations of ~one block instead of all; ~30% more compute (docs/large-backbones.md)")
+    compile: bool = Field(False, description="torch.compile the backbone (docs/large-backbones.md)")
+
+
+# how the model runs, not what it is: a checkpoint resumes with these changed
+EXECUTION_ONLY_MODEL_FIELDS = ("activation_checkpointing", "compile")
 
 
 class HeadConfig(_Strict):
@@ -321,6 +329,12 @@ class RunConfig(_Strict):
         None, gt=0, description="in a sweep trial: seconds without training progress (a logged step or a checkpoint) "
         "after which the trial process is killed and the sweep retries it from its last checkpoint (needs the spec's "
         "max_failures >= 1); null: off. See pathfm/sweeps/hang.py")
+    strategy: Literal["auto", "ddp", "fsdp"] = Field(
+        "auto", description="data parallelism: ddp (full weights per GPU), fsdp (FSDP2: weights, gradients, "
+        "optimizer and teacher sharded); auto: fsdp for vit_large/vit_giant on CUDA (docs/large-backbones.md)")
+    gpu_memory_gib: float | None = Field(
+        None, gt=0, description="memory of the GPU a trial gets; --dry-run refuses a trial whose estimate does "
+        "not fit (None: the visible CUDA device's, or no check without one)")
 
 
 class EvalHookConfig(_Strict):

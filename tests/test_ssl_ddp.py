@@ -9,12 +9,9 @@ only the local batch, so they legitimately differ between 1 and 2 processes.
 
 from __future__ import annotations
 
-import os
-import socket
-
 import pytest
 import torch
-import torch.multiprocessing as mp
+from gloo_helpers import train_on_gloo
 
 from pathfm.config import load_config
 from pathfm.io import read_jsonl
@@ -31,24 +28,6 @@ COMMON = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, world: int, port: int, run_dir: str, overrides: list[str]) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))  # fmt: skip
-    from pathfm.ssl.distributed import shutdown_distributed
-    from pathfm.ssl.trainer import train
-
-    try:
-        train(load_config("smoke", overrides), run_dir)
-    finally:
-        shutdown_distributed()
-
-
 @pytest.mark.slow
 def test_two_process_step_equals_one_process_step_on_the_same_global_batch(tmp_path):
     """Sinkhorn-Knopp targets (the default). Softmax centering is not compared: its iBOT center is the
@@ -57,7 +36,7 @@ def test_two_process_step_equals_one_process_step_on_the_same_global_batch(tmp_p
 
     common = COMMON + ["loss.centering=sinkhorn_knopp"]
     one = train(load_config("smoke", common + ["data.batch_size=4"]), tmp_path / "one")
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "two"), common + ["data.batch_size=2"]), nprocs=2)
+    train_on_gloo(2, tmp_path / "two", common + ["data.batch_size=2"])
 
     rec1 = read_jsonl(tmp_path / "one" / "metrics.jsonl")
     rec2 = read_jsonl(tmp_path / "two" / "metrics.jsonl")

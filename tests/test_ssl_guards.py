@@ -127,3 +127,27 @@ def test_a_nan_loss_stops_as_diverged_without_saving(tmp_path, nan_dino_head_fro
     trip = read_guard_trip(tmp_path / "run")
     assert trip["step"] == 3 and "loss/dino_local is nan at step 3" in trip["message"]
     assert (tmp_path / "run" / "DONE").read_text().strip() == "stopped at step 2: diverged"
+
+
+def test_a_resumed_run_continues_its_guard_windows(tmp_path):
+    """The guard streaks live in the checkpoint (TrainState.guards): a run interrupted after 2 collapsed
+    steps (patience 3) and resumed trips at step 3, as the uninterrupted run does; a fresh window would
+    trip only at step 4."""
+    from pathfm.ssl import checkpoint as ckpt
+    from pathfm.ssl.trainer import StopTraining
+
+    cfg = load_config("smoke", TINY + ["optim.steps=20", "run.guards={patience: 3}"])
+
+    class StopAt2:
+        def on_log(self, rec):
+            if rec["step"] == 2:
+                raise StopTraining
+
+    part = train(cfg, tmp_path / "run", callbacks=[StopAt2()])
+    assert (part.final_step, part.stop_reason) == (2, None)
+    saved = ckpt.TrainState.from_payload(ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path / "run", 2)))
+    assert saved.guards["streaks"]["collapsed|diag/dino_target_entropy / ln K"] == 2
+    assert set(saved.guards["streaks"].values()) == {2}
+    resumed = train(cfg, tmp_path / "run", resume=True)
+    assert (resumed.final_step, resumed.stopped_early, resumed.stop_reason) == (3, True, "collapsed")
+    assert json.loads((tmp_path / "run" / GUARD_FILE).read_text())["step"] == 3

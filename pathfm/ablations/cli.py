@@ -213,13 +213,15 @@ def format_plan(plan: Any, costs: bool = False) -> str:
             lines.append(f"  estimated wall time: {wall * 60:.1f} min with {concurrency(plan)} trials at once "
                          "on this machine")
         if scale.device == "gpu":
-            from pathfm.ssl.memory import estimate_memory
+            from pathfm.ssl.memory import memory_line, training_memory
 
             workers = int(plan.resources.get("workers", 1) or 1)
             stages = [(c, a.name + (" high-res" if c is not cfg else "")) for a in plan.arms
                       for cfg in [plan.arm_config(a.name)]
                       for c in [cfg] + ([cfg.highres_stage()] if cfg.highres.enabled else [])]
-            peak, where = max(((estimate_memory(c, workers), name) for c, name in stages), key=lambda e: e[0].total)
-            lines.append(f"  estimated memory per GPU (largest: {where}): {peak.describe()}; an estimate, "
-                         "see pathfm/ssl/memory.py")
+            # every stage of every arm is checked against its GPU (a ConfigError names the fixes); the largest printed
+            shown = [(memory_line(c, workers, f"arm {name}", "highres.batch_size" if name.endswith(" high-res")
+                                  else "data.batch_size"), c, name) for c, name in stages]
+            line, _, where = max(shown, key=lambda e: training_memory(e[1], workers)[0].total)
+            lines.append(f"  estimated {line} (largest: {where}); an estimate, see pathfm/ssl/memory.py")
     return "\n".join(lines)

@@ -53,6 +53,10 @@ def last_checkpoints(run_dir: str | Path, k: int, stage: str | None = None) -> l
     found = []
     for step, path in reversed(ckpt.list_checkpoints(run_dir)):
         state = ckpt.load_checkpoint(path)  # a corrupt one is an error here: an average must not skip silently
+        if "sharded_dir" in state:  # a sharded (fsdp) run's checkpoint: its teacher is in the shards
+            from pathfm.ssl.sharded_checkpoint import read_full_teacher
+
+            state["teacher"] = read_full_teacher(path)
         stage = stage or state["stage"]
         if state["stage"] == stage:
             found.append((step, state))

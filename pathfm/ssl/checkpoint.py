@@ -5,16 +5,26 @@ temporary name and renamed; the sidecar is written after it. A checkpoint counts
 sidecar exists and matches and it loads with ``torch.load(weights_only=True)``; :func:`latest_valid`
 walks back from the newest one, so a file truncated by a crash or a full disk falls back to the
 previous checkpoint with a warning.
+
+A sharded run (``run.strategy=fsdp``, :mod:`pathfm.ssl.sharded_checkpoint`) writes a directory instead,
+``step_00000010.dcp/`` (every rank's shard, torch.distributed.checkpoint, plus :data:`SHARDED_META`),
+renamed into place only when complete, with a sidecar over all its files (:func:`checksum`).
+
+What a checkpoint holds is :class:`TrainState` (its fields are the file's top-level keys, plus ``format``,
+``version`` and ``step`` that :func:`save_checkpoint` adds).
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import pickle
 import random
 import re
+import shutil
 import warnings
 import zipfile
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +36,9 @@ from pathfm.io import atomic_path, atomic_write_text, sha256_file
 
 FORMAT = "pathfm-checkpoint"
 VERSION = 1
-_NAME = re.compile(r"^step_(\d{8})\.pt$")
+_NAME = re.compile(r"^step_(\d{8})\.(pt|dcp)$")
+SHARDED_SUFFIX = ".dcp"
+SHARDED_META = "train_state.pt"  # the non-tensor TrainState fields inside a sharded checkpoint directory
 
 
 class CheckpointError(PathfmError):
@@ -39,6 +51,83 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
 
 def checkpoint_path(run_dir: str | Path, step: int) -> Path:
     return checkpoint_dir(run_dir) / f"step_{step:08d}.pt"
+
+
+def sharded_checkpoint_path(run_dir: str | Path, step: int) -> Path:
+    return checkpoint_dir(run_dir) / f"step_{step:08d}{SHARDED_SUFFIX}"
+
+
+def checksum(path: Path) -> str:
+    """sha256 of a checkpoint file; of a sharded checkpoint directory, the sha256 over the sorted
+    ``<file sha256>  <relative name>`` lines of every file in it."""
+    if not path.is_dir():
+        return sha256_file(path)
+    lines = [f"{sha256_file(f)}  {f.relative_to(path).as_posix()}\n" for f in sorted(path.rglob("*")) if f.is_file()]
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def remove_checkpoint(path: Path) -> None:
+    """Delete a checkpoint (file or sharded directory) and its sidecar."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+    path.with_name(path.name + ".sha256").unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------ the payload
+@dataclass
+class TrainState:
+    """Everything a training checkpoint saves and a resumed run restores (all weights_only-loadable)."""
+
+    config: dict[str, Any]  # the resolved config (Config.model_dump(mode="json"))
+    model: dict[str, Any]  # cfg.model, compared on resume
+    backbone_model: dict[str, Any]  # the backbone's own description (export, pos-embed settings)
+    config_sha: str
+    stage: str  # the stage name the run is in
+    progress: dict[str, Any]  # pathfm.ssl.trainer.Progress.as_dict()
+    student: dict[str, dict]  # net_state(student): backbone / dino_head (/ ibot_head) state dicts
+    teacher: dict[str, dict]  # net_state(teacher)
+    optimizer: dict[str, Any]
+    scaler: dict[str, Any]  # GradScaler state ({} without fp16)
+    centers: dict[str, dict]  # softmax-centering state per head ({} with Sinkhorn-Knopp)
+    rng: list[dict]  # rng_state() of every rank, by rank
+    world_size: int
+    guards: dict[str, Any] | None = None  # pathfm.ssl.guards.GuardState.as_dict() (None: guards off / older file)
+
+    def to_payload(self) -> dict[str, Any]:
+        """The dict :func:`save_checkpoint` writes (no copies of the tensors)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> "TrainState":
+        """From a loaded checkpoint dict; keys of later versions are ignored, missing optional ones default."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in payload.items() if k in names})
+
+
+def net_state(net: Any) -> dict[str, dict]:
+    """State dicts of an SSL network's parts (pathfm.ssl.step.SSLNet): backbone, dino_head (, ibot_head)."""
+    out = {"backbone": net.backbone.state_dict(), "dino_head": net.dino_head.state_dict()}
+    if net.ibot_head is not None:
+        out["ibot_head"] = net.ibot_head.state_dict()
+    return out
+
+
+def load_net_state(net: Any, states: dict[str, dict], path: Path) -> None:
+    """Load :func:`net_state` output into ``net`` (strict); ConfigError naming ``path`` when it does not fit."""
+    from pathfm.errors import ConfigError
+    from pathfm.ssl.models import adapt_state_dict
+
+    try:
+        net.backbone.load_state_dict(adapt_state_dict(states["backbone"], net.backbone))
+        net.dino_head.load_state_dict(states["dino_head"])
+        if net.ibot_head is not None:
+            if "ibot_head" not in states:
+                raise ConfigError(f"{path}: has no separate iBOT head but loss.separate_ibot_head=true")
+            net.ibot_head.load_state_dict(states["ibot_head"])
+    except RuntimeError as e:
+        raise ConfigError(f"{path}: weights do not fit this config's model/heads: {str(e).splitlines()[0]}") from None
 
 
 # ---------------------------------------------------------------------------------------- RNG state
@@ -110,8 +199,7 @@ def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
 
 def prune(run_dir: str | Path, keep: int) -> None:
     for _, path in list_checkpoints(run_dir)[:-keep]:
-        path.unlink(missing_ok=True)
-        path.with_name(path.name + ".sha256").unlink(missing_ok=True)
+        remove_checkpoint(path)
 
 
 def verify(path: Path) -> str | None:
@@ -120,7 +208,7 @@ def verify(path: Path) -> str | None:
     if not side.exists():
         return "no .sha256 sidecar (the write did not finish)"
     expected = side.read_text().split()[0] if side.read_text().strip() else ""
-    actual = sha256_file(path)
+    actual = checksum(path)
     if expected != actual:
         return f"sha256 mismatch (file {actual[:12]}..., sidecar {expected[:12]}...): corrupt or truncated"
     return None
@@ -134,11 +222,13 @@ def load_checkpoint(path: str | Path, *, check: bool = True) -> dict[str, Any]:
     if check and (why := verify(path)):
         raise CheckpointError(f"{path}: {why}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path / SHARDED_META if path.is_dir() else path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
         raise CheckpointError(f"{path}: unreadable checkpoint ({str(e).splitlines()[0] if str(e) else e!r})") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a pathfm training checkpoint")
+    if path.is_dir():
+        obj["sharded_dir"] = str(path)  # student, teacher and optimizer are in the shards (sharded_checkpoint)
     return obj
 
 

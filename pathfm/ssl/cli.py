@@ -35,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--stage", choices=("all", "main", "highres"), default="all",
                    help="which stages to run (highres: only the high-resolution post-training)")  # fmt: skip
     p.add_argument("--dry-run", action="store_true",
-                   help="validate the config, list the stages and locate model.init_from; train nothing")  # fmt: skip
+                   help="validate the config, list the stages, locate model.init_from and print the per-GPU memory "
+                   "estimate (refused when it cannot fit run.gpu_memory_gib / the visible GPU); train nothing")  # fmt: skip
     p.set_defaults(func=handle)
 
 
@@ -108,8 +109,13 @@ def _dry_run_summary(cfg, run_dir: Path, stages: str) -> str:
     lines = [f"dry run: {run_dir}", f"  model {m.arch}/{m.patch_size}, registers {m.n_registers}, ffn {m.ffn}"]
     if m.init_from:
         lines.append(f"  init {m.init_from}: {resolve_weights_source(m.init_from)}")
+    from pathfm.ssl.memory import memory_line
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # under torchrun: the processes of this run
     for s in plan_stages(cfg, stages):
         c = s.cfg
         lines.append(f"  stage {s.name}: {c.optim.steps} steps, batch {c.data.batch_size} x accumulation "
                      f"{c.optim.grad_accum}, crops {c.data.crops.global_size}/{c.data.crops.local_size}")  # fmt: skip
+        batch_key = "highres.batch_size" if s.name == "highres" else "data.batch_size"
+        lines.append("    " + memory_line(c, world, f"stage {s.name}", batch_key))  # refuses what cannot fit the GPU
     return "\n".join(lines)

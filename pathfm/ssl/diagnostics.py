@@ -83,7 +83,9 @@ def max_prototype_cosine(logits: Tensor, gain: Tensor) -> Tensor:
 @torch.no_grad()
 def layerscale_magnitude(backbone: nn.Module) -> Tensor | None:
     """Mean |gamma| over every LayerScale of ``backbone`` (parameters named ``*.gamma``); None if there is none."""
-    gammas = [p.detach().float().abs().mean() for n, p in backbone.named_parameters() if n.endswith(".gamma")]
+    from pathfm.ssl.sharding import full_value  # a sharded (FSDP) backbone's gammas are DTensors
+
+    gammas = [full_value(p.detach()).float().abs().mean() for n, p in backbone.named_parameters() if n.endswith(".gamma")]
     return torch.stack(gammas).mean() if gammas else None
 
 

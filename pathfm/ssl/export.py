@@ -51,9 +51,11 @@ def export_backbone(
     config_sha: str = "",
     model_cfg: Any = None,
     extra: dict[str, Any] | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write ``model`` (usually the EMA teacher backbone) to ``path`` atomically; returns the path.
-    ``extra``: further plain entries for the file (e.g. ``averaged_steps``), returned in load_backbone's meta."""
+    ``extra``: further plain entries for the file (e.g. ``averaged_steps``), returned in load_backbone's meta.
+    ``state_dict``: the weights to write instead of ``model``'s own (a sharded model's gathered full state)."""
     inner = getattr(model, "module", model)
     cfg = model_cfg if model_cfg is not None else getattr(inner, "cfg", None)
     if cfg is None:
@@ -63,7 +65,7 @@ def export_backbone(
         "format": FORMAT,
         "version": VERSION,
         "model": cfg,
-        "state_dict": _plain_state_dict(model),
+        "state_dict": _plain_state_dict(model) if state_dict is None else state_dict,
         "step": int(step),
         "config_sha": str(config_sha),
         **(extra or {}),

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from pathfm.errors import ConfigError
+from pathfm.ssl import checkpoint as ckpt
 from pathfm.ssl.models import (
     ARCH_SPECS,
     POS_EMBED_ANTIALIAS,
@@ -280,3 +281,20 @@ def apply_pos_embed_settings(model: VisionTransformer, model_cfg: Any, trained_w
     set_pos_embed_interpolation(
         model, trained_with[0] if offset is None else offset, trained_with[1] if antialias is None else antialias
     )
+
+
+def load_init_weights(student: Any, teacher: Any, model_cfg: Any) -> str:
+    """``model.init_from`` for the trainer: a pathfm training checkpoint (student, teacher and heads), else
+    backbone weights of any layout this module reads (strict), into both networks (pathfm.ssl.step.SSLNet).
+    Returns a one-line description."""
+    from pathfm.ssl import checkpoint as ckpt
+
+    path = resolve_weights_source(model_cfg.init_from)
+    obj = read_weights_file(path)
+    if isinstance(obj, dict) and obj.get("format") == ckpt.FORMAT:
+        for net, key in ((student, "student"), (teacher, "teacher")):
+            ckpt.load_net_state(net, obj[key], path)
+            apply_pos_embed_settings(net.backbone, model_cfg, declared_pos_embed(obj.get("backbone_model")))
+        n = sum(len(states) for states in obj["student"].values())
+        return f"student, teacher and heads ({n} tensors each, strict) from checkpoint {path} (step {obj.get('step')})"
+    return load_backbone_weights([student.backbone, teacher.backbone], obj, path, model_cfg, model_cfg.init_from)

@@ -70,6 +70,15 @@ class GuardState:
     best_probe: dict[str, float] = field(default_factory=dict)
     streaks: dict[str, int] = field(default_factory=dict)
 
+    def as_dict(self) -> dict[str, Any]:
+        """Plain types, saved in the training checkpoint so a resumed run continues its windows."""
+        return {"min_loss": self.min_loss, "best_probe": dict(self.best_probe), "streaks": dict(self.streaks)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "GuardState":
+        return cls(float(d["min_loss"]), {k: float(v) for k, v in d["best_probe"].items()},
+                   {k: int(v) for k, v in d["streaks"].items()})
+
 
 def _finite(v: Any) -> float | None:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):

@@ -14,6 +14,19 @@
                                                     the teacher's logits and targets on R_t rows (global CLS +
                                                     masked patches)
 
+Strategy and checkpointing (:func:`estimate_memory` arguments; :func:`training_memory` takes them from the
+config as the trainer resolves them):
+
+    fsdp         weights, gradients, optimizer and teacher / world size (no DDP buckets), plus
+    gathered     = 2 x U x b_p + U x 4                the largest FSDP unit (a block or a head, U parameters)
+                                                    all-gathered for compute (b_p = 2 bytes bf16, 4 fp32) with the
+                                                    next one prefetched, and its unsharded fp32 gradient
+    checkpointing activations = L x T x D x b_p + T x D x c   each block keeps only its input; one block is
+                                                    recomputed at a time in the backward pass
+
+:func:`check_fits` refuses a trial whose estimate exceeds the GPU it will get (``run.gpu_memory_gib`` or
+the visible CUDA device) and names the fixes that would make it fit (:func:`fixes`).
+
 P counts come from the model built on the meta device (no memory, exact), the rest from the crop sizes,
 batch and mask settings. It is an estimate: allocator fragmentation, the CUDA context (~0.5-1 GiB) and
 temporary buffers are not modelled, so leave headroom. Not yet checked against a GPU's measured peak
@@ -37,32 +50,62 @@ class MemoryEstimate:
     teacher: int
     activations: int
     heads: int
+    gathered: int = 0  # fsdp: the unsharded working set of the largest unit
 
     @property
     def total(self) -> int:
-        return self.weights + self.gradients + self.optimizer + self.teacher + self.activations + self.heads
+        return (self.weights + self.gradients + self.optimizer + self.teacher + self.activations + self.heads
+                + self.gathered)
 
     def as_dict(self) -> dict[str, int]:
         return {"weights": self.weights, "gradients": self.gradients, "optimizer": self.optimizer,
-                "teacher": self.teacher, "activations": self.activations, "heads": self.heads, "total": self.total}
+                "teacher": self.teacher, "activations": self.activations, "heads": self.heads,
+                "gathered": self.gathered, "total": self.total}
 
     def describe(self) -> str:
-        parts = ", ".join(f"{k} {v / GIB:.2f}" for k, v in self.as_dict().items() if k != "total")
+        parts = ", ".join(f"{k} {v / GIB:.2f}" for k, v in self.as_dict().items()
+                          if k != "total" and (v or k != "gathered"))
         return f"~{self.total / GIB:.1f} GiB per device ({parts} GiB)"
+
+
+_COUNTS: dict[str, tuple[int, int, int, int]] = {}  # model key -> counts (building ViT-g on meta takes seconds)
+
+
+def _model_counts(cfg) -> tuple[int, int, int, int]:
+    """(student, trainable student, teacher, largest FSDP unit) parameters of the model ``cfg`` builds,
+    counted on the meta device once per model/heads setting."""
+    import json
+
+    import torch
+
+    from pathfm.config import EXECUTION_ONLY_MODEL_FIELDS
+    from pathfm.ssl.step import build_student_teacher
+
+    key = json.dumps([cfg.model.model_dump(mode="json", exclude=set(EXECUTION_ONLY_MODEL_FIELDS)),
+                      cfg.dino_head.model_dump(mode="json"), cfg.ibot_head.model_dump(mode="json"),
+                      cfg.loss.separate_ibot_head], sort_keys=True)
+    if key not in _COUNTS:
+        with torch.device("meta"):
+            student, teacher = build_student_teacher(cfg)
+        numel = lambda mod: sum(p.numel() for p in mod.parameters())  # noqa: E731
+        blocks = [numel(b) for b in student.backbone.blocks]
+        rest = numel(student.backbone) - sum(blocks)
+        heads = [numel(h) for h in (student.dino_head, student.ibot_head) if h is not None]
+        trainable = sum(p.numel() for p in student.parameters() if p.requires_grad)
+        _COUNTS[key] = (numel(student), trainable, numel(teacher), max(blocks + [rest] + heads))
+    return _COUNTS[key]
 
 
 def parameter_counts(cfg) -> tuple[int, int, int]:
     """(student parameters, trainable student parameters, teacher parameters) of the model ``cfg`` builds,
     counted on the meta device."""
-    import torch
+    return _model_counts(cfg)[:3]
 
-    from pathfm.ssl.step import build_student_teacher
 
-    with torch.device("meta"):
-        student, teacher = build_student_teacher(cfg)
-    total = sum(p.numel() for p in student.parameters())
-    trainable = sum(p.numel() for p in student.parameters() if p.requires_grad)
-    return total, trainable, sum(p.numel() for p in teacher.parameters())
+def largest_shard_unit(cfg) -> int:
+    """Parameters of the largest FSDP unit of the student (pathfm.ssl.sharding.shard_net: one block, the
+    rest of the backbone, or a head)."""
+    return _model_counts(cfg)[3]
 
 
 def tokens_per_crop(size: int, patch: int, n_registers: int) -> int:
@@ -78,17 +121,26 @@ def masked_patches(cfg) -> float:
     return cfg.data.batch_size * c.n_global * loss.mask_probability * (lo + hi) / 2 * patches
 
 
-def estimate_memory(cfg, world_size: int = 1) -> MemoryEstimate:
-    """Per-device memory of the student/teacher step at ``cfg``'s model, crops, batch and precision."""
+def estimate_memory(cfg, world_size: int = 1, strategy: str = "ddp",
+                    activation_checkpointing: bool | None = None) -> MemoryEstimate:
+    """Per-device memory of the student/teacher step at ``cfg``'s model, crops, batch and precision, for
+    ``strategy`` (``ddp`` | ``fsdp``) over ``world_size`` processes; ``activation_checkpointing`` None:
+    ``cfg.model.activation_checkpointing``."""
     from pathfm.ssl.models import ARCH_SPECS
 
+    if activation_checkpointing is None:
+        activation_checkpointing = cfg.model.activation_checkpointing
     total, trainable, teacher = parameter_counts(cfg)
     spec = ARCH_SPECS[cfg.model.arch]
     c, m, b = cfg.data.crops, cfg.model, cfg.data.batch_size
     tokens = b * (c.n_global * tokens_per_crop(c.global_size, m.patch_size, m.n_registers)
                   + c.n_local * tokens_per_crop(c.local_size, m.patch_size, m.n_registers))
     per_token = 68 if cfg.run.precision == "fp32" else 34
-    activations = spec.depth * tokens * spec.embed_dim * per_token
+    param_bytes = 4 if cfg.run.precision == "fp32" else 2
+    if activation_checkpointing:
+        activations = spec.depth * tokens * spec.embed_dim * param_bytes + tokens * spec.embed_dim * per_token
+    else:
+        activations = spec.depth * tokens * spec.embed_dim * per_token
     masked = masked_patches(cfg)
     k_dino = cfg.dino_head.n_prototypes
     patch_head = cfg.ibot_head if cfg.loss.separate_ibot_head else cfg.dino_head
@@ -99,9 +151,92 @@ def estimate_memory(cfg, world_size: int = 1) -> MemoryEstimate:
     cls_rows = b * (c.n_global + c.n_local)
     heads = (student_rows(cls_rows, cfg.dino_head) + student_rows(masked, patch_head)
              + b * c.n_global * 8 * k_dino + masked * 8 * patch_head.n_prototypes)
+    if strategy == "fsdp":
+        shard = lambda n: -(-n // world_size)  # noqa: E731  (ceil: every rank holds an equal padded shard)
+        unit = largest_shard_unit(cfg) if world_size > 1 else 0
+        return MemoryEstimate(weights=shard(4 * total), gradients=shard(4 * trainable),
+                              optimizer=shard(8 * trainable), teacher=shard(4 * teacher), activations=int(activations),
+                              heads=int(heads), gathered=2 * unit * param_bytes + 4 * unit)
     buckets = 4 * trainable if world_size > 1 else 0
     return MemoryEstimate(weights=4 * total, gradients=4 * trainable + buckets, optimizer=8 * trainable,
                           teacher=4 * teacher, activations=int(activations), heads=int(heads))
 
 
-__all__ = ["MemoryEstimate", "estimate_memory", "parameter_counts", "masked_patches", "tokens_per_crop", "GIB"]
+def training_memory(cfg, world_size: int = 1) -> tuple[MemoryEstimate, str]:
+    """The estimate for the strategy the trainer will use on a GPU (``run.strategy``, auto resolved for
+    CUDA) and the config's activation checkpointing; returns (estimate, strategy)."""
+    from pathfm.ssl.sharding import resolve_strategy
+
+    strategy = resolve_strategy(cfg.run.strategy, cfg.model.arch, "cuda")
+    return estimate_memory(cfg, world_size, strategy), strategy
+
+
+def gpu_capacity(cfg) -> tuple[int, str] | None:
+    """(bytes, where the figure comes from) of the GPU a run gets: ``run.gpu_memory_gib``, else the
+    visible CUDA device; None when neither is known (no check)."""
+    if cfg.run.gpu_memory_gib is not None:
+        return int(cfg.run.gpu_memory_gib * GIB), "run.gpu_memory_gib"
+    import torch
+
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        return int(props.total_memory), f"{props.name}"
+    return None
+
+
+def largest_fitting_batch(est: MemoryEstimate, batch_size: int, capacity: int) -> int:
+    """The largest per-GPU batch whose estimate fits ``capacity`` (activations and head terms scale
+    linearly with the batch, the rest does not); 0 if even the weights do not fit."""
+    per_image = (est.activations + est.heads) / batch_size
+    room = capacity - (est.total - est.activations - est.heads)
+    return max(0, min(batch_size, int(room // per_image))) if per_image > 0 else batch_size
+
+
+def fixes(cfg, world_size: int, capacity: int, batch_key: str = "data.batch_size") -> list[str]:
+    """What would make ``cfg`` fit ``capacity`` bytes per GPU, with the estimate each fix gives. ``batch_key``:
+    the key that sets this stage's batch (``highres.batch_size`` for the high-resolution stage)."""
+    est, strategy = training_memory(cfg, world_size)
+    out = []
+    if strategy != "fsdp" and world_size > 1:
+        alt = estimate_memory(cfg, world_size, "fsdp")
+        out.append(f"run.strategy=fsdp (~{alt.total / GIB:.1f} GiB)")
+    if not cfg.model.activation_checkpointing:
+        alt = estimate_memory(cfg, world_size, strategy, activation_checkpointing=True)
+        out.append(f"model.activation_checkpointing=true (~{alt.total / GIB:.1f} GiB)")
+    batch = largest_fitting_batch(est, cfg.data.batch_size, capacity)
+    if 0 < batch < cfg.data.batch_size:
+        out.append(f"{batch_key}={batch} (with optim.grad_accum to keep the global batch)")
+    if world_size == 1 and strategy != "fsdp":
+        out.append("more GPUs per trial with run.strategy=fsdp (shards weights, gradients, optimizer and teacher)")
+    return out
+
+
+def check_fits(cfg, world_size: int, where: str = "", batch_key: str = "data.batch_size") -> MemoryEstimate:
+    """The per-GPU estimate; ConfigError when it exceeds the GPU the run gets (:func:`gpu_capacity`),
+    naming the fixes."""
+    from pathfm.errors import ConfigError
+
+    est, strategy = training_memory(cfg, world_size)
+    cap = gpu_capacity(cfg)
+    if cap is not None and est.total > cap[0]:
+        capacity, source = cap
+        options = "; ".join(fixes(cfg, world_size, capacity, batch_key)) or "a GPU with more memory"
+        raise ConfigError(
+            f"{where + ': ' if where else ''}estimated {est.total / GIB:.1f} GiB per GPU (strategy {strategy}, "
+            f"activation checkpointing {'on' if cfg.model.activation_checkpointing else 'off'}, {world_size} "
+            f"process(es)) does not fit {capacity / GIB:.1f} GiB ({source}); fixes: {options}")
+    return est
+
+
+def memory_line(cfg, world_size: int, where: str = "", batch_key: str = "data.batch_size") -> str:
+    """One line for a ``--dry-run``: the per-GPU estimate for the strategy and checkpointing the run will
+    use; ConfigError with the fixes (:func:`check_fits`) when it cannot fit the GPU the run gets."""
+    est = check_fits(cfg, world_size, where, batch_key)
+    _, strategy = training_memory(cfg, world_size)
+    return (f"memory per GPU ({strategy}, {world_size} process(es), activation checkpointing "
+            f"{'on' if cfg.model.activation_checkpointing else 'off'}): {est.describe()}")
+
+
+__all__ = ["memory_line", "MemoryEstimate", "estimate_memory", "training_memory", "check_fits", "fixes", "gpu_capacity",
+           "largest_fitting_batch", "largest_shard_unit", "parameter_counts", "masked_patches", "tokens_per_crop",
+           "GIB"]

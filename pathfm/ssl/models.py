@@ -30,6 +30,7 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from pathfm.errors import ConfigError
@@ -296,6 +297,7 @@ class VisionTransformer(nn.Module):
         )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.cfg: dict[str, Any] | None = None  # the ModelConfig dump, set by build_backbone
+        self.activation_checkpointing = False  # recompute each block in backward (model.activation_checkpointing)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -360,8 +362,12 @@ class VisionTransformer(nn.Module):
         keep = [i for i, im in enumerate(images) if im.shape[0] > 0]
         xs = [self.prepare_tokens(images[i], masks[i]) for i in keep]
         backend = self.attention_backend(images[keep[0]].device) if keep else "sdpa"
+        checkpointed = self.activation_checkpointing and torch.is_grad_enabled()
         for blk in self.blocks:
-            xs = blk(xs, backend)
+            if checkpointed:  # keep only the block inputs; recompute the block (same RNG: drop path) in backward
+                xs = torch.utils.checkpoint.checkpoint(blk, xs, backend, use_reentrant=False)
+            else:
+                xs = blk(xs, backend)
         out: list[dict[str, Tensor]] = []
         by_index = dict(zip(keep, xs))
         r = self.n_registers
@@ -407,9 +413,18 @@ def build_backbone(model_cfg: Any, *, drop_path: float | None = None) -> VisionT
         pos_embed_offset=float(_or_default(d.get("pos_embed_offset"), POS_EMBED_OFFSET)),
         pos_embed_antialias=bool(_or_default(d.get("pos_embed_antialias"), POS_EMBED_ANTIALIAS)),
     )
+    model.activation_checkpointing = bool(d.get("activation_checkpointing", False))
     # the resolved settings travel with the model (export writes model.cfg)
     model.cfg = {**d, "pos_embed_offset": model.pos_embed_offset, "pos_embed_antialias": model.pos_embed_antialias}
     return model
+
+
+def compile_blocks(model: VisionTransformer) -> None:
+    """``model.compile``: torch.compile each transformer block's ``forward`` (the block is where the compute
+    is, and the unit FSDP shards and activation checkpointing recomputes). Only ``forward`` is compiled, so
+    the hooks FSDP registers on the module run eagerly around it, and parameter names do not change."""
+    for blk in model.blocks:
+        blk.forward = torch.compile(blk.forward)
 
 
 def _or_default(value: Any, default: Any) -> Any:

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from pathfm.errors import NonFiniteLossError
 from pathfm.ssl.models import VisionTransformer, build_backbone
+from pathfm.ssl.sharding import full_value, local_tensor
 
 AllReduce = Callable[[Tensor], Tensor]
 LOSS_PARTS = ("dino_local", "dino_global", "ibot", "koleo", "kde")
@@ -229,7 +230,8 @@ def clip_and_step(
     for name, mod in submodules_for_clipping(student).items():
         params = [p for p in mod.parameters() if p.grad is not None]
         if params:
-            norm_tensors[name] = torch.nn.utils.clip_grad_norm_(params, max_norm)
+            # sharded (FSDP) gradients are DTensors: clip_grad_norm_ reduces the shard norms to the global one
+            norm_tensors[name] = full_value(torch.nn.utils.clip_grad_norm_(params, max_norm))
     # one device->host sync for all submodules (not one per submodule)
     values = torch.stack(list(norm_tensors.values())).tolist() if norm_tensors else []
     norms = dict(zip(norm_tensors, values))
@@ -247,10 +249,11 @@ def clip_and_step(
 
 @torch.no_grad()
 def ema_update(teacher: SSLNet, student: SSLNet, momentum: float) -> None:
-    """theta_t <- m * theta_t + (1 - m) * theta_s for every parameter (DINO's mean teacher)."""
-    t_params = list(teacher.parameters())
-    s_params = [p.detach() for p in student.parameters()]
-    if len(t_params) != len(s_params):
-        raise RuntimeError("teacher and student have different parameter lists")
+    """theta_t <- m * theta_t + (1 - m) * theta_s for every parameter (DINO's mean teacher); on each rank's
+    local shards when student and teacher are sharded alike (FSDP), which is the whole update unsharded."""
+    t_params = [local_tensor(p) for p in teacher.parameters()]
+    s_params = [local_tensor(p.detach()) for p in student.parameters()]
+    if len(t_params) != len(s_params) or any(a.shape != b.shape for a, b in zip(t_params, s_params)):
+        raise RuntimeError("teacher and student have different parameter lists or shardings")
     torch._foreach_mul_(t_params, momentum)
     torch._foreach_add_(t_params, s_params, alpha=1.0 - momentum)

@@ -5,6 +5,7 @@ Run directory (the contract in docs/architecture.md)::
     run_dir/config.yaml                 resolved config
     run_dir/metrics.jsonl               one record per logged step (keys: METRIC_KEYS [+ probe/<task>/<metric>])
     run_dir/checkpoints/step_XXXXXXXX.pt (+ .sha256), last cfg.run.keep_checkpoints kept
+                                        (step_XXXXXXXX.dcp/ directories with run.strategy=fsdp: sharded_checkpoint)
     run_dir/teacher_backbone.pt         exported EMA teacher backbone, refreshed at every checkpoint
     run_dir/training_slides.csv         the slides / patients trained on (pathfm.data.provenance; leakage audit)
     run_dir/DONE                        written when the run finished (or was stopped by a callback or a guard)
@@ -12,14 +13,14 @@ Run directory (the contract in docs/architecture.md)::
 
 Stages: ``main`` and, if ``cfg.highres.enabled``, ``highres`` (= ``cfg.highres_stage()``: larger tiles and
 crops, the same positional embeddings interpolated, its own lr schedule and a fresh optimizer). Steps
-are counted globally across stages. Works in one process (CPU or GPU) and under ``torchrun`` (DDP).
+are counted globally across stages. Works in one process (CPU or GPU) and under ``torchrun`` (DDP, or
+FSDP2 with ``run.strategy=fsdp``: pathfm.ssl.sharding).
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import random
 import resource
 import sys
@@ -33,10 +34,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from pathfm.config import Config, lr_scaled
-from pathfm.errors import ConfigError, NonFiniteLossError, PathfmError
+from pathfm.config import EXECUTION_ONLY_MODEL_FIELDS, Config, lr_scaled
+from pathfm.errors import ConfigError, NonFiniteLossError
 from pathfm.io import append_jsonl, atomic_write_text, ensure_writable_dir, read_jsonl
 from pathfm.ssl import checkpoint as ckpt
+from pathfm.ssl import run_files, sharding
 from pathfm.ssl.distributed import (
     DistEnv,
     all_reduce_hook,
@@ -49,8 +51,9 @@ from pathfm.ssl.distributed import (
 from pathfm.ssl.diagnostics import dino_ce_per_pair, step_diagnostics
 from pathfm.ssl.export import config_sha, export_backbone
 from pathfm.ssl.finite_agreement import check_finite_on_all_ranks
-from pathfm.ssl.guards import Guards
-from pathfm.ssl.models import adapt_state_dict, count_parameters
+from pathfm.ssl.foreign_weights import load_init_weights
+from pathfm.ssl.guards import Guards, GuardState
+from pathfm.ssl.models import count_parameters
 from pathfm.ssl.step import (
     LOSS_PARTS,
     SSLNet,
@@ -154,41 +157,6 @@ def _seed_everything(seed: int, rank: int) -> None:
     torch.manual_seed(seed + rank)
 
 
-def _load_init_weights(student: SSLNet, teacher: SSLNet, model_cfg: Any) -> str:
-    """``model.init_from``: a pathfm checkpoint (student, teacher, heads), else backbone weights of any
-    layout :mod:`pathfm.ssl.foreign_weights` reads (strict). Returns a one-line description."""
-    from pathfm.ssl import foreign_weights as fw
-
-    path = fw.resolve_weights_source(model_cfg.init_from)
-    obj = fw.read_weights_file(path)
-    if isinstance(obj, dict) and obj.get("format") == ckpt.FORMAT:
-        for net, key in ((student, "student"), (teacher, "teacher")):
-            _load_net(net, obj[key], path)
-            fw.apply_pos_embed_settings(net.backbone, model_cfg, fw.declared_pos_embed(obj.get("backbone_model")))
-        n = sum(len(states) for states in obj["student"].values())
-        return f"student, teacher and heads ({n} tensors each, strict) from checkpoint {path} (step {obj.get('step')})"
-    return fw.load_backbone_weights([student.backbone, teacher.backbone], obj, path, model_cfg, model_cfg.init_from)
-
-
-def _load_net(net: SSLNet, states: dict[str, dict], path: Path) -> None:
-    try:
-        net.backbone.load_state_dict(adapt_state_dict(states["backbone"], net.backbone))
-        net.dino_head.load_state_dict(states["dino_head"])
-        if net.ibot_head is not None:
-            if "ibot_head" not in states:
-                raise ConfigError(f"{path}: has no separate iBOT head but loss.separate_ibot_head=true")
-            net.ibot_head.load_state_dict(states["ibot_head"])
-    except RuntimeError as e:
-        raise ConfigError(f"{path}: weights do not fit this config's model/heads: {str(e).splitlines()[0]}") from None
-
-
-def _net_state(net: SSLNet) -> dict[str, dict]:
-    out = {"backbone": net.backbone.state_dict(), "dino_head": net.dino_head.state_dict()}
-    if net.ibot_head is not None:
-        out["ibot_head"] = net.ibot_head.state_dict()
-    return out
-
-
 def _build_centers(cfg: Config, device: torch.device) -> dict[str, Any] | None:
     if cfg.loss.centering != "softmax":
         return None
@@ -216,14 +184,27 @@ class _Run:
         self.stop_reason: str | None = None
         self._tqdm = None
 
+        # what the strategy cannot run is refused before anything is built
+        self.strategy = sharding.resolve_strategy(cfg.run.strategy, cfg.model.arch, self.device.type)
+        sharding.check_strategy(self.strategy, self.precision, self.device.type, cfg.eval.every, env.world_size)
         torch.manual_seed(cfg.seed)  # identical init on every rank
         student, teacher = build_student_teacher(cfg)
-        self.init_note = _load_init_weights(student, teacher, cfg.model) if cfg.model.init_from else None
+        self.init_note = load_init_weights(student, teacher, cfg.model) if cfg.model.init_from else None
         self.student = student.to(self.device)
         self.teacher = teacher.to(self.device)
         self.centers = _build_centers(cfg, self.device)
         self.student_fwd: nn.Module = self.student
-        if env.distributed:
+        self.shard_units: list[nn.Module] = []  # FSDP units of the student (gradient sync switch)
+        if cfg.model.compile:
+            from pathfm.ssl.models import compile_blocks
+
+            compile_blocks(self.student.backbone)
+            compile_blocks(self.teacher.backbone)
+        if self.strategy == "fsdp" and env.distributed:
+            policy = sharding.mixed_precision_policy(self.device.type, self.precision)
+            self.shard_units = sharding.shard_net(self.student, policy)
+            sharding.shard_net(self.teacher, policy)
+        elif env.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.student_fwd = nn.parallel.DistributedDataParallel(self.student, device_ids=ids)
         self.optimizer: torch.optim.Optimizer | None = None
@@ -266,55 +247,81 @@ class _Run:
         torch.distributed.all_gather_object(out, state)
         return out
 
+    def _train_state(self, rngs: list[dict], with_nets: bool) -> ckpt.TrainState:
+        """The checkpoint payload; ``with_nets=False``: without the networks and optimizer (a sharded
+        checkpoint holds those in its shards)."""
+        return ckpt.TrainState(
+            config=self.cfg.model_dump(mode="json"),
+            model=self.cfg.model.model_dump(mode="json"),
+            backbone_model=dict(self.teacher.backbone.cfg or {}),
+            config_sha=self.sha,
+            stage=self.stages[self.progress.stage_index].name,
+            progress=self.progress.as_dict(),
+            student=ckpt.net_state(self.student) if with_nets else {},
+            teacher=ckpt.net_state(self.teacher) if with_nets else {},
+            optimizer=self.optimizer.state_dict() if with_nets else {},
+            scaler=self.scaler.state_dict() if self.scaler is not None else {},
+            centers={k: c.state_dict() for k, c in (self.centers or {}).items()},
+            rng=rngs,
+            world_size=self.env.world_size,
+            guards=self.guards.state.as_dict() if self.guards is not None else None,
+        )
+
     def save(self) -> Path | None:
         rngs = self._gather_rng()
-        path = None
+        step, keep = self.progress.global_step, self.cfg.run.keep_checkpoints
+        path, teacher_state = None, None
+        if self.strategy == "fsdp":  # every rank writes its shards; the exported teacher is gathered whole
+            from pathfm.ssl.sharded_checkpoint import save_sharded
+
+            path = save_sharded(self.run_dir, step, self._train_state(rngs, with_nets=False), self.student,
+                                self.teacher, self.optimizer, keep, self.env.is_main)
+            teacher_state = sharding.full_state_dict(self.teacher.backbone)
+        elif self.env.is_main:
+            path = ckpt.save_checkpoint(self.run_dir, step, self._train_state(rngs, with_nets=True).to_payload(), keep)
         if self.env.is_main:
-            payload = {
-                "config": self.cfg.model_dump(mode="json"),
-                "model": self.cfg.model.model_dump(mode="json"),
-                "backbone_model": dict(self.teacher.backbone.cfg or {}),
-                "config_sha": self.sha,
-                "stage": self.stages[self.progress.stage_index].name,
-                "progress": self.progress.as_dict(),
-                "student": _net_state(self.student),
-                "teacher": _net_state(self.teacher),
-                "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict() if self.scaler is not None else {},
-                "centers": {k: c.state_dict() for k, c in (self.centers or {}).items()},
-                "rng": rngs,
-                "world_size": self.env.world_size,
-            }
-            step = self.progress.global_step
-            path = ckpt.save_checkpoint(self.run_dir, step, payload, self.cfg.run.keep_checkpoints)
-            export_backbone(self.teacher.backbone, self.run_dir / "teacher_backbone.pt", step=step, config_sha=self.sha)
+            export_backbone(self.teacher.backbone, self.run_dir / "teacher_backbone.pt", step=step, config_sha=self.sha,
+                            state_dict=teacher_state)
             for cb in self.callbacks:
                 if hasattr(cb, "on_checkpoint"):
                     cb.on_checkpoint(step, path)
         barrier(self.env)
         return path
 
-    def restore(self, state: dict[str, Any], source: Path) -> None:
-        saved_model = state.get("model")
-        if saved_model != self.cfg.model.model_dump(mode="json"):
+    def restore(self, state: ckpt.TrainState, source: Path) -> None:
+        saved_model = state.model
+        runs_as = set(EXECUTION_ONLY_MODEL_FIELDS)
+        if {k: v for k, v in saved_model.items() if k not in runs_as} != self.cfg.model.model_dump(mode="json", exclude=runs_as):
             raise ConfigError(
                 f"{source}: the checkpoint's model {saved_model} differs from the config's "
                 f"{self.cfg.model.model_dump(mode='json')}; resume with the run's own config.yaml"
             )
         names = [s.name for s in self.stages]
-        if state["stage"] not in names:
-            raise ConfigError(f"{source}: checkpoint is in stage '{state['stage']}', not one of this run's {names}")
-        _load_net(self.student, state["student"], source)
-        _load_net(self.teacher, state["teacher"], source)
-        self.progress = Progress(**state["progress"])
-        self.progress.stage_index = names.index(state["stage"])
+        if state.stage not in names:
+            raise ConfigError(f"{source}: checkpoint is in stage '{state.stage}', not one of this run's {names}")
+        sharded = source.is_dir()  # a DCP checkpoint (pathfm.ssl.sharded_checkpoint), from any process count
+        if not sharded and self.shard_units:
+            raise ConfigError(f"{source}: a single-file (strategy ddp) checkpoint cannot be loaded into this "
+                              f"FSDP-sharded run of {self.env.world_size} processes; resume it with run.strategy=ddp")
+        if not sharded:
+            ckpt.load_net_state(self.student, state.student, source)
+            ckpt.load_net_state(self.teacher, state.teacher, source)
+        self.progress = Progress(**state.progress)
+        self.progress.stage_index = names.index(state.stage)
         self._setup_stage(self.stages[self.progress.stage_index])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
+        if sharded:
+            from pathfm.ssl.sharded_checkpoint import load_sharded
+
+            load_sharded(source, self.student, self.teacher, self.optimizer)
+        else:
+            self.optimizer.load_state_dict(state.optimizer)
+        if self.scaler is not None and state.scaler:
+            self.scaler.load_state_dict(state.scaler)
         for k, c in (self.centers or {}).items():
-            c.load_state_dict(state["centers"][k])
-        self._saved_rng = (state["rng"], source)
+            c.load_state_dict(state.centers[k])
+        if self.guards is not None and state.guards is not None:
+            self.guards.state = GuardState.from_dict(state.guards)  # the guard windows continue where they were
+        self._saved_rng = (state.rng, source)
 
     def restore_rng(self) -> None:
         """Set the RNG states saved with the checkpoint (after the data iterator exists: creating a torch
@@ -349,13 +356,15 @@ class _Run:
             targets = teacher_targets(
                 self.teacher, global_crops, masks, sched["teacher_temp"], scfg.loss, self.centers, self.all_reduce
             )
-            no_sync = self.student_fwd.no_sync() if (env.distributed and not sync) else contextlib.nullcontext()
+            ddp = isinstance(self.student_fwd, nn.parallel.DistributedDataParallel)
+            no_sync = self.student_fwd.no_sync() if (ddp and not sync) else contextlib.nullcontext()
+            sharding.set_gradient_sync(self.shard_units, sync)
             with no_sync:
                 out = self.student_fwd(global_crops, local_crops, masks)
                 parts = ssl_losses(out, targets, masks, mask_w, scfg.loss, n_g)
                 diag = step_diagnostics(
                     teacher_dino_logits=targets.dino_logits, teacher_dino_targets=targets.dino,
-                    teacher_ibot_targets=targets.ibot, teacher_cls=targets.cls[:b], teacher_gain=self.teacher.dino_head.gain,
+                    teacher_ibot_targets=targets.ibot, teacher_cls=targets.cls[:b], teacher_gain=sharding.full_value(self.teacher.dino_head.gain),
                     student_dino_global=out.dino_global, student_temp=scfg.loss.student_temp,
                     student_backbone=self.student.backbone,
                 ) if diagnose else {}  # fmt: skip  (only on the steps that are logged)
@@ -523,48 +532,14 @@ class _Run:
             f"pathfm train: {self.run_dir}",
             f"  model {self.cfg.model.arch}/{self.cfg.model.patch_size} ({count_parameters(self.student) / 1e6:.1f}M params "
             f"incl. heads), attention={b.attention_backend(self.device)}, device={self.device}, precision={self.precision}, "
-            f"world_size={self.env.world_size}",
+            f"world_size={self.env.world_size}, strategy={self.strategy}, "
+            f"activation_checkpointing={self.cfg.model.activation_checkpointing}, compile={self.cfg.model.compile}",
             "  stages: " + ", ".join(f"{s.name} ({s.cfg.optim.steps} steps, crops {s.cfg.data.crops.global_size}/"
                                      f"{s.cfg.data.crops.local_size})" for s in self.stages),  # fmt: skip
         ]
         if self.init_note:
             lines.append(f"  init: {self.init_note}")
         return "\n".join(lines)
-
-
-def _prepare_run_dir(cfg: Config, run_dir: Path, resume: bool | str | Path, env: DistEnv) -> tuple[Path, dict] | None:
-    """Validate the run dir against ``resume`` and return the checkpoint to resume from (or None)."""
-    if resume is False or resume is None:
-        if ckpt.list_checkpoints(run_dir):
-            raise PathfmError(
-                f"{run_dir} already holds checkpoints; continue it with resume=True (CLI: resume={run_dir}) "
-                "or choose a new run directory"
-            )
-        return None
-    if resume is True:
-        found = ckpt.latest_valid(run_dir)
-        if found is None:
-            raise ckpt.CheckpointError(f"{run_dir}/checkpoints: no valid checkpoint to resume from")
-        return found
-    path = Path(resume)
-    return path, ckpt.load_checkpoint(path)
-
-
-def _write_training_slides(cfg: Config, run_dir: Path, only_if_missing: bool = False) -> None:
-    """``training_slides.csv``: the slides and patients this run trains on (pathfm.data.provenance)."""
-    from pathfm.data.provenance import TRAINING_SLIDES_FILE, training_entries, write_training_slides
-
-    if not (only_if_missing and (run_dir / TRAINING_SLIDES_FILE).exists()):
-        write_training_slides(training_entries(cfg.data), run_dir)
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop records logged after the checkpoint we resume from (they will be logged again)."""
-    records = read_jsonl(path)
-    kept = [r for r in records if r.get("step", 0) <= step]
-    if len(kept) != len(records):
-        text = "".join(json.dumps(r) + "\n" for r in kept)
-        atomic_write_text(path, text)
 
 
 def train(
@@ -590,7 +565,7 @@ def train(
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     plan = plan_stages(cfg, stages)
-    found = _prepare_run_dir(cfg, run_dir, resume, env)
+    found = run_files.prepare_run_dir(run_dir, resume)
     if found is not None and (run_dir / "DONE").exists() and found[1]["progress"]["global_step"] >= sum(
         s.cfg.optim.steps for s in plan
     ):
@@ -601,19 +576,19 @@ def train(
     run = _Run(cfg, run_dir, env, tracking_callbacks(cfg, run_dir, callbacks) if env.is_main else callbacks or [], plan)
     if found is not None:
         path, state = found
-        run.restore(state, path)
+        run.restore(ckpt.TrainState.from_payload(state), path)
         first_it = run._loader(plan[run.progress.stage_index])
         run.restore_rng()
         if env.is_main:
-            _truncate_metrics(run_dir / "metrics.jsonl", run.progress.global_step)
+            run_files.truncate_metrics(run_dir / "metrics.jsonl", run.progress.global_step)
             (run_dir / "DONE").unlink(missing_ok=True)
-            _write_training_slides(cfg, run_dir, only_if_missing=True)  # a run started before the record existed
+            run_files.record_training_slides(cfg, run_dir, only_if_missing=True)  # a run started before the record existed
     else:
         run._setup_stage(plan[0])
         if env.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
-            _write_training_slides(cfg, run_dir)
+            run_files.record_training_slides(cfg, run_dir)
         first_it = run._loader(plan[0])
         _seed_everything(cfg.seed, env.rank)
     total = sum(s.cfg.optim.steps for s in plan)

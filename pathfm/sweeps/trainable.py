@@ -173,6 +173,14 @@ class TuneReporter:
             pass  # stopped at the very last report (e.g. ASHA's max_t): the trial is complete anyway
 
 
+def copy_checkpoint(src: Path, dst: Path) -> None:
+    """Copy a checkpoint file, or a sharded checkpoint's directory (pathfm.ssl.sharded_checkpoint)."""
+    if src.is_dir():
+        shutil.copytree(src, dst, dirs_exist_ok=True)
+    else:
+        shutil.copy2(src, dst)
+
+
 def pointer_checkpoint_dir(step: int, path: Path, run_dir: Path, *, copy: bool = False) -> str:
     """A small temporary folder for ``tune.Checkpoint`` (the caller removes it after reporting): a pointer
     to the trainer's checkpoint (shared storage) or, with ``copy``, a copy of it (when the trial folder is
@@ -181,7 +189,7 @@ def pointer_checkpoint_dir(step: int, path: Path, run_dir: Path, *, copy: bool =
     d = tempfile.mkdtemp(prefix="pathfm_ckpt_")
     pointer = {"step": step, "path": str(path), "run_dir": str(run_dir), "copied": copy}
     if copy:
-        shutil.copy2(path, Path(d) / path.name)
+        copy_checkpoint(path, Path(d) / path.name)
         sidecar = path.with_name(path.name + ".sha256")
         if sidecar.exists():
             shutil.copy2(sidecar, Path(d) / sidecar.name)
@@ -209,7 +217,7 @@ def resume_point(run_dir: Path, tune_checkpoint: Any) -> tuple[bool | Path, int]
                 if pointer.get("file"):
                     target = ckpt.checkpoint_dir(run_dir) / pointer["file"]
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(Path(d) / pointer["file"], target)
+                    copy_checkpoint(Path(d) / pointer["file"], target)
                     sidecar = Path(d) / (pointer["file"] + ".sha256")
                     if sidecar.exists():
                         shutil.copy2(sidecar, target.with_name(sidecar.name))

@@ -1,0 +1,47 @@
+"""The run directory's files around training (the layout is in pathfm.ssl.trainer's docstring): whether a
+run may start or resume there, the record of the slides it trains on, and the metrics of a resumed run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pathfm.errors import PathfmError
+from pathfm.io import atomic_write_text, read_jsonl
+from pathfm.ssl import checkpoint as ckpt
+
+
+def prepare_run_dir(run_dir: Path, resume: bool | str | Path) -> tuple[Path, dict] | None:
+    """Validate the run dir against ``resume`` and return the checkpoint to resume from (or None)."""
+    if resume is False or resume is None:
+        if ckpt.list_checkpoints(run_dir):
+            raise PathfmError(
+                f"{run_dir} already holds checkpoints; continue it with resume=True (CLI: resume={run_dir}) "
+                "or choose a new run directory"
+            )
+        return None
+    if resume is True:
+        found = ckpt.latest_valid(run_dir)
+        if found is None:
+            raise ckpt.CheckpointError(f"{run_dir}/checkpoints: no valid checkpoint to resume from")
+        return found
+    path = Path(resume)
+    return path, ckpt.load_checkpoint(path)
+
+
+def record_training_slides(cfg: Any, run_dir: Path, only_if_missing: bool = False) -> None:
+    """``training_slides.csv``: the slides and patients this run trains on (pathfm.data.provenance)."""
+    from pathfm.data.provenance import TRAINING_SLIDES_FILE, training_entries, write_training_slides
+
+    if not (only_if_missing and (run_dir / TRAINING_SLIDES_FILE).exists()):
+        write_training_slides(training_entries(cfg.data), run_dir)
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop records logged after the checkpoint we resume from (they will be logged again)."""
+    records = read_jsonl(path)
+    kept = [r for r in records if r.get("step", 0) <= step]
+    if len(kept) != len(records):
+        text = "".join(json.dumps(r) + "\n" for r in kept)
+        atomic_write_text(path, text)
