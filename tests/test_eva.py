@@ -65,6 +65,7 @@ def test_eva_results_become_pathfm_rows(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # ~1-2 min on an idle 2-core machine; 10+ min when it is shared
 def test_eva_pipeline_on_bundled_crc_matches_pathfm(make_pico_run, tmp_path):
     """eva's own predict_fit on pathfm's crc fold 0: eva's embeddings are pathfm's features, eva's reported
     balanced accuracy is pathfm's metric on eva's head, and the rows land in the run's eval.parquet."""

@@ -80,6 +80,7 @@ def test_storage_uris_fail_clearly(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_a_ray_sweep_on_a_memory_uri_is_mirrored_and_collected(tmp_path, monkeypatch):
     import ray
 
