@@ -106,6 +106,7 @@ def test_a_ray_sweep_on_a_memory_uri_is_mirrored_and_collected(tmp_path, monkeyp
     assert {"sweep_meta.json", RESULTS_FILE} <= names and sum(n.startswith("trial_") for n in names) == 2
     in_store = _read(fs, f"sweeps-{tmp_path.name}/mem2/{RESULTS_FILE}")
     assert in_store.equals(pl.read_parquet(staged / RESULTS_FILE))
+    assert (staged / remote.MIRROR_FILE).read_text().strip() == f"{uri}/mem2"  # `sweep resume` mirrors there again
     import shutil
 
     shutil.rmtree(tmp_path / "staging")  # collection reads the trial folders from the store, not the staging copy

@@ -24,6 +24,7 @@ from typing import Any
 from pathfm.errors import PathfmError
 
 STAGING_ENV = "PATHFM_SWEEP_STAGING"
+MIRROR_FILE = "mirror_uri.txt"  # in a staged sweep folder: the URI it is mirrored to (read by `pathfm sweep resume`)
 FSSPEC_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs",
                    "abfss": "adlfs", "http": "aiohttp", "https": "aiohttp"}  # fmt: skip
 
@@ -122,6 +123,23 @@ def push(local_dir: Path, remote: RemoteStorage) -> None:
                         destination_filesystem=remote.filesystem)
     except OSError as e:
         raise PathfmError(f"uploading {local_dir} to {remote.uri} failed: {e}") from None
+
+
+def record_mirror(sweep_dir: Path, remote: RemoteStorage) -> None:
+    """Note in the staged ``sweep_dir`` where it is mirrored, so a resumed sweep mirrors there too."""
+    Path(sweep_dir).mkdir(parents=True, exist_ok=True)
+    (Path(sweep_dir) / MIRROR_FILE).write_text(remote.uri + "\n")
+
+
+def push_to_recorded_mirror(sweep_dir: Path) -> str | None:
+    """Mirror ``sweep_dir`` to the URI :func:`record_mirror` noted in it (a URI given as a filesystem object
+    is not recorded); returns that URI, or None for a sweep that is not mirrored."""
+    note = Path(sweep_dir) / MIRROR_FILE
+    if not note.is_file():
+        return None
+    uri = note.read_text().strip()
+    push(Path(sweep_dir), open_storage(uri))
+    return uri
 
 
 def pull(remote: RemoteStorage, local_dir: Path) -> Path:

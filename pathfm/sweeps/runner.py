@@ -416,6 +416,8 @@ def run_sweep(spec: SweepSpec | str | Path, storage: str | Path = "runs/sweeps",
         if autoscaling and spec.max_concurrent_trials is None:
             concurrency = max(concurrency, len(trials))
         _write_sweep_files(sweep_dir, spec, trials)
+        if remote is not None and filesystem is None:
+            remote_fs.record_mirror(sweep_dir, remote)
         prepare_tracking(spec.tracking)
         if verbose >= 1:
             print(f"pathfm sweep: '{spec.name}' with {len(trials)} trial(s), up to {concurrency} at once, "
@@ -473,7 +475,13 @@ def resume_sweep(sweep_dir: str | Path, *, address: str | None = None, num_cpus:
             import ray
 
             ray.shutdown()
-    return _collect_and_report(sweep_dir, verbose)
+    out = _collect_and_report(sweep_dir, verbose)
+    from pathfm.sweeps.remote import push_to_recorded_mirror
+
+    mirrored = push_to_recorded_mirror(sweep_dir)  # a sweep staged for an object store: mirrored again
+    if mirrored and verbose >= 1:
+        print(f"pathfm sweep: mirrored {sweep_dir} to {mirrored}", file=sys.stderr, flush=True)
+    return out
 
 
 def _collect_and_report(sweep_dir: Path, verbose: int) -> Path:
