@@ -29,7 +29,7 @@ def register(subparsers) -> None:
         q.add_argument("--data-root", default=None, help="folder holding the unpacked eva dataset")
         q.add_argument("--out", default=None, help="output folder (default: RUN/eva/<task>, else ./eva/<task>)")
         q.add_argument("--pooling", default="cls+mean", choices=["cls+mean", "cls", "mean"])
-        q.add_argument("--n-runs", type=int, default=5, help="heads trained with different seeds (eva: 5)")
+        q.add_argument("--n-runs", type=int, default=5, help="heads eva trains (eva: 5; one initial head cloned, they differ in batch order)")
         q.add_argument("--max-steps", type=int, default=12500, help="head training steps (eva: 12500)")
         q.add_argument("--fold", type=int, default=0, help="pathfm:<task>: which of pathfm's folds")
         q.add_argument("--num-workers", type=int, default=0, help="data loader worker processes")
@@ -37,7 +37,8 @@ def register(subparsers) -> None:
                        help="evaluate the same architecture randomly initialised with this seed instead")
         if name == "run":
             q.add_argument("--baseline", action="store_true",
-                           help="also evaluate the random-init baseline (seed 0) and store it as backbone=random_init")
+                           help="also evaluate the random-init baseline (the seed of pathfm eval's baseline) and "
+                           "store it as backbone=random_init")
             q.add_argument("--results", default=None,
                            help="Parquet file the rows are merged into (default: RUN/eval.parquet, else OUT/eval.parquet)")  # fmt: skip
         q.set_defaults(func=handle)
@@ -59,7 +60,10 @@ def handle(args: argparse.Namespace) -> int:
     out = _out_dir(args)
     common = dict(data_root=args.data_root, pooling=args.pooling, n_runs=args.n_runs, max_steps=args.max_steps,
                   fold=args.fold, num_workers=args.num_workers)
-    seeds = [args.random_init_seed] if args.eva_cmd == "config" or not args.baseline else [args.random_init_seed, 0]
+    from pathfm.eval.backbones import RANDOM_INIT_SEED
+
+    baseline = args.eva_cmd == "run" and args.baseline
+    seeds = [args.random_init_seed] + ([RANDOM_INIT_SEED] if baseline else [])
     jobs = []
     for seed in seeds:
         sub = out if seed is None else out / f"random_init_{seed}"
