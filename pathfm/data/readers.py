@@ -232,8 +232,9 @@ class OpenSlideReader(SlideReader):
             region = self._slide.read_region((int(location[0]), int(location[1])), level, tuple(map(int, size)))
         except (openslide.OpenSlideError, OSError) as e:
             raise SlideError(f"{self.uri}: openslide could not read level {level} at {location}: {e}") from e
-        # alpha test in PIL (np.asarray of a 1024 px region alone costs several times more)
-        if region.getchannel("A").histogram()[255] < region.width * region.height:
+        # alpha test in PIL (np.asarray of a 1024 px region alone costs several times more; the minimum
+        # is half the cost of a histogram: 10 vs 20 ms on a 6.6 Mpx level)
+        if region.getchannel("A").getextrema()[0] < 255:
             region = Image.alpha_composite(Image.new("RGBA", region.size, (255, 255, 255, 255)), region)
         return region.convert("RGB")
 
