@@ -24,6 +24,7 @@ VERBS = {
     "analyze": "pathfm.analysis.cli",
     "audit": "pathfm.eval.audit_cli",
     "export": "pathfm.export.cli",
+    "eva": "pathfm.eva.cli",
 }
 
 

@@ -7,6 +7,7 @@ overlap the mask by at least ``min_mask_overlap`` (paper: 40 %) before it is rea
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import cv2
 import numpy as np
@@ -34,10 +35,14 @@ class TissueMask:
     mask: np.ndarray
     scale: tuple[float, float]
 
-    def __post_init__(self):
-        m = self.mask.astype(np.int32)
-        self._integral = np.pad(m.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-        self._tissue_idx = np.flatnonzero(self.mask)
+    # computed on first use: a scan reads only the fraction and the count (a third of a scan's mask time)
+    @cached_property
+    def _integral(self) -> np.ndarray:
+        return np.pad(self.mask.astype(np.int32).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+
+    @cached_property
+    def _tissue_idx(self) -> np.ndarray:
+        return np.flatnonzero(self.mask)
 
     @classmethod
     def from_slide(cls, slide, hsv: HSVFilter, thumbnail_size: int = 1024) -> "TissueMask":
@@ -52,7 +57,7 @@ class TissueMask:
 
     @property
     def n_tissue(self) -> int:
-        return int(self._tissue_idx.size)
+        return int(np.count_nonzero(self.mask))
 
     def sample_center(self, rng: np.random.Generator, candidates: np.ndarray | None = None) -> tuple[float, float]:
         """A level-0 point drawn uniformly over the tissue area (uniform tissue pixel + uniform offset), or

@@ -30,7 +30,8 @@ def register(subparsers) -> None:
     run.add_argument("spec", help="sweep spec YAML (see sweeps/examples/)")
     run.add_argument("--address", default=None,
                      help="Ray cluster to join: 'auto' (on a cluster node) or 'ray://HEAD:10001'; default: local Ray")
-    run.add_argument("--storage", default="runs/sweeps", help="folder holding the sweep folder (shared on clusters)")
+    run.add_argument("--storage", default="runs/sweeps", help="folder holding the sweep folder (shared on clusters), file:///abs/path, or an object-store "
+                     "URI (s3://bucket/sweeps, gs://...: run in a local staging folder, mirrored there)")
     run.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
     run.add_argument("--dry-run", action="store_true",
                      help="validate every trial, print count/resources/cost, run one CPU step, and stop")
@@ -153,9 +154,13 @@ def _status(args) -> int:
 
 
 def _collect(args) -> int:
+    from pathfm.sweeps import remote
     from pathfm.sweeps.collect import collect
 
-    print(collect(args.sweep_dir))
+    if remote.is_uri(args.sweep_dir) and not args.sweep_dir.startswith("file://"):
+        print(remote.collect_remote(args.sweep_dir))  # trial folders read from the store, results written back
+        return 0
+    print(collect(remote.local_root(args.sweep_dir) if args.sweep_dir.startswith("file://") else args.sweep_dir))
     return 0
 
 

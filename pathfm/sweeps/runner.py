@@ -251,14 +251,14 @@ def sweep_meta(spec: SweepSpec, trials: list[dict]) -> dict:
 
 
 def storage_root(storage: str | Path) -> Path:
-    """The local folder for ``--storage`` (a path or ``file://`` URI; cloud URIs are refused)."""
-    s = str(storage)
-    if "://" in s and not s.startswith("file://"):
-        raise SweepError(
-            f"storage '{s}': cloud URIs are not supported for trial folders yet; mount the bucket or use a "
-            "shared file system path (NFS) that every node sees, e.g. --storage /mnt/shared/sweeps"
-        )
-    return Path(s.removeprefix("file://")).expanduser().resolve()
+    """The local folder for ``--storage``: a path, a ``file:///abs`` URI, or for an object-store URI
+    (``s3://``, ``gs://``, ...) the local staging folder the sweep runs in before it is mirrored there
+    (:mod:`pathfm.sweeps.remote`)."""
+    from pathfm.sweeps import remote
+
+    if remote.is_uri(storage) and not str(storage).startswith("file://"):
+        return remote.staging_dir(remote.open_storage(str(storage)))
+    return remote.local_root(storage)
 
 
 def _write_sweep_files(sweep_dir: Path, spec: SweepSpec, trials: list[dict]) -> None:
@@ -398,13 +398,19 @@ def preflight(spec: SweepSpec, trials: list[dict], *, step_time: float | None = 
 # ------------------------------------------------------------------------------------ public API
 def run_sweep(spec: SweepSpec | str | Path, storage: str | Path = "runs/sweeps", *, address: str | None = None,
               num_cpus: int | None = None, dry_run: bool = False, verbose: int = 1,
-              step_time: float | None = None, autoscaling: bool = False) -> Path:
+              step_time: float | None = None, autoscaling: bool = False, filesystem=None) -> Path:
     """Run every trial of ``spec`` and return the sweep folder ``<storage>/<spec.name>`` (holding
-    ``results.parquet``). ``dry_run``: validate, print count/resources/cost, run one CPU step, stop."""
+    ``results.parquet``). ``dry_run``: validate, print count/resources/cost, run one CPU step, stop.
+    An object-store ``storage`` URI (or a pyarrow/fsspec ``filesystem`` with ``storage`` its path) runs in
+    a local staging folder, returned, and mirrors it to ``<storage>/<spec.name>`` (:mod:`pathfm.sweeps.remote`)."""
+    from pathfm.sweeps import remote as remote_fs
+
+    on_remote = filesystem is not None or (remote_fs.is_uri(storage) and not str(storage).startswith("file://"))
+    remote = remote_fs.open_storage(str(storage), filesystem).child(spec.name) if on_remote else None
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec)
     trials = expand_trials(spec)  # validates every trial config before anything expensive
-    sweep_dir = storage_root(storage) / spec.name
+    sweep_dir = remote_fs.staging_dir(remote) if remote else storage_root(storage) / spec.name
     if dry_run:
         preflight(spec, trials, step_time=step_time)
         return sweep_dir
@@ -419,6 +425,8 @@ def run_sweep(spec: SweepSpec | str | Path, storage: str | Path = "runs/sweeps",
         if autoscaling and spec.max_concurrent_trials is None:
             concurrency = max(concurrency, len(trials))
         _write_sweep_files(sweep_dir, spec, trials)
+        if remote is not None and filesystem is None:
+            remote_fs.record_mirror(sweep_dir, remote)
         prepare_tracking(spec.tracking)
         if verbose >= 1:
             print(f"pathfm sweep: '{spec.name}' with {len(trials)} trial(s), up to {concurrency} at once, "
@@ -429,12 +437,21 @@ def run_sweep(spec: SweepSpec | str | Path, storage: str | Path = "runs/sweeps",
         tuner.fit()
         finish_reference(reference)
         _record_driver_time(sweep_dir, time.time() - t0)
+    except BaseException:
+        if remote is not None:  # a stopped sweep: its finished trials are in the store too
+            remote_fs.push(sweep_dir, remote)
+        raise
     finally:
         if started:
             import ray
 
             ray.shutdown()
-    return _collect_and_report(sweep_dir, verbose)
+    out = _collect_and_report(sweep_dir, verbose)
+    if remote is not None:
+        remote_fs.push(sweep_dir, remote)
+        if verbose >= 1:
+            print(f"pathfm sweep: mirrored {sweep_dir} to {remote.uri}", file=sys.stderr, flush=True)
+    return out
 
 
 def resume_sweep(sweep_dir: str | Path, *, address: str | None = None, num_cpus: int | None = None,
@@ -467,7 +484,13 @@ def resume_sweep(sweep_dir: str | Path, *, address: str | None = None, num_cpus:
             import ray
 
             ray.shutdown()
-    return _collect_and_report(sweep_dir, verbose)
+    out = _collect_and_report(sweep_dir, verbose)
+    from pathfm.sweeps.remote import push_to_recorded_mirror
+
+    mirrored = push_to_recorded_mirror(sweep_dir)  # a sweep staged for an object store: mirrored again
+    if mirrored and verbose >= 1:
+        print(f"pathfm sweep: mirrored {sweep_dir} to {mirrored}", file=sys.stderr, flush=True)
+    return out
 
 
 def _collect_and_report(sweep_dir: Path, verbose: int) -> Path:

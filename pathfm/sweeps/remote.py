@@ -1,0 +1,175 @@
+"""Sweep storage on object stores and other filesystems: ``--storage s3://bucket/sweeps`` (any URI pyarrow
+or fsspec opens: ``s3://``, ``gs://``, ``abfs://``, ``hdfs://``, ``az://``, ``memory://`` ...).
+
+pathfm's trainer writes each trial folder (checkpoints, ``metrics.jsonl``, ``trial.json``, ``eval.parquet``)
+with ordinary file I/O, so a sweep on an object store runs in a local *staging* folder
+(``$PATHFM_SWEEP_STAGING``, default ``~/.cache/pathfm/sweeps``, + the URI's host and path) and
+:func:`push` mirrors the sweep folder to the URI through the URI's filesystem when the sweep ends (also when
+it stops early). :func:`pull` brings a mirrored sweep back to staging, which is how ``pathfm sweep collect
+URI/NAME`` rebuilds ``results.parquet`` from the trial folders in the store and writes it back there.
+
+The filesystem is ``pyarrow.fs.FileSystem.from_uri`` (s3, gs, abfs, hdfs: the filesystems Ray's
+``RunConfig(storage_path=...)`` accepts), else fsspec's (``fsspec.core.url_to_fs``, wrapped as a pyarrow
+filesystem); a filesystem object can also be given directly (:func:`open_storage`). Plain paths and
+``file:///abs/path`` URIs stay local folders, written in place as before.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pathfm.errors import PathfmError
+
+STAGING_ENV = "PATHFM_SWEEP_STAGING"
+MIRROR_FILE = "mirror_uri.txt"  # in a staged sweep folder: the URI it is mirrored to (read by `pathfm sweep resume`)
+FSSPEC_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs",
+                   "abfss": "adlfs", "http": "aiohttp", "https": "aiohttp"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RemoteStorage:
+    """A sweep storage location behind a (pyarrow) filesystem: ``uri`` as the user wrote it, ``filesystem``
+    and ``root`` (the path inside that filesystem)."""
+
+    uri: str
+    filesystem: Any  # pyarrow.fs.FileSystem
+    root: str
+
+    def child(self, name: str) -> "RemoteStorage":
+        return RemoteStorage(f"{self.uri.rstrip('/')}/{name}", self.filesystem, f"{self.root.rstrip('/')}/{name}")
+
+    @property
+    def name(self) -> str:
+        return self.root.rstrip("/").rsplit("/", 1)[-1]
+
+
+def is_uri(storage: str | Path) -> bool:
+    return "://" in str(storage)
+
+
+def local_root(storage: str | Path) -> Path:
+    """A plain path (relative ones resolved against the cwd) or a ``file:///abs`` URI as a local folder."""
+    s = str(storage)
+    if s.startswith("file://"):
+        rest = s.removeprefix("file://")
+        if not rest.startswith("/"):
+            raise PathfmError(f"storage '{s}': a file:// URI needs an absolute path (file:///abs/path, three "
+                              "slashes); for a relative folder give the plain path")
+        return Path(rest)
+    if is_uri(s):
+        raise PathfmError(f"storage '{s}' is a URI, not a local path")
+    return Path(s).expanduser().resolve()
+
+
+def open_storage(storage: str, filesystem: Any = None) -> RemoteStorage:
+    """The filesystem behind ``storage`` (a URI other than ``file://``), or ``filesystem`` (a pyarrow or
+    fsspec filesystem object) with ``storage`` its path. A missing backend names the package to install."""
+    import pyarrow.fs as pafs
+
+    if filesystem is not None:
+        return RemoteStorage(storage, _as_pyarrow(filesystem), storage.split("://", 1)[-1])
+    scheme = storage.split("://", 1)[0].lower()
+    try:
+        fs, root = pafs.FileSystem.from_uri(storage)
+        return RemoteStorage(storage, fs, root)
+    except Exception as arrow_error:  # pyarrow.lib.ArrowInvalid / ArrowNotImplementedError: not a pyarrow scheme
+        arrow_msg = str(arrow_error).splitlines()[0]
+    try:
+        import fsspec.core
+    except ImportError:
+        raise PathfmError(f"storage '{storage}': pyarrow cannot open it ({arrow_msg}) and fsspec is not installed; "
+                          "pip install 'pathfm[remote]'") from None
+    try:
+        fs, root = fsspec.core.url_to_fs(storage)
+    except ImportError as e:
+        pkg = FSSPEC_PACKAGES.get(scheme, "the fsspec backend for it")
+        raise PathfmError(f"storage '{storage}': the {scheme}:// filesystem needs {pkg} ({e}); pip install "
+                          f"'pathfm[remote]' {pkg if pkg in FSSPEC_PACKAGES.values() else ''}".rstrip()) from None
+    except ValueError as e:
+        raise PathfmError(f"storage '{storage}': no filesystem for the scheme '{scheme}' ({e})") from None
+    return RemoteStorage(storage, _as_pyarrow(fs), root)
+
+
+def _as_pyarrow(fs: Any):
+    import pyarrow.fs as pafs
+
+    if isinstance(fs, pafs.FileSystem):
+        return fs
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs))
+
+
+def staging_dir(remote: RemoteStorage) -> Path:
+    """The local folder a sweep on ``remote`` runs in (``$PATHFM_SWEEP_STAGING`` or ~/.cache/pathfm/sweeps,
+    + scheme and path of the URI, so two stores never share one)."""
+    base = Path(os.environ.get(STAGING_ENV) or Path.home() / ".cache" / "pathfm" / "sweeps").expanduser()
+    scheme, _, rest = remote.uri.partition("://")
+    parts = [p for p in rest.split("/") if p not in ("", ".", "..")]
+    return base.resolve().joinpath(scheme or "fs", *parts)
+
+
+def push(local_dir: Path, remote: RemoteStorage) -> None:
+    """Mirror ``local_dir`` (files and sub-folders) to ``remote`` (created; existing files overwritten)."""
+    import pyarrow.fs as pafs
+
+    local_dir = Path(local_dir)
+    if not local_dir.is_dir():
+        raise PathfmError(f"{local_dir}: nothing to upload (no such folder)")
+    try:
+        remote.filesystem.create_dir(remote.root, recursive=True)
+        pafs.copy_files(str(local_dir.resolve()), remote.root, source_filesystem=pafs.LocalFileSystem(),
+                        destination_filesystem=remote.filesystem)
+    except OSError as e:
+        raise PathfmError(f"uploading {local_dir} to {remote.uri} failed: {e}") from None
+
+
+def record_mirror(sweep_dir: Path, remote: RemoteStorage) -> None:
+    """Note in the staged ``sweep_dir`` where it is mirrored, so a resumed sweep mirrors there too."""
+    Path(sweep_dir).mkdir(parents=True, exist_ok=True)
+    (Path(sweep_dir) / MIRROR_FILE).write_text(remote.uri + "\n")
+
+
+def push_to_recorded_mirror(sweep_dir: Path) -> str | None:
+    """Mirror ``sweep_dir`` to the URI :func:`record_mirror` noted in it (a URI given as a filesystem object
+    is not recorded); returns that URI, or None for a sweep that is not mirrored."""
+    note = Path(sweep_dir) / MIRROR_FILE
+    if not note.is_file():
+        return None
+    uri = note.read_text().strip()
+    push(Path(sweep_dir), open_storage(uri))
+    return uri
+
+
+def pull(remote: RemoteStorage, local_dir: Path) -> Path:
+    """Copy the folder at ``remote`` into ``local_dir`` (created); a missing folder is a PathfmError."""
+    import pyarrow.fs as pafs
+
+    info = remote.filesystem.get_file_info(remote.root)
+    if info.type != pafs.FileType.Directory:
+        raise PathfmError(f"{remote.uri}: no sweep folder there ({info.type.name.lower()})")
+    local_dir = Path(local_dir)
+    local_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        pafs.copy_files(remote.root, str(local_dir.resolve()), source_filesystem=remote.filesystem,
+                        destination_filesystem=pafs.LocalFileSystem())
+    except OSError as e:
+        raise PathfmError(f"downloading {remote.uri} to {local_dir} failed: {e}") from None
+    return local_dir
+
+
+def collect_remote(uri: str, filesystem: Any = None) -> str:
+    """``pathfm sweep collect URI``: pull the sweep folder at ``uri``, rebuild ``results.parquet`` from its trial
+    folders, write it back to ``uri``; returns the URI of the results file."""
+    from pathfm.results import RESULTS_FILE
+    from pathfm.sweeps.collect import collect
+
+    remote = open_storage(uri, filesystem)
+    local = pull(remote, staging_dir(remote))
+    out = collect(local)
+    import pyarrow.fs as pafs
+
+    pafs.copy_files(str(out), f"{remote.root.rstrip('/')}/{RESULTS_FILE}", source_filesystem=pafs.LocalFileSystem(),
+                    destination_filesystem=remote.filesystem)
+    return f"{uri.rstrip('/')}/{RESULTS_FILE}"
