@@ -95,6 +95,8 @@ def timm_file_backbone(name: str, file: str | Path) -> Backbone:
     import timm
     import torch
 
+    from pathfm.ssl.foreign_export import TIMM_MODEL_ARGS
+
     path = Path(file).expanduser()
     if not path.is_file():
         raise CheckpointError(f"timm:{name}:{file}: no such weights file")
@@ -103,7 +105,7 @@ def timm_file_backbone(name: str, file: str | Path) -> Backbone:
     beside = _read_json(path.parent / "config.json") if (path.parent / "config.json").is_file() else {}
     if beside.get("architecture") not in (None, name):
         beside = {}  # another model's config: do not take its arguments
-    kwargs = {k: v for k, v in beside.get("model_args", {}).items() if k in ("img_size", "in_chans")}
+    kwargs = {k: v for k, v in beside.get("model_args", {}).items() if k in TIMM_MODEL_ARGS}
     try:
         net = _create(timm, name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
     except (RuntimeError, ValueError, OSError) as e:

@@ -36,26 +36,31 @@ WEIGHTS_FILE = "model.safetensors"
 
 
 # ------------------------------------------------------------------------------------------ names
-def timm_model_name(model_cfg: Mapping[str, Any]) -> str:
-    """The timm architecture for a pathfm model dump, e.g. ``vit_base_patch14_reg4_dinov2``; a ConfigError
-    saying what differs when timm has no such model."""
-    arch, patch = model_cfg.get("arch"), int(model_cfg.get("patch_size", 14))
+def timm_architecture(model_cfg: Mapping[str, Any]) -> tuple[str, dict[str, int]]:
+    """timm's DINOv2 architecture for a pathfm model dump and the ``model_args`` that resize it. None for the
+    models timm names (e.g. ``vit_base_patch14_reg4_dinov2``); any other width, depth, patch size or register
+    count (the pico and tiny smoke models) keeps the vit_small layout (the giant one for SwiGLU) with
+    ``embed_dim``/``depth``/``num_heads``/``patch_size``/``reg_tokens`` set, which ``config.json`` stores and
+    ``timm.create_model("local-dir:DIR")`` reads back."""
+    arch, patch = model_cfg.get("arch"), int(model_cfg.get("patch_size", TIMM_PATCH))
     regs, ffn = int(model_cfg.get("n_registers", 0)), model_cfg.get("ffn", "mlp")
-    problems = []
-    if arch not in TIMM_SIZES:
-        problems.append(f"arch {arch} (timm's DINOv2 models: {', '.join(TIMM_SIZES)})")
-    elif ffn != TIMM_FFN[arch]:
-        problems.append(f"ffn {ffn} (timm's {arch} DINOv2 model has {TIMM_FFN[arch]})")
+    if arch not in ARCH_SPECS:
+        raise ConfigError(f"model.arch={arch!r} is unknown; choose one of {', '.join(ARCH_SPECS)}")
+    args: dict[str, int] = {}
+    if arch in TIMM_SIZES and ffn == TIMM_FFN[arch]:
+        layout = TIMM_SIZES[arch]
+    else:
+        layout = "giant" if ffn == "swiglu" else "small"
+        spec = ARCH_SPECS[arch]
+        args.update(embed_dim=spec.embed_dim, depth=spec.depth, num_heads=spec.num_heads)
     if patch != TIMM_PATCH:
-        problems.append(f"patch_size {patch} (timm's DINOv2 models: 14)")
+        args["patch_size"] = patch
     if regs not in TIMM_REGISTERS:
-        problems.append(f"n_registers {regs} (timm's DINOv2 models: 0 or 4)")
-    if problems:
-        raise ConfigError(
-            f"timm has no DINOv2 model for this backbone: {'; '.join(problems)}; export it with --format hf "
-            "(any width, depth and patch) or --format dinov2"
-        )
-    return f"vit_{TIMM_SIZES[arch]}_patch14{'_reg4' if regs else ''}_dinov2"
+        args["reg_tokens"] = regs
+    return f"vit_{layout}_patch14{'_reg4' if regs else ''}_dinov2", args
+
+
+TIMM_MODEL_ARGS = ("img_size", "in_chans", "embed_dim", "depth", "num_heads", "patch_size", "reg_tokens")
 
 
 # -------------------------------------------------------------------------------------- positions
@@ -211,8 +216,8 @@ def write_timm(model: Any, model_cfg: Mapping[str, Any], out_dir: Path, img_size
     import timm
     from timm.models import save_for_hf
 
-    name = timm_model_name(model_cfg)
-    net = timm.create_model(name, pretrained=False, img_size=img_size, num_classes=0)
+    name, model_args = timm_architecture(model_cfg)
+    net = timm.create_model(name, pretrained=False, img_size=img_size, num_classes=0, **model_args)
     net.load_state_dict(to_timm_state(prepared_state(model, img_size)), strict=True)
     pretrained_cfg = {"tag": "pathfm", "license": license_id, "mean": (mean,) * 3, "std": (std,) * 3}
     data_cfg = {"input_size": (3, img_size, img_size), "crop_pct": 1.0, "interpolation": "bicubic",
