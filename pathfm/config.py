@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import math
 import typing
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -283,8 +284,9 @@ class RunConfig(_Strict):
         "(torch's default is 30 min / 10 min); a hung rank then ends the run instead of stalling it for hours")
 
 
-class EvalHookConfig(_Strict):
-    """In-training fast probe on small cached tasks; what a sweep scheduler reports and prunes on."""
+class ProbeConfig(_Strict):
+    """In-training fast probe on small cached tasks (``cfg.probe``); what a sweep scheduler reports and prunes
+    on. Not the end-of-trial evaluation (``pathfm eval``, a sweep's ``eval:`` section)."""
 
     every: int = Field(0, ge=0, description="steps between probes; 0 disables")
     tasks: list[str] = Field(default_factory=lambda: ["crc"])
@@ -293,7 +295,7 @@ class EvalHookConfig(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _drop_removed_final(cls, data: Any) -> Any:
-        """``eval.final`` (never read, removed in 0.2) is dropped so that run configs saved by 0.1 still load."""
+        """``probe.final`` (formerly ``eval.final``; never read, removed in 0.2) is dropped so that run configs saved by 0.1 still load."""
         if isinstance(data, dict) and "final" in data:
             data = {k: v for k, v in data.items() if k != "final"}
         return data
@@ -340,8 +342,21 @@ class Config(_Strict):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     highres: HighResConfig = Field(default_factory=HighResConfig)
     run: RunConfig = Field(default_factory=RunConfig)
-    eval: EvalHookConfig = Field(default_factory=EvalHookConfig)
+    probe: ProbeConfig = Field(default_factory=ProbeConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_sections(cls, data: Any) -> Any:
+        """Accept a deprecated section name (``eval:`` -> ``probe:``) with a DeprecationWarning."""
+        if isinstance(data, dict):
+            data = rename_deprecated_sections(data)
+        return data
+
+    @property
+    def eval(self) -> ProbeConfig:
+        """Deprecated read alias of :attr:`probe` (the in-training probe was ``cfg.eval`` before 0.3)."""
+        return self.probe
 
     @model_validator(mode="after")
     def _crops_fit_patches(self) -> "Config":
@@ -388,6 +403,32 @@ class Config(_Strict):
 
 
 # ------------------------------------------------------------------------------- knobs and overrides
+# Top-level sections that were renamed: old name -> new name. The old name is still accepted in YAML and in
+# dotted overrides (``eval.every=10``) with a DeprecationWarning naming the new one.
+DEPRECATED_SECTIONS: dict[str, str] = {"eval": "probe"}
+
+
+def _warn_renamed(old: str, new: str) -> None:
+    warnings.warn(f"config key '{old}' is deprecated; use '{new}' (the in-training probe config was renamed "
+                  f"so that 'eval' means only the end-of-trial evaluation)", DeprecationWarning, stacklevel=4)
+
+
+def rename_deprecated_sections(tree: dict) -> dict:
+    """A config tree with deprecated top-level sections renamed (see :data:`DEPRECATED_SECTIONS`); both the
+    old and the new name in one tree is an error."""
+    if not any(old in tree for old in DEPRECATED_SECTIONS):
+        return tree
+    out = dict(tree)
+    for old, new in DEPRECATED_SECTIONS.items():
+        if old not in out:
+            continue
+        if new in out:
+            raise ValueError(f"both '{old}' (deprecated) and '{new}' are given; keep only '{new}'")
+        _warn_renamed(old, new)
+        out[new] = out.pop(old)
+    return out
+
+
 KNOB_ALIASES: dict[str, str] = {
     "seed": "seed",
     "kde_weight": "loss.kde_weight",
@@ -425,6 +466,10 @@ def resolve_key(key: str) -> str:
     """Map a knob alias (``kde_weight``) or a dotted path (``loss.kde_weight``) to the dotted path,
     raising ConfigError with close matches when the key names no field."""
     dotted = KNOB_ALIASES.get(key, key)
+    head, _, rest = dotted.partition(".")
+    if head in DEPRECATED_SECTIONS:
+        _warn_renamed(head, DEPRECATED_SECTIONS[head])
+        dotted = DEPRECATED_SECTIONS[head] + ("." + rest if rest else "")
     node: Any = Config
     parts = dotted.split(".")
     for i, part in enumerate(parts):
@@ -529,7 +574,10 @@ def load_config(preset: str | Path | None = "smoke", overrides: list[str] | dict
             chain.append(read_yaml(find_preset(chain[-1].pop("base"))))
         tree = {}
         for layer in reversed(chain):
-            tree = merge(tree, layer)
+            try:
+                tree = merge(tree, rename_deprecated_sections(layer))
+            except ValueError as e:
+                raise ConfigError(f"{path}: {e}") from None
         source = str(path)
     ov = parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides or {})
     for key, value in ov.items():
