@@ -20,6 +20,11 @@ from pathfm.results import (META_FILE, PARAM_PREFIX, REFERENCE_TRIAL_ID, RESULTS
                             read_sweep_meta)
 REQUIRED = ("metric", "value")
 ANY = "all"  # a selection value that disables that filter
+# The arm of a selected row, structured, beside its display label ``arm`` (``base, kde_weight=0.1``), so no
+# reader parses the label back: ARM_NAME is the arm as the results store it (else the evaluated source, the
+# sweep, the trial) and ARM_KNOBS the names that the label appends to it (``["kde_weight"]``).
+ARM_NAME = "arm_name"
+ARM_KNOBS = "arm_knobs"
 
 
 class ResultsError(PathfmError):
@@ -232,6 +237,20 @@ def arm_label_expr(params: dict[str, set], floats: Sequence[str] = ()) -> pl.Exp
     return label.otherwise(pl.concat_str([pl.col("arm"), from_params], separator=", ", ignore_nulls=True)).alias("arm")
 
 
+def arm_knobs_expr(params: dict[str, set]) -> pl.Expr:
+    """The names of the searched params that :func:`arm_label_expr` appends to each row's label (a list)."""
+    if not params:
+        return pl.lit([], dtype=pl.List(pl.String)).alias(ARM_KNOBS)
+    parts = []
+    for c, arms in params.items():
+        named = sorted(a for a in arms if a is not None)
+        applies = pl.col("arm").is_in(named) if named else pl.lit(False)
+        if None in arms:
+            applies = applies | pl.col("arm").is_null()
+        parts.append(pl.when(applies).then(pl.lit(c[len(PARAM_PREFIX):])).otherwise(pl.lit(None, dtype=pl.String)))
+    return pl.concat_list(parts).list.drop_nulls().alias(ARM_KNOBS)
+
+
 def varying_params(lf: pl.LazyFrame) -> dict[str, set]:
     """Searched params that take more than one value within an arm (or among rows without an arm), with
     the arms (``None``: rows without one) in which they vary: they must be part of those arms' labels so
@@ -249,7 +268,8 @@ def varying_params(lf: pl.LazyFrame) -> dict[str, set]:
 
 
 def select_rows(lf: pl.LazyFrame, sel: Selection, where: str = "results") -> pl.LazyFrame:
-    """Filter to the selected rows (no reduction yet); adds the ``arm`` label and the ``replicate`` id."""
+    """Filter to the selected rows (no reduction yet); adds the ``arm`` label, its structured parts
+    (:data:`ARM_NAME`, :data:`ARM_KNOBS`) and the ``replicate`` id."""
     sel = skip_absent_filters(lf, sel, where)
     lf = fill_defaults(lf)
     _check_selection(lf, sel, where)
@@ -279,6 +299,8 @@ def select_rows(lf: pl.LazyFrame, sel: Selection, where: str = "results") -> pl.
     if "source" in lf.collect_schema().names():  # eval.parquet: the evaluated source names the arm
         lf = lf.with_columns(pl.coalesce(pl.col("arm"), pl.col("source").cast(pl.String)).alias("arm"))
     floats = [c for c in params if schema[c].is_float()]
+    fallback = pl.coalesce(pl.col("arm"), pl.col("sweep").cast(pl.String), pl.col("trial_id"))
+    lf = lf.with_columns(fallback.alias(ARM_NAME), arm_knobs_expr(params))
     lf = lf.with_columns(arm_label_expr(params, floats))
     # with the backbone/probe filter off, rows that differ only in backbone or probe must not pool:
     # name them in the arm label when some task carries several
@@ -286,7 +308,8 @@ def select_rows(lf: pl.LazyFrame, sel: Selection, where: str = "results") -> pl.
         if want in (None, ANY):
             several = lf.group_by("task").agg(pl.col(col).n_unique().alias("n")).select(pl.col("n").max()).collect().item()
             if several and several > 1:
-                lf = lf.with_columns(pl.concat_str([pl.col("arm"), pl.lit(f", {col}="), pl.col(col).fill_null("None")]).alias("arm"))
+                lf = lf.with_columns(pl.concat_str([pl.col("arm"), pl.lit(f", {col}="), pl.col(col).fill_null("None")]).alias("arm"),
+                                     pl.concat_list([pl.col(ARM_KNOBS), pl.lit(col)]).alias(ARM_KNOBS))
     # the replicate of a trial: its seed, else the trial id (one trial = one replicate)
     return lf.with_columns(pl.coalesce(pl.col("seed").cast(pl.String), pl.col("trial_id")).alias("replicate"))
 
@@ -328,7 +351,8 @@ def fold_scores(
 ) -> pl.DataFrame:
     """One row per (arm, replicate, trial, task, fold): the selected metric at the selected step.
 
-    Columns: ``arm, replicate, trial_id, task, metric, fold, value`` plus ``extra`` columns (first value).
+    Columns: ``arm, replicate, trial_id, task, metric, fold, value, arm_name, arm_knobs`` plus ``extra``
+    columns (first value).
     """
     sel = sel or Selection()
     lf, where = as_lazy(source)
@@ -340,6 +364,8 @@ def fold_scores(
             pl.col("value").mean(),
             pl.col("metric").first(),
             pl.col("metric").n_unique().alias("_n_metrics"),
+            pl.col(ARM_NAME).first(),
+            pl.col(ARM_KNOBS).first(),
             *[pl.col(c).first() for c in extra],
         )
         .collect()
@@ -482,9 +508,10 @@ def trial_values(
     folds = fold_scores(lf, sel)
     per_trial = (
         folds.group_by(["trial_id", "task"])
-        .agg(pl.col("value").mean(), pl.col("arm").first(), pl.col("replicate").first())
+        .agg(pl.col("value").mean(), pl.col("arm").first(), pl.col(ARM_NAME).first(), pl.col("replicate").first())
         .group_by("trial_id")
-        .agg(pl.col("value").mean(), pl.col("arm").first(), pl.col("replicate").first(), pl.len().alias("n_tasks"))
+        .agg(pl.col("value").mean(), pl.col("arm").first(), pl.col(ARM_NAME).first(), pl.col("replicate").first(),
+             pl.len().alias("n_tasks"))
     )
     side = lf.group_by("trial_id").agg([pl.col(c).drop_nulls().first() for c in params] + [pl.col(c).max() for c in costs]).collect()
     return per_trial.join(side, on="trial_id", how="left").sort("trial_id")

@@ -24,7 +24,7 @@ from typing import Literal, Sequence
 import numpy as np
 import polars as pl
 
-from pathfm.analysis.load import ResultsError
+from pathfm.analysis.load import ARM_KNOBS, ARM_NAME, ResultsError
 from pathfm.analysis.stats import (
     Difference,
     ci_from_summary,
@@ -647,9 +647,10 @@ def table_from_results(
     folds = fold_scores(results, sel)
     present = sorted(folds["arm"].unique().to_list())
     if baseline is not None and baseline not in present:
-        variants = [a for a in present if a.split(", ")[0] == baseline]
+        of_baseline = folds.filter(pl.col(ARM_NAME) == baseline)
+        variants = of_baseline["arm"].unique().to_list()
         if variants:
-            varying = sorted({kv.split("=")[0] for a in variants for kv in a.split(", ")[1:]})
+            varying = sorted(set(of_baseline[ARM_KNOBS].explode().drop_nulls().to_list()))
             raise ResultsError(
                 f"baseline arm '{baseline}' appears with several settings of {varying} ({len(variants)} variants); "
                 f"pick one with --where {varying[0]}=VALUE or name a variant with --baseline"
@@ -665,7 +666,8 @@ def table_from_results(
         pairs = list(compare)
     if arms is None and isinstance(comparisons, list) and comparisons and all(isinstance(a, str) for a in comparisons):
         wanted = set(comparisons) | ({baseline} if baseline else set())
-        arms = [a for a in present if a in wanted or a.split(", ")[0] in wanted] or None
+        in_wanted = set(folds.filter(pl.col(ARM_NAME).is_in(list(wanted)))["arm"].to_list())
+        arms = [a for a in present if a in wanted or a in in_wanted] or None
     if arms is not None and baseline is not None and baseline not in arms:
         arms = [baseline] + list(arms)
     if sort is None:  # the study's own row order (e.g. the cumulative component ladder), else by Average
