@@ -212,6 +212,13 @@ def _check_selection(lf: pl.LazyFrame, sel: Selection, where: str) -> None:
             raise ResultsError(f"{where}: task(s) {bad} not in the results (present: {have_tasks})")
 
 
+def in_arms(arms: set) -> pl.Expr:
+    """True for rows whose ``arm`` is one of ``arms`` (``None`` in ``arms``: rows without an arm)."""
+    named = sorted(a for a in arms if a is not None)
+    applies = pl.col("arm").is_in(named) if named else pl.lit(False)
+    return applies | pl.col("arm").is_null() if None in arms else applies
+
+
 def arm_label_expr(params: dict[str, set], floats: Sequence[str] = ()) -> pl.Expr:
     """``arm`` (ablations) followed by ``name=value`` of each searched param that varies within that arm
     (``params``: param -> the arm values, ``None`` for rows without an arm, in which it varies); without
@@ -226,10 +233,7 @@ def arm_label_expr(params: dict[str, set], floats: Sequence[str] = ()) -> pl.Exp
 
     parts = []
     for c, arms in params.items():
-        named = sorted(a for a in arms if a is not None)
-        applies = pl.col("arm").is_in(named) if named else pl.lit(False)
-        if None in arms:
-            applies = applies | pl.col("arm").is_null()
+        applies = in_arms(arms)
         parts.append(pl.when(applies).then(pl.lit(f"{c[len(PARAM_PREFIX):]}=") + value(c)).otherwise(pl.lit(None)))
     from_params = pl.concat_str(parts, separator=", ", ignore_nulls=True)
     from_params = pl.when(from_params == "").then(pl.lit(None)).otherwise(from_params)
@@ -243,10 +247,7 @@ def arm_knobs_expr(params: dict[str, set]) -> pl.Expr:
         return pl.lit([], dtype=pl.List(pl.String)).alias(ARM_KNOBS)
     parts = []
     for c, arms in params.items():
-        named = sorted(a for a in arms if a is not None)
-        applies = pl.col("arm").is_in(named) if named else pl.lit(False)
-        if None in arms:
-            applies = applies | pl.col("arm").is_null()
+        applies = in_arms(arms)
         parts.append(pl.when(applies).then(pl.lit(c[len(PARAM_PREFIX):])).otherwise(pl.lit(None, dtype=pl.String)))
     return pl.concat_list(parts).list.drop_nulls().alias(ARM_KNOBS)
 

@@ -100,18 +100,6 @@ class StudyMeta(_Strict):
                                      "x, group_by, plot_against), recorded in sweep_meta.json")
 
 
-class FaultInjection(_Strict):
-    """Deliberate failures for testing resilience (real exceptions inside real trials).
-
-    A trial whose params/arm match ``when`` raises at training step ``at_step``; it does so in at most
-    ``times`` attempts (counted in the trial folder), so ``times: 1`` with ``max_failures >= 1`` tests
-    restart-from-checkpoint and a large ``times`` tests an errored trial."""
-
-    when: dict[str, Any] = Field(default_factory=dict, description="params/'arm'/'seed' that must match")
-    at_step: int = Field(1, ge=1)
-    times: int = Field(1_000_000, ge=1)
-
-
 class SweepSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
     base: str = "smoke"
@@ -130,7 +118,6 @@ class SweepSpec(_Strict):
     meta: StudyMeta = Field(default_factory=StudyMeta)
     # --- additions beyond the contract
     max_failures: int = Field(0, ge=-1, description="retries of a failed trial from its last checkpoint")
-    fault_injection: list[FaultInjection] = Field(default_factory=list)
     tracking: TrackingConfig | None = Field(None, description="log every trial to MLflow / W&B / TensorBoard "
                                             "(grouped by the sweep name); replaces the base config's tracking")
 
@@ -357,7 +344,7 @@ def total_steps(cfg: Any) -> int:
 
 
 __all__ = [
-    "Arm", "Budget", "Distribution", "EvalSpec", "FaultInjection", "Objective", "Resources", "SchedulerConfig",
+    "Arm", "Budget", "Distribution", "EvalSpec", "Objective", "Resources", "SchedulerConfig",
     "SearchConfig", "StudyMeta", "SweepSpec", "config_from_dict", "expand_trials", "load_spec", "optuna_categories",
     "spec_from_dict", "total_steps", "trial_from_sample", "trial_overrides", "validate_trial",
 ]
