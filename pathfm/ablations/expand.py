@@ -1,9 +1,10 @@
 """Expand a study at a scale into a plan: the arms (deduplicated), seeds, baseline and comparisons.
 
-The plan is plain data (:class:`StudyPlan`); :meth:`StudyPlan.to_sweep_spec` turns it into a
-``pathfm.sweeps.spec.SweepSpec`` (explicit ``arms`` x ``seeds``) that ``pathfm.sweeps.runner.run_sweep``
-runs. Precedence of overrides: preset < scale < study ``overrides`` < study ``scales.<scale>`` <
-``--set`` < arm.
+A study compiles to a typed ``pathfm.sweeps.spec.SweepSpec`` (explicit ``arms`` x ``seeds``, the study's
+search space) that ``pathfm.sweeps.runner.run_sweep`` runs; the :class:`StudyPlan` wraps that spec with what
+only the study knows (arm aliases, designs, extra evaluation resolutions). Its trial count is
+``len(expand_trials(spec))``. The override precedence, study layers and sweep layers in one chain, is written
+once in docs/studies-to-sweeps.md.
 
 Two arms whose resolved training configs are identical (e.g. the leave-one-out arm "-highres" and the
 cumulative arm "+hed") run once; the arm keeps its first name and records the others as aliases, and
@@ -45,31 +46,69 @@ class ArmPlan:
 
 @dataclass
 class StudyPlan:
+    """A study expanded at a scale: the typed sweep it compiles to (:attr:`spec`: base, overrides, arms x
+    seeds, search space, resources, evaluation, study meta) plus what only the study knows (arm aliases and
+    generator blocks, factorial designs, extra evaluation resolutions, its source). The sweep-level fields
+    (``base``, ``seeds``, ``resources``, ...) are read from the spec, so they cannot disagree with it."""
+
     study: str
     version: int
     description: str
     scale: str
-    base: str
-    overrides: dict[str, Any]  # applied to every trial (dotted paths)
+    spec: Any  # pathfm.sweeps.spec.SweepSpec (compiled by expand_study)
     arms: list[ArmPlan]
-    seeds: list[int]
     baseline_arm: str | None
     comparisons: list[tuple[str, str]]
-    resources: dict[str, float]
-    report_every: int
-    max_concurrent_trials: int | None
-    eval: dict[str, Any]
     eval_resolutions: list[str] | None = None
-    objective: dict[str, Any] | None = None
-    space: dict[str, Any] = field(default_factory=dict)
-    search: dict[str, Any] | None = None
     analysis: dict[str, Any] = field(default_factory=dict)
     designs: list[dict[str, Any]] = field(default_factory=list)  # factorial blocks: factors, generators, aliases
     source: str | None = None
 
+    # ------------------------------------------------------------------ views of the compiled sweep
+    @property
+    def base(self) -> str:
+        return self.spec.base
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """Applied to every trial (dotted paths)."""
+        return dict(self.spec.overrides)
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.spec.seeds)
+
+    @property
+    def resources(self) -> dict[str, float]:
+        return self.spec.resources.model_dump()
+
+    @property
+    def report_every(self) -> int:
+        return self.spec.report_every
+
+    @property
+    def max_concurrent_trials(self) -> int | None:
+        return self.spec.max_concurrent_trials
+
+    @property
+    def eval(self) -> dict[str, Any]:
+        return self.spec.eval.model_dump()
+
+    @property
+    def objective(self) -> dict[str, Any]:
+        return self.spec.objective.model_dump()
+
+    @property
+    def space(self) -> dict[str, Any]:
+        return self.spec.model_dump(mode="json")["space"]
+
+    @property
+    def search(self) -> dict[str, Any]:
+        return self.spec.search.model_dump()
+
     @property
     def n_trials(self) -> int:
-        """Trials the sweep of this plan creates, counted by the sweep's own expansion."""
+        """Trials the sweep of this plan creates: ``len(expand_trials(spec))``."""
         return len(self.sweep_trials())
 
     def sweep_trials(self) -> list[dict]:
@@ -77,7 +116,7 @@ class StudyPlan:
         validated; an adaptive search's trials have ``arm: None`` as their arm is chosen while it runs)."""
         from pathfm.sweeps.spec import expand_trials
 
-        return expand_trials(self.to_sweep_spec(), validate=False)
+        return expand_trials(self.spec, validate=False)
 
     def arm(self, name: str) -> ArmPlan:
         for a in self.arms:
@@ -89,59 +128,60 @@ class StudyPlan:
         return load_config(self.base, {**self.overrides, **self.arm(name).overrides})
 
     def sweep_name(self) -> str:
-        return f"{self.study}-v{self.version}-{self.scale}"
-
-    def meta(self) -> dict[str, Any]:
-        """What lands in SweepSpec.meta (the contract's StudyMeta fields)."""
-        return {
-            "study": self.study,
-            "version": self.version,
-            "description": self.description,
-            "baseline_arm": self.baseline_arm,
-            "comparisons": [list(c) for c in self.comparisons],
-            **({"analysis": dict(self.analysis)} if self.analysis else {}),
-        }
+        return sweep_name(self.study, self.version, self.scale)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["comparisons"] = [list(c) for c in self.comparisons]
-        d["n_trials"] = self.n_trials
-        d["arm_aliases"] = {a.name: a.aliases for a in self.arms if a.aliases}
-        return d
-
-    def to_sweep_dict(self) -> dict[str, Any]:
-        """The SweepSpec as plain data (contract of pathfm.sweeps.spec)."""
-        d: dict[str, Any] = {
-            "name": self.sweep_name(),
-            "base": self.base,
-            "overrides": dict(self.overrides),
-            "arms": [{"name": a.name, "overrides": dict(a.overrides),
-                      **({"seed_offset": a.seed_offset} if a.seed_offset else {}),
-                      **({"labels": dict(a.labels)} if a.labels else {})} for a in self.arms],
-            "seeds": list(self.seeds),
-            "resources": dict(self.resources),
-            "report_every": self.report_every,
-            "eval": dict(self.eval),
-            "meta": self.meta(),
+        """``study_plan.json``: the study's own fields, the sweep-level fields and the trial count."""
+        return {
+            "study": self.study, "version": self.version, "description": self.description, "scale": self.scale,
+            "base": self.base, "overrides": self.overrides, "arms": [asdict(a) for a in self.arms],
+            "seeds": self.seeds, "baseline_arm": self.baseline_arm,
+            "comparisons": [list(c) for c in self.comparisons], "resources": self.resources,
+            "report_every": self.report_every, "max_concurrent_trials": self.max_concurrent_trials,
+            "eval": self.eval, "eval_resolutions": self.eval_resolutions, "objective": self.objective,
+            "space": self.space, "search": self.search, "analysis": dict(self.analysis), "designs": self.designs,
+            "source": self.source, "n_trials": self.n_trials,
+            "arm_aliases": {a.name: a.aliases for a in self.arms if a.aliases},
         }
-        if self.max_concurrent_trials is not None:
-            d["max_concurrent_trials"] = self.max_concurrent_trials
-        if self.objective:
-            d["objective"] = dict(self.objective)
-        if self.space:
-            d["space"] = dict(self.space)
-        if self.search:
-            d["search"] = dict(self.search)
-        return d
 
     def to_sweep_spec(self):  # -> pathfm.sweeps.spec.SweepSpec
-        """Build the SweepSpec (imported lazily: the sweeps package is only needed to run)."""
-        from pathfm.sweeps.spec import spec_from_dict
+        """A copy of the compiled sweep spec (the caller may rename it)."""
+        return self.spec.model_copy(deep=True)
 
-        try:
-            return spec_from_dict(self.to_sweep_dict(), source=f"study {self.study} at scale {self.scale}")
-        except ConfigError as e:
-            raise StudyError(str(e)) from None
+
+def sweep_name(study: str, version: int, scale: str) -> str:
+    return f"{study}-v{version}-{scale}"
+
+
+def compile_sweep(study: Study, scale: Scale, *, arms: list[ArmPlan], seeds: list[int], overrides: dict[str, Any],
+                  baseline: str | None, comparisons: list[tuple[str, str]], ev: dict[str, Any]):
+    """The typed SweepSpec of a study at a scale (explicit arms x seeds); a bad field is a StudyError naming it."""
+    from pathfm.sweeps.spec import spec_from_dict
+
+    data: dict[str, Any] = {
+        "name": sweep_name(study.study, study.version, scale.name),
+        "base": scale.base,
+        "overrides": dict(overrides),
+        "arms": [{"name": a.name, "overrides": dict(a.overrides), "seed_offset": a.seed_offset,
+                  "labels": dict(a.labels)} for a in arms],
+        "seeds": list(seeds),
+        "resources": dict(scale.resources),
+        "report_every": scale.report_every,
+        "max_concurrent_trials": scale.max_concurrent_trials,
+        "eval": dict(ev),
+        "space": dict(study.space),
+        "meta": {"study": study.study, "version": study.version, "description": study.description,
+                 "baseline_arm": baseline, "comparisons": [list(c) for c in comparisons],
+                 "analysis": dict(study.analysis)},
+    }
+    if study.objective:
+        data["objective"] = dict(study.objective)
+    if study.search:
+        data["search"] = dict(study.search)
+    try:
+        return spec_from_dict(data, source=f"study {study.study} at scale {scale.name}")
+    except ConfigError as e:
+        raise StudyError(str(e)) from None
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -447,25 +487,18 @@ def expand_study(
 
     seed_list = _seed_list(seeds, per_scale.seeds if per_scale and per_scale.seeds is not None else sc.seeds)
     ev = {**sc.eval, **study.eval, **(per_scale.eval if per_scale else {})}
+    spec = compile_sweep(study, sc, arms=arms, seeds=seed_list, overrides=common, baseline=baseline,
+                         comparisons=comparisons, ev=ev)
     return StudyPlan(
         study=study.study,
         version=study.version,
         description=study.description,
         scale=sc.name,
-        base=sc.base,
-        overrides=common,
+        spec=spec,
         arms=arms,
-        seeds=seed_list,
         baseline_arm=baseline,
         comparisons=comparisons,
-        resources=dict(sc.resources),
-        report_every=sc.report_every,
-        max_concurrent_trials=sc.max_concurrent_trials,
-        eval=ev,
         eval_resolutions=list(study.eval_resolutions) if study.eval_resolutions else None,
-        objective=study.objective,
-        space=dict(study.space),
-        search=study.search,
         analysis=dict(study.analysis),
         designs=designs,
         source=study.source,

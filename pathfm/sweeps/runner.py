@@ -26,7 +26,7 @@ from pathfm.errors import PathfmError
 from pathfm.io import atomic_write_json, atomic_write_text, ensure_writable_dir, read_jsonl, redact_url
 from pathfm.results import META_FILE, read_sweep_meta
 from pathfm.sweeps.collect import collect, read_trial, trial_dirs
-from pathfm.sweeps.cost import sweep_hours, trial_hours
+from pathfm.sweeps.cost import concurrent_trials, sweep_hours, trial_hours
 from pathfm.sweeps.reference import finish_reference, start_reference
 from pathfm.sweeps.spec import SweepSpec, expand_trials, load_spec, spec_from_dict, total_steps, validate_trial
 from pathfm.tracking import prepare_tracking
@@ -130,17 +130,6 @@ def check_resources(spec: SweepSpec, *, autoscaling: bool = False) -> dict[str, 
             raise SweepError(f"resources.workers={r.workers} needs {need_gpu} GPUs and {r.workers * r.cpu:g} CPUs "
                              f"per trial; the cluster has {n_gpu:.0f} GPUs and {totals.get('CPU', 0):.0f} CPUs")
     return totals
-
-
-def default_concurrency(spec: SweepSpec, totals: dict[str, float]) -> int:
-    """How many trials fit at once (DDP trials reserve their workers outside Tune's accounting)."""
-    r = spec.resources
-    if r.gpu > 0:
-        fit = math.floor(totals.get("GPU", 0) / (r.gpu * r.workers))
-    else:
-        fit = math.floor(totals.get("CPU", 0) / (r.cpu * r.workers))
-    fit = max(1, fit)
-    return min(fit, spec.max_concurrent_trials) if spec.max_concurrent_trials else fit
 
 
 def _trial_resources(spec: SweepSpec) -> dict[str, float]:
@@ -406,7 +395,7 @@ def run_sweep(spec: SweepSpec | str | Path, storage: str | Path = "runs/sweeps",
     started = connect(address, num_cpus=num_cpus, verbose=verbose)
     try:
         totals = check_resources(spec, autoscaling=autoscaling)
-        concurrency = default_concurrency(spec, totals)
+        concurrency = concurrent_trials(spec.resources, spec.max_concurrent_trials, totals)
         if autoscaling and spec.max_concurrent_trials is None:
             concurrency = max(concurrency, len(trials))
         _write_sweep_files(sweep_dir, spec, trials)

@@ -227,7 +227,8 @@ def _merge_overrides(*layers: dict[str, Any]) -> dict[str, Any]:
 
 
 def trial_overrides(spec: SweepSpec, arm: str | None, seed: int | None, params: dict[str, Any]) -> dict[str, Any]:
-    """The dotted overrides of one trial: spec.overrides < arm < params < seed < budget. The training seed is
+    """The dotted overrides of one trial: spec.overrides < arm < params < seed < budget (the whole chain, a
+    study's layers included: docs/studies-to-sweeps.md). The training seed is
     the replicate ``seed`` plus the arm's ``seed_offset`` (the trial's ``seed`` stays the replicate label)."""
     arm_spec = next((a for a in spec.arms or [] if a.name == arm), None)
     arm_ov = arm_spec.overrides if arm_spec is not None else {}
