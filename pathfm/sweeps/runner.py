@@ -19,7 +19,6 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from pathfm.errors import SweepError
 from pathfm.io import atomic_write_json, atomic_write_text, ensure_writable_dir, read_jsonl
