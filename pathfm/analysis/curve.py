@@ -114,7 +114,8 @@ def data_efficiency(
     ``group_by`` is given, all trials form one curve.
     """
     sel = sel or Selection()
-    from pathfm.analysis.load import as_lazy, fill_defaults
+    from pathfm.analysis.load import as_lazy
+    from pathfm.results import fill_defaults
 
     lf, _ = as_lazy(source)
     x = resolve_x(x, fill_defaults(lf).collect_schema().names())

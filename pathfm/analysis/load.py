@@ -17,7 +17,7 @@ import polars as pl
 
 from pathfm.errors import PathfmError
 from pathfm.results import (META_FILE, PARAM_PREFIX, REFERENCE_TRIAL_ID, RESULTS_FILE, STUDY_PLAN_FILE, SWEEP_SCHEMA,
-                            read_sweep_meta)
+                            fill_defaults, read_sweep_meta)
 REQUIRED = ("metric", "value")
 ANY = "all"  # a selection value that disables that filter
 # The arm of a selected row, structured, beside its display label ``arm`` (``base, kde_weight=0.1``), so no
@@ -141,37 +141,6 @@ def read_analysis_hints(paths: str | Path | Iterable[str | Path]) -> dict:
 
 def param_columns(columns: Iterable[str]) -> list[str]:
     return sorted(c for c in columns if c.startswith(PARAM_PREFIX))
-
-
-def fill_defaults(lf: pl.LazyFrame) -> pl.LazyFrame:
-    """Add optional schema columns with neutral values so that every later step can rely on them."""
-    names = set(lf.collect_schema().names())
-    defaults: dict[str, pl.Expr] = {
-        "trial_id": pl.lit("trial"),
-        "arm": pl.lit(None, dtype=pl.String),
-        "seed": pl.lit(None, dtype=pl.Int64),
-        "kind": pl.lit("eval"),
-        "step": pl.lit(0, dtype=pl.Int64),
-        "final": pl.lit(None, dtype=pl.Boolean),
-        "task": pl.lit("score"),
-        "probe": pl.lit(None, dtype=pl.String),
-        "backbone": pl.lit("trained"),
-        "fold": pl.lit(0, dtype=pl.Int64),
-        "status": pl.lit(None, dtype=pl.String),
-        "sweep": pl.lit(None, dtype=pl.String),
-    }
-    if "source" in names:  # eval.parquet of `pathfm eval`: one "trial" per evaluated source
-        defaults["trial_id"] = pl.col("source").cast(pl.String)
-    add = [expr.alias(name) for name, expr in defaults.items() if name not in names]
-    if add:
-        lf = lf.with_columns(add)
-    return lf.with_columns(
-        pl.col("trial_id").cast(pl.String),
-        pl.col("arm").cast(pl.String),
-        pl.col("fold").fill_null(0).cast(pl.Int64),
-        pl.col("step").fill_null(0).cast(pl.Int64),
-        pl.col("value").cast(pl.Float64),
-    )
 
 
 def skip_absent_filters(lf: pl.LazyFrame, sel: Selection, where: str) -> Selection:

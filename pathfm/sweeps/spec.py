@@ -116,7 +116,7 @@ class SweepSpec(_Strict):
     report_every: int = Field(5, ge=1)
     eval: EvalSpec = Field(default_factory=EvalSpec)
     meta: StudyMeta = Field(default_factory=StudyMeta)
-    # --- additions beyond the contract
+    # --- resilience and tracking
     max_failures: int = Field(0, ge=-1, description="retries of a failed trial from its last checkpoint")
     tracking: TrackingConfig | None = Field(None, description="log every trial to MLflow / W&B / TensorBoard "
                                             "(grouped by the sweep name); replaces the base config's tracking")
