@@ -488,9 +488,9 @@ def resolve_key(key: str) -> str:
     return dotted
 
 
-def set_dotted(tree: dict, key: str, value: Any) -> None:
-    """Set ``tree[a][b][c] = value`` for key ``a.b.c`` (an alias is resolved first)."""
-    parts = resolve_key(key).split(".")
+def set_dotted(tree: dict, key: str, value: Any, *, resolved: bool = False) -> None:
+    """Set ``tree[a][b][c] = value`` for key ``a.b.c`` (an alias is resolved first, unless ``resolved``)."""
+    parts = (key if resolved else resolve_key(key)).split(".")
     node = tree
     for part in parts[:-1]:
         node = node.setdefault(part, {})
@@ -562,8 +562,11 @@ def config_from_dict(tree: dict, *, source: str = "config") -> Config:
         raise ConfigError(f"{source} is invalid:\n" + "\n".join(lines)) from None
 
 
-def load_config(preset: str | Path | None = "smoke", overrides: list[str] | dict | None = None) -> Config:
-    """Preset (name or YAML path; a preset may say ``base: other_preset``) + overrides -> Config."""
+def load_config(preset: str | Path | None = "smoke", overrides: list[str] | dict | None = None, *,
+                resolved: bool = False) -> Config:
+    """Preset (name or YAML path; a preset may say ``base: other_preset``) + overrides -> Config.
+    ``resolved``: the override keys are dotted paths that :func:`resolve_key` already returned (a sweep's
+    trial overrides), set as they are instead of being resolved again."""
     tree: dict = {}
     source = "defaults"
     if preset is not None:
@@ -582,7 +585,7 @@ def load_config(preset: str | Path | None = "smoke", overrides: list[str] | dict
     ov = parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides or {})
     for key, value in ov.items():
         try:
-            set_dotted(tree, key, value)
+            set_dotted(tree, key, value, resolved=resolved)
         except ConfigError as e:
             raise ConfigError(f"{source} override: {e}") from None
     return config_from_dict(tree, source=source)

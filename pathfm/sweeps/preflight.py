@@ -13,8 +13,11 @@ from pathfm.sweeps.cost import sweep_hours, trial_hours
 from pathfm.sweeps.spec import SweepSpec, total_steps, validate_trial
 
 
-def steps_per_trial(spec: SweepSpec, trials: list[dict]) -> int:
-    """Training steps of a trial (the first trial's config; an adaptive search's: the base config + budget)."""
+def steps_per_trial(spec: SweepSpec, trials: list[dict], configs: list | None = None) -> int:
+    """Training steps of a trial (the first trial's config, from ``configs`` when built already; an adaptive
+    search's: the base config + budget)."""
+    if configs:
+        return total_steps(configs[0])
     if trials and trials[0].get("overrides"):
         return total_steps(validate_trial(spec, trials[0]))
     from pathfm.config import load_config

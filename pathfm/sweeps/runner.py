@@ -28,7 +28,7 @@ from pathfm.sweeps.collect import collect, read_trial, trial_dirs
 from pathfm.sweeps.cost import concurrent_trials
 from pathfm.sweeps.preflight import preflight, steps_per_trial
 from pathfm.sweeps.reference import finish_reference, start_reference
-from pathfm.sweeps.spec import SweepSpec, expand_trials, load_spec, spec_from_dict
+from pathfm.sweeps.spec import SweepSpec, expand_trials, load_spec, spec_from_dict, trial_configs
 from pathfm.sweeps.status import format_status, trial_summary_line
 from pathfm.tracking import prepare_tracking
 
@@ -123,7 +123,7 @@ def _write_sweep_files(sweep_dir: Path, spec: SweepSpec, trials: list[dict]) -> 
 
 
 def _build_tuner(spec: SweepSpec, sweep_dir: Path, trials: list[dict], concurrency: int, verbose: int,
-                 *, restore: bool = False, resume_errored: bool = False):
+                 *, restore: bool = False, resume_errored: bool = False, configs: list | None = None):
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
@@ -131,12 +131,12 @@ def _build_tuner(spec: SweepSpec, sweep_dir: Path, trials: list[dict], concurren
     from pathfm.sweeps.trainable import trial_dirname
     from pathfm.sweeps.tune_entry import SweepContext, sweep_trainable
 
-    ctx = SweepContext(spec=spec, sweep_dir=str(sweep_dir), trials=trials)
+    ctx = SweepContext(spec=spec, sweep_dir=str(sweep_dir), trials=trials, configs=list(configs or []))
     trainable = tune.with_resources(tune.with_parameters(sweep_trainable, ctx=ctx), trial_resources(spec))
     if restore:
         return tune.Tuner.restore(str(sweep_dir), trainable=trainable, resume_unfinished=True,
                                   resume_errored=resume_errored)
-    steps = steps_per_trial(spec, trials)
+    steps = steps_per_trial(spec, trials, configs)
     tune_config = tune.TuneConfig(
         num_samples=len(trials),  # expand_trials owns the count (grid/random: one Tune point per trial)
         search_alg=search.search_algorithm(spec, trials, concurrency),
@@ -166,7 +166,8 @@ def run_sweep(spec: SweepSpec | str | Path, storage: str | Path = "runs/sweeps",
     ``results.parquet``). ``dry_run``: validate, print count/resources/cost, run one CPU step, stop."""
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec)
-    trials = expand_trials(spec)  # validates every trial config before anything expensive
+    trials = expand_trials(spec, validate=False)
+    configs = trial_configs(spec, trials)  # built (and so validated) once, before anything expensive; shipped to the trials
     sweep_dir = storage_root(storage) / spec.name
     if dry_run:
         preflight(spec, trials, step_time=step_time)
@@ -186,7 +187,7 @@ def run_sweep(spec: SweepSpec | str | Path, storage: str | Path = "runs/sweeps",
         if verbose >= 1:
             print(f"pathfm sweep: '{spec.name}' with {len(trials)} trial(s), up to {concurrency} at once, "
                   f"in {sweep_dir}", file=sys.stderr, flush=True)
-        tuner = _build_tuner(spec, sweep_dir, trials, concurrency, verbose)
+        tuner = _build_tuner(spec, sweep_dir, trials, concurrency, verbose, configs=configs)
         t0 = time.time()
         reference = start_reference(spec, sweep_dir, trials, verbose=verbose)  # once per sweep, beside the trials
         tuner.fit()

@@ -36,7 +36,7 @@ from pathfm.tracking import TrackingCallback, log_evaluation
 from pathfm.results import EVAL_FILE, OBJECTIVE_METRIC, TRIAL_FILE
 from pathfm.sweeps.collect import read_trial
 from pathfm.sweeps.faults import fault_callbacks
-from pathfm.sweeps.spec import SweepSpec, total_steps, validate_trial
+from pathfm.sweeps.spec import SweepSpec, check_slides, total_steps, trial_label, validate_trial
 
 POINTER_FILE = "pathfm_checkpoint.json"
 
@@ -197,10 +197,15 @@ def resume_point(run_dir: Path, tune_checkpoint: Any) -> tuple[bool | Path, int]
 
 
 # ---------------------------------------------------------------------------------- one trial
-def trial_config(spec: SweepSpec, trial: dict, *, threads: int | None = None):
+def trial_config(spec: SweepSpec, trial: dict, *, threads: int | None = None, cfg: Any = None):
     """The trial's training Config with the settings a sweep imposes (no progress bars, CPU threads
-    = the trial's CPUs, device from the resources)."""
-    cfg = validate_trial(spec, trial)
+    = the trial's CPUs, device from the resources). ``cfg``: the Config the driver built for this trial
+    (copied, not rebuilt; its slides are checked again here, on the trial's node)."""
+    if cfg is None:
+        cfg = validate_trial(spec, trial)
+    else:
+        cfg = cfg.model_copy(deep=True)
+        check_slides(spec, cfg, trial_label(trial))
     cfg.run.progress = False
     if cfg.run.threads is None:
         cfg.run.threads = max(1, int(threads if threads is not None else spec.resources.cpu))
@@ -213,9 +218,10 @@ def trial_config(spec: SweepSpec, trial: dict, *, threads: int | None = None):
 
 def run_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, sweep: str,
               report: Callable[..., None] | None = None, tune_checkpoint: Any = None,
-              copy_checkpoints: bool = False, node_id: str | None = None, stop_file: Path | None = None) -> dict:
-    """Train + evaluate one trial in ``run_dir``; returns its final metrics. Raises on failure after
-    recording the error in ``trial.json``."""
+              copy_checkpoints: bool = False, node_id: str | None = None, stop_file: Path | None = None,
+              cfg: Any = None) -> dict:
+    """Train + evaluate one trial in ``run_dir``; returns its final metrics (``cfg``: the trial's Config as the
+    driver built it, else built here). Raises on failure after recording the error in ``trial.json``."""
     from pathfm.ssl.trainer import train
 
     run_dir = Path(run_dir).resolve()
@@ -244,7 +250,7 @@ def run_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, swe
 
     reporter: TuneReporter | None = None
     try:
-        cfg = trial_config(spec, trial)
+        cfg = trial_config(spec, trial, cfg=cfg)
         total = total_steps(cfg)
         resume, start_step = resume_point(run_dir, tune_checkpoint)
         # seed: the replicate (pairs arms in the analysis); train_seed: cfg.seed (differs with an arm's seed_offset)
