@@ -16,13 +16,13 @@ from __future__ import annotations
 import copy
 import math
 import typing
-import warnings
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pathfm.config_renames import rename_deprecated_sections, renamed_key
 from pathfm.errors import ConfigError
 
 PRESET_DIR = Path(__file__).parent / "configs"
@@ -403,32 +403,6 @@ class Config(_Strict):
 
 
 # ------------------------------------------------------------------------------- knobs and overrides
-# Top-level sections that were renamed: old name -> new name. The old name is still accepted in YAML and in
-# dotted overrides (``eval.every=10``) with a DeprecationWarning naming the new one.
-DEPRECATED_SECTIONS: dict[str, str] = {"eval": "probe"}
-
-
-def _warn_renamed(old: str, new: str) -> None:
-    warnings.warn(f"config key '{old}' is deprecated; use '{new}' (the in-training probe config was renamed "
-                  f"so that 'eval' means only the end-of-trial evaluation)", DeprecationWarning, stacklevel=4)
-
-
-def rename_deprecated_sections(tree: dict) -> dict:
-    """A config tree with deprecated top-level sections renamed (see :data:`DEPRECATED_SECTIONS`); both the
-    old and the new name in one tree is an error."""
-    if not any(old in tree for old in DEPRECATED_SECTIONS):
-        return tree
-    out = dict(tree)
-    for old, new in DEPRECATED_SECTIONS.items():
-        if old not in out:
-            continue
-        if new in out:
-            raise ValueError(f"both '{old}' (deprecated) and '{new}' are given; keep only '{new}'")
-        _warn_renamed(old, new)
-        out[new] = out.pop(old)
-    return out
-
-
 KNOB_ALIASES: dict[str, str] = {
     "seed": "seed",
     "kde_weight": "loss.kde_weight",
@@ -466,10 +440,7 @@ def resolve_key(key: str) -> str:
     """Map a knob alias (``kde_weight``) or a dotted path (``loss.kde_weight``) to the dotted path,
     raising ConfigError with close matches when the key names no field."""
     dotted = KNOB_ALIASES.get(key, key)
-    head, _, rest = dotted.partition(".")
-    if head in DEPRECATED_SECTIONS:
-        _warn_renamed(head, DEPRECATED_SECTIONS[head])
-        dotted = DEPRECATED_SECTIONS[head] + ("." + rest if rest else "")
+    dotted = renamed_key(dotted)
     node: Any = Config
     parts = dotted.split(".")
     for i, part in enumerate(parts):
