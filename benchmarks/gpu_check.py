@@ -99,7 +99,7 @@ def checks(args: argparse.Namespace, work: Path) -> list[tuple[str, list[str], f
         step = [PY, f"{bench}/train_step.py", "--archs", "vit_pico", "--batch", "2", "--global-size", "56",
                 "--local-size", "28", "--n-local", "2", "--prototypes", "1024", "--reps", "2", "--threads", "1"]
         train = [PY, "-m", "pathfm.cli", "train", "smoke", "optim.steps=5", "data.augment_on=device",
-                 f"run.output_dir={work}/runs", "run.progress=false", "eval.every=0"]
+                 f"run.output_dir={work}/runs", "run.progress=false", "probe.every=0"]
     else:
         step = [PY, f"{bench}/train_step.py", "--archs", "vit_small", "vit_base", "--device", "cuda",
                 "--precision", "bf16", "--batch", "64", "--global-size", "224", "--local-size", "98",
@@ -107,7 +107,7 @@ def checks(args: argparse.Namespace, work: Path) -> list[tuple[str, list[str], f
         train = [PY, "-m", "pathfm.cli", "train", "configs/vitb14_ablation.yaml", "optim.steps=50",
                  "optim.warmup_steps=5", "data.slides=samples/wsi", "data.assume_mpp=0.5",
                  "data.augment_on=device", f"data.num_workers={max(1, min(8, (os.cpu_count() or 2) - 2))}",
-                 f"run.output_dir={work}/runs", "run.progress=false", "eval.every=0"]
+                 f"run.output_dir={work}/runs", "run.progress=false", "probe.every=0"]
     large = large_backbone_check(args.cpu, work)
     spec = work / "gpu_check_sweep.yaml"
     spec.write_text(yaml.safe_dump(sweep_spec(args.cpu), sort_keys=False))

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pathfm.config_renames import rename_deprecated_sections, renamed_key
 from pathfm.errors import ConfigError
 
 PRESET_DIR = Path(__file__).parent / "configs"
@@ -337,8 +338,9 @@ class RunConfig(_Strict):
         "not fit (None: the visible CUDA device's, or no check without one)")
 
 
-class EvalHookConfig(_Strict):
-    """In-training fast probe on small cached tasks; what a sweep scheduler reports and prunes on."""
+class ProbeConfig(_Strict):
+    """In-training fast probe on small cached tasks (``cfg.probe``); what a sweep scheduler reports and prunes
+    on. Not the end-of-trial evaluation (``pathfm eval``, a sweep's ``eval:`` section)."""
 
     every: int = Field(0, ge=0, description="steps between probes; 0 disables")
     tasks: list[str] = Field(default_factory=lambda: ["crc"])
@@ -347,7 +349,7 @@ class EvalHookConfig(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _drop_removed_final(cls, data: Any) -> Any:
-        """``eval.final`` (never read, removed in 0.2) is dropped so that run configs saved by 0.1 still load."""
+        """``probe.final`` (formerly ``eval.final``; never read, removed in 0.2) is dropped so that run configs saved by 0.1 still load."""
         if isinstance(data, dict) and "final" in data:
             data = {k: v for k, v in data.items() if k != "final"}
         return data
@@ -394,8 +396,16 @@ class Config(_Strict):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     highres: HighResConfig = Field(default_factory=HighResConfig)
     run: RunConfig = Field(default_factory=RunConfig)
-    eval: EvalHookConfig = Field(default_factory=EvalHookConfig)
+    probe: ProbeConfig = Field(default_factory=ProbeConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_sections(cls, data: Any) -> Any:
+        """Accept a deprecated section name (``eval:`` -> ``probe:``) with a DeprecationWarning."""
+        if isinstance(data, dict):
+            data = rename_deprecated_sections(data)
+        return data
 
     @model_validator(mode="after")
     def _crops_fit_patches(self) -> "Config":
@@ -480,6 +490,7 @@ def resolve_key(key: str) -> str:
     """Map a knob alias (``kde_weight``) or a dotted path (``loss.kde_weight``) to the dotted path,
     raising ConfigError with close matches when the key names no field."""
     dotted = KNOB_ALIASES.get(key, key)
+    dotted = renamed_key(dotted)
     node: Any = Config
     parts = dotted.split(".")
     for i, part in enumerate(parts):
@@ -498,9 +509,9 @@ def resolve_key(key: str) -> str:
     return dotted
 
 
-def set_dotted(tree: dict, key: str, value: Any) -> None:
-    """Set ``tree[a][b][c] = value`` for key ``a.b.c`` (an alias is resolved first)."""
-    parts = resolve_key(key).split(".")
+def set_dotted(tree: dict, key: str, value: Any, *, resolved: bool = False) -> None:
+    """Set ``tree[a][b][c] = value`` for key ``a.b.c`` (an alias is resolved first, unless ``resolved``)."""
+    parts = (key if resolved else resolve_key(key)).split(".")
     node = tree
     for part in parts[:-1]:
         node = node.setdefault(part, {})
@@ -572,8 +583,11 @@ def config_from_dict(tree: dict, *, source: str = "config") -> Config:
         raise ConfigError(f"{source} is invalid:\n" + "\n".join(lines)) from None
 
 
-def load_config(preset: str | Path | None = "smoke", overrides: list[str] | dict | None = None) -> Config:
-    """Preset (name or YAML path; a preset may say ``base: other_preset``) + overrides -> Config."""
+def load_config(preset: str | Path | None = "smoke", overrides: list[str] | dict | None = None, *,
+                resolved: bool = False) -> Config:
+    """Preset (name or YAML path; a preset may say ``base: other_preset``) + overrides -> Config.
+    ``resolved``: the override keys are dotted paths that :func:`resolve_key` already returned (a sweep's
+    trial overrides), set as they are instead of being resolved again."""
     tree: dict = {}
     source = "defaults"
     if preset is not None:
@@ -584,12 +598,15 @@ def load_config(preset: str | Path | None = "smoke", overrides: list[str] | dict
             chain.append(read_yaml(find_preset(chain[-1].pop("base"))))
         tree = {}
         for layer in reversed(chain):
-            tree = merge(tree, layer)
+            try:
+                tree = merge(tree, rename_deprecated_sections(layer))
+            except ValueError as e:
+                raise ConfigError(f"{path}: {e}") from None
         source = str(path)
     ov = parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides or {})
     for key, value in ov.items():
         try:
-            set_dotted(tree, key, value)
+            set_dotted(tree, key, value, resolved=resolved)
         except ConfigError as e:
             raise ConfigError(f"{source} override: {e}") from None
     return config_from_dict(tree, source=source)

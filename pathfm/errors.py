@@ -12,6 +12,10 @@ class ConfigError(PathfmError):
     """A config that cannot be used; the message names the field and the allowed values."""
 
 
+class SweepError(PathfmError):
+    """A sweep that cannot start or resume (names the folder/field and the fix)."""
+
+
 class SlideError(PathfmError):
     """A slide that cannot be opened or used (names the path)."""
 

@@ -7,6 +7,7 @@ a sweep's rows, ``pathfm.analysis`` reads them; docs/architecture.md "Tidy resul
   file (locked, atomic; re-evaluating replaces rows instead of double-counting them).
 * Sweep rows (``results.parquet``): :data:`SWEEP_SCHEMA` plus one ``param.<name>`` column per searched
   parameter or varying arm label; :func:`sweep_frame` types them.
+* Columns a hand-made table may lack: :data:`SWEEP_COLUMN_DEFAULTS`, added by :func:`fill_defaults`.
 * ``sweep_meta.json``: :func:`read_sweep_meta` (``{}`` when there is none; an unreadable file is an error
   naming it and the fix).
 
@@ -52,6 +53,14 @@ SWEEP_SCHEMA: dict[str, str] = {
     "step": "int", "final": "bool", "task": "str", "probe": "str", "backbone": "str", "fold": "int",
     "metric": "str", "value": "float", "wall_time_s": "float", "gpu_hours": "float", "tiles_seen": "int",
     "trial_dir": "str", "stop_reason": "str", "probe_seed": "int",
+}
+
+
+# Columns a tidy table may leave out (a CSV made by hand, the eval.parquet of `pathfm eval`) and the value each
+# then stands for; :func:`fill_defaults` adds them so every reader can rely on them.
+SWEEP_COLUMN_DEFAULTS: dict[str, Any] = {
+    "trial_id": "trial", "arm": None, "seed": None, "kind": "eval", "step": 0, "final": None, "task": "score",
+    "probe": None, "backbone": "trained", "fold": 0, "status": None, "sweep": None,
 }
 
 
@@ -123,6 +132,28 @@ def sweep_frame(rows: list[dict], param_names: list[str]) -> pl.DataFrame:
         for k, t in SWEEP_SCHEMA.items():
             r[k] = coerce(r.get(k), t) if t in ("float", "int") else r.get(k)
     return typed_frame(rows, schema)
+
+
+def fill_defaults(lf: pl.LazyFrame) -> pl.LazyFrame:
+    """Add the columns of :data:`SWEEP_COLUMN_DEFAULTS` that ``lf`` lacks (typed as :data:`SWEEP_SCHEMA`; an
+    eval.parquet's ``source`` names its trial) and cast the key columns, so every later step can rely on them."""
+    import polars as pl
+
+    names = set(lf.collect_schema().names())
+    types = polars_types()
+    defaults = {k: pl.lit(v, dtype=types[SWEEP_SCHEMA[k]]) for k, v in SWEEP_COLUMN_DEFAULTS.items()}
+    if "source" in names:  # eval.parquet of `pathfm eval`: one "trial" per evaluated source
+        defaults["trial_id"] = pl.col("source").cast(pl.String)
+    add = [expr.alias(name) for name, expr in defaults.items() if name not in names]
+    if add:
+        lf = lf.with_columns(add)
+    return lf.with_columns(
+        pl.col("trial_id").cast(pl.String),
+        pl.col("arm").cast(pl.String),
+        pl.col("fold").fill_null(0).cast(pl.Int64),
+        pl.col("step").fill_null(0).cast(pl.Int64),
+        pl.col("value").cast(pl.Float64),
+    )
 
 
 # ------------------------------------------------------------------------------------ readers / writers

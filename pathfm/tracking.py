@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from pathfm.errors import ConfigError
+from pathfm.results import EVAL_FILE
 
 TRACKING_FILE = "tracking.json"
 RUN_ARTIFACTS = ("config.yaml", "metrics.jsonl", "teacher_backbone.pt")
@@ -321,8 +322,8 @@ def log_evaluation(cfg, run_dir: Path, df, extra: dict[str, float] | None = None
     for r in open_runs(cfg.tracking, run_dir, run_dir.name, tags):
         r.log_table("eval_table", df)
         r.log_metrics(metrics, step)
-        if (run_dir / "eval.parquet").exists():
-            r.log_artifact(run_dir / "eval.parquet")
+        if (run_dir / EVAL_FILE).exists():
+            r.log_artifact(run_dir / EVAL_FILE)
         r.finish("finished")
 
 

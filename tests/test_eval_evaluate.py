@@ -91,8 +91,8 @@ def test_real_training_run_probe_hook_and_checkpoint_evaluation(tmp_path):
     from pathfm.ssl.trainer import train
 
     cfg = load_config("smoke", ["optim.steps=2", "data.batch_size=2", "data.crops.n_local=0", "run.progress=false",
-                                "run.checkpoint_every=2", "optim.warmup_steps=0", "eval.every=2",
-                                "eval.tasks=[osteo]"])
+                                "run.checkpoint_every=2", "optim.warmup_steps=0", "probe.every=2",
+                                "probe.tasks=[osteo]"])
     run = tmp_path / "run"
     train(cfg, run)
     last = read_jsonl(run / "metrics.jsonl")[-1]

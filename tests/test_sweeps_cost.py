@@ -29,3 +29,28 @@ def test_a_study_is_costed_over_the_trials_its_sweep_expands():
     costs = plan_costs(plan)
     by_arm = {c.arm: c.hours_per_trial for c in costs}
     assert len(trials) == plan.n_trials and total_hours(plan, costs) == pytest.approx(sum(by_arm[t["arm"]] for t in trials))
+
+
+def test_concurrent_trials_fit_the_cluster_under_the_cap():
+    from pathfm.sweeps.cost import concurrent_trials
+    from pathfm.sweeps.spec import Resources
+
+    cpu2, gpu1x2 = Resources(cpu=2), Resources(cpu=4, gpu=1, workers=2)
+    assert concurrent_trials(cpu2, None, {"CPU": 7}) == 3
+    assert concurrent_trials(cpu2, 2, {"CPU": 16}) == 2 and concurrent_trials(cpu2, 9, {"CPU": 16}) == 8
+    assert concurrent_trials(cpu2, None, {"CPU": 1}) == 1  # never 0: one trial waits for the others
+    assert concurrent_trials(cpu2, None, {"CPU": 16}, n_trials=5) == 5
+    assert concurrent_trials(gpu1x2, None, {"CPU": 64, "GPU": 8}) == 4  # a DDP trial holds its workers' GPUs
+    assert concurrent_trials(gpu1x2, None, None) is None and concurrent_trials(gpu1x2, 3, None) == 3
+
+
+def test_a_study_plan_wraps_the_typed_sweep_spec_it_runs():
+    from pathfm.sweeps.spec import SweepSpec
+
+    plan = plan_for("hed", "smoke")
+    assert isinstance(plan.spec, SweepSpec)
+    assert plan.seeds == plan.spec.seeds and plan.resources == plan.spec.resources.model_dump()
+    assert [a.name for a in plan.spec.arms] == [a.name for a in plan.arms]
+    copy = plan.to_sweep_spec()
+    copy.name = "renamed"
+    assert plan.spec.name == plan.sweep_name() == "hed-v1-smoke" != copy.name

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import polars as pl
 import pytest
 
 from pathfm.io import read_jsonl
+from pathfm.sweeps.faults import ENV_VAR
 from pathfm.sweeps.collect import read_trial, trial_dirs
 from pathfm.sweeps.runner import SweepError, run_sweep
 from pathfm.sweeps.spec import spec_from_dict
@@ -22,7 +24,21 @@ FAST = {  # the smoke preset, shortened for tests
 
 
 @pytest.fixture(scope="module")
-def local_ray():
+def fault_file(tmp_path_factory):
+    """The test-fault rules file (pathfm.sweeps.faults): named in the environment before Ray starts, so the
+    trial workers inherit it; a test writes rules into it and removes it afterwards."""
+    path = tmp_path_factory.mktemp("faults") / "faults.json"
+    old = os.environ.get(ENV_VAR)
+    os.environ[ENV_VAR] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop(ENV_VAR, None)
+    else:
+        os.environ[ENV_VAR] = old
+
+
+@pytest.fixture(scope="module")
+def local_ray(fault_file):
     import ray
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20,
@@ -100,11 +116,14 @@ def test_tune_result_dataframe_shows_the_knobs_arm_and_seed_of_a_grid_sweep(loca
     assert res.group_by("arm").agg(pl.col("param.koleo").first()).sort("arm").rows() == [("+koleo", True), ("base", False)]
 
 
-def test_failed_trial_is_recorded_and_restarted_trial_continues_from_its_step(local_ray, tmp_path: Path):
-    spec = _spec("faults", space={"kde_weight": {"grid": [0.0, 0.01, 0.02]}}, max_failures=1,
-                 fault_injection=[{"when": {"kde_weight": 0.01}, "at_step": 2},             # always fails
-                                  {"when": {"kde_weight": 0.02}, "at_step": 5, "times": 1}])  # fails once
-    sweep_dir = run_sweep(spec, storage=tmp_path, verbose=0)
+def test_failed_trial_is_recorded_and_restarted_trial_continues_from_its_step(local_ray, fault_file, tmp_path: Path):
+    spec = _spec("faults", space={"kde_weight": {"grid": [0.0, 0.01, 0.02]}}, max_failures=1)
+    fault_file.write_text(json.dumps([{"when": {"kde_weight": 0.01}, "at_step": 2},              # always fails
+                                      {"when": {"kde_weight": 0.02}, "at_step": 5, "times": 1}]))  # fails once
+    try:
+        sweep_dir = run_sweep(spec, storage=tmp_path, verbose=0)
+    finally:
+        fault_file.unlink()
     by_kde = {t["params"]["kde_weight"]: t for t in _trials(sweep_dir)}
     assert by_kde[0.0]["status"] == "TERMINATED" and by_kde[0.0]["attempts"] == 1
     err = by_kde[0.01]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathfm.ablations.expand import StudyPlan
 from pathfm.ablations.scales import Scale, get_scale
 from pathfm.config import Config
-from pathfm.sweeps.cost import sweep_hours, trial_hours
+from pathfm.sweeps.cost import concurrent_trials, sweep_hours, trial_hours
 
 
 @dataclass
@@ -93,17 +93,13 @@ def total_hours(plan: StudyPlan, costs: list[ArmCost] | None = None) -> float:
 
 
 def concurrency(plan: StudyPlan, cpus: int | None = None) -> int | None:
-    """Trials at once: the plan's cap, or for a CPU scale what this machine's CPUs hold; None on GPU
-    scales (it depends on the cluster)."""
-    if plan.max_concurrent_trials:
-        return plan.max_concurrent_trials
-    if float(plan.resources.get("gpu", 0) or 0) > 0:
-        return None
+    """Trials at once (:func:`pathfm.sweeps.cost.concurrent_trials`): the plan's cap, or for a CPU scale what
+    this machine's CPUs hold; None on GPU scales without a cap (it depends on the cluster)."""
     import os
 
-    cpus = cpus or os.cpu_count() or 1
-    per_trial = float(plan.resources.get("cpu", 1) or 1) * int(plan.resources.get("workers", 1) or 1)
-    return max(1, min(plan.n_trials, int(cpus // per_trial)))
+    spec = plan.spec
+    totals = None if spec.resources.gpu > 0 else {"CPU": float(cpus or os.cpu_count() or 1)}
+    return concurrent_trials(spec.resources, spec.max_concurrent_trials, totals, n_trials=plan.n_trials)
 
 
 def wall_hours(plan: StudyPlan, costs: list[ArmCost] | None = None, cpus: int | None = None) -> float | None:

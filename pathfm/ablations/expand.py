@@ -1,11 +1,13 @@
 """Expand a study at a scale into a plan: the arms (deduplicated), seeds, baseline and comparisons.
 
-The plan is plain data (:class:`StudyPlan`); :meth:`StudyPlan.to_sweep_spec` turns it into a
-``pathfm.sweeps.spec.SweepSpec`` (explicit ``arms`` x ``seeds``) that ``pathfm.sweeps.runner.run_sweep``
-runs. Precedence of overrides: preset < scale < study ``overrides`` < study ``scales.<scale>`` <
-``--set`` < arm.
+A study compiles to a typed ``pathfm.sweeps.spec.SweepSpec`` (explicit ``arms`` x ``seeds``, the study's
+search space) that ``pathfm.sweeps.runner.run_sweep`` runs; the :class:`StudyPlan` wraps that spec with what
+only the study knows (arm aliases, designs, extra evaluation resolutions). Its trial count is
+``len(expand_trials(spec))``. The override precedence, study layers and sweep layers in one chain, is written
+once in docs/studies-to-sweeps.md.
 
-Two arms whose resolved training configs are identical (e.g. the leave-one-out arm "-highres" and the
+The arm generators of a study's blocks (cumulative, leave-one-out, grid, factorial, ladder) are
+:mod:`pathfm.ablations.generators`. Two arms whose resolved training configs are identical (e.g. the leave-one-out arm "-highres" and the
 cumulative arm "+hed") run once; the arm keeps its first name and records the others as aliases, and
 comparisons naming an alias are rewritten to the kept name.
 """
@@ -17,20 +19,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pathfm.ablations.design import fractional_factorial
+from pathfm.ablations.generators import RawArm, alias_of, block_arms, geometric_grid
 from pathfm.ablations.scales import Scale, get_scale
-from pathfm.ablations.study import (
-    BlockEntry,
-    ExplicitArm,
-    RelativeValues,
-    Study,
-    StudyError,
-)
-from pathfm.config import Config, get_dotted, load_config, resolve_key
+from pathfm.ablations.study import ExplicitArm, Study, StudyError
+from pathfm.config import Config, load_config, resolve_key
 from pathfm.errors import ConfigError
-
-# Schedules that an equal-epochs arm shortens together with its steps.
-STEP_SCHEDULES = ("optim.warmup_steps", "optim.teacher_temp_warmup_steps", "optim.freeze_last_layer_steps")
 
 
 @dataclass
@@ -45,31 +38,69 @@ class ArmPlan:
 
 @dataclass
 class StudyPlan:
+    """A study expanded at a scale: the typed sweep it compiles to (:attr:`spec`: base, overrides, arms x
+    seeds, search space, resources, evaluation, study meta) plus what only the study knows (arm aliases and
+    generator blocks, factorial designs, extra evaluation resolutions, its source). The sweep-level fields
+    (``base``, ``seeds``, ``resources``, ...) are read from the spec, so they cannot disagree with it."""
+
     study: str
     version: int
     description: str
     scale: str
-    base: str
-    overrides: dict[str, Any]  # applied to every trial (dotted paths)
+    spec: Any  # pathfm.sweeps.spec.SweepSpec (compiled by expand_study)
     arms: list[ArmPlan]
-    seeds: list[int]
     baseline_arm: str | None
     comparisons: list[tuple[str, str]]
-    resources: dict[str, float]
-    report_every: int
-    max_concurrent_trials: int | None
-    eval: dict[str, Any]
     eval_resolutions: list[str] | None = None
-    objective: dict[str, Any] | None = None
-    space: dict[str, Any] = field(default_factory=dict)
-    search: dict[str, Any] | None = None
     analysis: dict[str, Any] = field(default_factory=dict)
     designs: list[dict[str, Any]] = field(default_factory=list)  # factorial blocks: factors, generators, aliases
     source: str | None = None
 
+    # ------------------------------------------------------------------ views of the compiled sweep
+    @property
+    def base(self) -> str:
+        return self.spec.base
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """Applied to every trial (dotted paths)."""
+        return dict(self.spec.overrides)
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.spec.seeds)
+
+    @property
+    def resources(self) -> dict[str, float]:
+        return self.spec.resources.model_dump()
+
+    @property
+    def report_every(self) -> int:
+        return self.spec.report_every
+
+    @property
+    def max_concurrent_trials(self) -> int | None:
+        return self.spec.max_concurrent_trials
+
+    @property
+    def eval(self) -> dict[str, Any]:
+        return self.spec.eval.model_dump()
+
+    @property
+    def objective(self) -> dict[str, Any]:
+        return self.spec.objective.model_dump()
+
+    @property
+    def space(self) -> dict[str, Any]:
+        return self.spec.model_dump(mode="json")["space"]
+
+    @property
+    def search(self) -> dict[str, Any]:
+        return self.spec.search.model_dump()
+
     @property
     def n_trials(self) -> int:
-        """Trials the sweep of this plan creates, counted by the sweep's own expansion."""
+        """Trials the sweep of this plan creates: ``len(expand_trials(spec))``."""
         return len(self.sweep_trials())
 
     def sweep_trials(self) -> list[dict]:
@@ -77,7 +108,7 @@ class StudyPlan:
         validated; an adaptive search's trials have ``arm: None`` as their arm is chosen while it runs)."""
         from pathfm.sweeps.spec import expand_trials
 
-        return expand_trials(self.to_sweep_spec(), validate=False)
+        return expand_trials(self.spec, validate=False)
 
     def arm(self, name: str) -> ArmPlan:
         for a in self.arms:
@@ -89,59 +120,60 @@ class StudyPlan:
         return load_config(self.base, {**self.overrides, **self.arm(name).overrides})
 
     def sweep_name(self) -> str:
-        return f"{self.study}-v{self.version}-{self.scale}"
-
-    def meta(self) -> dict[str, Any]:
-        """What lands in SweepSpec.meta (the contract's StudyMeta fields)."""
-        return {
-            "study": self.study,
-            "version": self.version,
-            "description": self.description,
-            "baseline_arm": self.baseline_arm,
-            "comparisons": [list(c) for c in self.comparisons],
-            **({"analysis": dict(self.analysis)} if self.analysis else {}),
-        }
+        return sweep_name(self.study, self.version, self.scale)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["comparisons"] = [list(c) for c in self.comparisons]
-        d["n_trials"] = self.n_trials
-        d["arm_aliases"] = {a.name: a.aliases for a in self.arms if a.aliases}
-        return d
-
-    def to_sweep_dict(self) -> dict[str, Any]:
-        """The SweepSpec as plain data (contract of pathfm.sweeps.spec)."""
-        d: dict[str, Any] = {
-            "name": self.sweep_name(),
-            "base": self.base,
-            "overrides": dict(self.overrides),
-            "arms": [{"name": a.name, "overrides": dict(a.overrides),
-                      **({"seed_offset": a.seed_offset} if a.seed_offset else {}),
-                      **({"labels": dict(a.labels)} if a.labels else {})} for a in self.arms],
-            "seeds": list(self.seeds),
-            "resources": dict(self.resources),
-            "report_every": self.report_every,
-            "eval": dict(self.eval),
-            "meta": self.meta(),
+        """``study_plan.json``: the study's own fields, the sweep-level fields and the trial count."""
+        return {
+            "study": self.study, "version": self.version, "description": self.description, "scale": self.scale,
+            "base": self.base, "overrides": self.overrides, "arms": [asdict(a) for a in self.arms],
+            "seeds": self.seeds, "baseline_arm": self.baseline_arm,
+            "comparisons": [list(c) for c in self.comparisons], "resources": self.resources,
+            "report_every": self.report_every, "max_concurrent_trials": self.max_concurrent_trials,
+            "eval": self.eval, "eval_resolutions": self.eval_resolutions, "objective": self.objective,
+            "space": self.space, "search": self.search, "analysis": dict(self.analysis), "designs": self.designs,
+            "source": self.source, "n_trials": self.n_trials,
+            "arm_aliases": {a.name: a.aliases for a in self.arms if a.aliases},
         }
-        if self.max_concurrent_trials is not None:
-            d["max_concurrent_trials"] = self.max_concurrent_trials
-        if self.objective:
-            d["objective"] = dict(self.objective)
-        if self.space:
-            d["space"] = dict(self.space)
-        if self.search:
-            d["search"] = dict(self.search)
-        return d
 
     def to_sweep_spec(self):  # -> pathfm.sweeps.spec.SweepSpec
-        """Build the SweepSpec (imported lazily: the sweeps package is only needed to run)."""
-        from pathfm.sweeps.spec import spec_from_dict
+        """A copy of the compiled sweep spec (the caller may rename it)."""
+        return self.spec.model_copy(deep=True)
 
-        try:
-            return spec_from_dict(self.to_sweep_dict(), source=f"study {self.study} at scale {self.scale}")
-        except ConfigError as e:
-            raise StudyError(str(e)) from None
+
+def sweep_name(study: str, version: int, scale: str) -> str:
+    return f"{study}-v{version}-{scale}"
+
+
+def compile_sweep(study: Study, scale: Scale, *, arms: list[ArmPlan], seeds: list[int], overrides: dict[str, Any],
+                  baseline: str | None, comparisons: list[tuple[str, str]], ev: dict[str, Any]):
+    """The typed SweepSpec of a study at a scale (explicit arms x seeds); a bad field is a StudyError naming it."""
+    from pathfm.sweeps.spec import spec_from_dict
+
+    data: dict[str, Any] = {
+        "name": sweep_name(study.study, study.version, scale.name),
+        "base": scale.base,
+        "overrides": dict(overrides),
+        "arms": [{"name": a.name, "overrides": dict(a.overrides), "seed_offset": a.seed_offset,
+                  "labels": dict(a.labels)} for a in arms],
+        "seeds": list(seeds),
+        "resources": dict(scale.resources),
+        "report_every": scale.report_every,
+        "max_concurrent_trials": scale.max_concurrent_trials,
+        "eval": dict(ev),
+        "space": dict(study.space),
+        "meta": {"study": study.study, "version": study.version, "description": study.description,
+                 "baseline_arm": baseline, "comparisons": [list(c) for c in comparisons],
+                 "analysis": dict(study.analysis)},
+    }
+    if study.objective:
+        data["objective"] = dict(study.objective)
+    if study.search:
+        data["search"] = dict(study.search)
+    try:
+        return spec_from_dict(data, source=f"study {study.study} at scale {scale.name}")
+    except ConfigError as e:
+        raise StudyError(str(e)) from None
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -153,207 +185,6 @@ def _dotted(mapping: dict[str, Any], ctx: str) -> dict[str, Any]:
         except ConfigError as e:
             raise StudyError(f"{ctx}: {e}") from None
     return out
-
-
-def alias_of(dotted: str) -> str:
-    """The short knob alias of a dotted path (``loss.kde_weight`` -> ``kde_weight``), else the path."""
-    from pathfm.config import KNOB_ALIASES
-
-    return next((alias for alias, path in KNOB_ALIASES.items() if path == dotted), dotted)
-
-
-def count_slides(cfg: Config) -> int:
-    """Number of slides ``cfg.data.slides`` names (a folder of slides or a .csv/.parquet manifest), read
-    with the data part's own manifest reader, so the ladder's "all" is what training would see."""
-    from pathfm.data.manifest import load_manifest
-    from pathfm.errors import PathfmError
-
-    try:
-        return len(load_manifest(cfg.data.slides))
-    except PathfmError as e:
-        raise StudyError(f"{e}\n(the data ladder counts the slides of data.slides for its 'all' rung; set it with "
-                         "--set data.slides=PATH, or give --max-slides N)") from None
-
-
-def geometric_grid(start: int, stop: int, factor: float = 2.0) -> list[int]:
-    """``start, start*f, start*f^2, ... < stop``, then ``stop`` (distinct integers, ascending)."""
-    if start > stop:
-        raise StudyError(f"ladder start {start} exceeds the maximum {stop}")
-    out: list[int] = []
-    x = float(start)
-    while round(x) < stop:
-        v = int(round(x))
-        if not out or v > out[-1]:
-            out.append(v)
-        x *= factor
-    out.append(stop)
-    return out
-
-
-def _fmt(template: str, values: dict[str, Any], ctx: str) -> str:
-    safe = {k.replace(".", "_"): v for k, v in values.items()}
-    try:
-        return template.format(**safe)
-    except (KeyError, IndexError, ValueError) as e:
-        raise StudyError(f"{ctx}: name template {template!r} cannot be filled from {sorted(safe)}: {e}") from None
-
-
-def _component(study: Study, name: str, ctx: str):
-    if name not in study.components:
-        raise StudyError(f"{ctx}: unknown component '{name}'; the study defines: {', '.join(study.components) or 'none'}")
-    return study.components[name]
-
-
-def _components_state(study: Study, on: set[str], order: list[str]) -> dict[str, Any]:
-    ov: dict[str, Any] = {}
-    for c in order:
-        comp = study.components[c]
-        ov.update(comp.enabled if c in on else comp.disabled)
-    return ov
-
-
-# ---------------------------------------------------------------------------------- generators
-@dataclass
-class _RawArm:
-    name: str
-    overrides: dict[str, Any]
-    block: str
-    labels: dict[str, Any] = field(default_factory=dict)
-    comparisons: list[tuple[str, str]] = field(default_factory=list)
-    derived: set[str] = field(default_factory=set)  # keys computed from the base config (follow --set)
-    seed_offset: int = 0
-
-
-def _gen_cumulative(study: Study, b: BlockEntry, ctx: str) -> list[_RawArm]:
-    spec = b.cumulative
-    assert spec is not None
-    for c in spec.order:
-        _component(study, c, ctx)
-    base_name = spec.baseline_name or study.baseline
-    arms = [_RawArm(base_name, _components_state(study, set(), spec.order), "cumulative",
-                    {c: 0 for c in spec.order})]
-    on: set[str] = set()
-    for c in spec.order:
-        on.add(c)
-        name = spec.names.get(c, f"+{c}")
-        arms.append(_RawArm(name, _components_state(study, on, spec.order), "cumulative",
-                            {x: int(x in on) for x in spec.order}, [(name, arms[-1].name)]))
-    return arms
-
-
-def _gen_leave_one_out(study: Study, b: BlockEntry, ctx: str) -> list[_RawArm]:
-    spec = b.leave_one_out
-    assert spec is not None
-    order = spec.order or list(study.components)
-    for c in order:
-        _component(study, c, ctx)
-    full = set(order)
-    arms = [_RawArm(spec.full_name, _components_state(study, full, order), "leave_one_out", {c: 1 for c in order})]
-    for c in order:
-        name = spec.names.get(c, f"-{c}")
-        on = full - {c}
-        arms.append(_RawArm(name, _components_state(study, on, order), "leave_one_out",
-                            {x: int(x in on) for x in order}, [(name, spec.full_name)]))
-    return arms
-
-
-def _gen_grid(study: Study, b: BlockEntry, base_cfg: Config, ctx: str) -> list[_RawArm]:
-    from pathfm.ablations.design import full_factorial
-
-    assert b.grid is not None
-    levels: dict[str, list[Any]] = {}
-    resolved: dict[str, dict[Any, Any]] = {}
-    for knob, spec in b.grid.items():
-        if isinstance(spec, RelativeValues):
-            ref = get_dotted(base_cfg, spec.relative_to)
-            if not isinstance(ref, (int, float)) or isinstance(ref, bool):
-                raise StudyError(f"{ctx}: grid.{knob}.relative_to={spec.relative_to} is not a number ({ref!r})")
-            levels[knob] = list(spec.values)
-            resolved[knob] = {v: max(1, int(round(ref * v))) if isinstance(ref, int) else ref * v for v in spec.values}
-        else:
-            levels[knob] = list(spec)
-    arms = []
-    for run in full_factorial(levels):
-        values = {k: resolved[k][v] if k in resolved else v for k, v in run.items()}
-        template = b.name or ",".join(f"{k}={{{k.replace('.', '_')}}}" for k in run)
-        name = _fmt(template, run, ctx)
-        labels = {alias_of(resolve_key(k)): v for k, v in values.items()}
-        labels.update({f"{k}_fraction": run[k] for k in resolved})
-        arms.append(_RawArm(name, {**b.fixed, **values}, "grid", labels))
-    return arms
-
-
-def _gen_factorial(study: Study, b: BlockEntry, ctx: str, designs: list[dict[str, Any]]) -> list[_RawArm]:
-    spec = b.factorial
-    assert spec is not None
-    for f in spec.factors:
-        if f not in spec.levels:
-            _component(study, f, ctx)
-        elif len(spec.levels[f]) != 2:
-            raise StudyError(f"{ctx}: factorial.levels.{f} must be [low, high], got {spec.levels[f]}")
-    try:
-        design = fractional_factorial(spec.factors, spec.generators, min_resolution=spec.min_resolution)
-    except ConfigError as e:
-        raise StudyError(f"{ctx}: {e}") from None
-    arms = []
-    for run in design.runs():
-        ov: dict[str, Any] = {}
-        parts = []
-        for f, level in run.items():
-            if f in spec.levels:
-                value = spec.levels[f][0 if level < 0 else 1]
-                ov[f] = value
-                parts.append(f"{f}={value}")
-            else:
-                comp = study.components[f]
-                ov.update(comp.enabled if level > 0 else comp.disabled)
-                if level > 0:
-                    parts.append(f"+{f}")
-        if all(level < 0 for level in run.values()):
-            name = spec.none_name or study.baseline
-        else:
-            name = "".join(p if p.startswith("+") else f"[{p}]" for p in parts) or (spec.none_name or study.baseline)
-        labels = {f"design.{f}": level for f, level in run.items()}
-        arms.append(_RawArm(name, {**b.fixed, **ov}, "factorial", labels))
-    designs.append({
-        "factors": list(design.factors),
-        "generators": [f"{g.target}={'-' if g.sign < 0 else ''}{'*'.join(g.sources)}" for g in design.generators],
-        "resolution": design.resolution,
-        "runs": design.n_runs,
-        "description": design.describe(),
-        "aliases": {k: v for k, v in design.alias_table().items() if v},
-        "arms": [a.name for a in arms],
-    })
-    return arms
-
-
-def _gen_ladder(study: Study, b: BlockEntry, base_cfg: Config, ctx: str, max_override: int | None) -> list[_RawArm]:
-    spec = b.ladder
-    assert spec is not None
-    if spec.max == "all":
-        top = max_override if max_override is not None else count_slides(base_cfg)
-    else:
-        top = int(spec.max)
-    grid = geometric_grid(spec.start, top, spec.factor)
-    steps = base_cfg.optim.steps
-    arms = []
-    names_at_top = {v: _fmt(spec.all_name, {"variant": v, "n": top}, ctx) if spec.all_name else None for v in spec.variants}
-    for variant in spec.variants:
-        for n in grid:
-            ov: dict[str, Any] = {spec.knob: n}
-            labels: dict[str, Any] = {spec.knob: n, "variant": variant, "fraction_of_data": n / top}
-            if variant == "equal_epochs":
-                frac = n / top
-                ov["optim.steps"] = max(spec.min_steps, int(round(steps * frac)))
-                for key in STEP_SCHEDULES:
-                    ov[key] = int(round(get_dotted(base_cfg, key) * frac))
-                labels["steps"] = ov["optim.steps"]
-            else:
-                labels["steps"] = steps
-            name = names_at_top[variant] if n == top and names_at_top[variant] else _fmt(spec.name, {"n": n, "variant": variant}, ctx)
-            derived = {"optim.steps", *STEP_SCHEDULES} if variant == "equal_epochs" else set()
-            arms.append(_RawArm(name, {**b.fixed, **ov}, "ladder", labels, derived=derived))
-    return arms
 
 
 # ------------------------------------------------------------------------------------ expansion
@@ -387,28 +218,18 @@ def expand_study(
     except ConfigError as e:
         raise StudyError(f"{src} at scale {sc.name}: {e}") from None
 
-    raw: list[_RawArm] = []
+    raw: list[RawArm] = []
     designs: list[dict[str, Any]] = []
     for i, entry in enumerate(study.arms):
         ctx = f"{src}: arms[{i}]"
         if isinstance(entry, ExplicitArm):
             if _scale_filter(entry.scales, sc.name):
                 labels = dict(entry.labels) or {k: v for k, v in entry.overrides.items()}
-                raw.append(_RawArm(entry.name, dict(entry.overrides), "explicit", labels, seed_offset=entry.seed_offset))
+                raw.append(RawArm(entry.name, dict(entry.overrides), "explicit", labels, seed_offset=entry.seed_offset))
             continue
         if not _scale_filter(entry.scales, sc.name):
             continue
-        kind = entry.kind
-        if kind == "cumulative":
-            raw += _gen_cumulative(study, entry, ctx)
-        elif kind == "leave_one_out":
-            raw += _gen_leave_one_out(study, entry, ctx)
-        elif kind == "grid":
-            raw += _gen_grid(study, entry, base_cfg, ctx)
-        elif kind == "factorial":
-            raw += _gen_factorial(study, entry, ctx, designs)
-        elif kind == "ladder":
-            raw += _gen_ladder(study, entry, base_cfg, ctx, max_slides)
+        raw += block_arms(study, entry, base_cfg, ctx, designs, max_slides)
 
     arms, alias_of = _dedup(raw, sc.base, common, src, sc.name)
     # --set must not silently fight the arms: a knob the arms vary cannot be fixed from the command line.
@@ -447,25 +268,18 @@ def expand_study(
 
     seed_list = _seed_list(seeds, per_scale.seeds if per_scale and per_scale.seeds is not None else sc.seeds)
     ev = {**sc.eval, **study.eval, **(per_scale.eval if per_scale else {})}
+    spec = compile_sweep(study, sc, arms=arms, seeds=seed_list, overrides=common, baseline=baseline,
+                         comparisons=comparisons, ev=ev)
     return StudyPlan(
         study=study.study,
         version=study.version,
         description=study.description,
         scale=sc.name,
-        base=sc.base,
-        overrides=common,
+        spec=spec,
         arms=arms,
-        seeds=seed_list,
         baseline_arm=baseline,
         comparisons=comparisons,
-        resources=dict(sc.resources),
-        report_every=sc.report_every,
-        max_concurrent_trials=sc.max_concurrent_trials,
-        eval=ev,
         eval_resolutions=list(study.eval_resolutions) if study.eval_resolutions else None,
-        objective=study.objective,
-        space=dict(study.space),
-        search=study.search,
         analysis=dict(study.analysis),
         designs=designs,
         source=study.source,
@@ -483,7 +297,7 @@ def _seed_list(seeds: int | list[int] | None, default: int | list[int]) -> list[
     return list(s)
 
 
-def _dedup(raw: list[_RawArm], base: str, common: dict[str, Any], src: str, scale: str):
+def _dedup(raw: list[RawArm], base: str, common: dict[str, Any], src: str, scale: str):
     """Merge arms whose resolved configs are identical; returns (arms, name -> kept name)."""
     arms: list[ArmPlan] = []
     by_key: dict[str, ArmPlan] = {}
@@ -520,3 +334,6 @@ def plan_for(name_or_path: str | Path, scale: str, **kw: Any) -> StudyPlan:
     from pathfm.ablations.study import load_study
 
     return expand_study(load_study(name_or_path), scale, **kw)
+
+
+__all__ = ["ArmPlan", "StudyPlan", "alias_of", "compile_sweep", "expand_study", "geometric_grid", "plan_for", "sweep_name"]

@@ -23,7 +23,7 @@ from typing import Any
 from pathfm.ablations.expand import StudyPlan
 from pathfm.ablations.study import StudyError
 from pathfm.io import atomic_write_json
-from pathfm.results import STUDY_PLAN_FILE as PLAN_FILE
+from pathfm.results import EVAL_FILE, STUDY_PLAN_FILE as PLAN_FILE
 from pathfm.sweeps.collect import collect, read_trials
 from pathfm.sweeps.runner import SweepError, run_sweep, storage_root
 
@@ -109,7 +109,7 @@ def evaluate_resolutions(sweep_dir: Path, info: dict[str, Any]) -> None:
         if trial.get("status") != "TERMINATED" or not (trial_dir / "config.yaml").exists():
             continue
         cfg = config_from_dict(read_yaml(trial_dir / "config.yaml"), source=str(trial_dir / "config.yaml"))
-        eval_path = trial_dir / "eval.parquet"
+        eval_path = trial_dir / EVAL_FILE
         have: set[str] = set()
         if eval_path.exists():
             old = pl.read_parquet(eval_path)

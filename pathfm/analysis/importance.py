@@ -15,7 +15,8 @@ from typing import Literal, Sequence
 import numpy as np
 import polars as pl
 
-from pathfm.analysis.load import ResultsError, Selection, param_columns, scan_results, train_metric, trial_values
+from pathfm.analysis.load import (ARM_NAME, ResultsError, Selection, param_columns, scan_results, train_metric,
+                                  trial_values)
 from pathfm.results import PARAM_PREFIX
 from pathfm.analysis.stats import bootstrap_mean_ci, percentile_ci
 
@@ -263,9 +264,8 @@ def plot_against(tv: pl.DataFrame, train: pl.DataFrame, column: str, stem: Path,
     with style():
         fig, axes = new_figure(size, aspect=0.75)
         ax = axes[0, 0]
-        # colour by the ablation arm (the label before the first ", ": searched params split it further)
-        d = d.with_columns(pl.col("arm").str.split(", ").list.first().alias("_group"))
-        for i, (arm, g) in enumerate(d.group_by("_group", maintain_order=True)):
+        # colour by the ablation arm (not by its label: searched params split that further)
+        for i, (arm, g) in enumerate(d.group_by(ARM_NAME, maintain_order=True)):
             ax.scatter(g[column], g["value"], s=14, color=color(i), marker=MARKERS[i % len(MARKERS)], label=str(arm[0]),
                        edgecolors="0.15", linewidths=0.3, zorder=3)
         gx = np.linspace(x.min(), x.max(), 100)
@@ -279,7 +279,7 @@ def plot_against(tv: pl.DataFrame, train: pl.DataFrame, column: str, stem: Path,
         ax.set_xlabel(column.replace("_", " ") + " (measured, train)")
         ax.set_ylabel(metric.replace("_", " "))
         ax.set_title(f"Pearson r = {r:.2f} [{r_lo:.2f}, {r_hi:.2f}]", fontsize=7)
-        n_groups = d["_group"].n_unique()
+        n_groups = d[ARM_NAME].n_unique()
         if n_groups <= 4:
             ax.legend(fontsize=6)
         elif n_groups <= 16:  # many arms: legend beside the axes, never over the points

@@ -18,9 +18,14 @@ import polars as pl
 from pathfm.analysis.probe_seeds import fold_within_probe_seed
 from pathfm.errors import PathfmError
 from pathfm.results import (META_FILE, PARAM_PREFIX, REFERENCE_TRIAL_ID, RESULTS_FILE, STUDY_PLAN_FILE, SWEEP_SCHEMA,
-                            read_sweep_meta)
+                            fill_defaults, read_sweep_meta)
 REQUIRED = ("metric", "value")
 ANY = "all"  # a selection value that disables that filter
+# The arm of a selected row, structured, beside its display label ``arm`` (``base, kde_weight=0.1``), so no
+# reader parses the label back: ARM_NAME is the arm as the results store it (else the evaluated source, the
+# sweep, the trial) and ARM_KNOBS the names that the label appends to it (``["kde_weight"]``).
+ARM_NAME = "arm_name"
+ARM_KNOBS = "arm_knobs"
 
 
 class ResultsError(PathfmError):
@@ -139,37 +144,6 @@ def param_columns(columns: Iterable[str]) -> list[str]:
     return sorted(c for c in columns if c.startswith(PARAM_PREFIX))
 
 
-def fill_defaults(lf: pl.LazyFrame) -> pl.LazyFrame:
-    """Add optional schema columns with neutral values so that every later step can rely on them."""
-    names = set(lf.collect_schema().names())
-    defaults: dict[str, pl.Expr] = {
-        "trial_id": pl.lit("trial"),
-        "arm": pl.lit(None, dtype=pl.String),
-        "seed": pl.lit(None, dtype=pl.Int64),
-        "kind": pl.lit("eval"),
-        "step": pl.lit(0, dtype=pl.Int64),
-        "final": pl.lit(None, dtype=pl.Boolean),
-        "task": pl.lit("score"),
-        "probe": pl.lit(None, dtype=pl.String),
-        "backbone": pl.lit("trained"),
-        "fold": pl.lit(0, dtype=pl.Int64),
-        "status": pl.lit(None, dtype=pl.String),
-        "sweep": pl.lit(None, dtype=pl.String),
-    }
-    if "source" in names:  # eval.parquet of `pathfm eval`: one "trial" per evaluated source
-        defaults["trial_id"] = pl.col("source").cast(pl.String)
-    add = [expr.alias(name) for name, expr in defaults.items() if name not in names]
-    if add:
-        lf = lf.with_columns(add)
-    return lf.with_columns(
-        pl.col("trial_id").cast(pl.String),
-        pl.col("arm").cast(pl.String),
-        pl.col("fold").fill_null(0).cast(pl.Int64),
-        pl.col("step").fill_null(0).cast(pl.Int64),
-        pl.col("value").cast(pl.Float64),
-    )
-
-
 def skip_absent_filters(lf: pl.LazyFrame, sel: Selection, where: str) -> Selection:
     """A kind/backbone/probe filter on a column the table does not have (or holds no value in) is
     dropped with a one-line note: any tidy table (arm, seed, task, metric, value) can be analysed."""
@@ -208,6 +182,13 @@ def _check_selection(lf: pl.LazyFrame, sel: Selection, where: str) -> None:
             raise ResultsError(f"{where}: task(s) {bad} not in the results (present: {have_tasks})")
 
 
+def in_arms(arms: set) -> pl.Expr:
+    """True for rows whose ``arm`` is one of ``arms`` (``None`` in ``arms``: rows without an arm)."""
+    named = sorted(a for a in arms if a is not None)
+    applies = pl.col("arm").is_in(named) if named else pl.lit(False)
+    return applies | pl.col("arm").is_null() if None in arms else applies
+
+
 def arm_label_expr(params: dict[str, set], floats: Sequence[str] = ()) -> pl.Expr:
     """``arm`` (ablations) followed by ``name=value`` of each searched param that varies within that arm
     (``params``: param -> the arm values, ``None`` for rows without an arm, in which it varies); without
@@ -222,15 +203,23 @@ def arm_label_expr(params: dict[str, set], floats: Sequence[str] = ()) -> pl.Exp
 
     parts = []
     for c, arms in params.items():
-        named = sorted(a for a in arms if a is not None)
-        applies = pl.col("arm").is_in(named) if named else pl.lit(False)
-        if None in arms:
-            applies = applies | pl.col("arm").is_null()
+        applies = in_arms(arms)
         parts.append(pl.when(applies).then(pl.lit(f"{c[len(PARAM_PREFIX):]}=") + value(c)).otherwise(pl.lit(None)))
     from_params = pl.concat_str(parts, separator=", ", ignore_nulls=True)
     from_params = pl.when(from_params == "").then(pl.lit(None)).otherwise(from_params)
     label = pl.when(pl.col("arm").is_null()).then(pl.coalesce(from_params, fallback))
     return label.otherwise(pl.concat_str([pl.col("arm"), from_params], separator=", ", ignore_nulls=True)).alias("arm")
+
+
+def arm_knobs_expr(params: dict[str, set]) -> pl.Expr:
+    """The names of the searched params that :func:`arm_label_expr` appends to each row's label (a list)."""
+    if not params:
+        return pl.lit([], dtype=pl.List(pl.String)).alias(ARM_KNOBS)
+    parts = []
+    for c, arms in params.items():
+        applies = in_arms(arms)
+        parts.append(pl.when(applies).then(pl.lit(c[len(PARAM_PREFIX):])).otherwise(pl.lit(None, dtype=pl.String)))
+    return pl.concat_list(parts).list.drop_nulls().alias(ARM_KNOBS)
 
 
 def varying_params(lf: pl.LazyFrame) -> dict[str, set]:
@@ -250,7 +239,8 @@ def varying_params(lf: pl.LazyFrame) -> dict[str, set]:
 
 
 def select_rows(lf: pl.LazyFrame, sel: Selection, where: str = "results") -> pl.LazyFrame:
-    """Filter to the selected rows (no reduction yet); adds the ``arm`` label and the ``replicate`` id."""
+    """Filter to the selected rows (no reduction yet); adds the ``arm`` label, its structured parts
+    (:data:`ARM_NAME`, :data:`ARM_KNOBS`) and the ``replicate`` id."""
     sel = skip_absent_filters(lf, sel, where)
     lf = fill_defaults(lf)
     _check_selection(lf, sel, where)
@@ -280,6 +270,8 @@ def select_rows(lf: pl.LazyFrame, sel: Selection, where: str = "results") -> pl.
     if "source" in lf.collect_schema().names():  # eval.parquet: the evaluated source names the arm
         lf = lf.with_columns(pl.coalesce(pl.col("arm"), pl.col("source").cast(pl.String)).alias("arm"))
     floats = [c for c in params if schema[c].is_float()]
+    fallback = pl.coalesce(pl.col("arm"), pl.col("sweep").cast(pl.String), pl.col("trial_id"))
+    lf = lf.with_columns(fallback.alias(ARM_NAME), arm_knobs_expr(params))
     lf = lf.with_columns(arm_label_expr(params, floats))
     # with the backbone/probe filter off, rows that differ only in backbone or probe must not pool:
     # name them in the arm label when some task carries several
@@ -287,7 +279,8 @@ def select_rows(lf: pl.LazyFrame, sel: Selection, where: str = "results") -> pl.
         if want in (None, ANY):
             several = lf.group_by("task").agg(pl.col(col).n_unique().alias("n")).select(pl.col("n").max()).collect().item()
             if several and several > 1:
-                lf = lf.with_columns(pl.concat_str([pl.col("arm"), pl.lit(f", {col}="), pl.col(col).fill_null("None")]).alias("arm"))
+                lf = lf.with_columns(pl.concat_str([pl.col("arm"), pl.lit(f", {col}="), pl.col(col).fill_null("None")]).alias("arm"),
+                                     pl.concat_list([pl.col(ARM_KNOBS), pl.lit(col)]).alias(ARM_KNOBS))
     # the replicate of a trial: its seed, else the trial id (one trial = one replicate)
     return lf.with_columns(pl.coalesce(pl.col("seed").cast(pl.String), pl.col("trial_id")).alias("replicate"))
 
@@ -329,7 +322,8 @@ def fold_scores(
 ) -> pl.DataFrame:
     """One row per (arm, replicate, trial, task, fold): the selected metric at the selected step.
 
-    Columns: ``arm, replicate, trial_id, task, metric, fold, value`` plus ``extra`` columns (first value).
+    Columns: ``arm, replicate, trial_id, task, metric, fold, value, arm_name, arm_knobs`` plus ``extra``
+    columns (first value).
     """
     sel = sel or Selection()
     lf, where = as_lazy(source)
@@ -343,6 +337,8 @@ def fold_scores(
             pl.col("metric").first(),
             pl.col("metric").n_unique().alias("_n_metrics"),
             *([pl.col("probe_seed").n_unique().alias("n_probe_seeds")] if has_probe_seeds else []),
+            pl.col(ARM_NAME).first(),
+            pl.col(ARM_KNOBS).first(),
             *[pl.col(c).first() for c in extra],
         )
         .collect()
@@ -485,9 +481,10 @@ def trial_values(
     folds = fold_scores(lf, sel)
     per_trial = (
         folds.group_by(["trial_id", "task"])
-        .agg(pl.col("value").mean(), pl.col("arm").first(), pl.col("replicate").first())
+        .agg(pl.col("value").mean(), pl.col("arm").first(), pl.col(ARM_NAME).first(), pl.col("replicate").first())
         .group_by("trial_id")
-        .agg(pl.col("value").mean(), pl.col("arm").first(), pl.col("replicate").first(), pl.len().alias("n_tasks"))
+        .agg(pl.col("value").mean(), pl.col("arm").first(), pl.col(ARM_NAME).first(), pl.col("replicate").first(),
+             pl.len().alias("n_tasks"))
     )
     side = lf.group_by("trial_id").agg([pl.col(c).drop_nulls().first() for c in params] + [pl.col(c).max() for c in costs]).collect()
     return per_trial.join(side, on="trial_id", how="left").sort("trial_id")

@@ -15,7 +15,8 @@ from typing import Sequence
 
 import polars as pl
 
-from pathfm.analysis.load import ResultsError, Selection, fill_defaults, read_analysis_hints, scan_results, sweep_meta_of
+from pathfm.analysis.load import ResultsError, Selection, read_analysis_hints, scan_results, sweep_meta_of
+from pathfm.results import fill_defaults
 from pathfm.analysis.markdown import md_table_to_html
 from pathfm.io import atomic_write_text
 

@@ -16,7 +16,8 @@ import numpy as np
 
 from pathfm.analysis.load import ResultsError
 from pathfm.analysis.stats import ci_verdict
-from pathfm.analysis.table import NA, REFERENCE_LABELS, UNTRAINED_TEXT, AblationTable
+from pathfm.analysis.table import AblationTable
+from pathfm.analysis.table_render import NA, REFERENCE_LABELS, UNTRAINED_TEXT
 
 BETTER, WORSE, UNSURE, BASE = "#0072B2", "#D55E00", "0.55", "#000000"  # Okabe-Ito blue / vermillion, grey, black
 REF_STYLE = {"random_init": ("#CC79A7", "--"), "color_histogram": ("#009E73", "-.")}  # Okabe-Ito purple / green

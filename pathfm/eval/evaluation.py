@@ -28,7 +28,7 @@ from pathfm.eval.features import (
 from pathfm.eval.metrics import classification_metrics, embedding_diagnostics
 from pathfm.eval.probes import check_probes, run_probe
 from pathfm.eval.results import format_summary
-from pathfm.results import append_results, eval_frame
+from pathfm.results import EVAL_FILE, append_results, eval_frame
 from pathfm.eval.tasks import get_task
 from pathfm.eval.tiles import TaskSamples, load_samples
 
@@ -156,7 +156,7 @@ def _output_path(output, backbone: Backbone) -> Path | None:
     if output is None:
         return None
     if output == "auto":
-        return backbone.run_dir / "eval.parquet" if backbone.run_dir is not None else None
+        return backbone.run_dir / EVAL_FILE if backbone.run_dir is not None else None
     return Path(output)
 
 

@@ -1,4 +1,4 @@
-"""``fast_probe``: the in-training evaluation hook (what a sweep scheduler reports and prunes on).
+"""``fast_probe``: the in-training probe hook (configured by ``cfg.probe``; what a sweep scheduler reports and prunes on).
 
 Runs inside training every N steps on small tasks whose decoded tiles are cached in memory, so a call
 costs one no-grad forward pass over the tiles plus a kNN (milliseconds) or a logistic regression. No

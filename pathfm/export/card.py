@@ -117,7 +117,9 @@ def recipe_section(cfg: Mapping[str, Any] | None) -> str:
 def eval_section(run_dir: Path | None) -> str:
     """Balanced accuracy per task and probe (mean ± sd over folds) of the trained backbone beside the
     random-init and colour-histogram baselines, from the run's ``eval.parquet``."""
-    path = run_dir / "eval.parquet" if run_dir is not None else None
+    from pathfm.results import EVAL_FILE
+
+    path = run_dir / EVAL_FILE if run_dir is not None else None
     if path is None or not path.is_file():
         return "## Evaluation\n\nNot evaluated yet (no `eval.parquet` in the run): `pathfm eval RUN --task crc`."
     import polars as pl

@@ -1,7 +1,7 @@
 """Collapse and divergence guards: stop a run early, with a named reason, when its health signals say it is lost.
 
 A guard reads the records the trainer logs (``metrics.jsonl``: the ``diag/*`` signals of
-:mod:`pathfm.ssl.diagnostics`, the loss, and the in-training probe when ``eval.every > 0``) and trips when
+:mod:`pathfm.ssl.diagnostics`, the loss, and the in-training probe when ``probe.every > 0``) and trips when
 one condition of ``run.guards`` (:class:`pathfm.config.GuardsConfig`) holds for ``patience`` logged steps in
 a row, from ``start_step`` on. Reasons (:data:`REASONS`):
 

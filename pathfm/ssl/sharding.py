@@ -52,9 +52,9 @@ def check_strategy(strategy: str, precision: str, device_type: str, probe_every:
         raise ConfigError("run.strategy=fsdp with run.precision=fp16 needs a sharded gradient scaler, which pathfm "
                           "does not have; use run.precision=bf16 (fp32 master weights and reductions) or strategy=ddp")
     if probe_every > 0 and world_size > 1:
-        raise ConfigError("eval.every > 0 (the in-training probe runs on rank 0 only) cannot run with "
+        raise ConfigError("probe.every > 0 (the in-training probe runs on rank 0 only) cannot run with "
                           "run.strategy=fsdp on several processes (the sharded teacher needs every rank); "
-                          "set eval.every=0 or run.strategy=ddp")
+                          "set probe.every=0 or run.strategy=ddp")
 
 
 def mixed_precision_policy(device_type: str, precision: str) -> Any:

@@ -186,7 +186,7 @@ class _Run:
 
         # what the strategy cannot run is refused before anything is built
         self.strategy = sharding.resolve_strategy(cfg.run.strategy, cfg.model.arch, self.device.type)
-        sharding.check_strategy(self.strategy, self.precision, self.device.type, cfg.eval.every, env.world_size)
+        sharding.check_strategy(self.strategy, self.precision, self.device.type, cfg.probe.every, env.world_size)
         torch.manual_seed(cfg.seed)  # identical init on every rank
         student, teacher = build_student_teacher(cfg)
         self.init_note = load_init_weights(student, teacher, cfg.model) if cfg.model.init_from else None
@@ -445,19 +445,19 @@ class _Run:
         return rec
 
     def _maybe_probe(self, rec: dict[str, Any], stage: Stage) -> None:
-        every = stage.cfg.eval.every
+        every = stage.cfg.probe.every
         if every <= 0 or self.progress.global_step % every:
             return
         try:
             from pathfm.eval import fast_probe
         except ImportError:
-            warnings.warn("eval.every > 0 but pathfm.eval.fast_probe is not available; skipping the probe")
+            warnings.warn("probe.every > 0 but pathfm.eval.fast_probe is not available; skipping the probe")
             return
         backbone = self.teacher.backbone
         was_training = backbone.training
         backbone.eval()
         try:
-            rec.update(fast_probe(backbone, tasks=stage.cfg.eval.tasks, probe=stage.cfg.eval.probe))
+            rec.update(fast_probe(backbone, tasks=stage.cfg.probe.tasks, probe=stage.cfg.probe.probe))
         finally:
             backbone.train(was_training)
 

@@ -145,7 +145,7 @@ def _status(args) -> int:
     from pathlib import Path
 
     from pathfm.errors import PathfmError
-    from pathfm.sweeps.runner import format_status
+    from pathfm.sweeps.status import format_status
 
     if not Path(args.sweep_dir).is_dir():
         raise PathfmError(f"sweep folder '{args.sweep_dir}' does not exist")

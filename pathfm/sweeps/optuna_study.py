@@ -244,7 +244,7 @@ def _retry_interrupted(study, number: int | None, max_retry: int | None) -> None
 
 def _print_trial(name: str, sweep_dir: Path):
     from pathfm.sweeps.collect import read_trial
-    from pathfm.sweeps.runner import trial_summary_line
+    from pathfm.sweeps.status import trial_summary_line
 
     def cb(study, frozen) -> None:
         folder = frozen.user_attrs.get(TRIAL_DIR_ATTR, f"optuna_{frozen.number:05d}")
@@ -285,7 +285,8 @@ def run_optuna_study(spec: SweepSpec | str | Path, *, storage: str | None = None
     from pathfm.io import atomic_write_json, atomic_write_text, redact_url
     from pathfm.results import META_FILE
     from pathfm.sweeps.collect import collect
-    from pathfm.sweeps.runner import SPEC_FILE, format_status, sweep_meta
+    from pathfm.sweeps.runner import SPEC_FILE, sweep_meta
+    from pathfm.sweeps.status import format_status
 
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from pathfm.config import TrackingConfig, config_from_dict, find_preset, load_config, resolve_key, resolve_path
 from pathfm.errors import ConfigError
@@ -103,18 +103,6 @@ class StudyMeta(_Strict):
                                      "x, group_by, plot_against), recorded in sweep_meta.json")
 
 
-class FaultInjection(_Strict):
-    """Deliberate failures for testing resilience (real exceptions inside real trials).
-
-    A trial whose params/arm match ``when`` raises at training step ``at_step``; it does so in at most
-    ``times`` attempts (counted in the trial folder), so ``times: 1`` with ``max_failures >= 1`` tests
-    restart-from-checkpoint and a large ``times`` tests an errored trial."""
-
-    when: dict[str, Any] = Field(default_factory=dict, description="params/'arm'/'seed' that must match")
-    at_step: int = Field(1, ge=1)
-    times: int = Field(1_000_000, ge=1)
-
-
 class SweepSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
     base: str = "smoke"
@@ -131,11 +119,18 @@ class SweepSpec(_Strict):
     report_every: int = Field(5, ge=1)
     eval: EvalSpec = Field(default_factory=EvalSpec)
     meta: StudyMeta = Field(default_factory=StudyMeta)
-    # --- additions beyond the contract
+    # --- resilience and tracking
     max_failures: int = Field(0, ge=-1, description="retries of a failed trial from its last checkpoint")
-    fault_injection: list[FaultInjection] = Field(default_factory=list)
     tracking: TrackingConfig | None = Field(None, description="log every trial to MLflow / W&B / TensorBoard "
                                             "(grouped by the sweep name); replaces the base config's tracking")
+    # every key of overrides / space / arms -> its dotted config path, resolved once when the spec is loaded
+    _dotted: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def dotted(self, key: str) -> str:
+        """The dotted config path of a key of this spec (resolved once, at load; :func:`resolve_key`)."""
+        if key not in self._dotted:
+            self._dotted[key] = resolve_key(key)
+        return self._dotted[key]
 
     @model_validator(mode="after")
     def _coherent(self) -> "SweepSpec":
@@ -217,7 +212,8 @@ def load_spec(path: str | Path) -> SweepSpec:
 
 
 def _check_keys(spec: SweepSpec, source: str) -> None:
-    """Every key in overrides/space/arms must name a config field (alias or dotted path)."""
+    """Every key in overrides/space/arms must name a config field (alias or dotted path); each is resolved
+    here, once, and remembered by the spec (:meth:`SweepSpec.dotted`)."""
     try:
         find_preset(spec.base)
     except ConfigError as e:
@@ -227,23 +223,24 @@ def _check_keys(spec: SweepSpec, source: str) -> None:
     for where, d in groups:
         for key in d:
             try:
-                resolve_key(key)
+                spec.dotted(key)
             except ConfigError as e:
                 raise ConfigError(f"{source}: {where}.{key}: {e}") from None
 
 
 # -------------------------------------------------------------------------------------- expansion
-def _merge_overrides(*layers: dict[str, Any]) -> dict[str, Any]:
-    """Merge override layers keyed by dotted path (aliases resolved; later layers win)."""
+def _merge_overrides(spec: SweepSpec, *layers: dict[str, Any]) -> dict[str, Any]:
+    """Merge override layers keyed by dotted path (the spec's resolved keys; later layers win)."""
     out: dict[str, Any] = {}
     for layer in layers:
         for k, v in layer.items():
-            out[resolve_key(k)] = v
+            out[spec.dotted(k)] = v
     return out
 
 
 def trial_overrides(spec: SweepSpec, arm: str | None, seed: int | None, params: dict[str, Any]) -> dict[str, Any]:
-    """The dotted overrides of one trial: spec.overrides < arm < params < seed < budget. The training seed is
+    """The dotted overrides of one trial: spec.overrides < arm < params < seed < budget (the whole chain, a
+    study's layers included: docs/studies-to-sweeps.md). The training seed is
     the replicate ``seed`` plus the arm's ``seed_offset`` (the trial's ``seed`` stays the replicate label)."""
     arm_spec = next((a for a in spec.arms or [] if a.name == arm), None)
     arm_ov = arm_spec.overrides if arm_spec is not None else {}
@@ -252,27 +249,47 @@ def trial_overrides(spec: SweepSpec, arm: str | None, seed: int | None, params: 
         extra["seed"] = seed + (arm_spec.seed_offset if arm_spec is not None else 0)
     if spec.budget.steps is not None:
         extra["optim.steps"] = spec.budget.steps
-    return _merge_overrides(spec.overrides, arm_ov, params, extra)
+    return _merge_overrides(spec, spec.overrides, arm_ov, params, extra)
 
 
 def validate_trial(spec: SweepSpec, trial: dict, where: str = "") -> Any:
-    """Build and return the trial's Config; ConfigError naming the trial if invalid."""
-    label = where or f"trial {trial.get('index')} (arm={trial.get('arm')}, params={trial.get('params')})"
+    """Build and return the trial's Config (its overrides are resolved dotted paths); ConfigError naming the
+    trial if invalid."""
+    label = where or trial_label(trial)
     try:
-        cfg = load_config(spec.base, dict(trial["overrides"]))
+        cfg = load_config(spec.base, dict(trial["overrides"]), resolved=True)
     except ConfigError as e:
         raise ConfigError(f"sweep '{spec.name}', {label}: {e}") from None
+    check_slides(spec, cfg, label)
+    return cfg
+
+
+def trial_label(trial: dict) -> str:
+    return f"trial {trial.get('index')} (arm={trial.get('arm')}, params={trial.get('params')})"
+
+
+def check_slides(spec: SweepSpec, cfg: Any, label: str) -> None:
+    """The trial's ``data.slides`` must exist (where the check runs: the driver, and again on the trial's node)."""
     slides = resolve_path(cfg.data.slides)
     if not slides.exists():
         raise ConfigError(
             f"sweep '{spec.name}', {label}: data.slides '{cfg.data.slides}' does not exist; "
             "set it in the spec's overrides to a folder of slides or a manifest"
         )
-    if spec.eval.enabled and cfg.eval.every > 0:  # the probe must not see the final evaluation's test tiles
+    if spec.eval.enabled and cfg.probe.every > 0:  # the probe must not see the final evaluation's test tiles
         from pathfm.eval.probe_overlap import check_probe_disjoint
 
-        check_probe_disjoint(cfg.eval.tasks, spec.eval.tasks, where=f"sweep '{spec.name}', {label}")
-    return cfg
+        check_probe_disjoint(cfg.probe.tasks, spec.eval.tasks, where=f"sweep '{spec.name}', {label}")
+
+
+def trial_configs(spec: SweepSpec, trials: list[dict]) -> list[Any]:
+    """Build every trial's training Config once (which validates it), in trial order; an adaptive search's
+    trials, sampled while it runs, are validated at the bounds of every distribution instead (``[]``)."""
+    if spec.search.algorithm == "optuna":
+        arms: list[str | None] = [a.name for a in spec.arms] if spec.arms else [None]
+        _validate_bounds(spec, arms, [None] if "seed" in spec.space else list(spec.seeds))
+        return []
+    return [validate_trial(spec, t) for t in trials]
 
 
 def expand_trials(spec: SweepSpec, *, validate: bool = True) -> list[dict]:
@@ -298,7 +315,7 @@ def expand_trials(spec: SweepSpec, *, validate: bool = True) -> list[dict]:
             trials.append({"index": r, "arm": None, "seed": None, "repeat": r, "params": {}, "overrides": {},
                            "sampled": False})
         if validate:
-            _validate_bounds(spec, arms, seeds)
+            trial_configs(spec, trials)
         return trials
 
     discrete = {k: d for k, d in spec.space.items() if d.is_discrete}
@@ -318,8 +335,7 @@ def expand_trials(spec: SweepSpec, *, validate: bool = True) -> list[dict]:
                                    "params": params, "overrides": trial_overrides(spec, arm, seed, params),
                                    "sampled": True})
     if validate:
-        for t in trials:
-            validate_trial(spec, t)
+        trial_configs(spec, trials)
     return trials
 
 
@@ -364,7 +380,7 @@ def total_steps(cfg: Any) -> int:
 
 
 __all__ = [
-    "Arm", "Budget", "Distribution", "EvalSpec", "FaultInjection", "Objective", "Resources", "SchedulerConfig",
+    "Arm", "Budget", "Distribution", "EvalSpec", "Objective", "Resources", "SchedulerConfig",
     "SearchConfig", "StudyMeta", "SweepSpec", "config_from_dict", "expand_trials", "load_spec", "optuna_categories",
-    "spec_from_dict", "total_steps", "trial_from_sample", "trial_overrides", "validate_trial",
+    "spec_from_dict", "total_steps", "trial_configs", "trial_from_sample", "trial_overrides", "validate_trial",
 ]

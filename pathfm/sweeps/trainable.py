@@ -35,10 +35,10 @@ from pathfm.io import atomic_write_json
 from pathfm.tracking import TrackingCallback, log_evaluation
 from pathfm.results import EVAL_FILE, OBJECTIVE_METRIC, TRIAL_FILE
 from pathfm.sweeps.collect import read_trial
-from pathfm.sweeps.spec import SweepSpec, total_steps, validate_trial
+from pathfm.sweeps.faults import fault_callbacks
+from pathfm.sweeps.spec import SweepSpec, check_slides, total_steps, trial_label, validate_trial
 
 POINTER_FILE = "pathfm_checkpoint.json"
-FAULT_COUNTER = ".injected_failures"
 
 
 def trial_dirname(trial_id: str) -> str:
@@ -79,19 +79,10 @@ def numeric_fields(record: dict) -> dict[str, float]:
     return {k: float(v) for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def _fault_rule(spec: SweepSpec, trial: dict) -> Any:
-    """The first fault-injection rule whose ``when`` matches this trial (None: no injected failure)."""
-    probe = dict(trial.get("params") or {}, arm=trial.get("arm"), seed=trial.get("seed"), index=trial.get("index"))
-    for rule in spec.fault_injection:
-        if all(k in probe and probe[k] == v for k, v in rule.when.items()):
-            return rule
-    return None
-
-
 # ------------------------------------------------------------------------------ the reporter
 class TuneReporter:
     """Trainer callback: reports to Tune every ``report_every`` steps, turns a Tune stop into
-    ``StopTraining``, enforces the per-trial time budget and (for tests) injects failures."""
+    ``StopTraining`` and enforces the per-trial time budget."""
 
     def __init__(self, spec: SweepSpec, trial: dict, run_dir: Path, report: Callable[..., None] | None,
                  copy_checkpoints: bool, start_step: int = 0, stop_file: Path | None = None):
@@ -105,7 +96,6 @@ class TuneReporter:
         self.budget_stop = False
         self.first_step_wall: float | None = None
         self.t0 = time.time()
-        self.fault = _fault_rule(spec, trial)
 
     def on_checkpoint(self, step: int, path: Path) -> None:
         self.latest_ckpt = (int(step), Path(path))
@@ -116,8 +106,6 @@ class TuneReporter:
         step = int(record.get("step", 0))
         if self.first_step_wall is None:
             self.first_step_wall = time.time()
-        if self.fault is not None:
-            self._maybe_fail(step)
         if self.report is not None and step - self.last_report_step >= self.spec.report_every:
             self.last_report_step = step
             try:
@@ -132,17 +120,6 @@ class TuneReporter:
         if budget is not None and time.time() - self.t0 > budget:
             self.budget_stop = True
             raise StopTraining
-
-    def _maybe_fail(self, step: int) -> None:
-        fi = self.fault
-        if step != fi.at_step:
-            return
-        counter = self.run_dir / FAULT_COUNTER
-        n = int(counter.read_text()) if counter.exists() else 0
-        if n >= fi.times:
-            return
-        counter.write_text(str(n + 1))
-        raise RuntimeError(f"injected failure at step {step} (fault_injection, attempt {n + 1} of {fi.times})")
 
     def _report(self, record: dict, extra: dict | None = None) -> None:
         metrics = numeric_fields(record)
@@ -228,10 +205,15 @@ def resume_point(run_dir: Path, tune_checkpoint: Any) -> tuple[bool | Path, int]
 
 
 # ---------------------------------------------------------------------------------- one trial
-def trial_config(spec: SweepSpec, trial: dict, *, threads: int | None = None):
+def trial_config(spec: SweepSpec, trial: dict, *, threads: int | None = None, cfg: Any = None):
     """The trial's training Config with the settings a sweep imposes (no progress bars, CPU threads
-    = the trial's CPUs, device from the resources)."""
-    cfg = validate_trial(spec, trial)
+    = the trial's CPUs, device from the resources). ``cfg``: the Config the driver built for this trial
+    (copied, not rebuilt; its slides are checked again here, on the trial's node)."""
+    if cfg is None:
+        cfg = validate_trial(spec, trial)
+    else:
+        cfg = cfg.model_copy(deep=True)
+        check_slides(spec, cfg, trial_label(trial))
     cfg.run.progress = False
     if cfg.run.threads is None:
         cfg.run.threads = max(1, int(threads if threads is not None else spec.resources.cpu))
@@ -244,9 +226,10 @@ def trial_config(spec: SweepSpec, trial: dict, *, threads: int | None = None):
 
 def run_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, sweep: str,
               report: Callable[..., None] | None = None, tune_checkpoint: Any = None,
-              copy_checkpoints: bool = False, node_id: str | None = None, stop_file: Path | None = None) -> dict:
-    """Train + evaluate one trial in ``run_dir``; returns its final metrics. Raises on failure after
-    recording the error in ``trial.json``."""
+              copy_checkpoints: bool = False, node_id: str | None = None, stop_file: Path | None = None,
+              cfg: Any = None) -> dict:
+    """Train + evaluate one trial in ``run_dir``; returns its final metrics (``cfg``: the trial's Config as the
+    driver built it, else built here). Raises on failure after recording the error in ``trial.json``."""
     from pathfm.ssl.trainer import train
 
     run_dir = Path(run_dir).resolve()
@@ -275,7 +258,7 @@ def run_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, swe
 
     reporter: TuneReporter | None = None
     try:
-        cfg = trial_config(spec, trial)
+        cfg = trial_config(spec, trial, cfg=cfg)
         total = total_steps(cfg)
         resume, start_step = resume_point(run_dir, tune_checkpoint)
         # seed: the replicate (pairs arms in the analysis); train_seed: cfg.seed (differs with an arm's seed_offset)
@@ -288,7 +271,7 @@ def run_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, swe
                     if cfg.tracking.enabled else [])
         watchdog = start_hang_watchdog(cfg.run.hang_timeout_s, run_dir)
         try:
-            result = train(cfg, run_dir, resume=resume, callbacks=[reporter, *([watchdog] if watchdog else []), *trackers])
+            result = train(cfg, run_dir, resume=resume, callbacks=[*fault_callbacks(trial, run_dir), reporter, *([watchdog] if watchdog else []), *trackers])
         finally:
             if watchdog is not None:
                 watchdog.stop()

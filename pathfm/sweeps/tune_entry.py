@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pathfm.sweeps.search import trial_of_config
 from pathfm.sweeps.spec import SweepSpec
@@ -25,9 +26,17 @@ class SweepContext:
     spec: SweepSpec
     sweep_dir: str  # absolute local path (shared on clusters)
     trials: list[dict] = field(default_factory=list)  # expanded trials (grid/random); placeholders for optuna
+    configs: list[Any] = field(default_factory=list)  # their training Configs as the driver built them (grid/random)
 
     def trial_for(self, config: dict, trial_id: str = "") -> dict:
         return trial_of_config(self.spec, self.trials, config, trial_id)
+
+    def config_for(self, trial: dict) -> Any:
+        """The trial's Config built by the driver (None: build it here: an adaptive search's or a resumed sweep's)."""
+        index = trial.get("index")
+        if not self.configs or not trial.get("sampled") or self.spec.search.algorithm == "optuna" or index is None:
+            return None
+        return self.configs[index]
 
 
 def sweep_trainable(config: dict, ctx: SweepContext) -> None:
@@ -45,7 +54,8 @@ def sweep_trainable(config: dict, ctx: SweepContext) -> None:
         run_ddp_trial(ctx.spec, trial, run_dir, trial_id=trial_id, node_id=node_id)
         return
     run_trial(ctx.spec, trial, run_dir, trial_id=trial_id, sweep=ctx.spec.name, report=tune.report,
-              tune_checkpoint=tune.get_checkpoint(), copy_checkpoints=copy_checkpoints(), node_id=node_id)
+              tune_checkpoint=tune.get_checkpoint(), copy_checkpoints=copy_checkpoints(), node_id=node_id,
+              cfg=ctx.config_for(trial))
 
 
 def copy_checkpoints() -> bool:

@@ -1,0 +1,70 @@
+"""Test-only fault injection: real exceptions inside real sweep trials, for the resilience tests.
+
+Off unless the environment variable ``PATHFM_TEST_FAULTS`` names a JSON file holding a list of rules;
+nothing of it is in the sweep spec. A trial worker reads the file once, when the trial starts
+(:func:`fault_callbacks`), and only a trial that a rule matches gets the extra trainer callback, so the
+reporter's per-step path is untouched. A rule::
+
+    {"when": {"kde_weight": 0.01}, "at_step": 2, "times": 1}
+
+``when`` matches the trial's params, ``arm``, ``seed`` and ``index``; the trial raises ``RuntimeError`` at
+training step ``at_step`` in at most ``times`` attempts (counted in the trial folder), so ``times: 1`` with
+``max_failures >= 1`` tests restart-from-checkpoint and the default (unlimited) tests an errored trial.
+Ray workers inherit the variable from the process that started Ray: set it before ``ray.init``; the file
+may be written later, up to the start of the trials.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+ENV_VAR = "PATHFM_TEST_FAULTS"
+COUNTER_FILE = ".injected_failures"
+
+
+@dataclass(frozen=True)
+class FaultRule:
+    when: dict[str, Any] = field(default_factory=dict)
+    at_step: int = 1
+    times: int = 1_000_000
+
+
+def load_rules(environ: Mapping[str, str] = os.environ) -> list[FaultRule]:
+    """The rules in the file ``$PATHFM_TEST_FAULTS`` names (none: the variable is unset or the file absent)."""
+    path = environ.get(ENV_VAR)
+    if not path or not Path(path).exists():
+        return []
+    return [FaultRule(**rule) for rule in json.loads(Path(path).read_text())]
+
+
+def matching_rule(rules: list[FaultRule], trial: dict) -> FaultRule | None:
+    """The first rule whose ``when`` matches the trial's params / arm / seed / index (None: no fault)."""
+    keys = dict(trial.get("params") or {}, arm=trial.get("arm"), seed=trial.get("seed"), index=trial.get("index"))
+    return next((r for r in rules if all(k in keys and keys[k] == v for k, v in r.when.items())), None)
+
+
+class FaultInjector:
+    """Trainer callback that raises at ``rule.at_step``, at most ``rule.times`` times per trial folder."""
+
+    def __init__(self, rule: FaultRule, run_dir: Path):
+        self.rule, self.counter = rule, Path(run_dir) / COUNTER_FILE
+
+    def on_log(self, record: dict) -> None:
+        step = int(record.get("step", 0))
+        if step != self.rule.at_step:
+            return
+        n = int(self.counter.read_text()) if self.counter.exists() else 0
+        if n >= self.rule.times:
+            return
+        self.counter.write_text(str(n + 1))
+        raise RuntimeError(f"injected failure at step {step} ({ENV_VAR}, attempt {n + 1} of {self.rule.times})")
+
+
+def fault_callbacks(trial: dict, run_dir: Path) -> list[FaultInjector]:
+    """``[FaultInjector]`` for a trial a test rule matches, else ``[]`` (the normal case)."""
+    rule = matching_rule(load_rules(), trial)
+    return [FaultInjector(rule, run_dir)] if rule is not None else []
