@@ -39,4 +39,4 @@ def test_the_bundled_probe_task_and_the_gpu_configs_probe_disjoint_from_every_bu
     assert probe_test_overlap(["pcam_train"], ["crc", "crc9", "crc_crops", "osteo", "pcam"]) == []
     for preset in ("vitb14_ablation", "midnight_vitg14"):
         cfg = load_config(preset)
-        assert cfg.eval.every > 0 and probe_test_overlap(cfg.eval.tasks, ["pcam", "crc9", "osteo"]) == [], preset
+        assert cfg.probe.every > 0 and probe_test_overlap(cfg.probe.tasks, ["pcam", "crc9", "osteo"]) == [], preset

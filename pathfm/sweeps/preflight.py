@@ -83,6 +83,13 @@ def preflight(spec: SweepSpec, trials: list[dict], *, step_time: float | None = 
 
         lows = {k: d.extremes()[0] for k, d in spec.space.items()}
         first = trial_from_sample(spec, 0, lows)
+    if r.gpu > 0:  # per-GPU memory of every listed trial, refused before any step when it cannot fit
+        from pathfm.ssl.memory import memory_line
+        from pathfm.sweeps.trainable import trial_config
+
+        listed = [t for t in trials if t.get("overrides")] or [first]
+        lines = {memory_line(trial_config(spec, t), r.workers, where=f"trial {t.get('index', 0)}") for t in listed}
+        print("  " + "\n  ".join(sorted(lines)), file=out)
     m = measure_step_time(spec, first)
     scaled = f" (measured at batch {m['measured_batch']}, x{m['scale']:g} for the full batch)" if m["scale"] != 1 else ""
     print(f"  one CPU step of trial 0: start-up {m['startup_s']:.1f}s, first step {m['first_step_s']:.2f}s, "
