@@ -85,7 +85,7 @@ class TrainState:
     backbone_model: dict[str, Any]  # the backbone's own description (export, pos-embed settings)
     config_sha: str
     stage: str  # the stage name the run is in
-    progress: dict[str, Any]  # pathfm.ssl.trainer.Progress.as_dict()
+    progress: dict[str, Any]  # pathfm.ssl.stages.Progress.as_dict()
     student: dict[str, dict]  # net_state(student): backbone / dino_head (/ ibot_head) state dicts
     teacher: dict[str, dict]  # net_state(teacher)
     optimizer: dict[str, Any]

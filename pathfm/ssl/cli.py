@@ -103,7 +103,7 @@ def handle(args: argparse.Namespace) -> int:
 def _dry_run_summary(cfg, run_dir: Path, stages: str) -> str:
     """What a run would do: model, stages, and the init weights file (a ConfigError if it is missing)."""
     from pathfm.ssl.foreign_weights import resolve_weights_source
-    from pathfm.ssl.trainer import plan_stages
+    from pathfm.ssl.stages import plan_stages
 
     m = cfg.model
     lines = [f"dry run: {run_dir}", f"  model {m.arch}/{m.patch_size}, registers {m.n_registers}, ffn {m.ffn}"]

@@ -3,7 +3,7 @@
 Run directory (the contract in docs/architecture.md)::
 
     run_dir/config.yaml                 resolved config
-    run_dir/metrics.jsonl               one record per logged step (keys: METRIC_KEYS [+ probe/<task>/<metric>])
+    run_dir/metrics.jsonl               one record per logged step (keys: step_record.METRIC_KEYS [+ probe/<task>/<metric>])
     run_dir/checkpoints/step_XXXXXXXX.pt (+ .sha256), last cfg.run.keep_checkpoints kept
                                         (step_XXXXXXXX.dcp/ directories with run.strategy=fsdp: sharded_checkpoint)
     run_dir/teacher_backbone.pt         exported EMA teacher backbone, refreshed at every checkpoint
@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import random
-import resource
 import sys
 import time
 import warnings
@@ -30,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -54,9 +51,10 @@ from pathfm.ssl.finite_agreement import check_finite_on_all_ranks
 from pathfm.ssl.foreign_weights import load_init_weights
 from pathfm.ssl.guards import Guards, GuardState
 from pathfm.ssl.models import count_parameters
+from pathfm.ssl.runtime import autocast_for, build_centers, effective_precision, peak_memory_mb, seed_everything
+from pathfm.ssl.stages import Progress, Stage, plan_stages
 from pathfm.ssl.step import (
     LOSS_PARTS,
-    SSLNet,
     build_student_teacher,
     clip_and_step,
     ema_update,
@@ -64,21 +62,11 @@ from pathfm.ssl.step import (
     ssl_losses,
     teacher_targets,
 )
+from pathfm.ssl.step_record import DIAGNOSTIC_KEYS, METRIC_KEYS, probe_teacher, step_record
 from pathfm.tracking import tracking_callbacks
 
-METRIC_KEYS = (
-    "step", "stage", "loss", "loss/dino_local", "loss/dino_global", "loss/ibot", "loss/koleo", "loss/kde",
-    "lr", "wd", "momentum", "teacher_temp", "images_per_s", "tiles_accepted", "tiles_rejected",
-    "acceptance_rate", "peak_mem_mb", "time_s", "tiles_seen", "slides_skipped",
-)  # fmt: skip
-# training-health signals (pathfm.ssl.diagnostics) and per-submodule gradient norms, in every record too
-DIAGNOSTIC_KEYS = (
-    "diag/dino_target_entropy", "diag/dino_student_entropy", "diag/ibot_target_entropy", "diag/dino_ln_k",
-    "diag/dino_ce_per_pair",
-    "diag/teacher_spread_prototypes", "diag/teacher_spread_images", "diag/teacher_cls_cosine",
-    "diag/teacher_cls_std", "diag/teacher_cls_rank",
-    "diag/head_max_cosine", "grad_norm/backbone", "grad_norm/dino_head",
-)  # fmt: skip  (+ "diag/layerscale" with LayerScale, "grad_norm/ibot_head" with a separate iBOT head)
+__all__ = ["DIAGNOSTIC_KEYS", "METRIC_KEYS", "Progress", "Stage", "StopTraining", "TrainResult", "plan_stages", "train"]
+
 
 
 class StopTraining(Exception):
@@ -95,78 +83,6 @@ class TrainResult:
     stop_reason: str | None = None  # a guard's reason (pathfm.ssl.guards.REASONS) when one stopped the run
 
 
-@dataclass
-class Stage:
-    name: str
-    cfg: Config
-
-
-@dataclass
-class Progress:
-    """Everything that counts along the run (saved in checkpoints)."""
-
-    stage_index: int = 0
-    stage_step: int = 0  # optimizer steps done in the current stage
-    global_step: int = 0  # optimizer steps done in all stages
-    tiles_seen: int = 0
-    tiles_accepted: int = 0
-    tiles_rejected: int = 0
-    slides_skipped: int = 0  # unreadable slides dropped from sampling (deleted or corrupt mid-run)
-    time_s: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-def plan_stages(cfg: Config, which: str = "all") -> list[Stage]:
-    """``all``: main (+ highres if enabled); ``main``; ``highres`` (only the post-training stage)."""
-    stages = [Stage("main", cfg)]
-    if which == "highres" and not cfg.highres.enabled:
-        raise ConfigError("stage=highres needs highres.enabled=true (and model.init_from=<a checkpoint>)")
-    if cfg.highres.enabled:
-        stages.append(Stage("highres", cfg.highres_stage()))
-    if which == "main":
-        return stages[:1]
-    if which == "highres":
-        return stages[1:]
-    return stages
-
-
-# ----------------------------------------------------------------------------------- small helpers
-def _peak_mem_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    if device.type != "cuda" or precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
-
-
-def _effective_precision(cfg: Config, device: torch.device) -> str:
-    return cfg.run.precision if device.type == "cuda" else "fp32"
-
-
-def _seed_everything(seed: int, rank: int) -> None:
-    """One seed for init (same on every rank); ``seed + rank`` afterwards for per-rank randomness."""
-    random.seed(seed + rank)
-    np.random.seed((seed + rank) % 2**32)
-    torch.manual_seed(seed + rank)
-
-
-def _build_centers(cfg: Config, device: torch.device) -> dict[str, Any] | None:
-    if cfg.loss.centering != "softmax":
-        return None
-    from pathfm.ssl.centering import Center
-
-    dims = {"dino": cfg.dino_head.n_prototypes}
-    dims["ibot"] = cfg.ibot_head.n_prototypes if cfg.loss.separate_ibot_head else cfg.dino_head.n_prototypes
-    return {k: Center(d, momentum=cfg.loss.center_momentum).to(device) for k, d in dims.items()}
-
-
 # ------------------------------------------------------------------------------------------ the run
 class _Run:
     """One training run: networks, optimizer, loader, counters, and the loop over stages."""
@@ -174,7 +90,7 @@ class _Run:
     def __init__(self, cfg: Config, run_dir: Path, env: DistEnv, callbacks: Sequence[Any], stages: list[Stage]):
         self.cfg, self.run_dir, self.env, self.callbacks, self.stages = cfg, run_dir, env, list(callbacks), stages
         self.device = env.device
-        self.precision = _effective_precision(cfg, self.device)
+        self.precision = effective_precision(cfg, self.device)
         self.progress = Progress()
         self.all_reduce = all_reduce_hook(env)
         self.sha = config_sha(cfg)
@@ -192,7 +108,7 @@ class _Run:
         self.init_note = load_init_weights(student, teacher, cfg.model) if cfg.model.init_from else None
         self.student = student.to(self.device)
         self.teacher = teacher.to(self.device)
-        self.centers = _build_centers(cfg, self.device)
+        self.centers = build_centers(cfg, self.device)
         self.student_fwd: nn.Module = self.student
         self.shard_units: list[nn.Module] = []  # FSDP units of the student (gradient sync switch)
         if cfg.model.compile:
@@ -332,7 +248,7 @@ class _Run:
         else:
             warnings.warn(f"{source}: saved with {len(rngs)} processes, resuming with {self.env.world_size}: "
                           "random streams (drop path) are re-seeded, data order is unchanged")  # fmt: skip
-            _seed_everything(self.cfg.seed + self.progress.global_step, self.env.rank)
+            seed_everything(self.cfg.seed + self.progress.global_step, self.env.rank)
 
     # ------------------------------------------------------------------------------ one step
     def _micro_step(self, batch: dict, stage: Stage, micro: int, sched: dict, sync: bool,
@@ -352,7 +268,7 @@ class _Run:
             grid=grid,
         )
         masks = masks.to(self.device)
-        with _autocast(self.device, self.precision):
+        with autocast_for(self.device, self.precision):
             targets = teacher_targets(
                 self.teacher, global_crops, masks, sched["teacher_temp"], scfg.loss, self.centers, self.all_reduce
             )
@@ -421,45 +337,12 @@ class _Run:
 
     # ------------------------------------------------------------------------------ logging
     def _record(self, stage: Stage, step_out: dict, images_per_s: float) -> dict[str, Any]:
-        p, losses, sched = self.progress, step_out["losses"], step_out["sched"]
-        seen = p.tiles_accepted + p.tiles_rejected
-        rec: dict[str, Any] = {
-            "step": p.global_step,
-            "stage": stage.name,
-            "loss": sum(losses.values()),
-            **{f"loss/{k}": losses[k] for k in LOSS_PARTS},
-            "lr": float(sched["lr"]),
-            "wd": float(sched["wd"]),
-            "momentum": float(sched["momentum"]),
-            "teacher_temp": float(sched["teacher_temp"]),
-            "images_per_s": images_per_s,
-            "tiles_accepted": p.tiles_accepted,
-            "tiles_rejected": p.tiles_rejected,
-            "acceptance_rate": p.tiles_accepted / seen if seen else float("nan"),
-            "peak_mem_mb": _peak_mem_mb(self.device),
-            "time_s": p.time_s,
-            "tiles_seen": p.tiles_seen,
-            "slides_skipped": p.slides_skipped,
-            **step_out["diagnostics"],
-        }
-        return rec
+        return step_record(self.progress, stage.name, step_out, images_per_s, peak_memory_mb(self.device))
 
     def _maybe_probe(self, rec: dict[str, Any], stage: Stage) -> None:
         every = stage.cfg.probe.every
-        if every <= 0 or self.progress.global_step % every:
-            return
-        try:
-            from pathfm.eval import fast_probe
-        except ImportError:
-            warnings.warn("probe.every > 0 but pathfm.eval.fast_probe is not available; skipping the probe")
-            return
-        backbone = self.teacher.backbone
-        was_training = backbone.training
-        backbone.eval()
-        try:
-            rec.update(fast_probe(backbone, tasks=stage.cfg.probe.tasks, probe=stage.cfg.probe.probe))
-        finally:
-            backbone.train(was_training)
+        if every > 0 and self.progress.global_step % every == 0:
+            rec.update(probe_teacher(self.teacher.backbone, stage.cfg.probe))
 
     def _log(self, rec: dict[str, Any]) -> None:
         """Append the record, notify callbacks (rank 0), and agree on StopTraining across ranks."""
@@ -590,7 +473,7 @@ def train(
             atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
             run_files.record_training_slides(cfg, run_dir)
         first_it = run._loader(plan[0])
-        _seed_everything(cfg.seed, env.rank)
+        seed_everything(cfg.seed, env.rank)
     total = sum(s.cfg.optim.steps for s in plan)
     bar = None
     if env.is_main:
