@@ -137,7 +137,7 @@ def large_backbone_check(cpu: bool, work: Path) -> list[str]:
                   "data.batch_size=32", "model.compile=true", "data.slides=samples/wsi", "data.assume_mpp=0.5",
                   "data.augment_on=device", f"data.num_workers={max(1, min(4, (os.cpu_count() or 2) // nproc - 1))}"]
     config += ["run.strategy=fsdp", "model.activation_checkpointing=true", "run.checkpoint_every=5",
-               "run.progress=false", "eval.every=0"]
+               "run.progress=false", "probe.every=0"]
     cli = [PY, "-m", "pathfm.cli", "train", *config, "--run-dir", str(run_dir)]
     torchrun = [PY, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "pathfm.cli",
                 "train", *config, "--run-dir", str(run_dir)]

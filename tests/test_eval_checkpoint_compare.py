@@ -27,7 +27,7 @@ def probed_run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("ckcmp") / "run"
     cfg = load_config("smoke", ["data.batch_size=2", "data.crops.n_local=2", "run.progress=false", "optim.steps=6",
                                 "optim.warmup_steps=1", "run.checkpoint_every=2", "run.keep_checkpoints=3",
-                                "run.threads=1", "eval.every=2", "eval.tasks=[crc]", "data.assume_mpp=0.5"])
+                                "run.threads=1", "probe.every=2", "probe.tasks=[crc]", "data.assume_mpp=0.5"])
     train(cfg, run)
     return run
 

@@ -20,7 +20,7 @@ def test_overlap_is_found_by_tile_file_not_by_task_name():
 
 
 def _spec(probe_tasks, eval_tasks, *, every=5, enabled=True):
-    return spec_from_dict({"name": "p", "overrides": {"eval.every": every, "eval.tasks": probe_tasks},
+    return spec_from_dict({"name": "p", "overrides": {"probe.every": every, "probe.tasks": probe_tasks},
                            "space": {"kde_weight": {"grid": [0.0, 0.1]}},
                            "eval": {"tasks": eval_tasks, "enabled": enabled}})
 

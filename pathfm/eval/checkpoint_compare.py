@@ -79,7 +79,7 @@ def candidates(run_dir: str | Path, k: int, eval_tasks: Sequence[str]) -> tuple[
         p, e, n = overlap[0]
         notes.append(f"best_probe: left out, the in-training probe task '{p}' holds {n} tiles that '{e}' tests on")
     elif best is None:
-        notes.append("best_probe: no kept checkpoint has an in-training probe score (train with eval.every dividing "
+        notes.append("best_probe: no kept checkpoint has an in-training probe score (train with probe.every dividing "
                      "run.checkpoint_every and run.keep_checkpoints large enough)")
     else:
         by_step = dict(kept)

@@ -46,8 +46,8 @@ def check_probe_disjoint(probe_tasks: Sequence[str], eval_tasks: Sequence[str], 
         return
     pairs = "; ".join(f"probe task '{p}' holds {n} tiles that '{e}' tests on" for p, e, n in overlap)
     raise ConfigError(
-        f"{where + ': ' if where else ''}the in-training probe (eval.tasks of the training config: "
+        f"{where + ': ' if where else ''}the in-training probe (probe.tasks of the training config: "
         f"{list(probe_tasks)}) sees the final evaluation's test tiles ({pairs}): trials, checkpoints and stopping "
         "points would be selected on the test set. Probe on a task disjoint from the final evaluation (e.g. "
-        "eval.tasks: [osteo] with a final evaluation on crc, or your own task of held-out training tiles), or "
+        "probe.tasks: [osteo] with a final evaluation on crc, or your own task of held-out training tiles), or "
         "remove that task from the sweep's eval.tasks")
