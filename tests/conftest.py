@@ -18,16 +18,6 @@ import pytest  # noqa: E402
 from pathfm.config import REPO_ROOT, SAMPLES_DIR  # noqa: E402
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """With pytest-xdist's ``--dist loadgroup`` (scripts/test.sh), every test module runs on one worker, so its
-    module-scoped fixtures (a trained run, a Ray cluster) are built once; modules that share a session fixture
-    name one group with ``pytest.mark.xdist_group`` so the fixture is built once too."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-
-
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT

@@ -15,7 +15,7 @@ from pathfm.ablations.expand import plan_for
 from pathfm.ablations.scales import get_scale
 
 # the first test of the session to use `demo_output` is timed with the demo run (~3 min on 2 idle cores)
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200), pytest.mark.xdist_group("demo_output")]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 STEPS = 4  # PATHFM_DEMO_SIZE=tiny in scripts/demo.sh
 
 

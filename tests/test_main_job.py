@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("demo_output")]
+pytestmark = pytest.mark.slow
 
 SEEDS, STEPS = 1, 4  # PATHFM_DEMO_SIZE=tiny in scripts/demo.sh
 

@@ -38,7 +38,7 @@ def test_auto_strategy_and_what_fsdp_refuses():
     assert resolve_strategy("fsdp", "vit_pico", "cpu") == "fsdp"
     with pytest.raises(ConfigError, match="sharded gradient scaler"):
         check_strategy("fsdp", "fp16", "cuda", probe_every=0, world_size=8)
-    with pytest.raises(ConfigError, match="eval.every"):
+    with pytest.raises(ConfigError, match="probe.every"):
         check_strategy("fsdp", "bf16", "cuda", probe_every=10, world_size=2)
     check_strategy("fsdp", "fp32", "cpu", probe_every=10, world_size=1)  # one process: nothing is sharded
     check_strategy("ddp", "fp16", "cuda", probe_every=10, world_size=8)

@@ -19,8 +19,8 @@ the same train + evaluate as a Ray trial and writes the same trial folder
   COMPLETE and PRUNED trials, FAIL trials that were not retried (a trial that raised is a result: it is
   not run again), and RUNNING/WAITING trials (in progress elsewhere, or queued retries). A FAIL trial
   that was retried is not counted; its retry is, so it uses one unit of budget, not two. Workers that
-  run in parallel check the budget just before each trial, so two of them racing for the last unit can
-  exceed it by a trial.
+  run in parallel hold a file lock (``budget.lock`` in the sweep folder) from the budget check until
+  their new trial exists in the storage, so two of them never both take the last unit.
 * Dead workers: trials send a heartbeat every ``heartbeat_s`` seconds. A trial whose worker was killed
   (SIGKILL, OOM, node lost) stays RUNNING until ``grace`` seconds without heartbeat
   (:func:`pathfm.sweeps.storage.heartbeat_grace`: ``2 x heartbeat_s``, or more when this sweep's finished
@@ -41,11 +41,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from pathfm.errors import PathfmError, StopTrial
 from pathfm.sweeps.spec import SweepSpec, expand_trials, load_spec, optuna_categories, trial_from_sample
 from pathfm.sweeps.storage import check_storage, dead_after, journal_path, journal_storage, longest_pause
 
 
+BUDGET_LOCK = "budget.lock"  # held by a worker from its budget check until its new trial exists
 TRIAL_DIR_ATTR = "trial_dir"  # user attribute naming a trial's folder; copied to its retries
 
 
@@ -184,19 +187,32 @@ def _worker(spec_yaml: str, sweep_dir: str, storage_url: str, total: int, grace_
     current: dict[str, int] = {}
     objective = make_objective(spec, Path(sweep_dir), current)
     callbacks = [_print_trial(spec.name, Path(sweep_dir))]
+    budget_lock = FileLock(str(Path(sweep_dir) / BUDGET_LOCK))
+
+    def claimed(trial):  # the trial now exists (RUNNING): other workers count it, so the lock can go
+        if budget_lock.is_locked:
+            budget_lock.release()
+        return objective(trial)
+
     said_waiting = False
     while True:
         fail_dead_trials(study, storage, Path(sweep_dir), grace_s, max_retry)
+        budget_lock.acquire()
         b = budget(study)
         if b["waiting"] or b["used"] < total:
             current.clear()
             try:
-                study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
+                study.optimize(claimed, n_trials=1, catch=(Exception,), callbacks=callbacks)
             except KeyboardInterrupt:
                 _retry_interrupted(study, current.get("number"), max_retry)
                 raise
+            finally:
+                if budget_lock.is_locked:
+                    budget_lock.release()
             said_waiting = False
-        elif b["running"]:
+            continue
+        budget_lock.release()
+        if b["running"]:
             if not said_waiting:
                 print(f"pathfm sweep optuna: budget of {total} trial(s) in use; waiting for {b['running']} running "
                       f"trial(s) (other workers; a dead worker's trial is retried after {grace_s} s without "
