@@ -34,3 +34,18 @@ def train_worker(rank: int, world: int, port: int, run_dir: str, preset: str, ov
 def train_on_gloo(world: int, run_dir, overrides: list[str], preset: str = "smoke") -> None:
     """``pathfm train`` of ``preset`` + ``overrides`` in ``world`` spawned processes; returns when all end."""
     mp.spawn(train_worker, args=(world, free_port(), str(run_dir), preset, overrides), nprocs=world)
+
+
+def run_ranks(target, args_of_rank, world: int = 2, timeout_s: float = 60) -> list[int | None]:
+    """Spawn ``target(*args_of_rank(rank))`` for every rank, wait up to ``timeout_s`` each (a rank still
+    running is killed) and return the exit codes."""
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=target, args=args_of_rank(r)) for r in range(world)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=timeout_s)
+        if p.is_alive():
+            p.kill()
+            p.join()
+    return [p.exitcode for p in procs]

@@ -5,21 +5,16 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from pathlib import Path
 
 import torch.multiprocessing as mp
 
+from gloo_helpers import free_port
+
 from pathfm.config import load_config
 
 TIMEOUT_S = 3
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rank(rank: int, port: int, out: str) -> None:
@@ -50,7 +45,7 @@ def test_the_default_is_minutes_not_hours():
 
 def test_a_hung_rank_makes_the_other_fail_within_the_collective_timeout(tmp_path: Path):
     ctx = mp.get_context("fork")  # no re-import in the children; nothing in this process has started a group
-    port, out = _free_port(), tmp_path / "rank0.json"
+    port, out = free_port(), tmp_path / "rank0.json"
     procs = [ctx.Process(target=_rank, args=(r, port, str(out))) for r in (0, 1)]
     for p in procs:
         p.start()

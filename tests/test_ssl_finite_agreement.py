@@ -6,25 +6,19 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import time
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
+
+from gloo_helpers import free_port, run_ranks
 
 from pathfm.errors import NonFiniteLossError
 from pathfm.ssl.distributed import DistEnv
 from pathfm.ssl.finite_agreement import check_finite_on_all_ranks, non_finite_ranks
 
 COLLECTIVE_TIMEOUT_S = 20
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rank(rank: int, port: int, out_dir: str) -> None:
@@ -48,16 +42,8 @@ def _rank(rank: int, port: int, out_dir: str) -> None:
 
 
 def test_nan_on_rank_1_stops_both_ranks_at_that_step_naming_rank_1(tmp_path: Path):
-    ctx = mp.get_context("spawn")  # not fork: forking a pytest process whose torch/Ray threads run can hang
-    port = _free_port()
-    procs = [ctx.Process(target=_rank, args=(r, port, str(tmp_path))) for r in (0, 1)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=60)
-        if p.is_alive():
-            p.kill()
-    assert [p.exitcode for p in procs] == [0, 0]
+    port = free_port()
+    assert run_ranks(_rank, lambda r: (r, port, str(tmp_path)), timeout_s=60) == [0, 0]
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0["steps_done"] == r1["steps_done"] == [1]  # both stopped at step 2, neither went on to step 3
     assert "rank 1 of 2" in r1["error"] and "loss/dino_local is nan at step 2" in r1["error"]
@@ -108,16 +94,8 @@ def _train_rank(rank: int, port: int, run_dir: str, out_dir: str) -> None:
 def test_ddp_training_with_nan_on_one_rank_stops_both_as_diverged_naming_the_rank(tmp_path: Path):
     from pathfm.ssl.guards import read_guard_trip
 
-    ctx = mp.get_context("spawn")
-    port, run_dir = _free_port(), tmp_path / "run"
-    procs = [ctx.Process(target=_train_rank, args=(r, port, str(run_dir), str(tmp_path))) for r in (0, 1)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=300)
-        if p.is_alive():
-            p.kill()
-    assert [p.exitcode for p in procs] == [0, 0]
+    port, run_dir = free_port(), tmp_path / "run"
+    assert run_ranks(_train_rank, lambda r: (r, port, str(run_dir), str(tmp_path)), timeout_s=300) == [0, 0]
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0["final_step"] == r1["final_step"] == 2 and r0["stop_reason"] == r1["stop_reason"] == "diverged"
     trip = read_guard_trip(run_dir)  # written by rank 0, whose own loss was finite
