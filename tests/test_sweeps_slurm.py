@@ -67,8 +67,8 @@ case "$(basename "$0") $*" in
   *"hostname --ip-address"*) echo "10.1.2.3 fe80::1" ;;
   "python -c"*) echo 0123456789abcdef ;;
   "python -m pathfm sweep"*)
-     echo "driver-started" >> "$CALLS"
      trap 'kill "$nap" 2>/dev/null; echo "driver-saved-on-TERM" >> "$CALLS"; exit 0' TERM
+     echo "driver-started" >> "$CALLS"  # only after the trap: the test sends TERM once it reads this
      if [ -n "${DRIVER_SLEEP:-}" ]; then sleep 30 & nap=$!; wait "$nap"; fi ;;
 esac
 exit 0
