@@ -1,4 +1,4 @@
-"""One command that shows what pathfm does on a GPU: prints, and writes JSON + Markdown of, five checks.
+"""One command that shows what pathfm does on a GPU: prints, and writes JSON + Markdown of, six checks.
 
     .venv/bin/python benchmarks/gpu_check.py --out gpu_check/         # on a CUDA machine, <= ~6 minutes
     .venv/bin/python benchmarks/gpu_check.py --cpu --out /tmp/gc/     # the same checks, tiny, on CPU (~3 min)
