@@ -16,6 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
+import torch.multiprocessing as mp
+
+from gloo_helpers import free_port
 
 from pathfm.io import read_jsonl
 from pathfm.sweeps.collect import read_trial, trial_dirs
@@ -93,6 +96,55 @@ def test_trial_hung_before_its_first_step_is_killed_and_recorded(tmp_path: Path)
     t = read_trial(tmp_path / "t0")
     assert t["hangs"] == 1 and t["status"] == "RUNNING"  # the sweep's driver marks the killed attempt
     assert "no first training step within" in t["last_hang"] and "run.startup_timeout_s=1.5" in t["last_hang"]
+    assert not (tmp_path / "t0" / "metrics.jsonl").exists()
+
+
+STARTUP_S, COLLECTIVE_S = 5, 120
+
+
+def _rank_with_a_peer_that_never_joins(rank: int, port: int, run_dir: str) -> None:
+    """Rank 0: a sweep trial's rank 0 (run_trial, as Ray Train's worker loop runs it); rank 1 joins the process
+    group, then sleeps for ever instead of training, so rank 0 waits in its first collective (building the
+    DDP model)."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_RANK=str(rank))  # fmt: skip
+    from pathfm.ssl.distributed import init_distributed
+    from pathfm.sweeps.trainable import run_trial
+
+    if rank == 1:
+        init_distributed("cpu", COLLECTIVE_S)
+        while True:
+            time.sleep(3600)
+    spec = spec_from_dict({"name": "h", "overrides": {
+        "data.assume_mpp": 0.5, "data.n_slides": 1, "data.tissue.thumbnail_size": 256, "run.device": "cpu",
+        "run.hang_timeout_s": 1, "run.startup_timeout_s": STARTUP_S, "run.collective_timeout_s": COLLECTIVE_S}})
+    run_trial(spec, expand_trials(spec)[0], Path(run_dir), trial_id="t0", sweep="h", report=None)
+
+
+@pytest.mark.slow  # 12 s: two spawned processes importing torch
+def test_ddp_rank_that_never_joins_training_is_caught_by_rank_0s_startup_allowance(tmp_path: Path):
+    """Real 2-process gloo group: rank 0 is killed by its watchdog after the start-up allowance, long before the
+    collective timeout (without start-up watching it would wait the full 120 s, then fail with an error)."""
+    ctx = mp.get_context("spawn")
+    port = free_port()
+    procs = [ctx.Process(target=_rank_with_a_peer_that_never_joins, args=(r, port, str(tmp_path / "t0")))
+             for r in (0, 1)]
+    t0 = time.monotonic()
+    for p in procs:
+        p.start()
+    try:
+        procs[0].join(timeout=COLLECTIVE_S - 30)
+        waited = time.monotonic() - t0
+        assert procs[0].exitcode == -signal.SIGKILL, procs[0].exitcode
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+            p.join(timeout=30)
+    assert waited < COLLECTIVE_S - 30
+    t = read_trial(tmp_path / "t0")
+    assert t["hangs"] == 1 and f"run.startup_timeout_s={STARTUP_S}" in t["last_hang"], t
+    assert t["last_hang"].startswith("no first training step within")
     assert not (tmp_path / "t0" / "metrics.jsonl").exists()
 
 
