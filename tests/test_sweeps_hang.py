@@ -121,7 +121,7 @@ def _rank_with_a_peer_that_never_joins(rank: int, port: int, run_dir: str) -> No
     run_trial(spec, expand_trials(spec)[0], Path(run_dir), trial_id="t0", sweep="h", report=None)
 
 
-@pytest.mark.slow  # 12 s: two spawned processes importing torch
+@pytest.mark.slow  # 10-12 s: two spawned processes importing torch
 def test_ddp_rank_that_never_joins_training_is_caught_by_rank_0s_startup_allowance(tmp_path: Path):
     """Real 2-process gloo group: rank 0 is killed by its watchdog after the start-up allowance, long before the
     collective timeout (without start-up watching it would wait the full 120 s, then fail with an error)."""
