@@ -26,6 +26,7 @@ from pathfm.results import META_FILE, read_sweep_meta
 from pathfm.sweeps.cluster import check_resources, client_server_failed_to_start, connect, trial_resources
 from pathfm.sweeps.collect import collect, read_trial, trial_dirs
 from pathfm.sweeps.cost import concurrent_trials
+from pathfm.sweeps.hang import no_retry_warning, sweep_hang_timeouts
 from pathfm.sweeps.preflight import preflight, steps_per_trial
 from pathfm.sweeps.reference import finish_reference, start_reference
 from pathfm.sweeps.spec import SweepSpec, expand_trials, load_spec, spec_from_dict, trial_configs
@@ -174,6 +175,9 @@ def run_sweep(spec: SweepSpec | str | Path, storage: str | Path = "runs/sweeps",
         spec = load_spec(spec)
     trials = expand_trials(spec, validate=False)
     configs = trial_configs(spec, trials)  # built (and so validated) once, before anything expensive; shipped to the trials
+    no_retry = no_retry_warning(spec.max_failures, sweep_hang_timeouts(spec, configs))
+    if no_retry:
+        print(f"pathfm sweep: warning: {no_retry}", file=sys.stderr, flush=True)
     sweep_dir = remote_fs.staging_dir(remote) if remote else storage_root(storage) / spec.name
     if dry_run:
         preflight(spec, trials, step_time=step_time)

@@ -269,7 +269,7 @@ def run_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, swe
                                 stop_file=stop_file)
         trackers = ([TrackingCallback(cfg, run_dir, run_name=f"{sweep}/{trial_id}", tags=trial_tags(sweep, trial_id, trial))]
                     if cfg.tracking.enabled else [])
-        watchdog = start_hang_watchdog(cfg.run.hang_timeout_s, run_dir)
+        watchdog = start_hang_watchdog(cfg.run.hang_timeout_s, run_dir, cfg.run.startup_timeout_s)
         try:
             result = train(cfg, run_dir, resume=resume, callbacks=[*fault_callbacks(trial, run_dir), reporter, *([watchdog] if watchdog else []), *trackers])
         finally:
@@ -314,18 +314,19 @@ def run_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, swe
         raise
 
 
-def start_hang_watchdog(timeout_s: float | None, run_dir: Path):
+def start_hang_watchdog(timeout_s: float | None, run_dir: Path, startup_timeout_s: float | None = None):
     """A started :class:`pathfm.sweeps.hang.HangWatchdog` that records a hang in ``trial.json`` before it
-    kills the trial process (None when ``run.hang_timeout_s`` is off)."""
+    kills the trial process (None when ``run.hang_timeout_s`` is off); it watches start-up too
+    (``run.startup_timeout_s``, :func:`pathfm.sweeps.hang.startup_allowance`)."""
     if timeout_s is None:
         return None
-    from pathfm.sweeps.hang import HangWatchdog
+    from pathfm.sweeps.hang import HangWatchdog, startup_allowance
 
     def record(message: str) -> None:
         hangs = int((read_trial(run_dir) or {}).get("hangs") or 0) + 1
         update_trial_json(run_dir, hangs=hangs, last_hang=message, error=f"Hang: {message}")
 
-    return HangWatchdog(timeout_s, run_dir, on_hang=record).start()
+    return HangWatchdog(timeout_s, run_dir, on_hang=record, startup_s=startup_allowance(timeout_s, startup_timeout_s)).start()
 
 
 def arm_labels(spec: SweepSpec, arm: str | None) -> dict[str, Any]:
