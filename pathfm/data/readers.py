@@ -135,8 +135,7 @@ class SlideReader(ABC):
         import cv2
         from PIL import Image
 
-        downsample = max(d / s for d, s in zip(self.dimensions, size))
-        level = max((i for i, d in enumerate(self.level_downsamples) if d <= downsample), default=0)
+        level = self.thumbnail_level(size)
         target = thumbnail_size(self.level_dimensions[level], size)
         pixels = self.read_level_reduced(level, target)
         if pixels is None:
@@ -144,6 +143,11 @@ class SlideReader(ABC):
         if (pixels.shape[1], pixels.shape[0]) == target:
             return Image.fromarray(pixels)
         return Image.fromarray(cv2.resize(pixels, target, interpolation=cv2.INTER_AREA))
+
+    def thumbnail_level(self, size: tuple[int, int]) -> int:
+        """The smallest level at least as large as a thumbnail fitting in ``size`` (level 0 if none is)."""
+        downsample = max(d / s for d, s in zip(self.dimensions, size))
+        return max((i for i, d in enumerate(self.level_downsamples) if d <= downsample), default=0)
 
     def read_level_reduced(self, level: int, min_size: tuple[int, int]) -> np.ndarray | None:
         """The whole ``level`` as RGB pixels at a resolution reduced as far as ``min_size`` allows, or None
