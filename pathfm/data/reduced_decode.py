@@ -71,6 +71,8 @@ def decode_tile(data: bytes, page, shift: int) -> np.ndarray | None:
         # the IMREAD_REDUCED_COLOR_* scale bits, with RGB output instead of their BGR
         scale = (cv2.IMREAD_COLOR, cv2.IMREAD_REDUCED_COLOR_2, cv2.IMREAD_REDUCED_COLOR_4,
                  cv2.IMREAD_REDUCED_COLOR_8)[shift] & ~cv2.IMREAD_COLOR
+        if page.photometric == RGB and data[2:4] == b"\xff\xe0":
+            return None  # a JFIF marker makes libjpeg read YCbCr whatever the Adobe marker says
         stream = jpeg_stream(data, page.jpegtables, page.photometric == RGB)
         rgb = cv2.imdecode(np.frombuffer(stream, np.uint8),
                            scale | cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
