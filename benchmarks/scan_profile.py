@@ -3,7 +3,8 @@
     PYTHONPATH=. python benchmarks/scan_profile.py [--reps 5] [--profile]
 
 Per bundled slide: ``time.process_time`` of ``--reps`` scans after one warm-up (open, metadata, the
-1024 px tissue-mask thumbnail); the mean over the three slides is the figure docs/benchmarks.md compares.
+1024 px tissue-mask thumbnail) and how its level was decoded; the mean over the three slides is the figure
+docs/benchmarks.md compares.
 ``--profile`` adds cProfile's top functions by own time.
 """
 
@@ -45,6 +46,20 @@ def main() -> None:
         assert status == "ok", row
         return row
 
+    def route(e) -> str:
+        """How the scan's thumbnail level is decoded: reduced from the tiles (at 1/2**s) or read in full."""
+        from pathfm.data.readers import open_reader, thumbnail_size
+        from pathfm.data.reduced_decode import reduction_shift
+
+        reader = open_reader(e.path)
+        size = (cfg.thumbnail_size, cfg.thumbnail_size)
+        level = reader.thumbnail_level(size)
+        dims = reader.level_dimensions[level]
+        target = thumbnail_size(dims, size)
+        if reader.read_level_reduced(level, target) is None:
+            return f"level {level} {dims[0]}x{dims[1]} read in full"
+        return f"level {level} {dims[0]}x{dims[1]} decoded at 1/{1 << reduction_shift(dims, target)}"
+
     per = []
     for e in entries:
         scan(e)
@@ -52,7 +67,7 @@ def main() -> None:
         for _ in range(args.reps):
             row = scan(e)
         per.append((time.process_time() - t) / args.reps)
-        print(f"{e.slide_id:48s} {per[-1]:.3f} CPU-s  tissue_fraction {row['tissue_fraction']}")
+        print(f"{e.slide_id:48s} {per[-1]:.3f} CPU-s  tissue_fraction {row['tissue_fraction']}  ({route(e)})")
     print(f"mean {sum(per) / len(per):.3f} CPU-s per slide -> {len(per) / sum(per):.1f} slides per CPU-s")
     if args.profile:
         import cProfile

@@ -110,4 +110,6 @@ def test_thumbnail_size_is_pils_and_the_area_filtered_thumbnail_keeps_the_mask(c
         lanczos = np.asarray(s.get_thumbnail((1024, 1024)).convert("RGB"))
     assert ours.shape == lanczos.shape == (1024, 766, 3)
     a, b = thumbnail_tissue(ours, hsv), thumbnail_tissue(lanczos, hsv)
-    assert (a == b).mean() > 0.99 and abs(a.mean() - b.mean()) < 0.002  # measured 0.9924 and 0.0002
+    # measured 0.9877 and 0.0001 (0.9924 when the full level was shrunk; the thumbnail is now decoded at 1/2
+    # from the JPEG tiles, see tests/test_reduced_decode.py)
+    assert (a == b).mean() > 0.985 and abs(a.mean() - b.mean()) < 0.002
