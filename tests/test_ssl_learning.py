@@ -27,7 +27,10 @@ MARGIN_KNN = 0.015
 @pytest.fixture(scope="module")
 def cpu_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("cpu_preset") / "run"
-    train(load_config("cpu", ["run.progress=false", "run.threads=2", "run.checkpoint_every=1000"]), run_dir)
+    # one loader worker beside one compute thread: 0.24 s per step on 2 cores, against 0.31 s with 2 compute
+    # threads and the loader in-process (the batches are the same for any number of workers)
+    train(load_config("cpu", ["run.progress=false", "run.threads=1", "data.num_workers=1",
+                              "run.checkpoint_every=1000"]), run_dir)
     return run_dir
 
 

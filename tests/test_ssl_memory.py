@@ -53,3 +53,22 @@ def test_the_giant_recipe_does_not_fit_one_80_gb_gpu_without_sharding_at_batch_3
     static = est.weights + est.gradients + est.optimizer + est.teacher
     assert 16e9 < static < 30e9
     assert est.total > 80e9
+
+
+def test_peak_memory_restarts_at_reset_so_a_process_training_twice_reports_each_runs_own_peak():
+    """A process that trains several times (a notebook, this test session) must report each run's own peak
+    resident set size, not the largest of the process's earlier runs (Linux: VmHWM, reset by clear_refs)."""
+    import numpy as np
+    import torch
+
+    from pathfm.ssl.runtime import peak_memory_mb, reset_peak_memory
+
+    cpu = torch.device("cpu")
+    reset_peak_memory(cpu)
+    before = peak_memory_mb(cpu)
+    block = np.ones(256 * 2**20 // 8)  # 256 MiB, touched
+    high = peak_memory_mb(cpu)
+    assert high >= before + 250, (before, high)
+    del block
+    reset_peak_memory(cpu)
+    assert peak_memory_mb(cpu) <= high - 200, (high, peak_memory_mb(cpu))

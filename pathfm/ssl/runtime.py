@@ -14,11 +14,36 @@ import torch
 from pathfm.config import Config
 
 
+PROC_STATUS, PROC_CLEAR_REFS = "/proc/self/status", "/proc/self/clear_refs"
+
+
 def peak_memory_mb(device: torch.device) -> float:
-    """Peak allocated CUDA memory on a GPU; the process's peak resident set size on CPU (MiB)."""
+    """Peak allocated CUDA memory on a GPU; on CPU the process's peak resident set size (MiB), since the
+    last :func:`reset_peak_memory` where Linux allows a reset (``VmHWM``), else since the process started."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        with open(PROC_STATUS) as f:
+            hwm = next((line for line in f if line.startswith("VmHWM:")), None)
+        if hwm is not None:
+            return int(hwm.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start :func:`peak_memory_mb` afresh, so a process that trains more than once (a notebook, a test
+    session, a script looping over configs) reports each run's own peak: CUDA's peak statistics, or Linux's
+    peak RSS (``clear_refs`` 5)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open(PROC_CLEAR_REFS, "w") as f:
+            f.write("5")
+    except OSError:
+        pass  # not Linux >= 4.0, or not allowed: the peak stays the process's
 
 
 def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

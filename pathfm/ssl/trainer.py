@@ -51,7 +51,8 @@ from pathfm.ssl.finite_agreement import check_finite_on_all_ranks
 from pathfm.ssl.foreign_weights import load_init_weights
 from pathfm.ssl.guards import Guards, GuardState
 from pathfm.ssl.models import count_parameters
-from pathfm.ssl.runtime import autocast_for, build_centers, effective_precision, peak_memory_mb, seed_everything
+from pathfm.ssl.runtime import (autocast_for, build_centers, effective_precision, peak_memory_mb, reset_peak_memory,
+                                seed_everything)
 from pathfm.ssl.stages import Progress, Stage, plan_stages
 from pathfm.ssl.step import (
     LOSS_PARTS,
@@ -443,6 +444,7 @@ def train(
         raise TypeError("train() takes a pathfm.config.Config (see pathfm.config.load_config)")
     run_dir = Path(run_dir)
     env = init_distributed(cfg.run.device, cfg.run.collective_timeout_s)
+    reset_peak_memory(env.device)  # this run's peak, also in a process that trained before
     if env.is_main:
         ensure_writable_dir(run_dir, "run directory")  # before building anything
     if cfg.run.threads:
