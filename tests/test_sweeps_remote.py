@@ -107,6 +107,17 @@ def test_a_ray_sweep_on_a_memory_uri_is_mirrored_and_collected(tmp_path, monkeyp
     in_store = _read(fs, f"sweeps-{tmp_path.name}/mem2/{RESULTS_FILE}")
     assert in_store.equals(pl.read_parquet(staged / RESULTS_FILE))
     assert (staged / remote.MIRROR_FILE).read_text().strip() == f"{uri}/mem2"  # `sweep resume` mirrors there again
+    from pathfm.sweeps.store_sync import MANIFEST_FILE, local_files, stored_files
+
+    for trial_dir in sorted(staged.glob("trial_*")):
+        # memory:// lives in one process: the trials' own pushes (from Ray workers) went to theirs, so the
+        # driver's end-of-sweep upload found these files missing in its store and copied them
+        trial_files = stored_files(remote.open_storage(f"{uri}/mem2/{trial_dir.name}"))
+        assert trial_files == {rel: size for rel, (size, _) in local_files(trial_dir).items()}
+        assert any(r.startswith("checkpoints/step_") and r.endswith(".pt") for r in trial_files)
+        assert MANIFEST_FILE not in trial_files and (trial_dir / MANIFEST_FILE).is_file()
+        # no Ray checkpoints: Ray would refuse one from a node without its storage_path (the staging folder)
+        assert not list(trial_dir.glob("checkpoint_*"))
     import shutil
 
     shutil.rmtree(tmp_path / "staging")  # collection reads the trial folders from the store, not the staging copy

@@ -3,10 +3,11 @@ or fsspec opens: ``s3://``, ``gs://``, ``abfs://``, ``hdfs://``, ``az://``, ``me
 
 pathfm's trainer writes each trial folder (checkpoints, ``metrics.jsonl``, ``trial.json``, ``eval.parquet``)
 with ordinary file I/O, so a sweep on an object store runs in a local *staging* folder
-(``$PATHFM_SWEEP_STAGING``, default ``~/.cache/pathfm/sweeps``, + the URI's host and path) and
-:func:`push` mirrors the sweep folder to the URI through the URI's filesystem when the sweep ends (also when
-it stops early). :func:`pull` brings a mirrored sweep back to staging, which is how ``pathfm sweep collect
-URI/NAME`` rebuilds ``results.parquet`` from the trial folders in the store and writes it back there.
+(``$PATHFM_SWEEP_STAGING``, default ``~/.cache/pathfm/sweeps``, + the URI's host and path); each trial pushes
+its own folder to the URI from the node it runs on, and the driver the sweep-level files when the sweep ends
+(also when it stops early): :mod:`pathfm.sweeps.store_sync`. :func:`push` copies a whole folder, :func:`pull`
+brings a mirrored sweep back to staging, which is how ``pathfm sweep collect URI/NAME`` rebuilds
+``results.parquet`` from the trial folders in the store and writes it back there.
 
 The filesystem is ``pyarrow.fs.FileSystem.from_uri`` (s3, gs, abfs, hdfs: the filesystems Ray's
 ``RunConfig(storage_path=...)`` accepts), else fsspec's (``fsspec.core.url_to_fs``, wrapped as a pyarrow
@@ -129,17 +130,6 @@ def record_mirror(sweep_dir: Path, remote: RemoteStorage) -> None:
     """Note in the staged ``sweep_dir`` where it is mirrored, so a resumed sweep mirrors there too."""
     Path(sweep_dir).mkdir(parents=True, exist_ok=True)
     (Path(sweep_dir) / MIRROR_FILE).write_text(remote.uri + "\n")
-
-
-def push_to_recorded_mirror(sweep_dir: Path) -> str | None:
-    """Mirror ``sweep_dir`` to the URI :func:`record_mirror` noted in it (a URI given as a filesystem object
-    is not recorded); returns that URI, or None for a sweep that is not mirrored."""
-    note = Path(sweep_dir) / MIRROR_FILE
-    if not note.is_file():
-        return None
-    uri = note.read_text().strip()
-    push(Path(sweep_dir), open_storage(uri))
-    return uri
 
 
 def pull(remote: RemoteStorage, local_dir: Path) -> Path:
