@@ -26,7 +26,8 @@ size.
 The driver keeps its end-of-sweep upload (:func:`mirror_sweep`: the sweep-level files -- spec, meta, Tune
 state, ``results.parquet`` -- and whatever changed in the trial folders it holds) and fetches the trial
 folders other nodes pushed, without their checkpoints, before it records a trial's end
-(:func:`gather_trial`) and before it collects ``results.parquet`` (:func:`gather_trials`).
+(:func:`gather_trial`) and before it collects ``results.parquet`` (:func:`gather_trials`);
+``pathfm sweep collect URI`` does the same (:func:`collect_from_store`).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from typing import Any, Iterator
 from pathfm.errors import PathfmError
 from pathfm.io import atomic_path, atomic_write_json
 from pathfm.results import TRIAL_FILE
-from pathfm.sweeps.remote import MIRROR_FILE, RemoteStorage, open_storage
+from pathfm.sweeps.remote import MIRROR_FILE, RemoteStorage, open_storage, staging_dir
 
 MANIFEST_FILE = ".pathfm_pushed.json"  # in a local folder: {relative path: [size, mtime_ns]} as last pushed/pulled
 PART_SUFFIX = ".part"  # an upload in progress on a renaming filesystem
@@ -315,6 +316,30 @@ def mirror_sweep(sweep_dir: Path, store: RemoteStorage) -> list[str]:
     trial_names = frozenset(p.name for p in sweep_dir.iterdir() if p.is_dir() and p.name.startswith(TRIAL_PREFIX))
     uploaded = [f"{m.local.name}/{rel}" for m in trial_mirrors(sweep_dir, store) if m.local.is_dir() for rel in m.push()]
     return uploaded + FolderMirror(sweep_dir, store, skip_dirs=trial_names).push()
+
+
+def collect_from_store(uri: str, filesystem: Any = None) -> str:
+    """``pathfm sweep collect URI``: fetch the sweep folder at ``uri`` into its staging folder (trial folders
+    without their checkpoints), rebuild ``results.parquet`` from its trial folders, write it back to ``uri``;
+    returns the URI of the results file."""
+    import pyarrow.fs as pafs
+
+    from pathfm.results import RESULTS_FILE
+    from pathfm.sweeps.collect import collect
+
+    store = open_storage(uri, filesystem)
+    info = store.filesystem.get_file_info(store.root)
+    if info.type != pafs.FileType.Directory:
+        raise PathfmError(f"{store.uri}: no sweep folder there ({info.type.name.lower()})")
+    local = staging_dir(store)
+    FolderMirror(local, store).pull(skip_prefixes=(TRIAL_PREFIX,))
+    gather_trials(local, store)
+    out = collect(local)
+    try:
+        upload_file(out, store.filesystem, f"{store.root.rstrip('/')}/{RESULTS_FILE}")
+    except OSError as e:
+        raise PathfmError(f"writing {RESULTS_FILE} to {store.uri} failed: {e}") from None
+    return f"{uri.rstrip('/')}/{RESULTS_FILE}"
 
 
 def recorded_store(sweep_dir: Path) -> RemoteStorage | None:

@@ -56,11 +56,12 @@ def sweep_trainable(config: dict, ctx: SweepContext) -> None:
 
         run_ddp_trial(ctx.spec, trial, run_dir, trial_id=trial_id, node_id=node_id)
         return
-    report = tune.report if ctx.store is None else metrics_only(tune.report)
+    on_store = ctx.store is not None  # an object-store sweep: no Ray checkpoints (metrics_only)
     with synced_trial(run_dir, ctx.store) as sync_callbacks:
-        run_trial(ctx.spec, trial, run_dir, trial_id=trial_id, sweep=ctx.spec.name, report=report,
-                  tune_checkpoint=tune.get_checkpoint(), copy_checkpoints=copy_checkpoints(), node_id=node_id,
-                  cfg=ctx.config_for(trial), callbacks=sync_callbacks)
+        run_trial(ctx.spec, trial, run_dir, trial_id=trial_id, sweep=ctx.spec.name,
+                  report=metrics_only(tune.report) if on_store else tune.report, tune_checkpoint=tune.get_checkpoint(),
+                  copy_checkpoints=copy_checkpoints() and not on_store, node_id=node_id, cfg=ctx.config_for(trial),
+                  callbacks=sync_callbacks)
 
 
 def metrics_only(report: Callable[..., None]) -> Callable[..., None]:
