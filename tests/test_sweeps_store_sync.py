@@ -112,11 +112,15 @@ def test_the_driver_gathers_other_nodes_trials_and_uploads_the_sweep_files(tmp_p
         FolderMirror(t, store.child(t.name)).push()
     assert gather_trials(driver, store) == ["trial_0001"]  # the other node's trial, without its checkpoints
     assert not (driver / "trial_0001" / "checkpoints").exists() and (driver / "trial_0001" / TRIAL_FILE).is_file()
+    assert gather_trials(driver, store) == []  # nothing new in the store
     collect(driver)
     assert sorted(mirror_sweep(driver, store)) == ["results.parquet", "sweep_meta.json"]  # the trials pushed theirs
     in_store = stored_files(store)
     assert {"sweep_meta.json", "results.parquet", "trial_0001/checkpoints/step_00000002.pt"} <= set(in_store)
     assert mirror_sweep(driver, store) == [] and stored_files(store) == in_store
+    # the gathered trial is later restored onto the driver's node (`sweep resume`): its checkpoints come too
+    restored = FolderMirror(driver / "trial_0001", store.child("trial_0001")).restore()
+    assert restored == ["checkpoints/step_00000002.pt", "checkpoints/step_00000002.pt.sha256"]
 
 
 def _fast_spec():

@@ -14,7 +14,8 @@ A trial of a sweep on ``--storage s3://bucket/sweeps`` runs in the staging folde
   and when the trial ends, however it ends (:func:`synced_trial`).
 * :meth:`FolderMirror.restore` runs when a trial starts or is restored: when the local folder lacks
   ``trial.json`` or the store's ``trial.json`` is from a later attempt (``attempt_started_at``), the trial is
-  pulled from the store first, so a trial restarted on another node resumes from its last pushed checkpoint.
+  pulled from the store first, so a trial restarted on another node resumes from its last pushed checkpoint;
+  otherwise only the files the local folder lacks are fetched.
 
 Uploads are atomic for readers: on filesystems that rename atomically (local, HDFS, and a pyarrow
 ``SubTreeFileSystem`` over them) a file is written under a hidden temporary name (``.<name>.<random>.part``)
@@ -216,9 +217,10 @@ class FolderMirror:
                 except OSError:
                     pass
 
-    def pull(self, skip_prefixes: tuple[str, ...] = ()) -> list[str]:
+    def pull(self, skip_prefixes: tuple[str, ...] = (), *, only_missing: bool = False) -> list[str]:
         """Download the store's files into the local folder (files under ``skip_prefixes`` left out; a
-        checkpoint file already here with the store's size is kept); returns the relative paths downloaded."""
+        checkpoint file already here with the store's size is kept; ``only_missing``: every file already here
+        is kept); returns the relative paths downloaded."""
         stored = stored_files(self.remote)
         fetched = []
         with self.updating_manifest(f"downloading {self.remote.uri} to {self.local}") as manifest:
@@ -226,6 +228,8 @@ class FolderMirror:
                 if rel.startswith(skip_prefixes):
                     continue
                 dest = self.local / rel
+                if only_missing and dest.exists():
+                    continue
                 if not (rel.startswith(CHECKPOINTS_PREFIX) and dest.is_file() and dest.stat().st_size == stored[rel]):
                     download_file(self.remote.filesystem, self.remote_path(rel), dest)
                     fetched.append(rel)
@@ -245,8 +249,9 @@ class FolderMirror:
         return float(stored.get("attempt_started_at") or 0) > float(here.get("attempt_started_at") or 0)
 
     def restore(self, skip_prefixes: tuple[str, ...] = ()) -> list[str]:
-        """Pull the trial from the store when the store is ahead (:meth:`store_is_ahead`), else nothing."""
-        return self.pull(skip_prefixes) if self.store_is_ahead() else []
+        """Pull the trial from the store when the store is ahead (:meth:`store_is_ahead`), else only the files
+        this folder lacks (a trial folder the driver gathered without its checkpoints, then run here)."""
+        return self.pull(skip_prefixes, only_missing=not self.store_is_ahead())
 
     def on_checkpoint(self, step: int, path: Path) -> None:
         self.push_or_warn(f"after the checkpoint of step {step}")
