@@ -1,6 +1,8 @@
 """Object-store sweeps, trial by trial: every trial keeps its folder in sync with the store from the node it
 runs on (as Ray Tune uploads a trial's checkpoints from its node), so a multi-node cluster needs no shared
-folder.
+folder for single-process trials (``resources.workers > 1`` DDP trials do not sync from their nodes yet).
+Such trials report no Ray checkpoints (:func:`pathfm.sweeps.tune_entry.metrics_only`): the trial folder in
+the store is what a restarted trial resumes from.
 
 A trial of a sweep on ``--storage s3://bucket/sweeps`` runs in the staging folder
 (:func:`pathfm.sweeps.remote.staging_dir`, the driver's absolute path, the same on every node, as Ray's own
@@ -319,7 +321,8 @@ def mirror_sweep(sweep_dir: Path, store: RemoteStorage) -> list[str]:
     if not sweep_dir.is_dir():
         raise PathfmError(f"{sweep_dir}: nothing to upload (no such folder)")
     trial_names = frozenset(p.name for p in sweep_dir.iterdir() if p.is_dir() and p.name.startswith(TRIAL_PREFIX))
-    uploaded = [f"{m.local.name}/{rel}" for m in trial_mirrors(sweep_dir, store) if m.local.is_dir() for rel in m.push()]
+    uploaded = [f"{m.local.name}/{rel}" for m in trial_mirrors(sweep_dir, store) if m.local.is_dir()
+                for rel in m.push()]
     return uploaded + FolderMirror(sweep_dir, store, skip_dirs=trial_names).push()
 
 
