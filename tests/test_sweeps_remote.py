@@ -17,6 +17,7 @@ from pathfm.io import atomic_write_json
 from pathfm.results import RESULTS_FILE, TRIAL_FILE, eval_frame
 from pathfm.sweeps import remote
 from pathfm.sweeps.collect import collect
+from pathfm.sweeps.store_sync import collect_from_store, mirror_sweep
 
 
 def _sweep_folder(root: Path, name: str = "s3sweep") -> Path:
@@ -52,12 +53,12 @@ def test_a_sweep_mirrored_to_a_store_is_collected_back_through_its_filesystem(tm
         (tmp_path / "bucket").mkdir()
         uri, fs_obj = "sweeps", pafs.SubTreeFileSystem(str(tmp_path / "bucket"), pafs.LocalFileSystem())
     target = remote.open_storage(uri, fs_obj).child("s3sweep")
-    remote.push(local, target)
+    mirror_sweep(local, target)
     info = target.filesystem.get_file_info(f"{target.root}/trial_0001/{TRIAL_FILE}")
     assert info.type == pafs.FileType.File
     if store == "subtree":  # the bytes really are under the subtree's base folder
         assert (tmp_path / "bucket" / "sweeps" / "s3sweep" / "trial_0001" / "eval.parquet").is_file()
-    out_uri = remote.collect_remote(target.uri, fs_obj)
+    out_uri = collect_from_store(target.uri, fs_obj)
     assert out_uri == f"{target.uri}/{RESULTS_FILE}"
     got = _read(target.filesystem, f"{target.root}/{RESULTS_FILE}")  # written back into the store
     assert got.equals(expected) and got.height == expected.height > 0
@@ -76,7 +77,7 @@ def test_storage_uris_fail_clearly(tmp_path):
     with pytest.raises(PathfmError, match="no filesystem for the scheme 'nosuchfs'"):
         remote.open_storage("nosuchfs://x/y")
     with pytest.raises(PathfmError, match="no sweep folder there"):
-        remote.collect_remote(f"memory://empty-{tmp_path.name}/nothing")
+        collect_from_store(f"memory://empty-{tmp_path.name}/nothing")
 
 
 @pytest.mark.slow
@@ -107,10 +108,22 @@ def test_a_ray_sweep_on_a_memory_uri_is_mirrored_and_collected(tmp_path, monkeyp
     in_store = _read(fs, f"sweeps-{tmp_path.name}/mem2/{RESULTS_FILE}")
     assert in_store.equals(pl.read_parquet(staged / RESULTS_FILE))
     assert (staged / remote.MIRROR_FILE).read_text().strip() == f"{uri}/mem2"  # `sweep resume` mirrors there again
+    from pathfm.sweeps.store_sync import MANIFEST_FILE, local_files, stored_files
+
+    for trial_dir in sorted(staged.glob("trial_*")):
+        # memory:// lives in one process: the trials' own pushes (from Ray workers) went to theirs, so the
+        # driver's end-of-sweep upload found these files missing in its store and copied them
+        trial_files = stored_files(remote.open_storage(f"{uri}/mem2/{trial_dir.name}"))
+        assert trial_files == {rel: size for rel, (size, _) in local_files(trial_dir).items()}
+        assert any(r.startswith("checkpoints/step_") and r.endswith(".pt") for r in trial_files)
+        assert MANIFEST_FILE not in trial_files and (trial_dir / MANIFEST_FILE).is_file()
+        # no Ray checkpoints: Ray would refuse one from a node without its storage_path (the staging folder)
+        assert not list(trial_dir.glob("checkpoint_*"))
     import shutil
 
     shutil.rmtree(tmp_path / "staging")  # collection reads the trial folders from the store, not the staging copy
-    remote.collect_remote(f"{uri}/mem2")
+    collect_from_store(f"{uri}/mem2")
     again = _read(fs, f"sweeps-{tmp_path.name}/mem2/{RESULTS_FILE}")
+    assert len(list(staged.glob("trial_*/metrics.jsonl"))) == 2 and not list(staged.glob("trial_*/checkpoints"))
     assert again.equals(in_store)
     assert again.filter(pl.col("trial_id") != "reference")["trial_id"].n_unique() == 2

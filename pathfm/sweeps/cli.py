@@ -156,9 +156,10 @@ def _status(args) -> int:
 def _collect(args) -> int:
     from pathfm.sweeps import remote
     from pathfm.sweeps.collect import collect
+    from pathfm.sweeps.store_sync import collect_from_store
 
     if remote.is_uri(args.sweep_dir) and not args.sweep_dir.startswith("file://"):
-        print(remote.collect_remote(args.sweep_dir))  # trial folders read from the store, results written back
+        print(collect_from_store(args.sweep_dir))  # trial folders read from the store, results written back
         return 0
     print(collect(remote.local_root(args.sweep_dir) if args.sweep_dir.startswith("file://") else args.sweep_dir))
     return 0

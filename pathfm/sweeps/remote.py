@@ -3,10 +3,11 @@ or fsspec opens: ``s3://``, ``gs://``, ``abfs://``, ``hdfs://``, ``az://``, ``me
 
 pathfm's trainer writes each trial folder (checkpoints, ``metrics.jsonl``, ``trial.json``, ``eval.parquet``)
 with ordinary file I/O, so a sweep on an object store runs in a local *staging* folder
-(``$PATHFM_SWEEP_STAGING``, default ``~/.cache/pathfm/sweeps``, + the URI's host and path) and
-:func:`push` mirrors the sweep folder to the URI through the URI's filesystem when the sweep ends (also when
-it stops early). :func:`pull` brings a mirrored sweep back to staging, which is how ``pathfm sweep collect
-URI/NAME`` rebuilds ``results.parquet`` from the trial folders in the store and writes it back there.
+(``$PATHFM_SWEEP_STAGING``, default ``~/.cache/pathfm/sweeps``, + the URI's host and path); each trial pushes
+its own folder to the URI from the node it runs on, and the driver the sweep-level files when the sweep ends
+(also when it stops early); ``pathfm sweep collect URI/NAME`` rebuilds ``results.parquet`` from the trial
+folders in the store and writes it back there: :mod:`pathfm.sweeps.store_sync`. This module opens the store
+and names the staging folder.
 
 The filesystem is ``pyarrow.fs.FileSystem.from_uri`` (s3, gs, abfs, hdfs: the filesystems Ray's
 ``RunConfig(storage_path=...)`` accepts), else fsspec's (``fsspec.core.url_to_fs``, wrapped as a pyarrow
@@ -110,66 +111,7 @@ def staging_dir(remote: RemoteStorage) -> Path:
     return base.resolve().joinpath(scheme or "fs", *parts)
 
 
-def push(local_dir: Path, remote: RemoteStorage) -> None:
-    """Mirror ``local_dir`` (files and sub-folders) to ``remote`` (created; existing files overwritten)."""
-    import pyarrow.fs as pafs
-
-    local_dir = Path(local_dir)
-    if not local_dir.is_dir():
-        raise PathfmError(f"{local_dir}: nothing to upload (no such folder)")
-    try:
-        remote.filesystem.create_dir(remote.root, recursive=True)
-        pafs.copy_files(str(local_dir.resolve()), remote.root, source_filesystem=pafs.LocalFileSystem(),
-                        destination_filesystem=remote.filesystem)
-    except OSError as e:
-        raise PathfmError(f"uploading {local_dir} to {remote.uri} failed: {e}") from None
-
-
 def record_mirror(sweep_dir: Path, remote: RemoteStorage) -> None:
     """Note in the staged ``sweep_dir`` where it is mirrored, so a resumed sweep mirrors there too."""
     Path(sweep_dir).mkdir(parents=True, exist_ok=True)
     (Path(sweep_dir) / MIRROR_FILE).write_text(remote.uri + "\n")
-
-
-def push_to_recorded_mirror(sweep_dir: Path) -> str | None:
-    """Mirror ``sweep_dir`` to the URI :func:`record_mirror` noted in it (a URI given as a filesystem object
-    is not recorded); returns that URI, or None for a sweep that is not mirrored."""
-    note = Path(sweep_dir) / MIRROR_FILE
-    if not note.is_file():
-        return None
-    uri = note.read_text().strip()
-    push(Path(sweep_dir), open_storage(uri))
-    return uri
-
-
-def pull(remote: RemoteStorage, local_dir: Path) -> Path:
-    """Copy the folder at ``remote`` into ``local_dir`` (created); a missing folder is a PathfmError."""
-    import pyarrow.fs as pafs
-
-    info = remote.filesystem.get_file_info(remote.root)
-    if info.type != pafs.FileType.Directory:
-        raise PathfmError(f"{remote.uri}: no sweep folder there ({info.type.name.lower()})")
-    local_dir = Path(local_dir)
-    local_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        pafs.copy_files(remote.root, str(local_dir.resolve()), source_filesystem=remote.filesystem,
-                        destination_filesystem=pafs.LocalFileSystem())
-    except OSError as e:
-        raise PathfmError(f"downloading {remote.uri} to {local_dir} failed: {e}") from None
-    return local_dir
-
-
-def collect_remote(uri: str, filesystem: Any = None) -> str:
-    """``pathfm sweep collect URI``: pull the sweep folder at ``uri``, rebuild ``results.parquet`` from its trial
-    folders, write it back to ``uri``; returns the URI of the results file."""
-    from pathfm.results import RESULTS_FILE
-    from pathfm.sweeps.collect import collect
-
-    remote = open_storage(uri, filesystem)
-    local = pull(remote, staging_dir(remote))
-    out = collect(local)
-    import pyarrow.fs as pafs
-
-    pafs.copy_files(str(out), f"{remote.root.rstrip('/')}/{RESULTS_FILE}", source_filesystem=pafs.LocalFileSystem(),
-                    destination_filesystem=remote.filesystem)
-    return f"{uri.rstrip('/')}/{RESULTS_FILE}"

@@ -31,6 +31,7 @@ from pathfm.sweeps.preflight import preflight, steps_per_trial
 from pathfm.sweeps.reference import finish_reference, start_reference
 from pathfm.sweeps.spec import SweepSpec, expand_trials, load_spec, spec_from_dict, trial_configs
 from pathfm.sweeps.status import format_status, trial_summary_line
+from pathfm.sweeps.store_sync import gather_trial, gather_trials, mirror_sweep, recorded_store
 from pathfm.tracking import prepare_tracking
 
 SPEC_FILE = "sweep_spec.yaml"
@@ -44,6 +45,7 @@ def _make_callback(spec: SweepSpec, trials: list[dict], sweep_dir: str, verbose:
     from pathfm.sweeps.search import trial_of_config
 
     sweep_name = spec.name
+    store = recorded_store(Path(sweep_dir))  # an object-store sweep: trials of other nodes are read from there
 
     class TrialSummary(tune.Callback):
         """Driver-side: prints one line per finished trial and makes sure trial.json holds the final
@@ -53,6 +55,8 @@ def _make_callback(spec: SweepSpec, trials: list[dict], sweep_dir: str, verbose:
             from pathfm.sweeps.trainable import trial_dirname, update_trial_json
 
             run_dir = Path(sweep_dir) / trial_dirname(trial.trial_id)
+            if store is not None:
+                gather_trial(run_dir, store)
             info = read_trial(run_dir)
             if info is None:
                 if status != "ERROR":
@@ -124,7 +128,7 @@ def _write_sweep_files(sweep_dir: Path, spec: SweepSpec, trials: list[dict]) -> 
 
 
 def _build_tuner(spec: SweepSpec, sweep_dir: Path, trials: list[dict], concurrency: int, verbose: int,
-                 *, restore: bool = False, resume_errored: bool = False, configs: list | None = None):
+                 *, restore: bool = False, resume_errored: bool = False, configs: list | None = None, store=None):
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
@@ -132,7 +136,7 @@ def _build_tuner(spec: SweepSpec, sweep_dir: Path, trials: list[dict], concurren
     from pathfm.sweeps.trainable import trial_dirname
     from pathfm.sweeps.tune_entry import SweepContext, sweep_trainable
 
-    ctx = SweepContext(spec=spec, sweep_dir=str(sweep_dir), trials=trials, configs=list(configs or []))
+    ctx = SweepContext(spec=spec, sweep_dir=str(sweep_dir), trials=trials, configs=list(configs or []), store=store)
     trainable = tune.with_resources(tune.with_parameters(sweep_trainable, ctx=ctx), trial_resources(spec))
     if restore:
         return tune.Tuner.restore(str(sweep_dir), trainable=trainable, resume_unfinished=True,
@@ -199,24 +203,26 @@ def run_sweep(spec: SweepSpec | str | Path, storage: str | Path = "runs/sweeps",
         if verbose >= 1:
             print(f"pathfm sweep: '{spec.name}' with {len(trials)} trial(s), up to {concurrency} at once, "
                   f"in {sweep_dir}", file=sys.stderr, flush=True)
-        tuner = _build_tuner(spec, sweep_dir, trials, concurrency, verbose, configs=configs)
+        tuner = _build_tuner(spec, sweep_dir, trials, concurrency, verbose, configs=configs, store=remote)
         t0 = time.time()
         reference = start_reference(spec, sweep_dir, trials, verbose=verbose)  # once per sweep, beside the trials
         tuner.fit()
         finish_reference(reference)
         _record_driver_time(sweep_dir, time.time() - t0)
     except BaseException:
-        if remote is not None:  # a stopped sweep: its finished trials are in the store too
-            remote_fs.push(sweep_dir, remote)
+        if remote is not None:  # a stopped sweep: its sweep-level files are in the store too
+            mirror_sweep(sweep_dir, remote)
         raise
     finally:
         if started:
             import ray
 
             ray.shutdown()
+    if remote is not None:
+        gather_trials(sweep_dir, remote)  # the trials other nodes ran, for results.parquet
     out = _collect_and_report(sweep_dir, verbose)
     if remote is not None:
-        remote_fs.push(sweep_dir, remote)
+        mirror_sweep(sweep_dir, remote)
         if verbose >= 1:
             print(f"pathfm sweep: mirrored {sweep_dir} to {remote.uri}", file=sys.stderr, flush=True)
     return out
@@ -232,6 +238,7 @@ def resume_sweep(sweep_dir: str | Path, *, address: str | None = None, num_cpus:
         raise SweepError(f"{sweep_dir} is not a sweep folder (no {SPEC_FILE}); start one with `pathfm sweep run SPEC`")
     spec = load_spec(spec_path)
     trials = json.loads((sweep_dir / TRIALS_FILE).read_text())
+    store = recorded_store(sweep_dir)  # a sweep staged for an object store: its trials sync with it again
     started = connect(address, num_cpus=num_cpus, verbose=verbose)
     try:
         from ray import tune
@@ -240,7 +247,8 @@ def resume_sweep(sweep_dir: str | Path, *, address: str | None = None, num_cpus:
             raise SweepError(f"{sweep_dir}: Ray wrote no experiment state yet (the driver died at start-up); "
                              f"remove the folder and run the spec again")
         check_resources(spec, autoscaling=autoscaling)
-        tuner = _build_tuner(spec, sweep_dir, trials, 0, verbose, restore=True, resume_errored=retry_errored)
+        tuner = _build_tuner(spec, sweep_dir, trials, 0, verbose, restore=True, resume_errored=retry_errored,
+                             store=store)
         t0 = time.time()
         reference = start_reference(spec, sweep_dir, trials, verbose=verbose)  # no-op when already there
         results = tuner.fit()
@@ -252,12 +260,13 @@ def resume_sweep(sweep_dir: str | Path, *, address: str | None = None, num_cpus:
             import ray
 
             ray.shutdown()
+    if store is not None:
+        gather_trials(sweep_dir, store)
     out = _collect_and_report(sweep_dir, verbose)
-    from pathfm.sweeps.remote import push_to_recorded_mirror
-
-    mirrored = push_to_recorded_mirror(sweep_dir)  # a sweep staged for an object store: mirrored again
-    if mirrored and verbose >= 1:
-        print(f"pathfm sweep: mirrored {sweep_dir} to {mirrored}", file=sys.stderr, flush=True)
+    if store is not None:
+        mirror_sweep(sweep_dir, store)
+        if verbose >= 1:
+            print(f"pathfm sweep: mirrored {sweep_dir} to {store.uri}", file=sys.stderr, flush=True)
     return out
 
 

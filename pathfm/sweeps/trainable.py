@@ -28,7 +28,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from pathfm.errors import StopTrial
 from pathfm.io import atomic_write_json
@@ -227,9 +227,10 @@ def trial_config(spec: SweepSpec, trial: dict, *, threads: int | None = None, cf
 def run_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, sweep: str,
               report: Callable[..., None] | None = None, tune_checkpoint: Any = None,
               copy_checkpoints: bool = False, node_id: str | None = None, stop_file: Path | None = None,
-              cfg: Any = None) -> dict:
+              cfg: Any = None, callbacks: Sequence[Any] = ()) -> dict:
     """Train + evaluate one trial in ``run_dir``; returns its final metrics (``cfg``: the trial's Config as the
-    driver built it, else built here). Raises on failure after recording the error in ``trial.json``."""
+    driver built it, else built here; ``callbacks``: more trainer callbacks, e.g. the object-store push of
+    :mod:`pathfm.sweeps.store_sync`). Raises on failure after recording the error in ``trial.json``."""
     from pathfm.ssl.trainer import train
 
     run_dir = Path(run_dir).resolve()
@@ -271,7 +272,7 @@ def run_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, swe
                     if cfg.tracking.enabled else [])
         watchdog = start_hang_watchdog(cfg.run.hang_timeout_s, run_dir, cfg.run.startup_timeout_s)
         try:
-            result = train(cfg, run_dir, resume=resume, callbacks=[*fault_callbacks(trial, run_dir), reporter, *([watchdog] if watchdog else []), *trackers])
+            result = train(cfg, run_dir, resume=resume, callbacks=[*fault_callbacks(trial, run_dir), reporter, *([watchdog] if watchdog else []), *trackers, *callbacks])
         finally:
             if watchdog is not None:
                 watchdog.stop()

@@ -3,7 +3,8 @@
 :func:`sweep_trainable` finds the trial its Tune config stands for
 (:func:`pathfm.sweeps.search.trial_of_config`), then runs it in ``<sweep_dir>/trial_<id>``: in this
 process (:func:`pathfm.sweeps.trainable.run_trial`) or, with ``resources.workers > 1``, as a Ray Train
-DDP run driven from here (:func:`pathfm.sweeps.distributed.run_ddp_trial`). Only
+DDP run driven from here (:func:`pathfm.sweeps.distributed.run_ddp_trial`). On an object-store sweep a
+single-process trial syncs its folder with the store from its node (:func:`pathfm.sweeps.store_sync.synced_trial`). Only
 ``ray.tune.report / get_checkpoint / get_context`` are used (Train V2 rule).
 """
 
@@ -12,10 +13,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pathfm.sweeps.search import trial_of_config
 from pathfm.sweeps.spec import SweepSpec
+from pathfm.sweeps.store_sync import synced_trial
 from pathfm.sweeps.trainable import run_trial, trial_dirname
 
 
@@ -27,6 +29,7 @@ class SweepContext:
     sweep_dir: str  # absolute local path (shared on clusters)
     trials: list[dict] = field(default_factory=list)  # expanded trials (grid/random); placeholders for optuna
     configs: list[Any] = field(default_factory=list)  # their training Configs as the driver built them (grid/random)
+    store: Any = None  # object-store sweeps: the sweep folder's RemoteStorage (pathfm.sweeps.remote); None: local
 
     def trial_for(self, config: dict, trial_id: str = "") -> dict:
         return trial_of_config(self.spec, self.trials, config, trial_id)
@@ -53,9 +56,24 @@ def sweep_trainable(config: dict, ctx: SweepContext) -> None:
 
         run_ddp_trial(ctx.spec, trial, run_dir, trial_id=trial_id, node_id=node_id)
         return
-    run_trial(ctx.spec, trial, run_dir, trial_id=trial_id, sweep=ctx.spec.name, report=tune.report,
-              tune_checkpoint=tune.get_checkpoint(), copy_checkpoints=copy_checkpoints(), node_id=node_id,
-              cfg=ctx.config_for(trial))
+    on_store = ctx.store is not None  # an object-store sweep: no Ray checkpoints (metrics_only)
+    with synced_trial(run_dir, ctx.store) as sync_callbacks:
+        run_trial(ctx.spec, trial, run_dir, trial_id=trial_id, sweep=ctx.spec.name,
+                  report=metrics_only(tune.report) if on_store else tune.report, tune_checkpoint=tune.get_checkpoint(),
+                  copy_checkpoints=copy_checkpoints() and not on_store, node_id=node_id, cfg=ctx.config_for(trial),
+                  callbacks=sync_callbacks)
+
+
+def metrics_only(report: Callable[..., None]) -> Callable[..., None]:
+    """``report`` without Ray checkpoints, for object-store sweeps: there the trial folder in the store is the
+    checkpoint a restarted trial resumes from (:mod:`pathfm.sweeps.store_sync`), and Ray's own checkpoint
+    upload would need its ``storage_path`` (the driver's staging folder) on every node: Ray refuses a
+    checkpoint from a node without it."""
+
+    def report_metrics(metrics: dict, checkpoint: Any = None) -> None:
+        report(metrics)
+
+    return report_metrics
 
 
 def copy_checkpoints() -> bool:
