@@ -161,3 +161,12 @@ def test_a_trial_restarted_on_a_node_without_its_folder_resumes_from_the_store(t
     in_store = json.loads(remote.open_storage(f"memory://bucket-{tmp_path.name}/sweeps").filesystem
                           .open_input_stream(f"{store.root}/trial_0/{TRIAL_FILE}").read())
     assert in_store["status"] == "TERMINATED" and in_store["final_step"] == 5
+
+
+def test_ddp_trials_of_an_object_store_sweep_on_several_nodes_are_warned_about():
+    from pathfm.sweeps.store_sync import ddp_store_warning
+
+    assert ddp_store_warning(1, 4) is None  # single-process trials sync from their node
+    assert ddp_store_warning(4, 1) is None  # one node: the driver's staging folder holds every trial
+    line = ddp_store_warning(2, 3)
+    assert "resources.workers=2" in line and "3 nodes" in line and "shared --storage folder" in line

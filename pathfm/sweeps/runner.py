@@ -31,7 +31,7 @@ from pathfm.sweeps.preflight import preflight, steps_per_trial
 from pathfm.sweeps.reference import finish_reference, start_reference
 from pathfm.sweeps.spec import SweepSpec, expand_trials, load_spec, spec_from_dict, trial_configs
 from pathfm.sweeps.status import format_status, trial_summary_line
-from pathfm.sweeps.store_sync import gather_trial, gather_trials, mirror_sweep, recorded_store
+from pathfm.sweeps.store_sync import ddp_store_warning, gather_trial, gather_trials, mirror_sweep, recorded_store
 from pathfm.tracking import prepare_tracking
 
 SPEC_FILE = "sweep_spec.yaml"
@@ -194,6 +194,12 @@ def run_sweep(spec: SweepSpec | str | Path, storage: str | Path = "runs/sweeps",
     try:
         totals = check_resources(spec, autoscaling=autoscaling)
         concurrency = concurrent_trials(spec.resources, spec.max_concurrent_trials, totals)
+        if remote is not None:
+            import ray
+
+            ddp_warning = ddp_store_warning(spec.resources.workers, sum(n["Alive"] for n in ray.nodes()))
+            if ddp_warning:
+                print(f"pathfm sweep: warning: {ddp_warning}", file=sys.stderr, flush=True)
         if autoscaling and spec.max_concurrent_trials is None:
             concurrency = max(concurrency, len(trials))
         _write_sweep_files(sweep_dir, spec, trials)

@@ -266,6 +266,17 @@ class FolderMirror:
             print(f"pathfm sweep: warning: {when}: {e}", file=sys.stderr, flush=True)
 
 
+def ddp_store_warning(workers: int, alive_nodes: int) -> str | None:
+    """One line for an object-store sweep whose DDP trials (``resources.workers > 1``) may run on a node
+    other than the driver's: those trials do not sync their folders with the store (only single-process
+    trials do), so their files reach it only through a folder shared with the driver. None when not so."""
+    if workers <= 1 or alive_nodes <= 1:
+        return None
+    return (f"DDP trials (resources.workers={workers}) on an object-store sweep over {alive_nodes} nodes: their "
+            "trial folders are not synced from the node they run on; give the nodes a shared --storage folder "
+            "(docs/cluster.md), or run single-process trials")
+
+
 @contextmanager
 def synced_trial(run_dir: Path, store: RemoteStorage | None) -> Iterator[list[FolderMirror]]:
     """Around one trial attempt on a node: restore ``run_dir`` from ``store/<run_dir name>`` when the store is
