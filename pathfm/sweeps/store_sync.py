@@ -47,12 +47,14 @@ from typing import Any, Iterator
 from pathfm.errors import PathfmError
 from pathfm.io import atomic_path, atomic_write_json
 from pathfm.results import TRIAL_FILE
+from pathfm.ssl.checkpoint import checkpoint_dir
 from pathfm.sweeps.remote import MIRROR_FILE, RemoteStorage, open_storage, staging_dir
+from pathfm.sweeps.trainable import trial_dirname
 
 MANIFEST_FILE = ".pathfm_pushed.json"  # in a local folder: {relative path: [size, mtime_ns]} as last pushed/pulled
 PART_SUFFIX = ".part"  # an upload in progress on a renaming filesystem
-CHECKPOINTS_PREFIX = "checkpoints/"  # pathfm.ssl.checkpoint.checkpoint_dir: files written once, named by step
-TRIAL_PREFIX = "trial_"  # pathfm.sweeps.trainable.trial_dirname
+CHECKPOINTS_PREFIX = checkpoint_dir("").name + "/"  # files written once, named by their step
+TRIAL_PREFIX = trial_dirname("")
 
 
 def is_transient(rel: str) -> bool:
@@ -147,7 +149,7 @@ def download_file(filesystem: Any, src: str, dest: Path) -> None:
 def read_stored_json(remote: RemoteStorage, rel: str) -> dict | None:
     """A JSON file in the store (None when it is absent or unreadable)."""
     try:
-        with remote.filesystem.open_input_stream(f"{remote.root.rstrip('/')}/{rel}") as f:
+        with remote.filesystem.open_input_stream(remote.child(rel).root) as f:
             return json.loads(f.read())
     except (OSError, ValueError):
         return None
@@ -184,7 +186,7 @@ class FolderMirror:
                 atomic_write_json(self.manifest_path, manifest)
 
     def remote_path(self, rel: str) -> str:
-        return f"{self.remote.root.rstrip('/')}/{rel}"
+        return self.remote.child(rel).root
 
     def push(self) -> list[str]:
         """Upload what changed (``trial.json`` last), delete what was pushed and is gone; returns the
@@ -355,10 +357,10 @@ def collect_from_store(uri: str, filesystem: Any = None) -> str:
     gather_trials(local, store)
     out = collect(local)
     try:
-        upload_file(out, store.filesystem, f"{store.root.rstrip('/')}/{RESULTS_FILE}")
+        upload_file(out, store.filesystem, store.child(RESULTS_FILE).root)
     except OSError as e:
         raise PathfmError(f"writing {RESULTS_FILE} to {store.uri} failed: {e}") from None
-    return f"{uri.rstrip('/')}/{RESULTS_FILE}"
+    return store.child(RESULTS_FILE).uri
 
 
 def recorded_store(sweep_dir: Path) -> RemoteStorage | None:
