@@ -183,7 +183,9 @@ driver=$!
 if [ "$term" -eq 1 ]; then kill -TERM "$driver" 2>/dev/null || true; fi
 set +e
 wait "$driver"; status=$?
-if kill -0 "$driver" 2>/dev/null; then wait "$driver"; status=$?; fi  # woken by the trap: wait for the save
+# a signal interrupts `wait` (status 128+n) while the driver is still saving, or after bash has already reaped
+# it; either way `wait` again returns the driver's own exit status
+while [ "$term" -eq 1 ]; do term=0; wait "$driver"; status=$?; done
 set -e
 echo "pathfm: sweep driver exited with $status; resume with: sbatch $0 (or pathfm sweep resume $SWEEP_DIR --address ...)"
 exit "$status"
