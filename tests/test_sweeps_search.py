@@ -88,3 +88,30 @@ def test_a_searched_seed_is_the_seed_knob_and_optuna_spaces_keep_their_categorie
     assert set(space) == {"kde_weight", "arm"} and space["arm"].categories == ["a", "b"]
     t = trial_of_config(o, expand_trials(o, validate=False), {"kde_weight": 0.05, "arm": "b"}, "ab12c_00001")
     assert (t["index"], t["arm"], t["params"]) == (1, "b", {"kde_weight": 0.05})
+
+
+def test_asha_judges_a_restarted_trial_at_the_rung_of_its_training_step():
+    """A trial restarted without a Ray checkpoint (object-store sweeps) resumes at its step while Tune's
+    training_iteration starts again at 1: ASHA must compare it with the others at the same step."""
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import TrialScheduler
+
+    from pathfm.sweeps.search import scheduler
+
+    s = spec(space={"kde_weight": {"grid": [0.0, 0.1]}}, report_every=2,
+             scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2, "metric": "loss", "mode": "min"})
+    asha = scheduler(s, total_steps=8)  # rungs at steps 2, 4 and 8
+    done, restarted = Trial("t", stub=True), Trial("t", stub=True)
+    for t in (done, restarted):
+        asha.on_trial_add(None, t)
+    for i, (step, loss) in enumerate([(2, 9.0), (4, 1.0), (6, 1.0), (8, 1.0)], start=1):
+        assert asha.on_trial_result(None, done, {"step": step, "training_iteration": i, "loss": loss}) == "CONTINUE"
+    # resumed from its step-4 checkpoint: first report at step 6, Tune's first iteration of this attempt.
+    # Worse than `done` was at step 4 (1.0), better than `done` was at step 2 (9.0), its first rung by iteration.
+    decision = asha.on_trial_result(None, restarted, {"step": 6, "training_iteration": 1, "loss": 5.0})
+    assert decision == TrialScheduler.STOP
+    # and a full trial is never stopped by max_t at its final (evaluation) report
+    last = Trial("t", stub=True)
+    asha.on_trial_add(None, last)
+    for i, step in enumerate([2, 4, 6, 8, 8], start=1):
+        assert asha.on_trial_result(None, last, {"step": step, "training_iteration": i, "loss": 0.5}) == "CONTINUE"

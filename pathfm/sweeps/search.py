@@ -11,8 +11,11 @@
 * optuna: ``ray.tune.search.optuna.OptunaSearch`` (TPE, seeded) over the space; arms and replicate
   seeds (if more than one) are categorical dimensions. Its state is saved with the experiment and
   restored by ``pathfm sweep resume``.
-* ASHA (``scheduler.type: asha``) on an in-training metric, ``time_attr=training_iteration`` (one unit
-  per report, i.e. every ``report_every`` steps).
+* ASHA (``scheduler.type: asha``) on an in-training metric, ``time_attr="step"``, the trial's training
+  step (its rungs are the spec's ``grace_period`` in reports times ``report_every``). Not Tune's
+  ``training_iteration``: that counts reports of the current attempt and starts again at 1 when a trial
+  restarts without a Ray checkpoint (object-store sweeps, a trial resumed from a later pathfm checkpoint),
+  so ASHA would judge a resumed trial at a rung behind its real step.
 
 Each distribution translates itself (:class:`pathfm.sweeps.distributions.Distribution`: ``sample``,
 ``tune_domain``, ``suggest``); this module only assembles the space.
@@ -20,7 +23,6 @@ Each distribution translates itself (:class:`pathfm.sweeps.distributions.Distrib
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from pathfm.sweeps.distributions import categorical_value
@@ -109,11 +111,6 @@ def _optuna_search_class():
     return PathfmOptunaSearch
 
 
-def n_reports(total_steps: int, report_every: int) -> int:
-    """Reports a full trial makes: one per ``report_every`` steps plus the final one."""
-    return math.floor(total_steps / report_every) + 1
-
-
 def scheduler(spec: SweepSpec, total_steps: int) -> Any:
     if spec.scheduler.type != "asha":
         return None
@@ -121,10 +118,10 @@ def scheduler(spec: SweepSpec, total_steps: int) -> Any:
 
     metric, mode = spec.scheduler_metric()
     return ASHAScheduler(
-        time_attr="training_iteration",
+        time_attr="step",  # every report carries it (the trainer's metrics record)
         metric=metric,
         mode=mode,
-        max_t=n_reports(total_steps, spec.report_every) + 1,
-        grace_period=spec.scheduler.grace_period,
+        max_t=total_steps + 1,  # never reached: ASHA does not stop a trial at its final (evaluation) report
+        grace_period=spec.scheduler.grace_period * spec.report_every,
         reduction_factor=spec.scheduler.reduction_factor,
     )
