@@ -1,11 +1,15 @@
-"""The driver of an Optuna sweep is SIGKILLed (a head/login-node crash, no chance to save anything) and
-``pathfm sweep resume`` completes the sweep: the finished trial is not re-run, the interrupted one continues
-from its checkpoint, and the Optuna searcher continues from its saved state (the study's trial budget is
-kept and no point is proposed twice). ``tests/test_sweeps_resume.py`` covers the gentler SIGINT on a grid."""
+"""The driver of an Optuna sweep on an object store is SIGKILLed and its node lost (a head/login-node crash, no
+chance to save anything; its local staging folder deleted), and ``pathfm sweep resume URI`` completes the sweep
+from what the store holds: the finished trial is not re-run, the interrupted one continues from its
+checkpoint, and the Optuna searcher continues from its saved state (the study's trial budget is kept and no
+point is proposed twice). The store is fsspec's ``local://`` filesystem, which pathfm treats as an object store
+(staging folder, trial-by-trial sync) and which every process of the test can see.
+``tests/test_sweeps_resume.py`` covers the gentler SIGINT of a sweep in a local folder."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -61,14 +65,16 @@ def _pathfm(*args: str) -> list[str]:
     return [sys.executable, "-m", "pathfm.cli", *args]
 
 
-def test_sigkilled_driver_of_an_optuna_sweep_resumes_without_rerunning(tmp_path: Path):
+def test_sigkilled_driver_of_an_optuna_sweep_on_a_store_resumes_from_the_store_without_rerunning(tmp_path: Path):
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(SPEC))
-    sweep_dir = tmp_path / "sweeps" / "driver_crash"
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+    sweep_dir = tmp_path / "bucket" / "driver_crash"  # the sweep in the store, read here through the local disk
+    uri = f"local://{tmp_path / 'bucket'}"
+    staging = tmp_path / "staging"
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", PATHFM_SWEEP_STAGING=str(staging))
     with open(tmp_path / "run.log", "w") as log:
-        proc = subprocess.Popen(_pathfm("sweep", "run", str(spec_path), "--storage", str(tmp_path / "sweeps"),
-                                        "--num-cpus", "2", "-q"), stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(_pathfm("sweep", "run", str(spec_path), "--storage", uri, "--num-cpus", "2", "-q"),
+                                stdout=log, stderr=subprocess.STDOUT, env=env)
     family: list[int] = []
     try:
         deadline = time.time() + 240
@@ -99,10 +105,17 @@ def test_sigkilled_driver_of_an_optuna_sweep_resumes_without_rerunning(tmp_path:
     finished = {k for k, i in before.items() if i["status"] == "TERMINATED"}
     interrupted = {k for k, i in before.items() if i["status"] == "RUNNING"}
     assert len(finished) == 1 and len(interrupted) == 1, {k: i["status"] for k, i in before.items()}
+    # the driver kept Tune's state in the store current while the sweep ran (not only at its end)
+    assert list(sweep_dir.glob("experiment_state-*.json")) and list(sweep_dir.glob("searcher-state-*.pkl"))
+    assert not (sweep_dir / "results.parquet").exists()
+    shutil.rmtree(staging)  # the driver's node is lost with its staging folder
 
-    res = subprocess.run(_pathfm("sweep", "resume", str(sweep_dir), "--num-cpus", "2", "-q"), env=env,
+    # resumed elsewhere (here: another $PATHFM_SWEEP_STAGING): staged where the driver ran it, Tune's state holds it
+    env["PATHFM_SWEEP_STAGING"] = str(tmp_path / "other_staging")
+    res = subprocess.run(_pathfm("sweep", "resume", f"{uri}/driver_crash", "--num-cpus", "2", "-q"), env=env,
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
+    assert "where its driver ran it" in res.stderr and not (tmp_path / "other_staging").exists()
     after = _infos(sweep_dir)
     assert len(after) == 3, sorted(after)  # the study's budget of 3 trials, not 3 more, none counted twice
     assert {i["status"] for i in after.values()} == {"TERMINATED"}

@@ -15,12 +15,13 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 
+from pathfm.errors import PathfmError
 from pathfm.io import atomic_write_json, read_jsonl
 from pathfm.results import TRIAL_FILE
 from pathfm.sweeps import faults, remote
 from pathfm.sweeps.collect import collect, read_trial
-from pathfm.sweeps.store_sync import (FolderMirror, gather_trials, local_files, mirror_sweep, renames_atomically,
-                                      stored_files, synced_trial)
+from pathfm.sweeps.store_sync import (FolderMirror, SweepFilesMirror, gather_trials, local_files, mirror_sweep,
+                                      renames_atomically, stage_from_store, stored_files, synced_trial)
 
 
 def _store(kind: str, tmp_path: Path) -> remote.RemoteStorage:
@@ -121,6 +122,37 @@ def test_the_driver_gathers_other_nodes_trials_and_uploads_the_sweep_files(tmp_p
     # the gathered trial is later restored onto the driver's node (`sweep resume`): its checkpoints come too
     restored = FolderMirror(driver / "trial_0001", store.child("trial_0001")).restore()
     assert restored == ["checkpoints/step_00000002.pt", "checkpoints/step_00000002.pt.sha256"]
+
+
+def test_the_sweep_state_reaches_the_store_while_the_sweep_runs_and_a_new_machine_stages_it(tmp_path, monkeypatch):
+    store = _store("file", tmp_path).child("sw")
+    driver = tmp_path / "driver" / "sw"
+    remote.record_mirror(driver, store)
+    atomic_write_json(driver / "sweep_meta.json", {"sweep": "sw"})
+    (driver / "experiment_state-1.json").write_text('{"v": 1}')
+    t = _trial_folder(driver / "trial_0000")
+    FolderMirror(t, store.child(t.name)).push()  # a trial pushes its own folder
+    state = SweepFilesMirror(driver, store, period_s=5.0)
+    assert sorted(state.maybe_push(now=100.0)) == ["experiment_state-1.json", "mirror_uri.txt", "staged_at.txt",
+                                                   "sweep_meta.json"]  # never a trial folder: each syncs itself
+    (driver / "experiment_state-1.json").write_text('{"v": 22}')  # Tune's next snapshot
+    assert state.maybe_push(now=103.0) == []  # checked at most every period_s
+    assert state.maybe_push(now=105.0) == ["experiment_state-1.json"]
+    assert state.push_now(now=105.5) == []  # nothing changed: nothing uploaded
+
+    # the driver's machine is lost: `sweep resume URI` elsewhere stages the store's copy where the driver ran it
+    shutil.rmtree(tmp_path / "driver")
+    monkeypatch.setenv(remote.STAGING_ENV, str(tmp_path / "elsewhere"))
+    staged = stage_from_store(store.uri)
+    assert staged == driver and not (tmp_path / "elsewhere").exists()
+    assert (staged / "experiment_state-1.json").read_text() == '{"v": 22}'
+    assert read_trial(staged / "trial_0000")["status"] == "RUNNING"
+    assert not (staged / "trial_0000" / "checkpoints").exists()  # fetched by the trial when it resumes
+    # on the driver's own machine the staging folder is kept as it is (at least as new as the store)
+    (driver / "experiment_state-1.json").write_text('{"v": 333}')
+    assert stage_from_store(store.uri) == driver and (driver / "experiment_state-1.json").read_text() == '{"v": 333}'
+    with pytest.raises(PathfmError, match="no sweep there"):
+        stage_from_store(store.child("trial_0000").uri)
 
 
 def _fast_spec():

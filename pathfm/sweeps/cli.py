@@ -1,7 +1,7 @@
 """``pathfm sweep``: run, resume, inspect and collect sweeps; plain Optuna studies.
 
     pathfm sweep run SPEC.yaml [--address auto|ray://HOST:10001] [--storage PATH] [--dry-run]
-    pathfm sweep resume DIR [--address ...] [--retry-errored]
+    pathfm sweep resume DIR|URI [--address ...] [--retry-errored]   # URI: an object-store sweep, staged here first
     pathfm sweep status DIR
     pathfm sweep collect DIR
     pathfm sweep reference DIR [--device cpu]
@@ -44,7 +44,8 @@ def register(subparsers) -> None:
     run.set_defaults(func=_run)
 
     res = sub.add_parser("resume", help="continue a sweep whose driver stopped (finished trials are kept)")
-    res.add_argument("sweep_dir")
+    res.add_argument("sweep_dir", help="the sweep folder (or its staging folder), or an object-store sweep's URI "
+                                       "(<--storage URI>/<name>), e.g. from another machine after the driver's was lost")
     res.add_argument("--address", default=None)
     res.add_argument("--num-cpus", type=int, default=None)
     res.add_argument("--retry-errored", action="store_true", help="also retry trials that failed")

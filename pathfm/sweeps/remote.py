@@ -26,6 +26,7 @@ from pathfm.errors import PathfmError
 
 STAGING_ENV = "PATHFM_SWEEP_STAGING"
 MIRROR_FILE = "mirror_uri.txt"  # in a staged sweep folder: the URI it is mirrored to (read by `pathfm sweep resume`)
+STAGED_AT_FILE = "staged_at.txt"  # ... and its own absolute path, which Ray Tune's saved state holds (`resume URI`)
 FSSPEC_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs",
                    "abfss": "adlfs", "http": "aiohttp", "https": "aiohttp"}  # fmt: skip
 
@@ -115,3 +116,4 @@ def record_mirror(sweep_dir: Path, remote: RemoteStorage) -> None:
     """Note in the staged ``sweep_dir`` where it is mirrored, so a resumed sweep mirrors there too."""
     Path(sweep_dir).mkdir(parents=True, exist_ok=True)
     (Path(sweep_dir) / MIRROR_FILE).write_text(remote.uri + "\n")
+    (Path(sweep_dir) / STAGED_AT_FILE).write_text(f"{Path(sweep_dir).resolve()}\n")

@@ -31,7 +31,8 @@ from pathfm.sweeps.preflight import preflight, steps_per_trial
 from pathfm.sweeps.reference import finish_reference, start_reference
 from pathfm.sweeps.spec import SweepSpec, expand_trials, load_spec, spec_from_dict, trial_configs
 from pathfm.sweeps.status import format_status, trial_summary_line
-from pathfm.sweeps.store_sync import ddp_store_warning, gather_trial, gather_trials, mirror_sweep, recorded_store
+from pathfm.sweeps.store_sync import (SweepFilesMirror, ddp_store_warning, gather_trial, gather_trials, mirror_sweep,
+                                      recorded_store, stage_from_store)
 from pathfm.tracking import prepare_tracking
 
 SPEC_FILE = "sweep_spec.yaml"
@@ -46,10 +47,16 @@ def _make_callback(spec: SweepSpec, trials: list[dict], sweep_dir: str, verbose:
 
     sweep_name = spec.name
     store = recorded_store(Path(sweep_dir))  # an object-store sweep: trials of other nodes are read from there
+    sweep_files = SweepFilesMirror(Path(sweep_dir), store) if store is not None else None
 
     class TrialSummary(tune.Callback):
         """Driver-side: prints one line per finished trial and makes sure trial.json holds the final
-        status even when the trial process could not write it (killed, stopped by the scheduler)."""
+        status even when the trial process could not write it (killed, stopped by the scheduler); on an
+        object-store sweep, keeps the store's copy of the sweep-level files (Tune's state) current."""
+
+        def on_step_end(self, iteration, trials, **info):
+            if sweep_files is not None:
+                sweep_files.maybe_push(time.monotonic())
 
         def _finish(self, trial, status: str, error: str | None = None) -> None:
             from pathfm.sweeps.trainable import trial_dirname, update_trial_json
@@ -79,6 +86,8 @@ def _make_callback(spec: SweepSpec, trials: list[dict], sweep_dir: str, verbose:
                     stopped_by="scheduler" if status == "STOPPED" else None))
             if verbose >= 1:
                 print(trial_summary_line(sweep_name, info), file=sys.stderr, flush=True)
+            if sweep_files is not None:
+                sweep_files.push_now(time.monotonic())
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self._finish(trial, "STOPPED")
@@ -173,10 +182,10 @@ def run_sweep(spec: SweepSpec | str | Path, storage: str | Path = "runs/sweeps",
     a local staging folder, returned, and mirrors it to ``<storage>/<spec.name>`` (:mod:`pathfm.sweeps.remote`)."""
     from pathfm.sweeps import remote as remote_fs
 
-    on_remote = filesystem is not None or (remote_fs.is_uri(storage) and not str(storage).startswith("file://"))
-    remote = remote_fs.open_storage(str(storage), filesystem).child(spec.name) if on_remote else None
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec)
+    on_remote = filesystem is not None or (remote_fs.is_uri(storage) and not str(storage).startswith("file://"))
+    remote = remote_fs.open_storage(str(storage), filesystem).child(spec.name) if on_remote else None
     trials = expand_trials(spec, validate=False)
     configs = trial_configs(spec, trials)  # built (and so validated) once, before anything expensive; shipped to the trials
     no_retry = no_retry_warning(spec.max_failures, sweep_hang_timeouts(spec, configs))
@@ -237,7 +246,15 @@ def run_sweep(spec: SweepSpec | str | Path, storage: str | Path = "runs/sweeps",
 def resume_sweep(sweep_dir: str | Path, *, address: str | None = None, num_cpus: int | None = None,
                  retry_errored: bool = False, verbose: int = 1, autoscaling: bool = False) -> Path:
     """Continue a sweep whose driver stopped: finished trials are kept, unfinished ones resume from their
-    last checkpoint, pending ones start; ``retry_errored`` also retries errored trials."""
+    last checkpoint, pending ones start; ``retry_errored`` also retries errored trials. ``sweep_dir`` is the
+    sweep folder, its staging folder, or for an object-store sweep its URI (``<--storage URI>/<name>``: staged
+    from the store first, e.g. on another machine after the driver's node was lost)."""
+    from pathfm.sweeps import remote as remote_fs
+
+    if remote_fs.is_uri(sweep_dir) and not str(sweep_dir).startswith("file://"):
+        sweep_dir = stage_from_store(str(sweep_dir))
+    elif remote_fs.is_uri(sweep_dir):
+        sweep_dir = remote_fs.local_root(sweep_dir)
     sweep_dir = Path(sweep_dir).expanduser().resolve()
     spec_path = sweep_dir / SPEC_FILE
     if not spec_path.exists():

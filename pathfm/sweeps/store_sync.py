@@ -26,8 +26,12 @@ its upload completes, so it is written in place (their "move" is a copy). Checkp
 under names that carry their step, so a pull skips a checkpoint file already present locally with the store's
 size.
 
-The driver keeps its end-of-sweep upload (:func:`mirror_sweep`: the sweep-level files -- spec, meta, Tune
-state, ``results.parquet`` -- and whatever changed in the trial folders it holds) and fetches the trial
+The driver uploads the sweep-level files (spec, meta, Tune's experiment and searcher state) whenever they
+change while the sweep runs (:class:`SweepFilesMirror`, checked every few seconds and when a trial ends), so a
+lost driver node loses no more of the Tune state than Tune's own snapshot period: ``pathfm sweep resume URI``
+continues the sweep from the store on another machine (:func:`stage_from_store`). It keeps its end-of-sweep
+upload (:func:`mirror_sweep`: the sweep-level files, ``results.parquet`` and whatever changed in the trial
+folders it holds) and fetches the trial
 folders other nodes pushed, without their checkpoints, before it records a trial's end
 (:func:`gather_trial`) and before it collects ``results.parquet`` (:func:`gather_trials`);
 ``pathfm sweep collect URI`` does the same (:func:`collect_from_store`).
@@ -46,9 +50,10 @@ from typing import Any, Iterator
 
 from pathfm.errors import PathfmError
 from pathfm.io import atomic_path, atomic_write_json
-from pathfm.results import TRIAL_FILE
+from pathfm.results import META_FILE, TRIAL_FILE
 from pathfm.ssl.checkpoint import checkpoint_dir
-from pathfm.sweeps.remote import MIRROR_FILE, RemoteStorage, open_storage, staging_dir
+from pathfm.sweeps.remote import (MIRROR_FILE, STAGED_AT_FILE, RemoteStorage, open_storage, record_mirror,
+                                  staging_dir)
 from pathfm.sweeps.trainable import trial_dirname
 
 MANIFEST_FILE = ".pathfm_pushed.json"  # in a local folder: {relative path: [size, mtime_ns]} as last pushed/pulled
@@ -326,6 +331,81 @@ def gather_trial(run_dir: Path, sweep_store: RemoteStorage) -> bool:
         return False
 
 
+def trial_folder_names(sweep_dir: Path) -> frozenset[str]:
+    """The trial folders in a local sweep folder (each syncs on its own: :func:`synced_trial`)."""
+    return frozenset(p.name for p in Path(sweep_dir).iterdir() if p.is_dir() and p.name.startswith(TRIAL_PREFIX))
+
+
+class SweepFilesMirror:
+    """Driver-side, while the sweep runs: upload the sweep-level files (``sweep_spec.yaml``, ``sweep_meta.json``,
+    Tune's experiment state and searcher state, reference rows) whenever they changed, checked at most every
+    ``period_s`` seconds (:meth:`maybe_push`) or now (:meth:`push_now`, when a trial ends). A failed upload is
+    a warning: the sweep goes on and the next check retries."""
+
+    def __init__(self, sweep_dir: Path, store: RemoteStorage, period_s: float = 5.0):
+        self.sweep_dir, self.store, self.period_s = Path(sweep_dir), store, period_s
+        self.last_check = float("-inf")
+
+    def maybe_push(self, now: float) -> list[str]:
+        if now - self.last_check < self.period_s:
+            return []
+        return self.push_now(now)
+
+    def push_now(self, now: float) -> list[str]:
+        self.last_check = now
+        if not self.sweep_dir.is_dir():
+            return []
+        mirror = FolderMirror(self.sweep_dir, self.store, skip_dirs=trial_folder_names(self.sweep_dir))
+        manifest = mirror.read_manifest()
+        here = local_files(self.sweep_dir, mirror.skip_dirs)
+        if all(manifest.get(rel) == list(stat) for rel, stat in here.items()):
+            return []  # nothing changed since the last push: no listing of the store
+        try:
+            return mirror.push()
+        except PathfmError as e:
+            print(f"pathfm sweep: warning: uploading the sweep's state: {e}", file=sys.stderr, flush=True)
+            return []
+
+
+def stage_from_store(uri: str) -> Path:
+    """``pathfm sweep resume URI``: the staging folder of the sweep at ``uri``, with what the store holds and the
+    folder lacks (a fresh machine after the driver's node was lost: all of it; the driver's own machine: files
+    the folder already has are kept, being at least as new): the sweep-level files, and the trial folders
+    without their checkpoints (a trial that resumes fetches its own)."""
+    store = open_storage(uri)
+    if read_stored_json(store, META_FILE) is None:
+        raise PathfmError(f"{uri}: no sweep there (no {META_FILE} in the store); give the URI of the sweep "
+                          "itself, <--storage URI>/<sweep name>")
+    local = original_staging_dir(store)
+    FolderMirror(local, store).pull(skip_prefixes=(TRIAL_PREFIX,), only_missing=True)
+    gather_trials(local, store)
+    record_mirror(local, store)
+    return local
+
+
+def original_staging_dir(store: RemoteStorage) -> Path:
+    """The staging folder the sweep at ``store`` ran in (its ``staged_at.txt``; :func:`staging_dir` for a sweep
+    that has none). A resumed sweep must run there again: Ray Tune's saved state holds that absolute path, and a
+    trial Tune starts after the restore would write its Tune files under it (a different
+    ``$PATHFM_SWEEP_STAGING`` on this machine does not move it)."""
+    here = staging_dir(store)
+    try:
+        with store.filesystem.open_input_stream(store.child(STAGED_AT_FILE).root) as f:
+            recorded = Path(f.read().decode().strip())
+    except (OSError, UnicodeDecodeError):
+        return here
+    if recorded != here:
+        print(f"pathfm sweep: staging {store.uri} in {recorded}, where its driver ran it (Ray Tune's state holds "
+              f"that path), not in {here}", file=sys.stderr, flush=True)
+    try:
+        recorded.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PathfmError(f"{store.uri} ran in the staging folder {recorded}, and Ray Tune's saved state holds that "
+                          f"path; it cannot be created here ({e}): resume on a machine where it can (the same user "
+                          f"and $PATHFM_SWEEP_STAGING as the driver had)") from None
+    return recorded
+
+
 def mirror_sweep(sweep_dir: Path, store: RemoteStorage) -> list[str]:
     """The driver's upload: the sweep-level files (spec, meta, Tune state, results.parquet, reference rows)
     and what changed in the trial folders this node holds (each trial pushed its own already); returns the
@@ -333,7 +413,7 @@ def mirror_sweep(sweep_dir: Path, store: RemoteStorage) -> list[str]:
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise PathfmError(f"{sweep_dir}: nothing to upload (no such folder)")
-    trial_names = frozenset(p.name for p in sweep_dir.iterdir() if p.is_dir() and p.name.startswith(TRIAL_PREFIX))
+    trial_names = trial_folder_names(sweep_dir)
     uploaded = [f"{m.local.name}/{rel}" for m in trial_mirrors(sweep_dir, store) if m.local.is_dir()
                 for rel in m.push()]
     return uploaded + FolderMirror(sweep_dir, store, skip_dirs=trial_names).push()
