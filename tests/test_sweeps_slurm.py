@@ -136,11 +136,12 @@ def test_an_existing_sweep_is_resumed_and_sigterm_reaches_the_driver(tmp_path: P
         assert time.time() < deadline and proc.poll() is None, proc.communicate()
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)  # SLURM's --signal=B:TERM before the time limit
-    proc.communicate(timeout=30)
+    stdout, stderr = proc.communicate(timeout=30)
     log = calls.read_text().splitlines()
-    assert f"python -m pathfm sweep resume {storage / name} --address 10.1.2.3:6379" in log
-    assert "driver-saved-on-TERM" in log
-    assert proc.returncode == 0
+    seen = f"exit {proc.returncode}\nstdout: {stdout}\nstderr: {stderr}\ncalls: {log}"
+    assert f"python -m pathfm sweep resume {storage / name} --address 10.1.2.3:6379" in log, seen
+    assert "driver-saved-on-TERM" in log, seen
+    assert proc.returncode == 0, seen
 
 
 @pytest.mark.slow
