@@ -139,13 +139,15 @@ def test_the_sweep_state_reaches_the_store_while_the_sweep_runs_and_a_new_machin
     assert state.maybe_push(now=103.0) == []  # checked at most every period_s
     assert state.maybe_push(now=105.0) == ["experiment_state-1.json"]
     assert state.push_now(now=105.5) == []  # nothing changed: nothing uploaded
+    (driver / "experiment_state-1.json").write_text('{"v": 22, "resumed": 1}')
+    assert state.maybe_push(now=7.0) == ["experiment_state-1.json"]  # a resumed driver's clock starts anew
 
     # the driver's machine is lost: `sweep resume URI` elsewhere stages the store's copy where the driver ran it
     shutil.rmtree(tmp_path / "driver")
     monkeypatch.setenv(remote.STAGING_ENV, str(tmp_path / "elsewhere"))
     staged = stage_from_store(store.uri)
     assert staged == driver and not (tmp_path / "elsewhere").exists()
-    assert (staged / "experiment_state-1.json").read_text() == '{"v": 22}'
+    assert (staged / "experiment_state-1.json").read_text() == '{"v": 22, "resumed": 1}'
     assert read_trial(staged / "trial_0000")["status"] == "RUNNING"
     assert not (staged / "trial_0000" / "checkpoints").exists()  # fetched by the trial when it resumes
     # on the driver's own machine the staging folder is kept as it is (at least as new as the store)

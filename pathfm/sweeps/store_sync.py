@@ -347,7 +347,7 @@ class SweepFilesMirror:
         self.last_check = float("-inf")
 
     def maybe_push(self, now: float) -> list[str]:
-        if now - self.last_check < self.period_s:
+        if 0 <= now - self.last_check < self.period_s:  # < 0: unpickled in a resumed sweep's process (another clock)
             return []
         return self.push_now(now)
 
