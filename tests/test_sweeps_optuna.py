@@ -51,6 +51,7 @@ def test_plain_optuna_sqlite_two_workers_then_continue_to_the_total(tmp_path: Pa
     infos = [read_trial(d) for d in trial_dirs(sweep_dir)]
     assert sorted(i["index"] for i in infos) == [0, 1, 2]
     assert {i["status"] for i in infos} <= {"TERMINATED", "STOPPED"}
+    assert all(i["final_step"] < 4 for i in infos if i["status"] == "STOPPED")  # never pruned at its last step
     df = pl.read_parquet(sweep_dir / "results.parquet")
     assert df["trial_id"].n_unique() == 3 and "param.kde_weight" in df.columns
     # running again with the same spec: the budget (3) is used, nothing new runs

@@ -100,7 +100,7 @@ def test_asha_judges_a_restarted_trial_at_the_rung_of_its_training_step():
 
     s = spec(space={"kde_weight": {"grid": [0.0, 0.1]}}, report_every=2,
              scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2, "metric": "loss", "mode": "min"})
-    asha = scheduler(s, total_steps=8)  # rungs at steps 2, 4 and 8
+    asha = scheduler(s, total_steps=8)  # rungs at steps 2 and 4 (none at the last step)
     done, restarted = Trial("t", stub=True), Trial("t", stub=True)
     for t in (done, restarted):
         asha.on_trial_add(None, t)
@@ -110,8 +110,9 @@ def test_asha_judges_a_restarted_trial_at_the_rung_of_its_training_step():
     # Worse than `done` was at step 4 (1.0), better than `done` was at step 2 (9.0), its first rung by iteration.
     decision = asha.on_trial_result(None, restarted, {"step": 6, "training_iteration": 1, "loss": 5.0})
     assert decision == TrialScheduler.STOP
-    # and a full trial is never stopped by max_t at its final (evaluation) report
+    # a trial that trained every step is not stopped at its last report, however bad it is there (it would
+    # lose its final evaluation), nor at its final (evaluation) report by max_t
     last = Trial("t", stub=True)
     asha.on_trial_add(None, last)
-    for i, step in enumerate([2, 4, 6, 8, 8], start=1):
-        assert asha.on_trial_result(None, last, {"step": step, "training_iteration": i, "loss": 0.5}) == "CONTINUE"
+    for i, (step, loss) in enumerate([(2, 0.5), (4, 0.5), (6, 0.5), (8, 9.0), (8, 9.0)], start=1):
+        assert asha.on_trial_result(None, last, {"step": step, "training_iteration": i, "loss": loss}) == "CONTINUE"

@@ -13,7 +13,8 @@ the same train + evaluate as a Ray trial and writes the same trial folder
   study (so workers, and a run that continues a study, do not replay the same random start points).
 * Pruning: ``scheduler.type: asha`` -> ``SuccessiveHalvingPruner`` on the scheduler metric reported
   every ``report_every`` steps (``trial.report``; sign-flipped when its direction differs from the
-  objective's, since Optuna pruners follow the study direction); otherwise no pruning.
+  objective's, since Optuna pruners follow the study direction); never at the trial's last step, so a trial
+  that trained every step gets its final evaluation; otherwise no pruning.
 * Budget: the study's TOTAL is ``--n-trials`` (default ``search.num_samples``). Running the command
   again continues the same study up to that total, never ``+N`` more. Counted (:func:`budget`):
   COMPLETE and PRUNED trials, FAIL trials that were not retried (a trial that raised is a result: it is
@@ -44,7 +45,8 @@ from typing import Any
 from filelock import FileLock
 
 from pathfm.errors import PathfmError, StopTrial
-from pathfm.sweeps.spec import SweepSpec, expand_trials, load_spec, optuna_categories, trial_from_sample
+from pathfm.sweeps.spec import (SweepSpec, expand_trials, load_spec, optuna_categories, total_steps,
+                               trial_from_sample)
 from pathfm.sweeps.storage import check_storage, dead_after, journal_path, journal_storage, longest_pause
 
 
@@ -126,7 +128,7 @@ def make_objective(spec: SweepSpec, sweep_dir: Path, current: dict | None = None
     """The Optuna objective: train + evaluate one trial in ``sweep_dir/optuna_<number>`` (a retry: in the
     folder of the trial it retries, resuming from its checkpoint). ``current["number"]`` is set to the
     running trial's number."""
-    from pathfm.sweeps.trainable import run_trial
+    from pathfm.sweeps.trainable import run_trial, trial_config
 
     metric, mode = spec.scheduler_metric()
     sign = 1.0 if mode == spec.objective.mode else -1.0
@@ -142,14 +144,16 @@ def make_objective(spec: SweepSpec, sweep_dir: Path, current: dict | None = None
             trial.set_user_attr(TRIAL_DIR_ATTR, trial_id)
         sample = suggest(trial, spec)
         t = trial_from_sample(spec, int(trial_id.rsplit("_", 1)[1]), sample)
-
+        last_step = total_steps(trial_config(spec, t))
         reported: set[int] = set()
 
         def report(metrics: dict, checkpoint: Any = None) -> None:
             if metric in metrics and "step" in metrics and int(metrics["step"]) not in reported:
-                reported.add(int(metrics["step"]))
-                trial.report(sign * float(metrics[metric]), step=int(metrics["step"]))
-                if trial.should_prune():
+                step = int(metrics["step"])
+                reported.add(step)
+                trial.report(sign * float(metrics[metric]), step=step)
+                # a trial that trained every step is not pruned at its last report: it gets its final evaluation
+                if step < last_step and trial.should_prune():
                     raise StopTrial
 
         final = run_trial(spec, t, sweep_dir / trial_id, trial_id=trial_id, sweep=spec.name, report=report)

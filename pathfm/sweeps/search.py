@@ -12,7 +12,9 @@
   seeds (if more than one) are categorical dimensions. Its state is saved with the experiment and
   restored by ``pathfm sweep resume``.
 * ASHA (``scheduler.type: asha``) on an in-training metric, ``time_attr="step"``, the trial's training
-  step (its rungs are the spec's ``grace_period`` in reports times ``report_every``). Not Tune's
+  step (its rungs are the spec's ``grace_period`` in reports times ``report_every``, times powers of the
+  reduction factor, all before the trial's last step: a trial that trained every step gets its final
+  evaluation). Not Tune's
   ``training_iteration``: that counts reports of the current attempt and starts again at 1 when a trial
   restarts without a Ray checkpoint (object-store sweeps, a trial resumed from a later pathfm checkpoint),
   so ASHA would judge a resumed trial at a rung behind its real step.
@@ -117,11 +119,15 @@ def scheduler(spec: SweepSpec, total_steps: int) -> Any:
     from ray.tune.schedulers import ASHAScheduler
 
     metric, mode = spec.scheduler_metric()
+    grace = spec.scheduler.grace_period * spec.report_every
     return ASHAScheduler(
         time_attr="step",  # every report carries it (the trainer's metrics record)
         metric=metric,
         mode=mode,
-        max_t=total_steps + 1,  # never reached: ASHA does not stop a trial at its final (evaluation) report
-        grace_period=spec.scheduler.grace_period * spec.report_every,
+        # rungs only before the last step, and reaching max_t stops nothing: a trial that trained all its
+        # steps is never stopped at its last report, before its final evaluation
+        max_t=max(total_steps - 1, grace),
+        stop_last_trials=False,
+        grace_period=grace,
         reduction_factor=spec.scheduler.reduction_factor,
     )
