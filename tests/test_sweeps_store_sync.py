@@ -21,7 +21,8 @@ from pathfm.results import TRIAL_FILE
 from pathfm.sweeps import faults, remote
 from pathfm.sweeps.collect import collect, read_trial
 from pathfm.sweeps.store_sync import (FolderMirror, SweepFilesMirror, gather_trials, local_files, mirror_sweep,
-                                      renames_atomically, stage_from_store, stored_files, synced_trial)
+                                      renames_atomically, set_aside_in_store, stage_from_store, stored_files,
+                                      synced_trial)
 
 
 def _store(kind: str, tmp_path: Path) -> remote.RemoteStorage:
@@ -155,6 +156,12 @@ def test_the_sweep_state_reaches_the_store_while_the_sweep_runs_and_a_new_machin
     assert stage_from_store(store.uri) == driver and (driver / "experiment_state-1.json").read_text() == '{"v": 333}'
     with pytest.raises(PathfmError, match="no sweep there"):
         stage_from_store(store.child("trial_0000").uri)
+    # a trial the restored Ray experiment does not know is set aside in the store too, checkpoints and all,
+    # so it is not gathered back as a trial
+    in_store = stored_files(store.child("trial_0000"))
+    set_aside_in_store(store, "trial_0000", "lost_trials/trial_0000")
+    assert stored_files(store.child("lost_trials/trial_0000")) == in_store
+    assert not stored_files(store.child("trial_0000")) and gather_trials(tmp_path / "fresh", store) == []
 
 
 def _fast_spec():

@@ -32,7 +32,7 @@ from pathfm.sweeps.reference import finish_reference, start_reference
 from pathfm.sweeps.spec import SweepSpec, expand_trials, load_spec, spec_from_dict, trial_configs
 from pathfm.sweeps.status import format_status, trial_summary_line
 from pathfm.sweeps.store_sync import (SweepFilesMirror, ddp_store_warning, gather_trial, gather_trials, mirror_sweep,
-                                      recorded_store, stage_from_store)
+                                      recorded_store, set_aside_in_store, stage_from_store)
 from pathfm.tracking import prepare_tracking
 
 SPEC_FILE = "sweep_spec.yaml"
@@ -277,7 +277,7 @@ def resume_sweep(sweep_dir: str | Path, *, address: str | None = None, num_cpus:
         results = tuner.fit()
         finish_reference(reference)
         _record_driver_time(sweep_dir, time.time() - t0)
-        _set_aside_lost_trials(sweep_dir, {Path(r.path).name for r in results if r.path}, verbose)
+        _set_aside_lost_trials(sweep_dir, {Path(r.path).name for r in results if r.path}, verbose, store)
     finally:
         if started:
             import ray
@@ -301,15 +301,18 @@ def _collect_and_report(sweep_dir: Path, verbose: int) -> Path:
     return sweep_dir
 
 
-def _set_aside_lost_trials(sweep_dir: Path, known: set[str], verbose: int) -> None:
+def _set_aside_lost_trials(sweep_dir: Path, known: set[str], verbose: int, store=None) -> None:
     """Move trial folders that the restored Ray experiment does not know to ``lost_trials/``: a driver that
     died (SIGKILL, crash) after a trial started but before Ray's next experiment snapshot (every >= 10 s)
     loses that trial; Ray re-creates it under a new id (the restored searcher proposes the same point), so
-    the orphaned folder would otherwise count twice in results.parquet."""
+    the orphaned folder would otherwise count twice in results.parquet. On an object-store sweep the folder
+    is moved in the store too (else it would be gathered back from there)."""
     for d in trial_dirs(sweep_dir):
         if d.name not in known:
             (sweep_dir / "lost_trials").mkdir(exist_ok=True)
             os.replace(d, sweep_dir / "lost_trials" / d.name)
+            if store is not None:
+                set_aside_in_store(store, d.name, f"lost_trials/{d.name}")
             if verbose >= 1:
                 print(f"pathfm sweep: {d.name} was lost with the previous driver (it started after Ray's last "
                       f"experiment snapshot) and ran again as a new trial; moved to lost_trials/", file=sys.stderr)

@@ -383,6 +383,24 @@ def stage_from_store(uri: str) -> Path:
     return local
 
 
+def set_aside_in_store(store: RemoteStorage, name: str, dest: str) -> None:
+    """Move the folder ``name`` of the sweep in the store to ``dest`` (copied, then deleted), as the driver moved
+    its local copy: a trial set aside as lost (``lost_trials/``) is then not gathered back as a trial. A failure
+    is a warning naming what the store still holds."""
+    import pyarrow.fs as pafs
+
+    src, dst = store.child(name), store.child(dest)
+    try:
+        if store.filesystem.get_file_info(src.root).type != pafs.FileType.Directory:
+            return
+        pafs.copy_files(src.root, dst.root, source_filesystem=store.filesystem,
+                        destination_filesystem=store.filesystem)
+        store.filesystem.delete_dir(src.root)
+    except OSError as e:
+        print(f"pathfm sweep: warning: moving {src.uri} to {dst.uri} failed ({e}); the store still holds it as a "
+              "trial folder, so a collection from the store counts it twice", file=sys.stderr, flush=True)
+
+
 def original_staging_dir(store: RemoteStorage) -> Path:
     """The staging folder the sweep at ``store`` ran in (its ``staged_at.txt``; :func:`staging_dir` for a sweep
     that has none). A resumed sweep must run there again: Ray Tune's saved state holds that absolute path, and a
