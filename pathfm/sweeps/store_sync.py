@@ -193,6 +193,13 @@ class FolderMirror:
     def remote_path(self, rel: str) -> str:
         return self.remote.child(rel).root
 
+    def locally_unchanged(self) -> bool:
+        """Every local file has the size and mtime the manifest recorded at the last push or pull, so a push
+        can be skipped without listing the store."""
+        manifest = self.read_manifest()
+        here = local_files(self.local, self.skip_dirs)
+        return all(manifest.get(rel) == [size, mtime] for rel, (size, mtime) in here.items())
+
     def push(self) -> list[str]:
         """Upload what changed (``trial.json`` last), delete what was pushed and is gone; returns the
         relative paths uploaded. A failed upload is a PathfmError (the next push retries it)."""
@@ -356,10 +363,8 @@ class SweepFilesMirror:
         if not self.sweep_dir.is_dir():
             return []
         mirror = FolderMirror(self.sweep_dir, self.store, skip_dirs=trial_folder_names(self.sweep_dir))
-        manifest = mirror.read_manifest()
-        here = local_files(self.sweep_dir, mirror.skip_dirs)
-        if all(manifest.get(rel) == list(stat) for rel, stat in here.items()):
-            return []  # nothing changed since the last push: no listing of the store
+        if mirror.locally_unchanged():
+            return []
         try:
             return mirror.push()
         except PathfmError as e:
