@@ -45,8 +45,9 @@ PARAM_PREFIX = "param."
 EVAL_SCHEMA: dict[str, str] = {
     "source": "str", "backbone": "str", "task": "str", "probe": "str", "fold": "int", "metric": "str",
     "value": "float", "step": "int", "n_train": "int", "n_test": "int", "probe_seed": "int",
+    "init_seed": "int",  # random_init rows: the untrained network's init seed (null for every other backbone)
 }
-EVAL_KEY = ["source", "backbone", "task", "probe", "fold", "metric", "step"]
+EVAL_KEY = ["source", "backbone", "init_seed", "task", "probe", "fold", "metric", "step"]
 
 SWEEP_SCHEMA: dict[str, str] = {
     "sweep": "str", "trial_id": "str", "arm": "str", "status": "str", "seed": "int", "kind": "str",
@@ -205,6 +206,8 @@ def append_results(path: str | Path, df: pl.DataFrame) -> Path:
     with folder_lock(path):
         if path.exists():
             old = pl.read_parquet(path)
+            if "init_seed" not in old.columns:  # written before random init had several init seeds
+                old = old.with_columns(pl.lit(None, dtype=pl.Int64).alias("init_seed"))
             old = old.join(df.select(EVAL_KEY).unique(), on=EVAL_KEY, how="anti", nulls_equal=True)
             df = pl.concat([old, df], how="diagonal_relaxed")
         with atomic_path(path) as tmp:

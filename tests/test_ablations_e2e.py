@@ -57,7 +57,7 @@ def test_the_analysis_reads_the_study(component_sweep):
     from pathfm.analysis.table import table_from_results
 
     plan, sweep_dir = component_sweep
-    table = table_from_results(sweep_dir, n_boot=50)
+    table = table_from_results(sweep_dir)
     assert set(table.arms) == {a.name for a in plan.arms}
     assert table.baseline == "dinov2"
     assert "crc" in table.columns

@@ -96,7 +96,7 @@ def test_data_ladder_study_hints_group_curves_by_variant(tmp_path, capsys):
     assert main(["analyze", "curve", str(tmp_path), "--fit-boot", "20", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "| equal_compute | 5 |" in text and "| equal_epochs | 5 |" in text
-    assert main(["analyze", "table", str(tmp_path), "--n-boot", "50"]) == 0
+    assert main(["analyze", "table", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("| Arm"))  # after the untrained-network check
     rows = [line.split(" | ")[0].strip("| ") for line in lines[header + 2:header + 12]]

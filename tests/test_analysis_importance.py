@@ -90,7 +90,7 @@ def test_report_has_tables_and_embedded_figures(tmp_path):
     synthetic_results(seeds=2, tasks=("crc", "osteo"), folds=2, steps=(10,)).write_parquet(tmp_path / "results.parquet")
     (tmp_path / "sweep_meta.json").write_text(json.dumps({"study": "smoke", "baseline_arm": "baseline"}))
     out = tmp_path / "report"
-    assert main(["analyze", "report", str(tmp_path), "--target", "0.85", "--n-boot", "300", "--fit-boot", "30",
+    assert main(["analyze", "report", str(tmp_path), "--target", "0.85", "--fit-boot", "30",
                  "--imp-boot", "3", "--out", str(out)]) == 0
     md = (out / "report.md").read_text()
     assert md.startswith("# pathfm analysis report: test_report_has_tables_and_0 (study smoke)") or "(study smoke)" in md.splitlines()[0]

@@ -21,7 +21,7 @@ def _rows(rng) -> list[dict]:
             for a in ("base", "kde") for s in range(3) for si, ps in enumerate(PROBE_SEEDS) for f in range(N_FOLDS)]
 
 
-def test_probe_seeds_are_averaged_per_fold_before_the_bootstrap():
+def test_probe_seeds_are_averaged_per_fold_within_each_seed():
     df = pl.DataFrame(_rows(np.random.default_rng(0)))
     folds = fold_scores(df)
     assert folds.height == 2 * 3 * N_FOLDS  # arms x pretraining seeds x folds, not x probe seeds
@@ -29,9 +29,9 @@ def test_probe_seeds_are_averaged_per_fold_before_the_bootstrap():
     one = df.filter((pl.col("trial_id") == "kde-1") & (pl.col("fold") % N_FOLDS == 2))
     got = folds.filter((pl.col("trial_id") == "kde-1") & (pl.col("fold") == 2))["value"].item()
     assert got == pytest.approx(one["value"].mean())
-    table = build_table(folds, baseline="base", n_boot=200)
-    assert table.variance_note() == ("intervals reflect pretraining seeds (3 per arm) and evaluation folds (5 per task), "
-                                     "resampled together; each fold averages 3 probe seeds")
+    table = build_table(folds, baseline="base")
+    assert table.variance_note() == ("Student-t over pretraining seeds (3 per arm); 5 evaluation folds per task and 3 "
+                                     "probe seeds per fold averaged within each seed")
 
 
 def test_results_without_probe_seeds_keep_their_folds_and_label():

@@ -1,4 +1,5 @@
-"""Tables and figures say which variance their intervals reflect: pretraining seeds, evaluation folds, or both."""
+"""Tables and figures say which variance their intervals reflect: pretraining seeds (the replicates), with the
+evaluation folds averaged within each seed."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from pathfm.analysis.table_plot import figure_caption
 
 
 def test_variance_label_names_the_sources():
-    assert variance_label([3, 3], [5, 5]) == ("intervals reflect pretraining seeds (3 per arm) and evaluation folds "
-                                              "(5 per task), resampled together")
-    assert variance_label([2, 3], [1, 1]) == "intervals reflect pretraining seeds (2-3 per arm) only (one evaluation fold per task)"
+    assert variance_label([3, 3], [5, 5]) == ("Student-t over pretraining seeds (3 per arm); 5 evaluation folds per "
+                                              "task averaged within each seed")
+    assert variance_label([2, 3], [1, 1]) == "Student-t over pretraining seeds (2-3 per arm)"
     assert variance_label([1, 1], [5]).startswith("no interval: one pretraining seed")
 
 
@@ -23,7 +24,7 @@ def test_table_and_figure_captions_carry_the_label():
                  task=t, probe="linear", backbone="trained", fold=f, metric="balanced_accuracy",
                  value=float(rng.uniform(0.6, 0.9)))
             for a in ("base", "kde") for s in range(3) for t, n_folds in (("crc", 5), ("osteo", 4)) for f in range(n_folds)]
-    table = build_table(fold_scores(pl.DataFrame(rows)), baseline="base", n_boot=200)
-    label = "intervals reflect pretraining seeds (3 per arm) and evaluation folds (4-5 per task), resampled together"
+    table = build_table(fold_scores(pl.DataFrame(rows)), baseline="base")
+    label = "Student-t over pretraining seeds (3 per arm); 4-5 evaluation folds per task averaged within each seed"
     assert table.variance_note() == label
     assert label in table.to_markdown() and label in figure_caption(table)

@@ -44,7 +44,7 @@ def test_analysis_flags_the_planted_effect_and_not_the_null_arm(planted_sweep, t
     from pathfm.analysis.table_plot import significance
 
     _, sweep_dir = planted_sweep
-    table = table_from_results(sweep_dir, n_boot=2000)
+    table = table_from_results(sweep_dir)
     assert table.baseline == "baseline"
     c = table.columns.index("Average")
     sig = significance(table)
@@ -53,7 +53,7 @@ def test_analysis_flags_the_planted_effect_and_not_the_null_arm(planted_sweep, t
     assert table.delta_hi[bad, c] < -0.2  # a large effect, far from the CI's edge
     assert sig["null"] == "unsure", (table.delta[null, c], table.delta_lo[null, c], table.delta_hi[null, c])
     assert table.untrained_verdicts()["destroyed"] == "worse"
-    paths = write_report(sweep_dir, tmp_path / "report", n_boot=500, imp_boot=2, fit_boot=10)
+    paths = write_report(sweep_dir, tmp_path / "report", imp_boot=2, fit_boot=10)
     md = paths[0].read_text()
     assert md.index("## Does each arm beat an untrained network?") < md.index("## Ablation table")
     assert "WORSE than an untrained network: destroyed" in md

@@ -118,7 +118,7 @@ def test_reference_is_evaluated_once_cached_and_never_fatal(tmp_path: Path, monk
     # the analysis reads them as reference rows of the table
     from pathfm.analysis.table import table_from_results
 
-    table = table_from_results(df, probe_sel(), n_boot=50)
+    table = table_from_results(df, probe_sel())
     assert table.references == ["random_init", "color_histogram"] and table.arms == ["base"]
     assert table.ref_mean[0, 0] == pytest.approx(0.505)
 

@@ -23,9 +23,8 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tasks", default=None, help="comma-separated tasks (default: all)")
     g.add_argument("--where", action="append", default=[], metavar="COL=VALUE",
                    help="extra filter on any column or searched param (repeatable)")
-    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates (default 2000)")
     p.add_argument("--level", type=float, default=0.95, help="confidence level (default 0.95)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap RNG seed")
+    p.add_argument("--seed", type=int, default=0, help="RNG seed of the bootstrap refits (curves, importance)")
 
 
 def _selection(args):
@@ -70,7 +69,7 @@ def _table(args) -> int:
 
     table = table_from_results(
         args.results, _selection(args), baseline=args.baseline, arms=args.arm or None,
-        n_boot=args.n_boot, level=args.level, seed=args.seed, sort=args.sort, normalise=args.normalise,
+        level=args.level, sort=args.sort, normalise=args.normalise,
         ceiling=args.ceiling, digits=args.digits, lower_is_better=args.lower_is_better,
         compare=[_pair(c) for c in args.compare] or None, top=args.top,
     )
@@ -91,7 +90,7 @@ def _curve(args) -> int:
 
     hints = read_analysis_hints(args.results)
     res = data_efficiency(args.results, x=args.x or hints.get("x") or "param.n_slides", sel=_selection(args),
-                          target=args.target, n_boot=min(args.n_boot, args.fit_boot), level=args.level,
+                          target=args.target, n_boot=args.fit_boot, level=args.level,
                           seed=args.seed, arms=args.arm or None, group_by=args.group_by or hints.get("group_by"))
     out = Path(args.out)
     files = plot_curve(res, out / "data_efficiency", size=args.size, level=args.level)
@@ -119,9 +118,17 @@ def _report(args) -> int:
     from pathfm.analysis.report import write_report
 
     paths = write_report(args.results, Path(args.out), _selection(args), baseline=args.baseline,
-                         x=args.x, group_by=args.group_by, target=args.target, n_boot=args.n_boot, seed=args.seed,
+                         x=args.x, group_by=args.group_by, target=args.target, seed=args.seed,
                          fit_boot=args.fit_boot, imp_boot=args.imp_boot)
     print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
+    return 0
+
+
+def _power(args) -> int:
+    from pathfm.analysis.table import power_from_results
+
+    _emit(power_from_results(args.results, _selection(args), baseline=args.baseline, effect=args.effect,
+                             alpha=args.alpha, power=args.power), args.out)
     return 0
 
 
@@ -148,7 +155,7 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(dest="analysis", metavar="WHAT")
     sub.required = True
 
-    t = sub.add_parser("table", help="ablation table: arms x tasks with bootstrap CIs, Δ vs baseline")
+    t = sub.add_parser("table", help="ablation table: arms x tasks with t intervals over seeds, Δ vs baseline (Holm)")
     _add_selection(t)
     t.add_argument("--baseline", default=None, help="baseline arm (default: baseline_arm of sweep_meta.json)")
     t.add_argument("--arm", action="append", default=[], help="an arm to show (repeatable; default: all)")
@@ -191,6 +198,18 @@ def register(subparsers) -> None:
     i.add_argument("--size", choices=("single", "double"), default="double")
     i.add_argument("--out", default="analysis")
     i.set_defaults(func=_importance)
+
+    pw = sub.add_parser("power", help="variance components of a pilot, the minimum detectable effect, seeds needed",
+                        description="From a pilot's results: the variance components of the Average, the minimum "
+                                    "detectable effect (80%% power, Holm over the table's comparisons) at several seed "
+                                    "counts, and with --effect the seeds that effect needs.")
+    _add_selection(pw)
+    pw.add_argument("--baseline", default=None, help="baseline arm (default: baseline_arm of sweep_meta.json)")
+    pw.add_argument("--effect", type=float, default=None, help="an effect on the Average: how many seeds it needs")
+    pw.add_argument("--alpha", type=float, default=0.05, help="family-wise error rate (default 0.05)")
+    pw.add_argument("--power", type=float, default=0.8, help="power to plan for (default 0.8)")
+    pw.add_argument("--out", default=None, help="write to this file instead of stdout")
+    pw.set_defaults(func=_power)
 
     h = sub.add_parser("health", help="training-health figure (teacher/student entropy vs ln K, spreads) of runs")
     h.add_argument("runs", nargs="+", help="training run directories (with metrics.jsonl)")

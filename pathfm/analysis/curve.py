@@ -1,5 +1,5 @@
 """Data-efficiency curves: score vs data size (slides, tiles seen or GPU-hours) on a log x-axis, with
-per-point bootstrap CIs and a saturating power law ``y = a - b * x**(-c)`` per arm (the fit, its bootstrap
+per-point Student-t intervals over seeds and a saturating power law ``y = a - b * x**(-c)`` per arm (the fit, its bootstrap
 bands, the held-out check and the size needed to reach a target: :mod:`pathfm.analysis.power_law`). Here:
 assembling the curves from results (:func:`data_efficiency`), their table and plotting (:func:`plot_curve`).
 With fewer than 4 distinct sizes the fit is reported as under-determined (points and CIs are still drawn).
@@ -18,7 +18,7 @@ import polars as pl
 from pathfm.analysis.load import ResultsError, Selection, trial_values
 from pathfm.results import PARAM_PREFIX
 from pathfm.analysis.power_law import HoldoutCheck, PowerLawFit, fit_power_law, holdout_check, power_law
-from pathfm.analysis.stats import bootstrap_mean_ci
+from pathfm.analysis.stats import t_interval
 
 X_ALIASES = {"n_slides": "param.n_slides", "slides": "param.n_slides", "tiles": "tiles_seen", "gpu": "gpu_hours"}
 X_LABELS = {"param.n_slides": "training slides", "tiles_seen": "tiles seen", "gpu_hours": "GPU-hours"}
@@ -144,8 +144,8 @@ def data_efficiency(
         ys = d["value"].to_numpy()
         pts = []
         for ux in np.unique(xs):
-            m, lo, hi = bootstrap_mean_ci(ys[xs == ux], n_boot=1000, level=level, seed=seed)
-            pts.append({"x": float(ux), "mean": m, "ci_low": lo, "ci_high": hi, "n": int((xs == ux).sum())})
+            m, lo, hi, n = (float(v) for v in t_interval(ys[xs == ux], level))  # over the seeds at this size
+            pts.append({"x": float(ux), "mean": m, "ci_low": lo, "ci_high": hi, "n": int(n)})
         fit = fit_power_law(xs, ys, n_boot=n_boot, level=level, seed=seed + i)
         hold = holdout_check(xs, ys, n_boot=max(n_boot // 2, 20), level=level, seed=seed + i) if fit.ok else None
         tgt = fit.x_for(target, level) if (target is not None and fit.ok) else None

@@ -427,12 +427,15 @@ def reference_fold_scores(
     backbones: Sequence[str] = REFERENCE_BACKBONES,
 ) -> tuple[pl.DataFrame | None, list[str]]:
     """The honesty baselines' scores per fold: ``reference`` (the backbone: ``random_init``,
-    ``color_histogram``), ``task``, ``fold``, ``metric``, ``value``, and notes on what could not be used.
+    ``color_histogram``), ``replicate`` (the random init's init seed), ``task``, ``fold``, ``metric``,
+    ``value``, and notes on what could not be used.
 
-    A sweep's reference rows (``trial_id = "reference"``) when there are any; else the rows trials evaluated
-    themselves, which must agree (one untrained network of one architecture and input normalisation on the
-    same folds): when they differ (several architectures, e.g. eval.parquet of several sources), there is no
-    single reference and that backbone is left out with a note. ``(None, notes)`` when nothing is left."""
+    A sweep's reference rows (``trial_id = "reference"``; random init at each of its init seeds, in the
+    ``seed`` column) when there are any; else the rows trials evaluated themselves (one random init at
+    :data:`pathfm.eval.backbones.RANDOM_INIT_SEED`), which must agree (one untrained network of one
+    architecture and input normalisation on the same folds): when they differ (several architectures, e.g.
+    eval.parquet of several sources), there is no single reference and that backbone is left out with a
+    note. ``(None, notes)`` when nothing is left."""
     out, notes = [], []
     for b in backbones:
         try:
@@ -440,19 +443,24 @@ def reference_fold_scores(
         except ResultsError:
             continue
         sweep_level = folds.filter(pl.col("trial_id") == REFERENCE_TRIAL_ID)
-        if not sweep_level.is_empty():
-            folds = sweep_level
-        spread = folds.group_by(["task", "fold"]).agg((pl.col("value").max() - pl.col("value").min()).alias("d"))
+        if not sweep_level.is_empty():  # the replicate is the init seed ("reference" before init seeds were kept)
+            folds = sweep_level.with_columns(
+                pl.when(pl.col("replicate") == REFERENCE_TRIAL_ID).then(pl.lit("0")).otherwise(pl.col("replicate"))
+                .alias("replicate"))
+        else:  # every trial evaluated the same untrained network
+            folds = folds.with_columns(pl.lit("0").alias("replicate"))
+        spread = (folds.group_by(["replicate", "task", "fold"])
+                  .agg((pl.col("value").max() - pl.col("value").min()).alias("d")))
         if spread["d"].max() > 1e-9:
             notes.append(f"the {b} rows differ between trials (several architectures or input normalisations), so "
                          f"there is no single {b} reference; compare them with --backbone all")
             continue
-        out.append(folds.group_by(["task", "fold"], maintain_order=True)
+        out.append(folds.group_by(["replicate", "task", "fold"], maintain_order=True)
                    .agg(pl.col("value").mean(), pl.col("metric").first())
                    .with_columns(pl.lit(b).alias("reference")))
     if not out:
         return None, notes
-    return pl.concat(out).select("reference", "task", "fold", "metric", "value"), notes
+    return pl.concat(out).select("reference", "replicate", "task", "fold", "metric", "value"), notes
 
 
 def reference_scores(

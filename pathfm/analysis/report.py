@@ -54,7 +54,6 @@ def write_report(
     x: str | None = None,
     target: float | None = None,
     group_by: str | None = None,
-    n_boot: int = 2000,
     seed: int = 0,
     fit_boot: int = 200,
     imp_boot: int = 20,
@@ -112,7 +111,7 @@ def write_report(
             table_sel = Selection(**{**sel.__dict__, "filters": {**sel.filters, x_col: str(largest)}})
             note = f"Table at the largest {x_col} = {largest}; the curve below covers all sizes.\n\n"
     try:
-        table = table_from_results(results, table_sel, baseline=baseline, n_boot=n_boot, seed=seed, top=25)
+        table = table_from_results(results, table_sel, baseline=baseline, top=25)
         table.to_csv(out / "table.csv")
         atomic_write_text(out / "table.tex", table.to_latex())
         written += [out / "table.csv", out / "table.tex"]

@@ -1,13 +1,25 @@
-"""Bootstrap statistics for ablations: percentile CIs, paired differences, probability of improvement, IQM.
+"""Seed-level inference for ablation tables: Student-t intervals, paired and Welch t-tests, Holm's step-down.
 
-Scores live in one array ``X[arm, seed, task, fold]`` (NaN where absent). One bootstrap replicate draws
-seeds with replacement and, within each drawn seed and task, eval folds with replacement (a two-stage,
-stratified bootstrap: seeds are the independent units, folds the nested ones; Davison & Hinkley 1997,
-§2.4). All arms share the same draws, so the difference of two arms is paired by seed (and fold).
-The statistic of a cell is the mean over seeds of the mean over folds; the aggregate "Average" is the
-mean over tasks per seed, and IQM is the 25 %-trimmed mean of all (seed, task) scores (Agarwal et al.
-2021, "Deep RL at the edge of the statistical precipice"). With fewer than two seeds no CI is reported
-(``nan`` -> "n/a"): variation across folds alone says nothing about training noise.
+The unit of replication of a training run is its seed (initialisation, data order, augmentation draws).
+Evaluation folds, probe seeds and tasks are repeated measurements of one trained network, not replicates.
+So scores ``X[arm, seed, task, fold]`` (NaN where absent) are first reduced per seed -- folds averaged
+within a task, tasks averaged into the Average -- and every interval and test is computed over those
+per-seed values only:
+
+* a cell's interval: Student t over the arm's per-seed values, ``mean ± t_{1-α/2, n-1} s / √n``;
+* arm vs arm (the baseline, a planned reference, the best): the paired t-test on per-seed differences over
+  the seeds both arms share (pairing removes what a seed shares between arms; it never invalidates the test);
+* arm vs an untrained network evaluated at its own init seeds: Welch's unpaired t-test;
+* a table's family of comparisons (the arms against the baseline, the planned pairs, the arms against random
+  init, all pairs behind "not significantly worse than the best") is corrected by Holm's step-down, which
+  keeps the family-wise error at α; the unadjusted p-value is reported beside it.
+
+A percentile bootstrap over 2-5 seeds is anti-conservative (a resample sees (n-1)/n of the variance; two
+seeds have three distinct resamples); the t interval is exact for normal per-seed values and honestly wide
+with few seeds (``t_{0.975, 1} = 12.7``). The calibration study (``benchmarks/calibration.py``,
+docs/statistics.md) measures every verdict's false-positive rate and power by simulation.
+
+The bootstrap helpers at the end serve statistics over many trials (parameter importance, curve fits).
 """
 
 from __future__ import annotations
@@ -16,17 +28,19 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats as sps
 
 MIN_SEEDS_FOR_CI = 2
+ALPHA = 0.05
 
 
-def percentile_ci(samples: np.ndarray, level: float = 0.95, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile interval of bootstrap ``samples`` along ``axis`` (NaN-aware)."""
-    alpha = (1.0 - level) / 2.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices (no CI) stay NaN
-        lo, hi = np.nanquantile(samples, [alpha, 1.0 - alpha], axis=axis)
-    return lo, hi
+def nanmean(x: np.ndarray, axis) -> np.ndarray:
+    """Mean over ``axis`` ignoring NaN; NaN (no warning) where every value is NaN."""
+    x = np.asarray(x, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n = np.sum(~np.isnan(x), axis=axis)
+        s = np.nansum(x, axis=axis)
+        return np.where(n > 0, s / np.maximum(n, 1), np.nan)
 
 
 def iqm(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -43,10 +57,152 @@ def iqm(x: np.ndarray, axis: int = -1) -> np.ndarray:
         return np.where(c > 0, s / np.maximum(c, 1), np.nan)
 
 
+def seed_columns(x: np.ndarray) -> np.ndarray:
+    """``x[..., seed, task, fold]`` -> per-seed column values ``(..., seed, T + 2)``: each task's fold mean,
+    the Average over tasks (NaN for a seed that lacks a task) and the interquartile mean over tasks."""
+    per_task = nanmean(np.asarray(x, dtype=float), axis=-1)  # (..., S, T)
+    avg = per_task.mean(axis=-1, keepdims=True)
+    trimmed = np.where(np.isnan(avg), np.nan, iqm(per_task)[..., None])
+    return np.concatenate([per_task, avg, trimmed], axis=-1)
+
+
+def _sd(v: np.ndarray, n: np.ndarray) -> np.ndarray:
+    m = nanmean(v, axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ss = np.nansum((v - m[..., None]) ** 2, axis=-1)
+        return np.where(n >= 2, np.sqrt(ss / np.maximum(n - 1, 1)), np.nan)
+
+
+def t_quantile(level: float, df: np.ndarray) -> np.ndarray:
+    """Two-sided Student-t critical value ``t_{1-(1-level)/2, df}`` (NaN for df < 1)."""
+    df = np.asarray(df, dtype=float)
+    with np.errstate(invalid="ignore"):
+        return np.where(df >= 1, sps.t.ppf(0.5 + level / 2, np.maximum(df, 1)), np.nan)
+
+
+def t_interval(v: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and Student-t interval over the last axis of ``v`` (NaN-aware): ``(mean, lo, hi, n)``; the
+    interval is NaN with fewer than :data:`MIN_SEEDS_FOR_CI` values."""
+    v = np.asarray(v, dtype=float)
+    n = np.sum(~np.isnan(v), axis=-1)
+    m = nanmean(v, axis=-1)
+    half = t_quantile(level, n - 1) * _sd(v, n) / np.sqrt(np.maximum(n, 1))
+    few = n < MIN_SEEDS_FOR_CI
+    return m, np.where(few, np.nan, m - half), np.where(few, np.nan, m + half), n
+
+
+@dataclass
+class Test:
+    """A difference ``a - b`` with its ``level`` interval and two-sided p-value (arrays of one shape)."""
+
+    delta: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    p: np.ndarray
+    n: np.ndarray  # seeds behind it: pairs (paired test) or ``a``'s seeds (Welch)
+
+
+def _t_test(delta, se, df, level) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Interval and two-sided p of ``delta`` with standard error ``se`` on ``df`` degrees of freedom. A zero
+    standard error (identical differences) gives p = 0 for a non-zero delta and 1 for a zero one."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tstat = np.where(se > 0, np.abs(delta) / np.where(se > 0, se, 1.0), np.where(delta == 0, 0.0, np.inf))
+        p = np.where(df >= 1, 2 * sps.t.sf(tstat, np.maximum(df, 1)), np.nan)
+    half = t_quantile(level, df) * se
+    return delta - half, delta + half, np.where(np.isnan(delta), np.nan, p)
+
+
+def paired_t(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> Test:
+    """Paired t-test of ``a - b`` over the last axis (seeds), using the seeds both have."""
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)  # NaN where either is absent
+    n = np.sum(~np.isnan(d), axis=-1)
+    delta = nanmean(d, axis=-1)
+    se = _sd(d, n) / np.sqrt(np.maximum(n, 1))
+    lo, hi, p = _t_test(delta, se, (n - 1).astype(float), level)
+    few = n < MIN_SEEDS_FOR_CI
+    return Test(delta, np.where(few, np.nan, lo), np.where(few, np.nan, hi), np.where(few, np.nan, p), n)
+
+
+def welch_t(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> Test:
+    """Welch's unpaired t-test of ``mean(a) - mean(b)`` over the last axes (independent replicates, e.g. an
+    arm's training seeds against random init's init seeds), Welch-Satterthwaite degrees of freedom. With a
+    single ``b`` value it is the one-sample test of ``a`` against that value (``b``'s own variance unknown)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    na, nb = np.sum(~np.isnan(a), axis=-1), np.sum(~np.isnan(b), axis=-1)
+    delta = nanmean(a, axis=-1) - nanmean(b, axis=-1)
+    va = _sd(a, na) ** 2 / np.maximum(na, 1)
+    vb = np.where(nb >= 2, _sd(b, nb) ** 2 / np.maximum(nb, 1), 0.0)
+    se = np.sqrt(va + vb)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        df_welch = (va + vb) ** 2 / (va ** 2 / np.maximum(na - 1, 1) + np.where(nb >= 2, vb ** 2 / np.maximum(nb - 1, 1), 0.0))
+    df = np.where(nb >= 2, np.where(se > 0, df_welch, (na + nb - 2).astype(float)), (na - 1).astype(float))
+    lo, hi, p = _t_test(delta, se, df, level)
+    few = (na < MIN_SEEDS_FOR_CI) | (nb < 1)
+    return Test(delta, np.where(few, np.nan, lo), np.where(few, np.nan, hi), np.where(few, np.nan, p), na)
+
+
+def holm(p: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Holm's step-down adjusted p-values along ``axis`` (one family per slice); NaN entries are not part of
+    the family and stay NaN. Rejecting where the adjusted p < α keeps the family-wise error at α."""
+    p = np.moveaxis(np.asarray(p, dtype=float), axis, -1)
+    m = np.sum(~np.isnan(p), axis=-1, keepdims=True)  # family size per slice
+    order = np.argsort(np.where(np.isnan(p), np.inf, p), axis=-1, kind="stable")
+    ranked = np.take_along_axis(p, order, axis=-1)
+    k = np.arange(p.shape[-1])
+    with np.errstate(invalid="ignore"):
+        adj = np.minimum(1.0, np.fmax.accumulate(np.where(np.isnan(ranked), np.nan, (m - k) * ranked), axis=-1))
+    out = np.empty_like(p)
+    np.put_along_axis(out, order, np.where(np.isnan(ranked), np.nan, adj), axis=-1)
+    return np.moveaxis(out, -1, axis)
+
+
+def verdict(delta: float, p_adjusted: float, higher_is_better: bool = True, alpha: float = ALPHA) -> str:
+    """``better`` / ``worse`` when the (adjusted) p-value is below ``alpha`` (direction of ``delta`` read
+    through ``higher_is_better``), ``unsure`` otherwise, ``n/a`` without a p-value (fewer than 2 seeds)."""
+    if p_adjusted is None or not np.isfinite(p_adjusted) or not np.isfinite(delta):
+        return "n/a"
+    if p_adjusted < alpha:
+        return "better" if (delta > 0) == higher_is_better else "worse"
+    return "unsure"
+
+
+def pairwise_worse(v: np.ndarray, higher_is_better: bool = True, alpha: float = ALPHA) -> np.ndarray:
+    """Per arm and column, whether some other arm is significantly better: paired t-tests of every pair of
+    arms over their shared seeds, Holm over the pairs of each column. ``v``: (..., A, S, C) per-seed values
+    (leading axes: independent tables); returns bool (..., A, C). Controls the family-wise error over all
+    pairs, so "significantly worse than the best" holds its level although the best is picked from the data."""
+    v = np.asarray(v, dtype=float)
+    A = v.shape[-3]
+    worse = np.zeros(v.shape[:-3] + (A, v.shape[-1]), dtype=bool)
+    pairs = [(i, j) for i in range(A) for j in range(i + 1, A)]
+    if not pairs:
+        return worse
+    ii, jj = np.array(pairs).T
+    t = paired_t(np.moveaxis(v[..., ii, :, :], -2, -1), np.moveaxis(v[..., jj, :, :], -2, -1))  # (..., P, C): i - j
+    sig = np.nan_to_num(holm(t.p, axis=-2), nan=1.0) < alpha
+    sign = 1.0 if higher_is_better else -1.0
+    i_worse, j_worse = sig & (sign * t.delta < 0), sig & (sign * t.delta > 0)
+    for k, (i, j) in enumerate(pairs):
+        worse[..., i, :] |= i_worse[..., k, :]
+        worse[..., j, :] |= j_worse[..., k, :]
+    return worse
+
+
+# ----------------------------------------------------------------- bootstrap (statistics over many trials)
+def percentile_ci(samples: np.ndarray, level: float = 0.95, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval of bootstrap ``samples`` along ``axis`` (NaN-aware)."""
+    alpha = (1.0 - level) / 2.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices (no CI) stay NaN
+        lo, hi = np.nanquantile(samples, [alpha, 1.0 - alpha], axis=axis)
+    return lo, hi
+
+
 def bootstrap_mean_ci(
     x: np.ndarray, n_boot: int = 2000, level: float = 0.95, seed: int = 0
 ) -> tuple[float, float, float]:
-    """Mean and percentile bootstrap CI of a 1-D sample (``nan`` CI when fewer than 2 values)."""
+    """Mean and percentile bootstrap CI of a 1-D sample (``nan`` CI when fewer than 2 values). For a sample of
+    many trials; over a few seeds use :func:`t_interval`."""
     x = np.asarray(x, dtype=float)
     x = x[~np.isnan(x)]
     if x.size == 0:
@@ -57,141 +213,3 @@ def bootstrap_mean_ci(
     means = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(1)
     lo, hi = percentile_ci(means, level)
     return float(x.mean()), float(lo), float(hi)
-
-
-def _nanmean(x: np.ndarray, axis) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        n = np.sum(~np.isnan(x), axis=axis)
-        s = np.nansum(x, axis=axis)
-        return np.where(n > 0, s / np.maximum(n, 1), np.nan)
-
-
-@dataclass
-class Summary:
-    """Point estimates and bootstrap draws for every arm and column (tasks, then Average, then IQM).
-
-    ``point``: (A, C); ``draws``: (B, A, C); ``per_seed``: (A, S, C) seed-level scores (NaN if absent)
-    used for pairing; ``n_seeds``: (A, C).
-    """
-
-    point: np.ndarray
-    draws: np.ndarray
-    per_seed_draws: np.ndarray  # (B, A, S, C): per drawn seed slot, the fold-resampled score
-    n_seeds: np.ndarray
-    columns: list[str]
-
-
-def _column_stats(seed_task: np.ndarray) -> np.ndarray:
-    """Per-seed scores (..., S, T) -> per-column statistics (..., T + 2): tasks, Average, IQM.
-
-    Average is defined only for seeds that have every task (else NaN for that seed)."""
-    per_task = _nanmean(seed_task, axis=-2)  # (..., T)
-    seed_avg = seed_task.mean(axis=-1)  # NaN if any task missing for that seed
-    avg = _nanmean(seed_avg, axis=-1)
-    flat = seed_task.reshape(*seed_task.shape[:-2], -1)
-    return np.concatenate([per_task, avg[..., None], iqm(flat)[..., None]], axis=-1)
-
-
-def summarise(x: np.ndarray, tasks: list[str], n_boot: int = 2000, seed: int = 0) -> Summary:
-    """Two-stage stratified bootstrap of ``x[arm, seed, task, fold]`` (see module docstring)."""
-    x = np.asarray(x, dtype=float)
-    A, S, T, F = x.shape
-    rng = np.random.default_rng(seed)
-    fold_means = _nanmean(x, axis=-1)  # (A, S, T)
-    point = _column_stats(fold_means)  # (A, T + 2)
-    # folds present per (seed, task): the largest count over arms (same protocol for all arms)
-    n_folds = np.maximum(np.sum(~np.isnan(x), axis=-1).max(axis=0), 1)  # (S, T)
-    s_idx = rng.integers(0, S, size=(n_boot, S))
-    if F > 1:
-        u = rng.random((n_boot, S, T, F))
-        f_idx = np.floor(u * n_folds[s_idx][..., None]).astype(np.int64)  # (B, S, T, F)
-        t_idx = np.arange(T)[None, None, :, None]
-        # gather in chunks of replicates: the (A, b, S, T, F) tensor stays under ~160 MB
-        step = max(1, int(2e7 // max(A * S * T * F, 1)))
-        seed_task = np.concatenate(
-            [_nanmean(x[:, s_idx[i:i + step, :, None, None], t_idx, f_idx[i:i + step]], axis=-1)
-             for i in range(0, n_boot, step)],
-            axis=1,
-        )  # (A, B, S, T)
-    else:
-        seed_task = fold_means[:, s_idx, :]  # (A, B, S, T)
-    seed_task = np.moveaxis(seed_task, 1, 0)  # (B, A, S, T)
-    draws = _column_stats(seed_task)  # (B, A, T + 2)
-    # per-seed column values for pairing: tasks, per-seed average, per-seed mean over tasks for IQM slot
-    seed_avg = seed_task.mean(axis=-1, keepdims=True)
-    per_seed = np.concatenate([seed_task, seed_avg, seed_avg], axis=-1)  # (B, A, S, T + 2)
-    has = ~np.isnan(fold_means)  # (A, S, T)
-    n_task = has.sum(axis=1)  # (A, T)
-    n_all = has.all(axis=2).sum(axis=1)  # seeds with every task
-    n_seeds = np.concatenate([n_task, n_all[:, None], n_all[:, None]], axis=1)
-    return Summary(point, draws, per_seed, n_seeds, list(tasks) + ["Average", "IQM"])
-
-
-def ci_from_summary(s: Summary, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """(lo, hi) arrays (A, C); NaN where an arm has fewer than two seeds in that column."""
-    lo, hi = percentile_ci(s.draws, level, axis=0)
-    few = s.n_seeds < MIN_SEEDS_FOR_CI
-    return np.where(few, np.nan, lo), np.where(few, np.nan, hi)
-
-
-@dataclass
-class Difference:
-    """Arm minus reference, paired by seed: point estimate, CI, P(improvement), shared seeds."""
-
-    delta: np.ndarray  # (A, C)
-    lo: np.ndarray
-    hi: np.ndarray
-    p_improve: np.ndarray
-    n_pairs: np.ndarray
-
-
-def paired_difference(
-    s: Summary, x_point_seed: np.ndarray, ref: int | np.ndarray, level: float = 0.95, higher_is_better: bool = True
-) -> Difference:
-    """Paired bootstrap of ``arm - ref`` per column, using only seeds both arms have.
-
-    ``x_point_seed``: (A, S, C) observed per-seed column scores; ``ref``: an arm index, or one index per
-    column (e.g. the best arm of each column). P(improvement) is the bootstrap probability that the mean
-    paired difference is > 0 (ties count half); with < 2 shared seeds everything but the point is NaN.
-    """
-    A, S, C = x_point_seed.shape
-    ref_idx = np.broadcast_to(np.asarray(ref), (C,))
-    cols = np.arange(C)
-    ref_obs = x_point_seed[ref_idx, :, cols].T  # (S, C)
-    both = ~np.isnan(x_point_seed) & ~np.isnan(ref_obs)[None]  # (A, S, C)
-    n_pairs = both.sum(axis=1)
-    d_obs = np.where(both, x_point_seed - ref_obs[None], np.nan)
-    delta = _nanmean(d_obs, axis=1)
-    ref_draw = s.per_seed_draws[:, ref_idx, :, cols]  # (C, B, S)  advanced indexing moves C first
-    ref_draw = np.moveaxis(ref_draw, 0, -1)  # (B, S, C)
-    d = s.per_seed_draws - ref_draw[:, None]  # (B, A, S, C); NaN where either seed is absent
-    dmean = _nanmean(d, axis=2)  # (B, A, C)
-    # IQM is not a per-seed statistic: difference the IQMs under the shared (paired) draws instead
-    dmean[..., -1] = s.draws[..., -1] - s.draws[:, ref_idx[-1], -1][:, None]
-    delta[:, -1] = s.point[:, -1] - s.point[ref_idx[-1], -1]
-    lo, hi = percentile_ci(dmean, level, axis=0)
-    sign = 1.0 if higher_is_better else -1.0
-    valid = ~np.isnan(dmean)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        wins = np.where(valid, (sign * dmean > 0) + 0.5 * (dmean == 0), 0.0).sum(0)
-        p = wins / np.maximum(valid.sum(0), 1)
-    few = n_pairs < MIN_SEEDS_FOR_CI
-    return Difference(delta, np.where(few, np.nan, lo), np.where(few, np.nan, hi), np.where(few, np.nan, p), n_pairs)
-
-
-def ci_verdict(delta: float, lo: float, hi: float, higher_is_better: bool = True) -> str:
-    """``better`` / ``worse`` when the CI ``[lo, hi]`` of a difference excludes 0 (direction of ``delta``,
-    read through ``higher_is_better``), ``unsure`` when it contains 0, ``n/a`` without a finite CI."""
-    if not all(v is not None and np.isfinite(v) for v in (lo, hi)):
-        return "n/a"
-    if lo > 0 or hi < 0:
-        return "better" if (delta > 0) == higher_is_better else "worse"
-    return "unsure"
-
-
-def per_seed_columns(x: np.ndarray) -> np.ndarray:
-    """Observed per-seed column scores (A, S, T + 2): task fold-means, the per-seed Average (twice: the
-    IQM column is paired through the per-seed average)."""
-    fm = _nanmean(np.asarray(x, dtype=float), axis=-1)  # (A, S, T)
-    avg = fm.mean(axis=-1, keepdims=True)
-    return np.concatenate([fm, avg, avg], axis=-1)

@@ -1,14 +1,17 @@
-"""Ablation tables: rows = arms, columns = tasks + Average + IQM, each cell the mean over seeds with a 95 %
-bootstrap CI; the paired difference to the baseline arm with its CI and P(improvement); the best of each
-column in bold and those not significantly different from it (paired CI of the difference contains 0)
-underlined. The renderers (Markdown, LaTeX, HTML, CSV) are in :mod:`pathfm.analysis.table_render`.
+"""Ablation tables: rows = arms, columns = tasks + Average + IQM, each cell the mean over seeds with a Student-t
+interval over the arm's per-seed values (the seed is the unit of replication, :mod:`pathfm.analysis.stats`);
+the paired difference to the baseline arm with its interval and p-value, Holm-corrected over the table's
+arms; the best of each column in bold and those no other arm significantly beats (paired t-tests of all pairs,
+Holm over the pairs) underlined. The renderers (Markdown, LaTeX, HTML, CSV) are in
+:mod:`pathfm.analysis.table_render`.
 
-Reference rows: the honesty baselines (``random_init``: the same architecture untrained; ``color_histogram``)
-evaluated on the same tasks and folds (a sweep evaluates them once: ``trial_id = "reference"``) are shown
-below the arms, never ranked, and every arm is checked against the untrained network first: the paired
-difference arm - random_init per seed and fold with its bootstrap CI (the random init is one fixed network,
-so each seed of an arm is paired with it on the same folds); an arm whose CI contains 0 or lies below is
-flagged "not distinguishable from an untrained network".
+Reference rows: the honesty baselines (``random_init``: the same architecture untrained, evaluated at several
+init seeds; ``color_histogram``) evaluated on the same tasks and folds (a sweep evaluates them once:
+``trial_id = "reference"``) are shown below the arms, never ranked, and every arm is checked against the
+untrained network first: Welch's t-test of the arm's per-seed scores against random init's per-init-seed
+scores, Holm over the arms; an arm that does not beat it is flagged "not distinguishable from an untrained
+network". A random init evaluated at one init seed only (an older sweep) is compared as a fixed value, with a
+note that its own init variance is not in the test.
 """
 
 from __future__ import annotations
@@ -20,29 +23,27 @@ import numpy as np
 import polars as pl
 
 from pathfm.analysis.load import ARM_KNOBS, ARM_NAME, ResultsError
-from pathfm.analysis.stats import (
-    Difference,
-    ci_from_summary,
-    ci_verdict,
-    paired_difference,
-    per_seed_columns,
-    summarise,
-)
+from pathfm.analysis.power import VarianceComponents, design_sentence, variance_components
 from pathfm.analysis.probe_seeds import probe_seeds_per_task
+from pathfm.analysis.stats import ALPHA, Test, holm, pairwise_worse, paired_t, seed_columns, t_interval, verdict, welch_t
 from pathfm.analysis.table_render import NA, TableRendering
-
-REF_PREFIX = "\x00reference:"  # internal arm name of a reference backbone inside the score tensor
-
 
 
 def variance_label(seeds_per_arm: Sequence[int], folds_per_task: Sequence[int],
                    probe_seeds_per_task: Sequence[int] = ()) -> str:
     """Which variance the table's intervals reflect, from the pretraining seeds behind each arm and the evaluation
-    folds of each task (pure): seeds and folds are resampled together (bootstrap stratified over both). Probe-seed
-    repeats are averaged per fold before the bootstrap (:mod:`pathfm.analysis.probe_seeds`); the label says so."""
-    averaged = (f"; each fold averages {count_range(probe_seeds_per_task)} probe seeds"
-                if probe_seeds_per_task and max(probe_seeds_per_task) >= 2 else "")
-    return _variance_label(seeds_per_arm, folds_per_task) + averaged
+    folds of each task (pure): the seeds are the replicates; folds (and probe-seed repeats) are averaged within a
+    seed before any interval is computed."""
+    count = count_range
+    if not seeds_per_arm or max(seeds_per_arm) < 2:
+        return "no interval: one pretraining seed per arm (run more seeds)"
+    label = f"Student-t over pretraining seeds ({count(seeds_per_arm)} per arm)"
+    averaged = []
+    if folds_per_task and max(folds_per_task) >= 2:
+        averaged.append(f"{count(folds_per_task)} evaluation folds per task")
+    if probe_seeds_per_task and max(probe_seeds_per_task) >= 2:
+        averaged.append(f"{count(probe_seeds_per_task)} probe seeds per fold")
+    return label + (f"; {' and '.join(averaged)} averaged within each seed" if averaged else "")
 
 
 def count_range(v: Sequence[int]) -> str:
@@ -51,26 +52,19 @@ def count_range(v: Sequence[int]) -> str:
     return str(lo) if lo == hi else f"{lo}-{hi}"
 
 
-def _variance_label(seeds_per_arm: Sequence[int], folds_per_task: Sequence[int]) -> str:
-    count = count_range
-    if not seeds_per_arm or max(seeds_per_arm) < 2:
-        return "no interval: one pretraining seed per arm (run more seeds)"
-    label = f"intervals reflect pretraining seeds ({count(seeds_per_arm)} per arm)"
-    if folds_per_task and max(folds_per_task) >= 2:
-        return label + f" and evaluation folds ({count(folds_per_task)} per task), resampled together"
-    return label + " only (one evaluation fold per task)"
-
-
-def score_tensor(folds: pl.DataFrame) -> tuple[np.ndarray, list[str], list[str], list[str]]:
-    """``fold_scores`` rows -> ``x[arm, replicate, task, fold]`` (NaN where absent), with the labels."""
+def score_tensor(folds: pl.DataFrame, tasks: Sequence[str] | None = None
+                 ) -> tuple[np.ndarray, list[str], list[str], list[str]]:
+    """``fold_scores`` rows -> ``x[arm, replicate, task, fold]`` (NaN where absent), with the labels; ``tasks``
+    fixes the task axis (default: first-appearance order)."""
     # several trials of one arm and seed (re-runs) pool into one replicate
-    tasks = folds["task"].unique(maintain_order=True).to_list()  # first-appearance order
-    folds = folds.group_by(["arm", "replicate", "task", "fold"]).agg(pl.col("value").mean())
+    tasks = list(tasks) if tasks is not None else folds["task"].unique(maintain_order=True).to_list()
+    folds = folds.filter(pl.col("task").is_in(tasks)).group_by(["arm", "replicate", "task", "fold"]).agg(
+        pl.col("value").mean())
     arms = sorted(folds["arm"].unique().to_list())
     reps = sorted(folds["replicate"].unique().to_list())
     # fold slots are numbered within each (arm, replicate, task) so any fold labels work
     f = folds.with_columns(pl.col("fold").rank("dense").over(["arm", "replicate", "task"]).cast(pl.Int64).alias("_f") - 1)
-    n_f = int(f["_f"].max()) + 1
+    n_f = int(f["_f"].max()) + 1 if f.height else 1
     x = np.full((len(arms), len(reps), len(tasks), n_f), np.nan)
     ai = f["arm"].replace_strict(arms, list(range(len(arms)))).to_numpy()
     ri = f["replicate"].replace_strict(reps, list(range(len(reps)))).to_numpy()
@@ -82,7 +76,8 @@ def score_tensor(folds: pl.DataFrame) -> tuple[np.ndarray, list[str], list[str],
 @dataclass
 class AblationTable(TableRendering):
     """All numbers of an ablation table; render with :meth:`to_markdown`, :meth:`to_latex`, :meth:`to_html`,
-    :meth:`to_csv` (:mod:`pathfm.analysis.table_render`)."""
+    :meth:`to_csv` (:mod:`pathfm.analysis.table_render`). Verdicts use the Holm-adjusted p-values
+    (``*_p_adj``) at :data:`alpha`; the unadjusted ones (``*_p``) are shown beside them."""
 
     arms: list[str]
     columns: list[str]  # tasks, then "Average", "IQM"
@@ -91,17 +86,18 @@ class AblationTable(TableRendering):
     hi: np.ndarray
     n_seeds: np.ndarray
     best: np.ndarray  # bool (A, C)
-    tied_with_best: np.ndarray  # bool (A, C): not significantly different from the best
+    tied_with_best: np.ndarray  # bool (A, C): no other arm significantly better (all pairs, Holm)
     baseline: str | None = None
     delta: np.ndarray | None = None
     delta_lo: np.ndarray | None = None
     delta_hi: np.ndarray | None = None
-    p_improve: np.ndarray | None = None
+    delta_p: np.ndarray | None = None  # paired t-test p, unadjusted
+    delta_p_adj: np.ndarray | None = None  # Holm over the arms compared with the baseline, per column
     metric: str = "balanced_accuracy"
     level: float = 0.95
     notes: list[str] = field(default_factory=list)
     digits: int = 3
-    comparisons: list[dict] = field(default_factory=list)  # {arm, reference, delta, lo, hi, p_improve, n_pairs}
+    comparisons: list[dict] = field(default_factory=list)  # {arm, reference, delta, lo, hi, p, p_adj, n_pairs}
     higher_is_better: bool = True
     seeds: dict[str, list[str]] = field(default_factory=dict)  # arm -> replicate labels (seeds) behind its cells
     trial_ids: dict[str, list[str]] = field(default_factory=dict)  # arm -> trial ids behind its cells
@@ -110,14 +106,20 @@ class AblationTable(TableRendering):
     ref_mean: np.ndarray | None = None
     ref_lo: np.ndarray | None = None
     ref_hi: np.ndarray | None = None
-    # arm - random_init, paired by seed and fold (A, C); None without random-init reference rows
+    ref_seeds: list[int] = field(default_factory=list)  # init seeds behind each reference row
+    # arm - random_init (Welch over seeds), (A, C); None without random-init reference rows
     untrained_delta: np.ndarray | None = None
     untrained_lo: np.ndarray | None = None
     untrained_hi: np.ndarray | None = None
-    untrained_pairs: np.ndarray | None = None
+    untrained_pairs: np.ndarray | None = None  # the arm's seeds in the test
+    untrained_p: np.ndarray | None = None
+    untrained_p_adj: np.ndarray | None = None
     reference_note: str | None = None  # why there is no untrained-network check, when there is none
     folds_per_task: dict[str, int] = field(default_factory=dict)  # evaluation folds behind each task's cells
     probe_seeds_per_task: dict[str, int] = field(default_factory=dict)  # probe seeds averaged in each fold
+    alpha: float = ALPHA
+    design: str = ""  # what the design can detect (pathfm.analysis.power.design_sentence)
+    variance: VarianceComponents | None = None
 
     # ---------------------------------------------------------------- statistics
     @property
@@ -140,28 +142,40 @@ class AblationTable(TableRendering):
         avg = self.mean[:, self.columns.index("Average")]
         return [self.arms[i] for i in np.argsort(-np.nan_to_num(avg, nan=-np.inf), kind="stable")]
 
+    def delta_verdicts(self, column: str = "Average") -> dict[str, str]:
+        """Per arm: ``better`` / ``worse`` than the baseline (Holm-adjusted p < alpha), ``unsure`` or ``n/a``;
+        ``{}`` without a baseline. The baseline itself is ``n/a``."""
+        if self.delta is None:
+            return {}
+        c = self.columns.index(column)
+        return {arm: verdict(self.delta[a, c], self.delta_p_adj[a, c], self.higher_is_better, self.alpha)
+                for a, arm in enumerate(self.arms)}
+
     def untrained_verdicts(self, column: str = "Average") -> dict[str, str]:
-        """Per arm: ``beats`` (paired CI of arm - random_init excludes 0 on the better side),
-        ``indistinguishable`` (CI contains 0), ``worse`` (CI excludes 0 on the worse side) or ``n/a`` (no CI:
-        fewer than two seeds); ``{}`` without random-init reference rows."""
+        """Per arm: ``beats`` random init (Holm-adjusted p < alpha, better side), ``indistinguishable``,
+        ``worse`` or ``n/a`` (fewer than two seeds); ``{}`` without random-init reference rows."""
         if self.untrained_delta is None:
             return {}
         c = self.columns.index(column)
         words = {"better": "beats", "worse": "worse", "unsure": "indistinguishable", "n/a": NA}
-        return {
-            arm: words[ci_verdict(self.untrained_delta[a, c], self.untrained_lo[a, c], self.untrained_hi[a, c],
-                                  self.higher_is_better)]
-            for a, arm in enumerate(self.arms)
-        }
+        return {arm: words[verdict(self.untrained_delta[a, c], self.untrained_p_adj[a, c], self.higher_is_better,
+                                   self.alpha)]
+                for a, arm in enumerate(self.arms)}
+
+
+def _holm_over_arms(t: Test, exclude: int | None = None) -> np.ndarray:
+    """Holm-adjusted p of ``t`` (A, C) over the arms of each column (``exclude``: an arm outside the family)."""
+    p = np.array(t.p, dtype=float)
+    if exclude is not None:
+        p[exclude] = np.nan
+    return holm(p, axis=0)
 
 
 def build_table(
     folds: pl.DataFrame,
     baseline: str | None = None,
     arms: Sequence[str] | None = None,
-    n_boot: int = 2000,
     level: float = 0.95,
-    seed: int = 0,
     sort: Literal["average", "name", "none"] = "average",
     higher_is_better: bool = True,
     metric: str | None = None,
@@ -169,37 +183,19 @@ def build_table(
     comparisons: Sequence[tuple[str, str]] = (),
     top: int | None = None,
     references: pl.DataFrame | None = None,
+    alpha: float = ALPHA,
 ) -> AblationTable:
     """Ablation table from ``fold_scores`` rows (columns ``arm, replicate, task, fold, value``).
 
-    ``comparisons``: planned (arm, reference) pairs, each reported as a paired difference with its CI.
-    ``top``: keep only the best ``top`` arms by Average (plus the baseline), e.g. for random searches.
-    ``references``: the honesty baselines per fold (``reference, task, fold, value``, from
-    :func:`pathfm.analysis.load.reference_fold_scores`): shown as reference rows, and every arm is tested
-    against ``random_init`` (paired by seed and fold: the untrained network's score on a fold is paired with
-    each seed's score on that fold)."""
+    ``comparisons``: planned (arm, reference) pairs, each a paired t-test, Holm over the planned pairs.
+    ``top``: keep only the best ``top`` arms by Average (plus the baseline), e.g. for random searches (the
+    Holm families are then still those of every arm).
+    ``references``: the honesty baselines per fold (``reference, replicate, task, fold, value``, from
+    :func:`pathfm.analysis.load.reference_fold_scores`; ``replicate``: random init's init seed): shown as
+    reference rows, and every arm is tested against ``random_init`` (Welch over seeds)."""
     if folds.is_empty():
         raise ResultsError("no scores to tabulate (the selection matched nothing)")
-    ref_names: list[str] = []
-    if references is not None and not references.is_empty():
-        present_tasks = folds["task"].unique().to_list()
-        ref = references.filter(pl.col("task").is_in(present_tasks))
-        ref_names = [r for r in ("random_init", "color_histogram") if r in ref["reference"].unique().to_list()]
-        ref_names += sorted(set(ref["reference"].unique().to_list()) - set(ref_names))
-        # one fixed network: its fold scores stand beside every replicate (seed) of the arms
-        reps = folds.select(pl.col("replicate").unique())
-        ref_rows = (ref.join(reps, how="cross")
-                    .select((pl.lit(REF_PREFIX) + pl.col("reference")).alias("arm"), "replicate", "task",
-                            pl.col("fold").cast(pl.Int64), pl.col("value").cast(pl.Float64)))
-        cols = ["arm", "replicate", "task", "fold", "value"]
-        folds_all = pl.concat([folds.select(cols).with_columns(pl.col("fold").cast(pl.Int64),
-                                                              pl.col("value").cast(pl.Float64)), ref_rows])
-    else:
-        folds_all = folds
-    x_all, names_all, _reps, tasks = score_tensor(folds_all)
-    arm_pos = [i for i, n in enumerate(names_all) if not n.startswith(REF_PREFIX)]
-    x, all_arms = x_all[arm_pos], [names_all[i] for i in arm_pos]
-    x_ref = x_all[[names_all.index(REF_PREFIX + r) for r in ref_names]]
+    x, all_arms, _reps, tasks = score_tensor(folds)
     notes: list[str] = []
     if arms:
         unknown = [a for a in arms if a not in all_arms]
@@ -207,33 +203,32 @@ def build_table(
             raise ResultsError(f"arm(s) {unknown} not in the results (arms present: {all_arms})")
         keep = [all_arms.index(a) for a in arms]
         x, all_arms = x[keep], list(arms)
-    n_arms = len(all_arms)
-    x_full = np.concatenate([x, x_ref], axis=0)  # arms first: the references only join the shared draws
     if baseline is not None and baseline not in all_arms:
         raise ResultsError(
             f"baseline arm '{baseline}' is not in the results (arms present: {all_arms}); "
             "pass --baseline with one of these, or fix baseline_arm in sweep_meta.json"
         )
-    s = summarise(x_full, tasks, n_boot=n_boot, seed=seed)  # the draws of the arms do not depend on the references
-    lo_full, hi_full = ci_from_summary(s, level)
-    lo, hi = lo_full[:n_arms], hi_full[:n_arms]
-    point = s.point[:n_arms]
+    v = seed_columns(x)  # (A, S, C): the per-seed values every statistic below uses
+    columns = list(tasks) + ["Average", "IQM"]
+    point, lo, hi, n_seeds = t_interval(np.moveaxis(v, 1, -1), level)  # (A, C)
     sign = 1.0 if higher_is_better else -1.0
-    seed_cols = per_seed_columns(x_full)
     score = np.nan_to_num(sign * point, nan=-np.inf)
-    best_idx = np.argmax(score, axis=0)
-    best = (score == score[best_idx, np.arange(score.shape[1])][None]) & np.isfinite(point)
-    vs_best = _arms_only(paired_difference(s, seed_cols, best_idx, level), n_arms)
-    tied = (~best) & np.isfinite(vs_best.lo) & (vs_best.lo <= 0) & (vs_best.hi >= 0)
+    best = (score == score.max(axis=0, keepdims=True)) & np.isfinite(point)
+    has_ci = np.isfinite(lo)
+    tied = (~best) & has_ci & ~pairwise_worse(v, higher_is_better, alpha)
+    b = all_arms.index(baseline) if baseline is not None else None
+    vc = variance_components(x, b)
+    n_family = (len(all_arms) - 1) if b is not None else max(len(all_arms) - 1, 1)
     table = AblationTable(
-        arms=all_arms, columns=s.columns, mean=point, lo=lo, hi=hi, n_seeds=s.n_seeds[:n_arms], best=best,
+        arms=all_arms, columns=columns, mean=point, lo=lo, hi=hi, n_seeds=n_seeds, best=best,
         tied_with_best=tied, baseline=baseline, metric=metric or ",".join(sorted(folds["metric"].unique().to_list())),
         level=level, notes=notes, digits=digits, higher_is_better=higher_is_better,
         seeds=_labels_per_arm(folds, "replicate", all_arms), trial_ids=_labels_per_arm(folds, "trial_id", all_arms),
         folds_per_task=dict(folds.group_by("task").agg(pl.col("fold").n_unique()).iter_rows()),
-        probe_seeds_per_task=probe_seeds_per_task(folds),
+        probe_seeds_per_task=probe_seeds_per_task(folds), alpha=alpha,
+        design=design_sentence(vc, n_family, alpha, digits=digits), variance=vc,
     )
-    single = [a for i, a in enumerate(all_arms) if s.n_seeds[i].max() < 2]
+    single = [a for i, a in enumerate(all_arms) if n_seeds[i].max() < 2]
     if single:
         notes.append(
             f"CI n/a for {len(single)} arm(s) with a single seed ({'; '.join(single[:5])}{'; ...' if len(single) > 5 else ''}); "
@@ -242,49 +237,75 @@ def build_table(
     incomplete = [a for i, a in enumerate(all_arms) if np.isnan(point[i, -2])]
     if incomplete:
         notes.append(f"Average n/a for arm(s) {incomplete}: no seed has every task {tasks}.")
-    if ref_names:
-        table.references = ref_names
-        table.ref_mean, table.ref_lo, table.ref_hi = s.point[n_arms:], lo_full[n_arms:], hi_full[n_arms:]
-        if "random_init" in ref_names:
-            u = _arms_only(paired_difference(s, seed_cols, n_arms + ref_names.index("random_init"), level,
-                                             higher_is_better), n_arms)
-            table.untrained_delta, table.untrained_lo, table.untrained_hi, table.untrained_pairs = u.delta, u.lo, u.hi, u.n_pairs
-    if baseline is not None:
-        b = all_arms.index(baseline)
-        d = _arms_only(paired_difference(s, seed_cols, b, level, higher_is_better), n_arms)
-        for arr in (d.delta, d.lo, d.hi, d.p_improve):
+    if references is not None and not references.is_empty():
+        _add_references(table, references, v, tasks, level)
+    if b is not None:
+        d = paired_t(np.moveaxis(v, 1, -1), np.moveaxis(v[b], 0, -1)[None], level)
+        p_adj = _holm_over_arms(d, exclude=b)
+        for arr in (d.delta, d.lo, d.hi, d.p):
             arr[b] = np.nan  # the baseline is not compared with itself
-        table.delta, table.delta_lo, table.delta_hi, table.p_improve = d.delta, d.lo, d.hi, d.p_improve
-        unpaired = [a for i, a in enumerate(all_arms) if i != b and d.n_pairs[i, -2] == 0]
+        table.delta, table.delta_lo, table.delta_hi, table.delta_p, table.delta_p_adj = d.delta, d.lo, d.hi, d.p, p_adj
+        unpaired = [a for i, a in enumerate(all_arms) if i != b and d.n[i, -2] == 0]
         if unpaired:
             notes.append(f"Δ n/a for arm(s) {unpaired}: no seed shared with the baseline '{baseline}'.")
-    for arm, ref in comparisons:
-        missing = [a for a in (arm, ref) if a not in all_arms]
-        if missing:
-            raise ResultsError(f"comparison {arm} vs {ref}: arm(s) {missing} not in the results (arms present: {all_arms})")
-        d = _arms_only(paired_difference(s, seed_cols, all_arms.index(ref), level, higher_is_better), n_arms)
-        i = all_arms.index(arm)
-        table.comparisons.append({"arm": arm, "reference": ref, "delta": d.delta[i], "lo": d.lo[i], "hi": d.hi[i],
-                                  "p_improve": d.p_improve[i], "n_pairs": d.n_pairs[i]})
+    _add_comparisons(table, comparisons, v, level)
     order = list(range(len(all_arms)))
     if sort == "average":
         order = [all_arms.index(a) for a in table.rank()]
     elif sort == "name":
         order = sorted(order, key=lambda i: all_arms[i])
-    if baseline is not None and sort != "none":
-        b = all_arms.index(baseline)
+    if b is not None and sort != "none":
         order = [b] + [i for i in order if i != b]
     if top is not None and len(order) > top:
         ranked = [all_arms.index(a) for a in table.rank()][:top]
-        keep = set(ranked) | ({all_arms.index(baseline)} if baseline is not None else set())
+        keep = set(ranked) | ({b} if b is not None else set())
         notes.append(f"Showing the best {top} of {len(order)} arms by Average" + (" (and the baseline)." if baseline else "."))
         order = [i for i in order if i in keep]
     return _reorder(table, order)
 
 
-def _arms_only(d: Difference, n_arms: int) -> Difference:
-    """A :class:`Difference` restricted to the arms (the reference rows follow them in the score tensor)."""
-    return Difference(d.delta[:n_arms], d.lo[:n_arms], d.hi[:n_arms], d.p_improve[:n_arms], d.n_pairs[:n_arms])
+def _add_references(table: AblationTable, references: pl.DataFrame, v: np.ndarray, tasks: list[str],
+                    level: float) -> None:
+    """Reference rows (mean and t interval over init seeds) and the untrained-network check (Welch, Holm)."""
+    ref = references.filter(pl.col("task").is_in(tasks))
+    if ref.is_empty():
+        return
+    if "replicate" not in ref.columns:
+        ref = ref.with_columns(pl.lit("0").alias("replicate"))
+    present = ref["reference"].unique().to_list()
+    names = [r for r in ("random_init", "color_histogram") if r in present] + sorted(set(present) - {"random_init", "color_histogram"})
+    xr, ref_names, _, _ = score_tensor(ref.rename({"reference": "arm"}), tasks)
+    xr = xr[[ref_names.index(n) for n in names]]
+    vr = seed_columns(xr)  # (R, init seeds, C)
+    m, lo, hi, n = t_interval(np.moveaxis(vr, 1, -1), level)
+    table.references, table.ref_mean, table.ref_lo, table.ref_hi = names, m, lo, hi
+    table.ref_seeds = [int(k.max()) for k in n]
+    if "random_init" not in names:
+        return
+    r = names.index("random_init")
+    t = welch_t(np.moveaxis(v, 1, -1), np.moveaxis(vr[r], 0, -1)[None], level)
+    table.untrained_delta, table.untrained_lo, table.untrained_hi, table.untrained_pairs = t.delta, t.lo, t.hi, t.n
+    table.untrained_p, table.untrained_p_adj = t.p, _holm_over_arms(t)
+    if table.ref_seeds[r] < 2:
+        table.notes.append("random init was evaluated at one init seed only, so the untrained-network check treats "
+                           "it as a fixed value and leaves out its own init variance (a sweep evaluates it at "
+                           "several: run `pathfm sweep reference DIR` again).")
+
+
+def _add_comparisons(table: AblationTable, comparisons: Sequence[tuple[str, str]], v: np.ndarray, level: float) -> None:
+    """The planned comparisons (paired t-tests), Holm over the planned pairs of each column."""
+    tests = []
+    for arm, ref in comparisons:
+        missing = [a for a in (arm, ref) if a not in table.arms]
+        if missing:
+            raise ResultsError(f"comparison {arm} vs {ref}: arm(s) {missing} not in the results (arms present: {table.arms})")
+        tests.append(paired_t(v[table.arms.index(arm)].T, v[table.arms.index(ref)].T, level))  # (C,)
+    if not tests:
+        return
+    p_adj = holm(np.stack([t.p for t in tests]), axis=0)
+    for (arm, ref), t, pa in zip(comparisons, tests, p_adj):
+        table.comparisons.append({"arm": arm, "reference": ref, "delta": t.delta, "lo": t.lo, "hi": t.hi,
+                                  "p": t.p, "p_adj": pa, "n_pairs": t.n})
 
 
 def _labels_per_arm(folds: pl.DataFrame, col: str, arms: Sequence[str]) -> dict[str, list[str]]:
@@ -298,8 +319,9 @@ def _labels_per_arm(folds: pl.DataFrame, col: str, arms: Sequence[str]) -> dict[
 
 def _reorder(t: AblationTable, order: list[int]) -> AblationTable:
     idx = np.asarray(order)
-    for name in ("mean", "lo", "hi", "n_seeds", "best", "tied_with_best", "delta", "delta_lo", "delta_hi", "p_improve",
-                 "untrained_delta", "untrained_lo", "untrained_hi", "untrained_pairs"):
+    for name in ("mean", "lo", "hi", "n_seeds", "best", "tied_with_best", "delta", "delta_lo", "delta_hi", "delta_p",
+                 "delta_p_adj", "untrained_delta", "untrained_lo", "untrained_hi", "untrained_pairs", "untrained_p",
+                 "untrained_p_adj"):
         v = getattr(t, name)
         if v is not None:
             setattr(t, name, v[idx])
@@ -312,9 +334,7 @@ def table_from_results(
     sel=None,
     baseline: str | None = None,
     arms: Sequence[str] | None = None,
-    n_boot: int = 2000,
     level: float = 0.95,
-    seed: int = 0,
     sort: Literal["average", "name", "none"] | None = None,
     normalise: str | None = None,
     ceiling: str | float = 1.0,
@@ -403,9 +423,24 @@ def table_from_results(
         if refs is not None:
             refs = rescale(refs, floor, top_ref)
     metric = ",".join(sel.metrics) + (f" (normalised: {normalise} = 0, {ceiling} = 1)" if normalise is not None else "")
-    table = build_table(folds, baseline=baseline, arms=arms, n_boot=n_boot, level=level, seed=seed, sort=sort,
+    table = build_table(folds, baseline=baseline, arms=arms, level=level, sort=sort,
                         higher_is_better=not lower_is_better, metric=metric, digits=digits,
                         comparisons=[(a, r) for a, r in pairs if arms is None or (a in arms and r in arms)], top=top,
                         references=refs)
     table.reference_note = note
     return table
+
+
+def power_from_results(results, sel=None, baseline: str | None = None, effect: float | None = None,
+                       alpha: float = ALPHA, power: float = 0.8) -> str:
+    """The text of ``pathfm analyze power``: the variance components of a pilot's results (its ablation
+    table's arms and seeds), the minimum detectable effect at several seed counts and, with ``effect``, the
+    seeds that effect needs (:func:`pathfm.analysis.power.power_report`)."""
+    from pathfm.analysis.power import power_report
+
+    table = table_from_results(results, sel, baseline=baseline)
+    n_comparisons = max(len(table.arms) - 1, 1)
+    head = (f"Pilot: {len(table.arms)} arms ({', '.join(table.arms)})"
+            + (f", baseline '{table.baseline}'" if table.baseline else ", no baseline") + f"; metric {table.metric}.\n")
+    return head + power_report(table.variance, n_comparisons, effect=effect, alpha=alpha, power=power,
+                               digits=table.digits)

@@ -1,8 +1,9 @@
 """The picture of an ablation table: per arm (rows in the table's order, baseline first) the mean score over
-seeds with its bootstrap CI, and beside it the paired difference to the baseline with its paired-bootstrap
-CI, a line at 0 and the arms whose CI excludes 0 highlighted. The reference rows (random init: the same
-architecture untrained; colour histograms) are vertical lines with their fold CI as a band in the score
-panel, and arms that do not beat the untrained network are marked. Every number is read from the
+seeds with its t interval, and beside it the paired difference to the baseline with its t interval, a line at
+0 and the arms whose difference is significant after Holm's correction highlighted. The reference rows
+(random init: the same architecture untrained, over its init seeds; colour histograms) are vertical lines
+with their interval as a band in the score panel, and arms that do not beat the untrained network are
+marked. Every number is read from the
 :class:`~pathfm.analysis.table.AblationTable` (nothing is recomputed), so figure and table always agree.
 """
 
@@ -15,7 +16,6 @@ from typing import Any, Literal
 import numpy as np
 
 from pathfm.analysis.load import ResultsError
-from pathfm.analysis.stats import ci_verdict
 from pathfm.analysis.table import AblationTable
 from pathfm.analysis.table_render import NA, REFERENCE_LABELS, UNTRAINED_TEXT
 
@@ -33,18 +33,10 @@ def _finite(*vs: float) -> bool:
 
 
 def significance(table: AblationTable, column: str = "Average") -> dict[str, str]:
-    """Per arm: ``better`` / ``worse`` (paired CI of Δ excludes 0, direction by ``higher_is_better``),
-    ``unsure`` (CI contains 0), ``n/a`` (no CI: one seed or no shared seed) or ``baseline``."""
-    if table.delta is None:
-        return {}
-    c = table.columns.index(column)
-    out = {}
-    for a, arm in enumerate(table.arms):
-        if arm == table.baseline:
-            out[arm] = "baseline"
-        else:
-            out[arm] = ci_verdict(table.delta[a, c], table.delta_lo[a, c], table.delta_hi[a, c], table.higher_is_better)
-    return out
+    """Per arm: ``better`` / ``worse`` (paired t-test of Δ, Holm-adjusted p below alpha, direction by
+    ``higher_is_better``), ``unsure``, ``n/a`` (fewer than 2 shared seeds) or ``baseline``."""
+    verdicts = table.delta_verdicts(column)
+    return {arm: "baseline" if arm == table.baseline else v for arm, v in verdicts.items()}
 
 
 def figure_caption(table: AblationTable, column: str = "Average") -> str:
@@ -52,13 +44,14 @@ def figure_caption(table: AblationTable, column: str = "Average") -> str:
     c = table.columns.index(column)
     lvl = int(round(table.level * 100))
     no_ci = [arm for a, arm in enumerate(table.arms) if not _finite(table.lo[a, c], table.hi[a, c])]
-    text = (f"{column} {table.metric} per arm (mean over seeds; bars: {lvl}% bootstrap CI, {table.variance_note()}; "
+    text = (f"{column} {table.metric} per arm (mean over seeds; bars: {lvl}% CI, {table.variance_note()}; "
             "the same numbers as the table).")
     if table.delta is not None:
         sig = significance(table, column)
         hits = [a for a, s in sig.items() if s in ("better", "worse")]
-        text += (f" Right: Δ = arm minus baseline '{table.baseline}', paired by seed, with its {lvl}% paired-bootstrap "
-                 "CI; coloured: CI excludes 0 (blue better, vermillion worse)"
+        text += (f" Right: Δ = arm minus baseline '{table.baseline}', paired by seed, with its {lvl}% t interval; "
+                 f"coloured: paired t-test significant after Holm over the arms (α = {table.alpha}; blue better, "
+                 "vermillion worse)"
                  + (f": {', '.join(hits)}." if hits else "; none here."
                     if any(v == "unsure" for v in sig.values()) else f"; Δ CI {NA} for every arm."))
     else:
@@ -67,13 +60,13 @@ def figure_caption(table: AblationTable, column: str = "Average") -> str:
         text += f" CI {NA} (single seed, point only) for: {', '.join(no_ci)}."
     if table.references:
         text += (" Vertical lines: reference rows (" + ", ".join(REFERENCE_LABELS.get(r, r) for r in table.references)
-                 + ") on the same tasks and folds, band: their CI over folds.")
+                 + ") on the same tasks and folds, band: random init's CI over its init seeds.")
     if table.untrained_delta is not None:
         v = table.untrained_verdicts(column)
         flagged = [a for a, x in v.items() if x in ("indistinguishable", "worse")]
-        text += (f" Marked '{UNTRAINED_MARK.strip()}': the paired CI of arm minus random init contains 0 or lies below "
-                 f"(not distinguishable from an untrained network): {', '.join(flagged)}." if flagged else
-                 " Every arm with a CI beats random init (paired CI of arm minus random init above 0).")
+        text += (f" Marked '{UNTRAINED_MARK.strip()}': not shown to beat random init (Welch t-test over seeds, Holm "
+                 f"over the arms): {', '.join(flagged)}." if flagged else
+                 " Every arm with a CI beats random init (Welch t-test over seeds, Holm over the arms).")
     elif table.reference_note:
         text += " " + table.reference_note[0].upper() + table.reference_note[1:]
     return text
@@ -143,7 +136,7 @@ def plot_table(table: AblationTable, stem: str | Path, column: str = "Average",
 
 
 def _reference_lines(ax, table: AblationTable, c: int) -> list:
-    """A vertical line per reference row at its mean (band: its CI over folds); returns legend handles."""
+    """A vertical line per reference row at its mean (band: its CI over init seeds, when there are several); returns legend handles."""
     from matplotlib.lines import Line2D
 
     handles = []
@@ -193,12 +186,12 @@ def _delta_panel(ax, table: AblationTable, c: int, score_ax) -> list:
     ax.set_xlim(min(left, -0.15 * span), max(right, 0.15 * span))
     lvl = int(round(table.level * 100))
     ax.set_xlabel(f"Δ {table.columns[c]} vs baseline '{table.baseline}'")
-    ax.set_title(f"Paired by seed, {lvl}% paired-bootstrap CI", loc="left")
+    ax.set_title(f"Paired by seed, {lvl}% t interval; colour: Holm-adjusted p < {table.alpha}", loc="left")
     better_word = "higher" if table.higher_is_better else "lower"
     worse_word = "lower" if table.higher_is_better else "higher"
-    legend = [("better", BETTER, BETTER, f"CI excludes 0 ({better_word}: better)"),
-              ("worse", WORSE, WORSE, f"CI excludes 0 ({worse_word}: worse)"),
-              ("unsure", UNSURE, "white", "CI contains 0"),
+    legend = [("better", BETTER, BETTER, f"significant ({better_word}: better)"),
+              ("worse", WORSE, WORSE, f"significant ({worse_word}: worse)"),
+              ("unsure", UNSURE, "white", "not significant"),
               (NA, UNSURE, "white", f"single seed: CI {NA}")]
     return [Line2D([], [], marker="o", ls="", color=col, mfc=face, label=text)
             for kind, col, face, text in legend if kind in drawn]
@@ -215,7 +208,8 @@ def _caption_data(table: AblationTable, column: str) -> dict[str, Any]:
              "ci_low": _num(table.lo[a, c]), "ci_high": _num(table.hi[a, c])}
         if table.delta is not None:
             r.update(delta=_num(table.delta[a, c]), delta_ci_low=_num(table.delta_lo[a, c]),
-                     delta_ci_high=_num(table.delta_hi[a, c]), significance=sig[arm])
+                     delta_ci_high=_num(table.delta_hi[a, c]), p=_num(table.delta_p[a, c]),
+                     p_holm=_num(table.delta_p_adj[a, c]), significance=sig[arm])
         if table.untrained_delta is not None:
             r.update(delta_random_init=_num(table.untrained_delta[a, c]),
                      delta_random_init_ci_low=_num(table.untrained_lo[a, c]),

@@ -28,6 +28,11 @@ UNTRAINED_TEXT = {
 }
 
 
+def _p(p: float) -> str:
+    """A p-value with two significant digits (``<0.0001`` below that)."""
+    return "<0.0001" if p < 1e-4 else f"{p:.2g}" if p < 0.01 else f"{p:.2f}"
+
+
 def _tex_minus(cell: str) -> str:
     """A typographic minus for negative numbers in LaTeX cells (``-0.017`` -> ``$-$0.017``)."""
     return re.sub(r"(?<![\w.$])-(?=\d)", r"$-$", cell)
@@ -43,6 +48,13 @@ class TableRendering:
 
     def _fmt_signed(self, v: float) -> str:
         return NA if v is None or not math.isfinite(v) else f"{v:+.{self.digits}f}"
+
+    def _fmt_p(self, p_adj: float, p: float) -> str:
+        """``0.012* (0.004)``: the Holm-adjusted p-value (``*`` below alpha) and the unadjusted one."""
+        if p_adj is None or not math.isfinite(p_adj):
+            return NA
+        star = "*" if p_adj < self.alpha else ""
+        return f"{_p(p_adj)}{star} ({_p(p)})"
 
     def _ci(self, lo: float, hi: float, signed: bool = False) -> str:
         if not (math.isfinite(lo) and math.isfinite(hi)):
@@ -88,23 +100,28 @@ class TableRendering:
         difference to random init per task and on the Average, with its CI, and the verdict."""
         if self.untrained_delta is None:
             return (f"**Untrained-network check:** {self.reference_note}\n" if self.reference_note else "")
-        cols = self.columns[:-1]  # tasks and Average (IQM is not a per-seed quantity)
-        head = ["Arm", "Seeds"] + [f"Δ {c} vs random init" for c in cols] + ["Verdict"]
-        lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---", "---:"] + ["---:"] * len(cols) + ["---"]) + "|"]
+        cols = self.columns[:-1]  # tasks and Average
+        avg = self.columns.index("Average")
+        head = ["Arm", "Seeds"] + [f"Δ {c} vs random init" for c in cols] + ["p Average, Holm (raw)", "Verdict"]
+        lines = ["| " + " | ".join(head) + " |",
+                 "|" + "|".join(["---", "---:"] + ["---:"] * len(cols) + ["---:", "---"]) + "|"]
         verdicts = self.untrained_verdicts()
         for a, arm in enumerate(self.arms):
             cells = [self._arm_label(arm), str(int(self.untrained_pairs[a, len(cols) - 1]))]
             for c in range(len(cols)):
                 cells.append(self._fmt_signed(self.untrained_delta[a, c]) + " "
                              + self._ci(self.untrained_lo[a, c], self.untrained_hi[a, c], signed=True))
+            cells.append(self._fmt_p(self.untrained_p_adj[a, avg], self.untrained_p[a, avg]))
             v = verdicts[arm]
             text = UNTRAINED_TEXT[v]
             cells.append(f"**⚠ {text}**" if v in ("indistinguishable", "worse") else text)
             lines.append("| " + " | ".join(cells) + " |")
         lvl = int(self.level * 100)
+        n_init = self.ref_seeds[self.references.index("random_init")] if self.ref_seeds else 1
         return ("**Untrained-network check** (before any comparison between arms): Δ = arm minus random init (the "
-                "same architecture, untrained, on the same tasks and folds), paired by seed and fold, "
-                f"{lvl}% paired-bootstrap CI. " + self.untrained_summary() + "\n\n" + "\n".join(lines) + "\n")
+                f"same architecture, untrained, at {n_init} init seed{'s' if n_init != 1 else ''}, on the same tasks "
+                f"and folds), {lvl}% Welch t interval over seeds; the verdict is Welch's t-test on the Average, Holm over "
+                f"the arms (* = adjusted p < {self.alpha}). " + self.untrained_summary() + "\n\n" + "\n".join(lines) + "\n")
 
     def _ref_cells(self, r: int, c: int) -> tuple[str, str]:
         val = self._fmt(self.ref_mean[r, c])
@@ -136,24 +153,30 @@ class TableRendering:
         if self.arms[a] == self.baseline:
             return "baseline", ""
         d = self._fmt_signed(self.delta[a, c]) + " " + self._ci(self.delta_lo[a, c], self.delta_hi[a, c], signed=True)
-        p = self.p_improve[a, c]
-        return d, (NA if not math.isfinite(p) else f"{p:.2f}")
+        return d, self._fmt_p(self.delta_p_adj[a, c], self.delta_p[a, c])
 
     def _caption(self) -> str:
         parts = [
             f"Metric: {self.metric}; cells: mean over seeds"
-            + (f" [{int(self.level * 100)}% bootstrap CI; {self.variance_note()}]" if self.has_ci else "")
-            + ". Average: mean over tasks; IQM: interquartile mean over (seed, task) scores.",
-            "Bold: best in column; underlined: not significantly different from the best (paired bootstrap CI of the difference contains 0).",
+            + (f" [{int(self.level * 100)}% CI, {self.variance_note()}]" if self.has_ci else "")
+            + ". Average: mean over tasks; IQM: per seed, interquartile mean over tasks.",
+            "Bold: best in column; underlined: no other arm significantly better (paired t-tests of all pairs over "
+            f"shared seeds, Holm over the pairs, α = {self.alpha}).",
         ]
         if self.baseline is not None:
             parts.append(
-                f"Δ: Average minus baseline '{self.baseline}', paired by seed, with its CI; P(Δ>0): bootstrap probability of improvement."
+                f"Δ: Average minus baseline '{self.baseline}', paired by seed, with its {int(self.level * 100)}% t "
+                f"interval; p: paired t-test, Holm-adjusted over the arms (* = below {self.alpha}), unadjusted in brackets."
             )
         if self.references:
+            n_init = max(self.ref_seeds) if self.ref_seeds else 1
             parts.append("Reference rows (not ranked): "
                          + ", ".join(REFERENCE_LABELS.get(r, r) for r in self.references)
-                         + ", evaluated once on the same tasks and folds; their CI reflects the folds only.")
+                         + " on the same tasks and folds"
+                         + (f"; random init's CI is over its {n_init} init seeds." if n_init >= 2 else
+                            "; evaluated once (no CI)."))
+        if self.design:
+            parts.append(self.design)
         return " ".join(parts)
 
     # ---------------------------------------------------------------- renderers
@@ -161,7 +184,7 @@ class TableRendering:
         """The table; ``untrained``: the untrained-network check first (before any comparison of arms)."""
         head = ["Arm", "Seeds"] + self.columns
         if self.delta is not None:
-            head += ["Δ Average", "P(Δ>0)"]
+            head += ["Δ Average", "p (Holm; raw)"]
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
         for a, arm in enumerate(self.arms):
             cells = [self._arm_label(arm), self.seeds_label(a)]
@@ -196,7 +219,7 @@ class TableRendering:
         ncols = len(self.columns) + 2 + (2 if self.delta is not None else 0)
         head = ["Arm", "$n$"] + [esc(c) for c in self.columns]
         if self.delta is not None:
-            head += [r"$\Delta$ Average", r"$P(\Delta>0)$"]
+            head += [r"$\Delta$ Average", r"$p$ (Holm; raw)"]
         out = [r"% requires \usepackage{booktabs}", r"\begin{table}[t]", r"\centering", r"\small",
                r"\begin{tabular}{l" + "r" * (ncols - 1) + "}", r"\toprule", " & ".join(head) + r" \\", r"\midrule"]
         for a, arm in enumerate(self.arms):
@@ -224,17 +247,17 @@ class TableRendering:
             for cmp in self.comparisons:
                 cells = self._comparison_cells(cmp)
                 row = [esc(f"{cmp['arm']} vs {cmp['reference']}"), str(int(cmp["n_pairs"][len(self.columns) - 2]))]
-                if self.delta is not None:  # Δ per task under the tasks, Δ Average under Average, P under P(Δ>0)
+                if self.delta is not None:  # Δ per task under the tasks, Δ Average under Average, p under p
                     row += cells[:-1] + ["", "", cells[-1]]
                 else:
-                    row += cells[:-2] + [f"{cells[-2]} (P={cells[-1]})", ""]
+                    row += cells[:-2] + [f"{cells[-2]} (p={cells[-1]})", ""]
                 out.append(" & ".join(row[:2] + [_tex_minus(c) for c in row[2:]]) + r" \\")
         caption = self._caption() + (" Untrained-network check: " + self.untrained_summary() if self.untrained_summary() else "")
         out += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{esc(caption)}}}", r"\end{table}"]
         return "\n".join(out) + "\n"
 
     def to_html(self, untrained: bool = True) -> str:
-        head = ["Arm", "Seeds"] + self.columns + (["Δ Average", "P(Δ>0)"] if self.delta is not None else [])
+        head = ["Arm", "Seeds"] + self.columns + (["Δ Average", "p (Holm; raw)"] if self.delta is not None else [])
         rows = []
         if untrained and (check := self.untrained_markdown()):
             from pathfm.analysis.markdown import md_table_to_html
@@ -267,20 +290,21 @@ class TableRendering:
 
     def _comparison_cells(self, cmp: dict) -> list[str]:
         cells = []
-        for c in range(len(self.columns) - 1):  # tasks and Average (IQM is not a per-seed quantity)
+        for c in range(len(self.columns) - 1):  # tasks and Average
             cells.append(self._fmt_signed(cmp["delta"][c]) + " " + self._ci(cmp["lo"][c], cmp["hi"][c], signed=True))
-        p = cmp["p_improve"][len(self.columns) - 2]
-        return cells + [NA if not math.isfinite(p) else f"{p:.2f}"]
+        avg = len(self.columns) - 2
+        return cells + [self._fmt_p(cmp["p_adj"][avg], cmp["p"][avg])]
 
     def comparisons_markdown(self) -> str:
         """The study's planned comparisons (arm vs its reference), paired by seed."""
-        head = ["Comparison", "Pairs"] + [f"Δ {c}" for c in self.columns[:-1]] + ["P(Δ>0)"]
+        head = ["Comparison", "Pairs"] + [f"Δ {c}" for c in self.columns[:-1]] + ["p Average (Holm; raw)"]
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
         for cmp in self.comparisons:
             n = int(cmp["n_pairs"][len(self.columns) - 2])
             lines.append("| " + " | ".join([f"{cmp['arm']} vs {cmp['reference']}", str(n)] + self._comparison_cells(cmp)) + " |")
         return ("\n".join(lines) + "\n\nPlanned comparisons: difference arm minus reference per column, paired by seed, "
-                f"{int(self.level * 100)}% paired-bootstrap CI; P(Δ>0) for the Average.\n")
+                f"{int(self.level * 100)}% t interval; p: paired t-test on the Average, Holm-adjusted over the planned "
+                f"comparisons (* = below {self.alpha}), unadjusted in brackets.\n")
 
     def to_frame(self) -> pl.DataFrame:
         """Long form: one row per (arm, column) with every number of the table."""
@@ -295,13 +319,14 @@ class TableRendering:
                 }
                 if self.delta is not None:
                     r.update(delta=self.delta[a, c], delta_ci_low=self.delta_lo[a, c],
-                             delta_ci_high=self.delta_hi[a, c], p_improve=self.p_improve[a, c])
+                             delta_ci_high=self.delta_hi[a, c], p=self.delta_p[a, c], p_holm=self.delta_p_adj[a, c])
                 recs.append(r)
         if self.untrained_delta is not None:
             verdicts = {col: self.untrained_verdicts(col) for col in self.columns[:-1]}
             for r, (a, c) in zip(recs, [(a, c) for a in range(len(self.arms)) for c in range(len(self.columns))]):
                 r.update(delta_random_init=self.untrained_delta[a, c], delta_random_init_ci_low=self.untrained_lo[a, c],
-                         delta_random_init_ci_high=self.untrained_hi[a, c],
+                         delta_random_init_ci_high=self.untrained_hi[a, c], p_random_init=self.untrained_p[a, c],
+                         p_holm_random_init=self.untrained_p_adj[a, c],
                          vs_random_init=verdicts.get(self.columns[c], {}).get(self.arms[a]))
         for r_i, name in enumerate(self.references):
             for c, col in enumerate(self.columns):
@@ -312,7 +337,7 @@ class TableRendering:
             for c, col in enumerate(self.columns[:-1]):
                 recs.append({"arm": cmp["arm"], "column": col, "metric": self.metric, "baseline": cmp["reference"],
                              "delta": cmp["delta"][c], "delta_ci_low": cmp["lo"][c], "delta_ci_high": cmp["hi"][c],
-                             "p_improve": cmp["p_improve"][c], "n_seeds": int(cmp["n_pairs"][c])})
+                             "p": cmp["p"][c], "p_holm": cmp["p_adj"][c], "n_seeds": int(cmp["n_pairs"][c])})
         frame = pl.DataFrame(recs, infer_schema_length=None)
         frame = frame.with_columns(pl.when(pl.col("mean").is_null() & pl.col("delta").is_not_null()).then(pl.lit("comparison"))
                                    .otherwise(pl.lit("cell")).alias("row_type")) if "delta" in frame.columns else \

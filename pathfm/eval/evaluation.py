@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from pathfm.errors import PathfmError
-from pathfm.eval.backbones import Backbone
+from pathfm.eval.backbones import RANDOM_INIT_SEED, Backbone
 from pathfm.eval.sources import load_source
 from pathfm.eval.features import (
     POOLINGS,
@@ -62,8 +62,11 @@ def task_label(name: str, *, resize: int | None = None, pooling: str = "cls+mean
 
 
 def probe_rows(feats: dict[str, np.ndarray], samples: TaskSamples, probes: Sequence[str], seeds: Sequence[int], *,
-               source: str, step: int, task: str | None = None) -> list[dict]:
-    """One tidy row per (backbone kind, probe, fold, metric)."""
+               source: str, step: int, task: str | None = None,
+               backbones: dict[str, tuple[str, int | None]] | None = None) -> list[dict]:
+    """One tidy row per (backbone kind, probe, fold, metric). ``backbones`` maps a key of ``feats`` to its
+    ``(backbone, init_seed)`` (default: the key itself, no init seed)."""
+    backbones = backbones or {}
     rows = []
     groups = samples.sample_groups()
     n_classes = samples.task.n_classes
@@ -71,19 +74,20 @@ def probe_rows(feats: dict[str, np.ndarray], samples: TaskSamples, probes: Seque
         folds = samples.folds(seed)
         for fi, (tr, te) in enumerate(folds):
             for probe in probes:
-                for kind, x in feats.items():
+                for key, x in feats.items():
+                    kind, init_seed = backbones.get(key, (key, None))
                     res = run_probe(probe, x[tr], samples.labels[tr], x[te], n_classes=n_classes, groups=groups[tr],
                                     seed=seed)
                     for metric, value in classification_metrics(samples.labels[te], res.y_pred, n_classes).items():
                         rows.append(dict(source=source, backbone=kind, task=task or samples.task.name, probe=probe,
                                          fold=si * len(folds) + fi, metric=metric, value=value, step=step,
-                                         n_train=len(tr), n_test=len(te), probe_seed=seed))
+                                         n_train=len(tr), n_test=len(te), probe_seed=seed, init_seed=init_seed))
     return rows
 
 
 def evaluate(source, tasks: str | Sequence = DEFAULT_TASKS, probes: str | Sequence[str] = ("linear", "knn"),
              seeds: int | Sequence[int] = (0,), *, baselines: bool = True, trained: bool = True,
-             pooling: str = "cls+mean",
+             random_init_seeds: Sequence[int] = (RANDOM_INIT_SEED,), pooling: str = "cls+mean",
              resize: int | str | None = None, n_folds: int | None = None, batch_size: int = 64,
              device: str | None = "auto", cache_dir: str | Path | None = "auto", output: str | Path | None = "auto",
              progress: bool = True, verbose: bool = True):
@@ -94,8 +98,9 @@ def evaluate(source, tasks: str | Sequence = DEFAULT_TASKS, probes: str | Sequen
     they are appended to ``<run_dir>/eval.parquet`` when the source belongs to a run (a path: that file;
     None: not written). ``resize="model"`` evaluates at the backbone's training resolution.
     Baselines (``baselines=True``): the same probes on a random init of the same architecture and on
-    colour-histogram features, reported beside the trained backbone. ``trained=False`` evaluates the
-    baselines alone (a sweep's reference rows, :func:`reference_backbone`).
+    colour-histogram features, reported beside the trained backbone; the random init at each of
+    ``random_init_seeds`` (rows ``backbone = "random_init"``, column ``init_seed``). ``trained=False``
+    evaluates the baselines alone (a sweep's reference rows, :func:`reference_backbone`).
     """
     t0 = time.perf_counter()
     probes = check_probes(probes)
@@ -121,8 +126,11 @@ def evaluate(source, tasks: str | Sequence = DEFAULT_TASKS, probes: str | Sequen
         resize = int(resize)
     cache = FeatureCache(default_cache_dir(backbone.run_dir) if cache_dir == "auto" else cache_dir)
     kinds: dict[str, Backbone | None] = {"trained": backbone} if trained else {}
+    names: dict[str, tuple[str, int | None]] = {}
     if baselines:
-        kinds["random_init"] = backbone.random_init()
+        for init_seed in dict.fromkeys(int(s) for s in random_init_seeds):
+            key = "random_init" if init_seed == RANDOM_INIT_SEED else f"random_init:{init_seed}"
+            kinds[key], names[key] = backbone.random_init(init_seed), ("random_init", init_seed)
         kinds["color_histogram"] = None
     rows: list[dict] = []
     diagnostics: list[dict] = []
@@ -135,9 +143,10 @@ def evaluate(source, tasks: str | Sequence = DEFAULT_TASKS, probes: str | Sequen
             else:
                 feats[kind] = backbone_features(bb, smp, pooling=pooling, resize=resize, batch_size=batch_size,
                                                 device=device, cache=cache, progress=progress, label=kind)
-            diagnostics.append({"task": label, "backbone": kind, "dim": int(feats[kind].shape[1]),
+            diagnostics.append({"task": label, "backbone": names.get(kind, (kind,))[0], "dim": int(feats[kind].shape[1]),
                                 **embedding_diagnostics(feats[kind])})
-        rows += probe_rows(feats, smp, probes, seeds, source=str(backbone.source), step=backbone.step, task=label)
+        rows += probe_rows(feats, smp, probes, seeds, source=str(backbone.source), step=backbone.step, task=label,
+                           backbones=names)
     df = eval_frame(rows)
     out_path = _output_path(output, backbone)
     if out_path is not None:

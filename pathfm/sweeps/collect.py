@@ -123,7 +123,8 @@ def read_reference(sweep_dir: Path) -> dict:
 
 def reference_rows(sweep_dir: Path, sweep: str) -> list[dict]:
     """The sweep-level reference rows (``random_init`` / ``color_histogram`` eval rows, evaluated once per
-    sweep): ``trial_id = trial_dir = "reference"``, ``arm``, ``seed`` and params null, ``final`` true."""
+    sweep): ``trial_id = trial_dir = "reference"``, ``arm`` and params null, ``seed`` the random init's init
+    seed (null for the colour histogram), ``final`` true."""
     path = Path(sweep_dir) / REFERENCE_DIR / EVAL_FILE
     if not path.exists():
         return []
@@ -134,10 +135,10 @@ def reference_rows(sweep_dir: Path, sweep: str) -> list[dict]:
     except Exception:  # a half-copied file from elsewhere; atomic writers never leave one
         return []
     info = read_reference(sweep_dir)
-    common = dict(sweep=sweep, trial_id=REFERENCE_TRIAL_ID, arm=None, status="TERMINATED", seed=None, kind="eval",
+    common = dict(sweep=sweep, trial_id=REFERENCE_TRIAL_ID, arm=None, status="TERMINATED", kind="eval",
                   final=True, wall_time_s=_num(info.get("wall_time_s")), gpu_hours=_num(info.get("gpu_hours")),
                   tiles_seen=None, trial_dir=REFERENCE_DIR)
-    return [dict(common, step=r.get("step"), task=r.get("task"), probe=r.get("probe"), backbone=r.get("backbone"),
+    return [dict(common, seed=r.get("init_seed"), step=r.get("step"), task=r.get("task"), probe=r.get("probe"), backbone=r.get("backbone"),
                  fold=r.get("fold"), metric=r.get("metric"), value=_num(r.get("value")),
                  probe_seed=r.get("probe_seed"))
             for r in ev.iter_rows(named=True)]

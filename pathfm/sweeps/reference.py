@@ -1,7 +1,8 @@
 """A sweep's reference rows: the honesty baselines evaluated ONCE per sweep instead of once per trial.
 
-The random initialisation of the architecture (``random_init``, seed
-:data:`pathfm.eval.backbones.RANDOM_INIT_SEED`) and colour histograms (``color_histogram``) are probed on
+The random initialisation of the architecture (``random_init``, at ``eval.random_init_seeds`` init seeds from
+:data:`pathfm.eval.backbones.RANDOM_INIT_SEED` on: one untrained network is one draw, and "beats an untrained
+network" compares the arms' seeds with these draws) and colour histograms (``color_histogram``) are probed on
 the sweep's tasks with its probes, evaluation seeds and folds: exactly the rows ``evaluate(trial, baselines=True)``
 would add to every trial, which all trials of one architecture would share. They depend only on
 
@@ -39,7 +40,7 @@ from pathfm.sweeps.collect import read_reference
 from pathfm.sweeps.spec import SweepSpec, trial_overrides
 
 CACHE_DIR = ".pathfm_reference"  # under the sweeps' storage folder
-REFERENCE_VERSION = 1
+REFERENCE_VERSION = 2  # 2: random init at several init seeds
 
 
 def reference_config(spec: SweepSpec, trials: list[dict]) -> tuple[str | None, Any]:
@@ -78,7 +79,7 @@ def reference_settings(spec: SweepSpec, cfg: Any) -> dict[str, Any]:
         "n_folds": spec.eval.n_folds,
         "pooling": "cls+mean",
         "resize": None,
-        "random_init_seed": RANDOM_INIT_SEED,
+        "random_init_seeds": [RANDOM_INIT_SEED + i for i in range(spec.eval.random_init_seeds)],
     }
 
 
@@ -104,6 +105,7 @@ def evaluate_reference(settings: dict[str, Any], out_dir: str, device: str = "au
         kwargs["n_folds"] = settings["n_folds"]
     df = evaluate(bb, tasks=settings["tasks"], probes=settings["probes"], seeds=settings["seeds"],
                   pooling=settings["pooling"], resize=settings["resize"], trained=False, baselines=True,
+                  random_init_seeds=settings["random_init_seeds"],
                   cache_dir=out / "eval_cache", output=None, progress=False, verbose=False, device=device, **kwargs)
     with atomic_path(out / EVAL_FILE) as tmp:
         df.write_parquet(tmp)

@@ -86,11 +86,14 @@ class EvalSpec(_Strict):
                                                 "evaluates them once, see `reference`)")
     reference: bool = Field(True, description="evaluate the random-init and colour-histogram baselines once per "
                                               "sweep (results.parquet rows with trial_id 'reference')")
+    random_init_seeds: int = Field(5, ge=1, le=100, description=(
+        "init seeds at which the sweep's reference evaluates the untrained network: the check 'beats an untrained "
+        "network' compares the arms' seeds with these (Welch), so it accounts for the random init's own variance"))
     enabled: bool = Field(True, description="false: no evaluation at the end of a trial")
     n_folds: int | None = Field(None, ge=2, description="cross-validation folds per task (None: the task's default)")
     probe_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description=(
         "fold/probe seeds of the final evaluation (eva-style repeats): each gives its own rows (column probe_seed); "
-        "`pathfm analyze` averages them per fold before the bootstrap, apart from the pretraining seeds"))
+        "`pathfm analyze` averages them per fold within each pretraining seed, the unit of replication"))
 
 
 class StudyMeta(_Strict):
