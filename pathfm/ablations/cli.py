@@ -33,6 +33,11 @@ def register(subparsers: Any) -> None:
     run.add_argument("--scale", default="smoke", help="smoke | small | paper | paper-vitg (default smoke)")
     run.add_argument("--seeds", type=int, default=None, help="number of replicate seeds (0..N-1); default per scale")
     run.add_argument("--dry-run", action="store_true", help="print the plan and the cost estimate; run nothing")
+    run.add_argument("--pilot", default=None, metavar="RESULTS",
+                     help="a pilot's results (results.parquet / .csv / sweep folder): print what this plan's seeds can "
+                          "detect, from the pilot's variance components")
+    run.add_argument("--effect", type=float, default=None,
+                     help="with --pilot: the effect on the Average to plan for (how many seeds it needs)")
     run.add_argument("--storage", default="runs/sweeps", help="folder or URI for the sweep (default runs/sweeps)")
     run.add_argument("--address", default=None, help="Ray cluster: 'auto', 'ray://host:10001'; default: local Ray")
     run.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance")
@@ -96,6 +101,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         max_slides=args.max_slides,
     )
     print(format_plan(plan, costs=True))
+    if args.pilot:
+        print("\n" + _pilot_power(args.pilot, plan, args.effect))
     if args.dry_run:
         _validate_trials(plan)
         print("\n(dry run: nothing was started)")
@@ -116,6 +123,21 @@ def cmd_collect(args: argparse.Namespace) -> int:
     out = collect_study(Path(args.sweep_dir).expanduser().resolve())
     print(f"results: {out}")
     return 0
+
+
+def _pilot_power(pilot: str, plan: Any, effect: float | None) -> str:
+    """What the plan's seeds can detect with the pilot's noise (Holm over the plan's comparisons with its
+    baseline), and the seeds ``effect`` needs."""
+    from pathfm.analysis.power import min_detectable_effect, power_report
+    from pathfm.analysis.table import table_from_results
+
+    table = table_from_results(pilot)
+    m = max(len(plan.arms) - 1, 1)
+    n = len(plan.spec.seeds)
+    mde = min_detectable_effect(table.variance.diff_sd, n, 0.05 / m)
+    return (f"Power from the pilot {pilot} ({len(table.arms)} arms):\n" + power_report(table.variance, m, effect=effect)
+            + f"\nThis plan: {n} seeds per arm, {m} comparisons with the baseline -> minimum detectable effect on the "
+              f"Average {mde:.3f} (80% power).")
 
 
 def _validate_trials(plan: Any) -> None:

@@ -8,8 +8,8 @@ Holm over the pairs) underlined. The renderers (Markdown, LaTeX, HTML, CSV) are 
 Reference rows: the honesty baselines (``random_init``: the same architecture untrained, evaluated at several
 init seeds; ``color_histogram``) evaluated on the same tasks and folds (a sweep evaluates them once:
 ``trial_id = "reference"``) are shown below the arms, never ranked, and every arm is checked against the
-untrained network first: Welch's t-test of the arm's per-seed scores against random init's per-init-seed
-scores, Holm over the arms; an arm that does not beat it is flagged "not distinguishable from an untrained
+untrained network first: an unpaired t-test (:func:`~pathfm.analysis.stats.welch_t`) of the arm's per-seed
+scores against random init's per-init-seed scores, Holm over the arms; an arm that does not beat it is flagged "not distinguishable from an untrained
 network". A random init evaluated at one init seed only (an older sweep) is compared as a fixed value, with a
 note that its own init variance is not in the test.
 """

@@ -120,7 +120,8 @@ class TableRendering:
         n_init = self.ref_seeds[self.references.index("random_init")] if self.ref_seeds else 1
         return ("**Untrained-network check** (before any comparison between arms): Δ = arm minus random init (the "
                 f"same architecture, untrained, at {n_init} init seed{'s' if n_init != 1 else ''}, on the same tasks "
-                f"and folds), {lvl}% Welch t interval over seeds; the verdict is Welch's t-test on the Average, Holm over "
+                f"and folds), {lvl}% interval of an unpaired t-test over seeds (Welch's standard error, min(n)-1 degrees of "
+                f"freedom); the verdict is that test on the Average, Holm over "
                 f"the arms (* = adjusted p < {self.alpha}). " + self.untrained_summary() + "\n\n" + "\n".join(lines) + "\n")
 
     def _ref_cells(self, r: int, c: int) -> tuple[str, str]:
