@@ -1,6 +1,6 @@
 """Data-efficiency curves: score vs data size (slides, tiles seen or GPU-hours) on a log x-axis, with
-per-point Student-t intervals over seeds and a saturating power law ``y = a - b * x**(-c)`` per arm (the fit, its bootstrap
-bands, the held-out check and the size needed to reach a target: :mod:`pathfm.analysis.power_law`). Here:
+per-point Student-t intervals over seeds and a saturating power law ``y = a - b * x**(-c)`` per arm (the fit,
+its bootstrap bands, the held-out check and the size needed to reach a target: :mod:`pathfm.analysis.power_law`). Here:
 assembling the curves from results (:func:`data_efficiency`), their table and plotting (:func:`plot_curve`).
 With fewer than 4 distinct sizes the fit is reported as under-determined (points and CIs are still drawn).
 """

@@ -64,9 +64,9 @@ def figure_caption(table: AblationTable, column: str = "Average") -> str:
     if table.untrained_delta is not None:
         v = table.untrained_verdicts(column)
         flagged = [a for a, x in v.items() if x in ("indistinguishable", "worse")]
-        text += (f" Marked '{UNTRAINED_MARK.strip()}': not shown to beat random init (Welch t-test over seeds, Holm "
+        text += (f" Marked '{UNTRAINED_MARK.strip()}': not shown to beat random init (unpaired t-test over seeds, Holm "
                  f"over the arms): {', '.join(flagged)}." if flagged else
-                 " Every arm with a CI beats random init (Welch t-test over seeds, Holm over the arms).")
+                 " Every arm with a CI beats random init (unpaired t-test over seeds, Holm over the arms).")
     elif table.reference_note:
         text += " " + table.reference_note[0].upper() + table.reference_note[1:]
     return text
@@ -119,7 +119,7 @@ def plot_table(table: AblationTable, stem: str | Path, column: str = "Average",
         ax.grid(axis="y", visible=False)
         lvl = int(round(table.level * 100))
         ax.set_xlabel(f"{column} {table.metric.replace('_', ' ')}")
-        ax.set_title(f"Mean over seeds, {lvl}% bootstrap CI", loc="left")
+        ax.set_title(f"Mean over seeds, {lvl}% t interval over seeds", loc="left")
         handles = []
         if has_delta:
             handles = _delta_panel(axes[0, 1], table, c, ax)
