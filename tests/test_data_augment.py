@@ -11,7 +11,6 @@ from pathfm.config import DataConfig, load_config
 from pathfm.data.manifest import SlideEntry
 from pathfm.data.multicrop import MultiCrop, photometric_scale, random_resized_crop_box
 from pathfm.data.subsets import nested_subset
-from pathfm.data.tiles import TileFolder
 from pathfm.errors import ConfigError, PathfmError
 
 OFF = dict(hflip=0.0, vflip=0.0, color_jitter=0.0, grayscale=0.0, blur_global1=0.0, blur_global2=0.0,
@@ -124,24 +123,6 @@ def test_subsets_grouped_by_patient_keep_patients_together():
         pats = [x.patient_id for x in sub]
         assert all(pats.count(p) == 3 for p in set(pats))  # whole patients
     assert {x.slide_id for x in nested_subset(e, 6, 0, True)} < {x.slide_id for x in nested_subset(e, 30, 0, True)}
-
-
-def test_tile_folder_from_csv_and_from_class_folders(samples, tmp_path):
-    crc = TileFolder(samples / "crc_he_tiles" / "labels.csv")
-    assert len(crc) == 109 and crc.classes[:3] == ["ADI", "BACK", "DEB"] and crc.groups is None
-    img, label = crc[0]
-    assert img.mode == "RGB" and img.size == (224, 224) and crc.classes[label] == "ADI"
-    osteo = TileFolder(samples / "osteosarcoma" / "labels.csv")
-    assert len(set(osteo.groups)) >= 3 and osteo.class_counts() == {"Non-Tumor": 20, "Non-Viable-Tumor": 20, "Viable": 20}
-    folder = TileFolder(samples / "osteosarcoma", transform=lambda im: np.asarray(im).shape)
-    assert len(folder) == 60 and folder[0][0] == (1024, 1024, 3)
-    bad = tmp_path / "bad.csv"
-    bad.write_text("file,class\na.png,x\n")
-    with pytest.raises(PathfmError, match="path,label"):
-        TileFolder(bad)
-    bad.write_text("path,label\nmissing.png,x\n")
-    with pytest.raises(PathfmError, match="missing.png"):
-        TileFolder(bad)
 
 
 @pytest.mark.parametrize("override, field", [

@@ -1,5 +1,5 @@
 """Whole-slide-image data pipeline: slides and manifests, tissue masks, online patching with the HSV
-filter, HED stain augmentation, DINOv2 multi-crop, nested data-size subsets, labelled tile folders.
+filter, HED stain augmentation, DINOv2 multi-crop, nested data-size subsets (labelled tile folders are evaluation tasks: :mod:`pathfm.eval.tasks`).
 
 Heavy modules (torch, openslide) are imported lazily, so ``import pathfm.data`` is cheap.
 """
@@ -11,7 +11,6 @@ from pathfm._lazy import lazy_exports
 _EXPORTS = {
     "build_train_loader": "pathfm.data.loader",
     "OnlinePatchDataset": "pathfm.data.dataset",
-    "TileFolder": "pathfm.data.tiles",
     "load_manifest": "pathfm.data.manifest",
     "SlideEntry": "pathfm.data.manifest",
     "nested_subset": "pathfm.data.subsets",

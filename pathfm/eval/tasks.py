@@ -39,8 +39,7 @@ Add your own with ``pathfm eval SOURCE --task my_task.yaml`` (or ``--task tiles.
     mpp: 0.5
     exclude_classes: []
 
-(``pathfm.data.tiles.TileFolder`` reads the same two layouts as a plain dataset; tasks add split rules,
-column names, class exclusion and crops, and check every class folder and fold before any model runs.)
+Tasks check every class folder and fold before any model runs.
 """
 
 from __future__ import annotations
