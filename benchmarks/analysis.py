@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -67,7 +68,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    from pathfm.analysis.synthetic import synthetic_results
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test support, not in the package
+    from synthetic_results import synthetic_results
 
     # 4 arms x 6 data sizes x 5 seeds = 120 trials; 5 tasks x 5 folds x 2 backbones per logged step
     steps = max(1, round(args.rows / (120 * (2 + 5 * 5 * 2))))

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from pathfm.analysis.importance import marginal_effect, param_importance
-from pathfm.analysis.synthetic import synthetic_results
+from synthetic_results import synthetic_results
 from pathfm.cli import main
 from pathfm.errors import PathfmError
 

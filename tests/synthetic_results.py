@@ -1,4 +1,4 @@
-"""Synthetic results frames in the tidy schema, with known ground truth (tests, benchmarks, demos).
+"""Synthetic results frames in the tidy schema, with known ground truth (tests and benchmarks/analysis.py).
 
 Scores follow a saturating power law in the number of slides, ``y = a - b * n_slides**(-c)``, plus an
 arm effect, a task offset, seed noise and fold noise; each trial also logs a train ``acceptance_rate``.
