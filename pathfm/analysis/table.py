@@ -191,7 +191,7 @@ def build_table(
     ``top``: keep only the best ``top`` arms by Average (plus the baseline), e.g. for random searches (the
     Holm families are then still those of every arm).
     ``references``: the honesty baselines per fold (``reference, replicate, task, fold, value``, from
-    :func:`pathfm.analysis.load.reference_fold_scores`; ``replicate``: random init's init seed): shown as
+    :func:`pathfm.analysis.references.reference_fold_scores`; ``replicate``: random init's init seed): shown as
     reference rows, and every arm is tested against ``random_init`` (Welch over seeds)."""
     if folds.is_empty():
         raise ResultsError("no scores to tabulate (the selection matched nothing)")
@@ -355,12 +355,11 @@ def table_from_results(
         Selection,
         fold_scores,
         read_analysis_hints,
-        reference_fold_scores,
-        reference_scores,
         scan_results,
         sweep_meta_of,
     )
     from pathfm.analysis.load import normalise as rescale
+    from pathfm.analysis.references import reference_fold_scores, reference_scores
 
     sel = sel or Selection()
     meta = {} if isinstance(results, (pl.DataFrame, pl.LazyFrame)) else sweep_meta_of(results)
