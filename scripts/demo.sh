@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# The main job, end to end on a fresh machine: set up .venv if needed, then run two small real ablation
-# studies of the Midnight recipe at smoke scale on the bundled whole-slide images (local Ray, CPU):
-#   1. `component`: DINOv2 baseline -> +KDE -> +HSV filter -> +HED -> +high-res, and leave-one-out, 2 seeds
-#   2. `data`: the data-efficiency ladder over nested slide subsets (1, 2, 3 slides), 2 seeds
-# Every trial is trained, evaluated on the bundled labelled tiles and recorded; then the ablation table
-# (Markdown, LaTeX, CSV) and the data-efficiency figure (PNG, PDF, SVG) are written.
+# The main job, end to end on a fresh machine: set up .venv if needed, then run a small real ablation study
+# on the bundled whole-slide images (local Ray, CPU) that shows an effect on a held-out task:
+#   `photometric` at the `cpu` scale (pico ViT, configs/cpu.yaml) for 300 steps, 3 seeds per arm:
+#     no_photometric (the cpu preset), photometric (DINOv2's photometric augmentation on),
+#     photometric_nokde (the same without the KDE term)
+# Every trial is trained, evaluated on the bundled crc9 tiles (linear probe and kNN) and recorded; the sweep
+# evaluates the untrained network (random init, at 5 init seeds) and colour histograms once, on the same folds;
+# then a report per probe (ablation table in Markdown, LaTeX, CSV; figures) is written: report-knn, report-linear.
 #
-#   bash scripts/demo.sh                     # ~10-15 minutes on 2 CPU cores after set-up
-#   PATHFM_DEMO_SIZE=tiny bash scripts/demo.sh   # the smallest size (CI): fewer steps, 1 seed
+#   bash scripts/demo.sh                         # ~10-15 minutes on 2 CPU cores after set-up (9 trials)
+#   PATHFM_DEMO_SIZE=tiny bash scripts/demo.sh   # the smallest size (CI): the same study, 4 steps, 2 seeds
 #   PATHFM_DEMO_DIR=/some/where bash scripts/demo.sh
+# The data-efficiency curve is not part of the main job: `pathfm ablate run data --scale cpu` makes it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
@@ -16,8 +19,8 @@ export RAY_AUTH_MODE="${RAY_AUTH_MODE:-disabled}" RAY_USAGE_STATS_ENABLED=0 MPLB
 
 size="${PATHFM_DEMO_SIZE:-full}"
 case "$size" in
-  full) seeds=2; steps=30 ;;
-  tiny) seeds=1; steps=4 ;;
+  full) seeds=3; steps=300 ;;
+  tiny) seeds=2; steps=4 ;;
   *) echo "PATHFM_DEMO_SIZE must be full or tiny, got '$size'" >&2; exit 2 ;;
 esac
 out="${PATHFM_DEMO_DIR:-runs/demo-$(date +%Y%m%d-%H%M%S)}"
@@ -26,16 +29,14 @@ out="$(cd "$out" && pwd)"
 pathfm=.venv/bin/pathfm
 start=$(date +%s)
 
-echo "== [1/4] component ablation (smoke scale, $seeds seed(s), $steps steps per trial) -> $out" >&2
-$pathfm ablate run component --scale smoke --seeds "$seeds" --set steps="$steps" --storage "$out" --name component
-echo "== [2/4] data-efficiency ladder (nested slide subsets)" >&2
-$pathfm ablate run data --scale smoke --seeds "$seeds" --set steps="$steps" --storage "$out" --name data
-echo "== [3/4] ablation table and report" >&2
-$pathfm analyze report "$out/component" --out "$out/report-component"
-echo "== [4/4] data-efficiency curve and report" >&2
-$pathfm analyze report "$out/data" --out "$out/report-data"
+echo "== [1/2] photometric ablation (cpu scale, $seeds seeds, $steps steps per trial, crc9) -> $out" >&2
+$pathfm ablate run photometric --scale cpu --seeds "$seeds" --set steps="$steps" --storage "$out" --name photometric
+echo "== [2/2] ablation tables and reports (kNN, linear probe)" >&2
+for probe in knn linear; do
+  $pathfm analyze report "$out/photometric" --probe "$probe" --out "$out/report-$probe"
+done
 
 [ -n "${PATHFM_DEMO_DIR:-}" ] || ln -sfn "$out" runs/demo-latest
 echo >&2
 echo "done in $(( $(date +%s) - start )) s. Look at:" >&2
-ls "$out"/report-component/*.md "$out"/report-data/*.png 2>/dev/null | sed 's/^/  /' >&2
+ls "$out"/report-*/report.md 2>/dev/null | sed 's/^/  /' >&2

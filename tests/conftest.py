@@ -82,7 +82,8 @@ def make_pico_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def demo_output(repo_root: Path, tmp_path_factory) -> Path:
     """The README's main job (scripts/demo.sh) at its smallest size, run once per session as a user runs it:
-    its output folder holds the `component` and `data` studies (1 seed, 4 steps) and their reports."""
+    its output folder holds the `photometric` study (cpu scale, 2 seeds, 4 steps) and its reports (report-knn,
+    report-linear)."""
     import subprocess
     import sys
 

@@ -1,7 +1,6 @@
 """End to end: the `component` study at smoke scale on a real local Ray (2 CPUs), trained on the bundled
 slides, evaluated on the bundled CRC and osteosarcoma tiles, collected into results.parquet and read by
-pathfm.analysis. The study is the one the README's main job runs (the session's `demo_output`: 1 seed,
-4 main steps, the smoke scale's 4 high-res steps)."""
+pathfm.analysis (1 seed, 4 main steps, the smoke scale's 4 high-res steps; ~100 s on 2 cores)."""
 
 from __future__ import annotations
 
@@ -14,14 +13,17 @@ import pytest
 from pathfm.ablations.expand import plan_for
 from pathfm.ablations.scales import get_scale
 
-# the first test of the session to use `demo_output` is timed with the demo run (~3 min on 2 idle cores)
+# the first test of the module is timed with the sweep (~100 s on 2 cores)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
-STEPS = 4  # PATHFM_DEMO_SIZE=tiny in scripts/demo.sh
+STEPS = 4
 
 
 @pytest.fixture(scope="module")
-def component_sweep(demo_output):
-    return plan_for("component", "smoke", seeds=1, overrides={"steps": STEPS}), demo_output / "component"
+def component_sweep(tmp_path_factory):
+    from pathfm.ablations.run import run_plan
+
+    plan = plan_for("component", "smoke", seeds=1, overrides={"steps": STEPS})
+    return plan, run_plan(plan, tmp_path_factory.mktemp("component"), num_cpus=2, verbose=0)
 
 
 def test_component_smoke_yields_every_arm_and_seed(component_sweep):

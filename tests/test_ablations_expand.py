@@ -73,6 +73,27 @@ def test_component_study_builds_up_and_tears_down_the_recipe():
     assert plan.to_dict()["arm_aliases"] == {"+hed": ["-highres"]}
 
 
+def test_photometric_study_is_the_cpu_preset_with_and_without_dinov2_photometric_augmentation():
+    """The main job's study (scripts/demo.sh): no_photometric is the cpu preset itself, photometric switches on
+    the augmentation docs/training-health.md lists, photometric_nokde differs from photometric only in KDE."""
+    from pathfm.config import load_config
+
+    plan = plan_for("photometric", "cpu", seeds=3, overrides={"steps": 300})
+    assert [a.name for a in plan.arms] == ["no_photometric", "photometric", "photometric_nokde"]
+    assert plan.baseline_arm == "no_photometric" and plan.comparisons == [("photometric_nokde", "photometric")]
+    assert plan.eval["tasks"] == ["crc9"] and set(plan.eval["probes"]) == {"linear", "knn"}
+    preset = load_config("cpu").model_dump(mode="json")
+    off, on, nokde = (_cfg(plan, a).model_dump(mode="json") for a in ("no_photometric", "photometric",
+                                                                       "photometric_nokde"))
+    assert off["data"] == preset["data"] and off["loss"] == preset["loss"] and off["optim"]["steps"] == 300
+    crops = on["data"]["crops"]
+    assert (crops["color_jitter"], crops["jitter_strength"], crops["grayscale"]) == (0.8, [0.4, 0.4, 0.2, 0.1], 0.2)
+    assert (crops["blur_global1"], crops["blur_global2"], crops["blur_local"]) == (1.0, 0.1, 0.5)
+    assert crops["solarize_global2"] == 0.2 and on["data"]["hed"]["strength"] == 0.05
+    assert on["loss"] == preset["loss"]
+    assert nokde["loss"]["kde_weight"] == 0.0 and {**nokde, "loss": on["loss"]} == on
+
+
 def test_kde_study_crosses_weight_and_kappa_with_references():
     plan = plan_for("kde", "smoke")
     koleo, off = _cfg(plan, "koleo"), _cfg(plan, "off")

@@ -1,6 +1,7 @@
 """The README's main job (scripts/demo.sh) at its smallest size, end to end, as a user runs it, checked on
-content: every arm is there, every score is a balanced accuracy in [0, 1], and every Δ the report's table
-prints is the mean over seeds of the paired differences recomputed here from results.parquet."""
+content: every arm is there once per seed, the sweep evaluated random init at its init seeds, every score is a
+balanced accuracy in [0, 1], and every Δ each report's table prints (vs the baseline, the planned comparison,
+and vs random init) is recomputed here from results.parquet."""
 
 from __future__ import annotations
 
@@ -11,25 +12,41 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-SEEDS, STEPS = 1, 4  # PATHFM_DEMO_SIZE=tiny in scripts/demo.sh
+STUDY, SCALE, SEEDS, STEPS = "photometric", "cpu", 2, 4  # PATHFM_DEMO_SIZE=tiny in scripts/demo.sh
+PROBES = ("knn", "linear")  # one report per probe: report-knn, report-linear
 
 
-def _per_seed_scores(results: Path) -> pl.DataFrame:
-    """``arm, seed, task, value``: the trained backbone's linear-probe balanced accuracy at the final step,
-    mean over folds -- recomputed from the tidy rows, independently of pathfm.analysis."""
+def _plan():
+    from pathfm.ablations.expand import plan_for
+
+    return plan_for(STUDY, SCALE, seeds=SEEDS, overrides={"steps": STEPS})
+
+
+def _scores(results: Path, probe: str, backbone: str = "trained") -> pl.DataFrame:
+    """``arm, seed, task, value``: balanced accuracy at the final step, mean over folds, of the trained backbone
+    (per arm and training seed) or of the reference rows' random init (per init seed) -- recomputed from the tidy
+    rows, independently of pathfm.analysis."""
     df = pl.read_parquet(results).filter(
-        (pl.col("kind") == "eval") & (pl.col("backbone") == "trained") & (pl.col("probe") == "linear")
-        & (pl.col("metric") == "balanced_accuracy") & pl.col("final") & (pl.col("trial_id") != "reference"))
+        (pl.col("kind") == "eval") & (pl.col("backbone") == backbone) & (pl.col("probe") == probe)
+        & (pl.col("metric") == "balanced_accuracy"))
+    if backbone == "trained":
+        df = df.filter(pl.col("final") & (pl.col("trial_id") != "reference"))
+    else:
+        df = df.filter(pl.col("trial_id") == "reference")
     return df.group_by("arm", "seed", "task").agg(pl.col("value").mean())
+
+
+def _with_average(scores: pl.DataFrame, column: str) -> pl.DataFrame:
+    if column != "Average":
+        return scores.filter(pl.col("task") == column)
+    n_tasks = scores["task"].n_unique()
+    return (scores.group_by("arm", "seed").agg(pl.col("value").mean(), pl.len().alias("n"))
+            .filter(pl.col("n") == n_tasks).with_columns(pl.lit("Average").alias("task")))
 
 
 def _paired_delta(scores: pl.DataFrame, arm: str, ref: str, column: str) -> float:
     """Mean over the seeds both arms have of (arm - ref) in ``column`` (a task, or Average over tasks)."""
-    if column == "Average":
-        n_tasks = scores["task"].n_unique()
-        scores = (scores.group_by("arm", "seed").agg(pl.col("value").mean(), pl.len().alias("n"))
-                  .filter(pl.col("n") == n_tasks).with_columns(pl.lit("Average").alias("task")))
-    s = scores.filter(pl.col("task") == column)
+    s = _with_average(scores, column)
     a = s.filter(pl.col("arm") == arm).select("seed", pl.col("value").alias("a"))
     r = s.filter(pl.col("arm") == ref).select("seed", pl.col("value").alias("r"))
     pairs = a.join(r, on="seed")
@@ -37,52 +54,63 @@ def _paired_delta(scores: pl.DataFrame, arm: str, ref: str, column: str) -> floa
     return float((pairs["a"] - pairs["r"]).mean())
 
 
-def _check_deltas(report_dir: Path, results: Path, baseline: str) -> int:
+def _check_report(report_dir: Path, results: Path, probe: str, arms: set[str], baseline: str) -> None:
     table = pl.read_csv(report_dir / "table.csv", null_values="n/a", infer_schema_length=None)
-    scores = _per_seed_scores(results)
+    assert set(table.filter(pl.col("row_type") == "cell")["arm"]) == arms
+    assert set(table.filter(pl.col("row_type") == "reference")["arm"]) == {"random_init", "color_histogram"}
+    means = table.filter(pl.col("row_type") != "comparison")["mean"].drop_nulls()
+    assert means.len() > 0 and means.is_between(0.0, 1.0).all()
+
+    scores = _scores(results, probe)
     cells = table.filter((pl.col("row_type") != "reference") & pl.col("delta").is_not_null()
                          & (pl.col("column") != "IQM"))  # IQM is not a per-seed quantity
     for r in cells.iter_rows(named=True):
         ref = r["baseline"] if r["row_type"] == "comparison" else baseline
         assert r["delta"] == pytest.approx(_paired_delta(scores, r["arm"], ref, r["column"]), abs=1e-9), r
-    return cells.height
+    # crc9 and Average of every arm but the baseline, and of the planned comparison
+    assert cells.height >= (len(arms) - 1) * 2 + 2
+    assert set(cells.filter(pl.col("row_type") == "comparison")["arm"]) == {"photometric_nokde"}
 
+    # Δ vs random init: arm mean over training seeds minus random init's mean over its init seeds (unpaired)
+    random_init = _scores(results, probe, backbone="random_init")
+    for r in table.filter((pl.col("row_type") == "cell") & (pl.col("column") == "crc9")).iter_rows(named=True):
+        arm = scores.filter((pl.col("arm") == r["arm"]) & (pl.col("task") == "crc9"))["value"].mean()
+        want = arm - random_init.filter(pl.col("task") == "crc9")["value"].mean()
+        assert r["delta_random_init"] == pytest.approx(want, abs=1e-9), r
 
-@pytest.mark.timeout(1200)  # the session's one demo run (~3 min on 2 idle cores) is timed with its first test
-def test_demo_script_produces_table_and_figure(demo_output: Path) -> None:
-    from pathfm.ablations.expand import plan_for
-
-    out = demo_output
-    for study in ("component", "data"):
-        plan = plan_for(study, "smoke", seeds=SEEDS, overrides={"steps": STEPS})
-        arms = {a.name for a in plan.arms}
-        results = out / study / "results.parquet"
-        df = pl.read_parquet(results)
-        trials = df.filter(pl.col("trial_id") != "reference")
-        assert set(trials["arm"].unique()) == arms  # every arm of the study ...
-        per_arm = trials.select("arm", "seed", "status").unique()
-        assert per_arm.height == len(arms) * SEEDS and set(per_arm["status"]) == {"TERMINATED"}  # ... once per seed
-        scores = df.filter((pl.col("kind") == "eval") & pl.col("metric").is_in(["balanced_accuracy", "accuracy",
-                                                                                  "macro_f1"]))
-        assert scores.height > 0 and scores["value"].is_between(0.0, 1.0).all()
-        assert set(_per_seed_scores(results)["arm"]) == arms  # every arm was evaluated (trained, linear probe)
-        ref = df.filter(pl.col("trial_id") == "reference")  # the baselines, once per sweep
-        assert set(ref["backbone"]) == {"random_init", "color_histogram"}
-
-    report = out / "report-component"
-    table = pl.read_csv(report / "table.csv", null_values="n/a", infer_schema_length=None)
-    arms = {a.name for a in plan_for("component", "smoke", seeds=SEEDS, overrides={"steps": STEPS}).arms}
-    assert set(table.filter(pl.col("row_type") == "cell")["arm"]) == arms
-    assert set(table.filter(pl.col("row_type") == "reference")["arm"]) == {"random_init", "color_histogram"}
-    means = table.filter(pl.col("row_type") != "comparison")["mean"].drop_nulls()
-    assert means.len() > 0 and means.is_between(0.0, 1.0).all()
-    n = _check_deltas(report, out / "component" / "results.parquet", baseline="dinov2")
-    assert n >= (len(arms) - 1) * 3  # crc, osteo and Average of every arm but the baseline
-    md = (report / "report.md").read_text()
+    md = (report_dir / "report.md").read_text()
+    assert f"probe={probe}" in md
     assert md.index("## Does each arm beat an untrained network?") < md.index("## Ablation table")
     assert md.count("|") > 20
 
-    figure = out / "report-data" / "data_efficiency.png"
-    assert figure.stat().st_size > 10_000
-    data_table = pl.read_csv(out / "report-data" / "table.csv", null_values="n/a", infer_schema_length=None)
-    assert data_table.filter(pl.col("row_type") == "cell")["mean"].is_between(0.0, 1.0).all()
+
+@pytest.mark.timeout(1200)  # the session's one demo run (~90 s on 2 cores) is timed with this test
+def test_demo_script_produces_the_study_and_its_reports(demo_output: Path) -> None:
+    out = demo_output
+    plan = _plan()
+    arms = {a.name for a in plan.arms}
+    assert arms == {"no_photometric", "photometric", "photometric_nokde"}
+    results = out / STUDY / "results.parquet"
+    df = pl.read_parquet(results)
+
+    trials = df.filter(pl.col("trial_id") != "reference")
+    assert set(trials["arm"].unique()) == arms  # every arm of the study ...
+    per_arm = trials.select("arm", "seed", "status").unique()
+    assert per_arm.height == len(arms) * SEEDS and set(per_arm["status"]) == {"TERMINATED"}  # ... once per seed
+    steps = trials.filter(pl.col("kind") == "train").group_by("arm", "seed").agg(pl.col("step").max())
+    assert set(steps["step"]) == {STEPS}
+    scores = df.filter((pl.col("kind") == "eval") & pl.col("metric").is_in(["balanced_accuracy", "accuracy",
+                                                                              "macro_f1"]))
+    assert scores.height > 0 and scores["value"].is_between(0.0, 1.0).all()
+    assert set(scores["task"].drop_nulls()) == {"crc9"} and set(scores["probe"].drop_nulls()) == set(PROBES)
+    for probe in PROBES:  # every arm was evaluated with both probes at every seed
+        assert _scores(results, probe).select("arm", "seed").unique().height == len(arms) * SEEDS
+
+    ref = df.filter(pl.col("trial_id") == "reference")  # the baselines, once per sweep
+    assert set(ref["backbone"]) == {"random_init", "color_histogram"}
+    n_init = plan.eval["random_init_seeds"]
+    assert ref.filter(pl.col("backbone") == "random_init")["seed"].n_unique() == n_init
+
+    for probe in PROBES:
+        _check_report(out / f"report-{probe}", results, probe, arms, baseline="no_photometric")
+        assert (out / f"report-{probe}" / "ablation.png").stat().st_size > 10_000
