@@ -1,6 +1,7 @@
 """Side by side: pathfm's training step and facebookresearch/dinov2's, on identical weights, crops and masks.
 
     python benchmarks/dinov2_step_parity.py --dinov2 /path/to/dinov2-checkout [--steps 40] [--write-fixture]
+    python benchmarks/dinov2_step_parity.py --envelope-only      # the stored traces' noise envelope, anew
 
 Needs a source checkout of https://github.com/facebookresearch/dinov2 (nothing is downloaded; its code is
 imported from that folder, never copied into pathfm) and the two packages its training modules import,
@@ -31,7 +32,10 @@ every parameter after the AdamW step, every teacher parameter after the EMA, the
 loss, target-entropy and grad-norm trajectories and the final weights over ``--steps`` steps.
 
 ``--write-fixture`` stores pathfm's trace (pathfm.ssl.step_trace.trace) with the measured agreement in
-tests/data/dinov2_step_parity.json, which tests/test_ssl_dinov2_parity.py recomputes in CI.
+tests/data/dinov2_step_parity.json, which tests/test_ssl_dinov2_parity.py recomputes in CI, and the trace's
+float32 noise envelope (pathfm.ssl.step_trace.noise_envelope: crops one ulp away, and the run under other
+float kernels and thread counts; 1-3 min more). ``--envelope-only`` recomputes only that envelope, for the
+stored traces, and needs no DINOv2 checkout: the traces stay the ones that were checked against DINOv2.
 """
 
 from __future__ import annotations
@@ -55,11 +59,10 @@ from pathfm.ssl.step_trace import (
     PARITY_CASES,
     PathfmStepper,
     fixed_crops,
+    noise_envelope,
     parity_config,
-    running_max,
     target_entropy,
     trace,
-    trace_deviations,
 )
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "data" / "dinov2_step_parity.json"
@@ -423,13 +426,21 @@ def summarise(reports: list[dict]) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dinov2", type=Path, required=True, help="a facebookresearch/dinov2 source checkout")
+    ap.add_argument("--dinov2", type=Path, help="a facebookresearch/dinov2 source checkout")
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--cases", nargs="*", default=list(PARITY_CASES))
     ap.add_argument("--write-fixture", action="store_true", help=f"write {FIXTURE.relative_to(FIXTURE.parents[2])}")
     ap.add_argument("--report", type=Path, help="also write the full per-step comparison as JSON here")
+    ap.add_argument("--envelope-only", action="store_true",
+                    help="only recompute the noise envelope of the stored traces (no DINOv2 run, traces unchanged)")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.envelope_only:
+        stored = json.loads(FIXTURE.read_text())
+        write_fixture_file(stored["dinov2_agreement"], stored["traces"])
+        return
+    if args.dinov2 is None:
+        ap.error("--dinov2 is required (unless --envelope-only)")
     d2 = import_dinov2(args.dinov2.resolve())
     init_one_process_group()
     reports = [compare_case(d2, case, args.steps) for case in args.cases]
@@ -453,20 +464,24 @@ def rounded(obj: Any, digits: int = 8) -> Any:
 
 
 def write_fixture(summary: dict[str, Any], cases: list[str]) -> None:
-    """pathfm's reference trace per case, and its float32 noise envelope: per family and step, the largest
-    relative deviation so far of the same run on crops one ulp away (the CI test's tolerance scales it)."""
-    traces, envelopes = {}, {}
-    for case in cases:
-        reference = trace(case, FIXTURE_STEPS)
-        deviations = trace_deviations(trace(case, FIXTURE_STEPS, nudge_inputs=True), reference)
-        traces[case] = reference
-        envelopes[case] = {fam: running_max(v) for fam, v in deviations.items()}
+    """pathfm's reference trace per case (this process, one thread, as the comparison ran), stored with the
+    comparison's summary and the traces' noise envelope."""
+    write_fixture_file(summary, {case: trace(case, FIXTURE_STEPS) for case in cases})
+
+
+def write_fixture_file(summary: dict[str, Any], traces: dict[str, dict[str, Any]]) -> None:
+    """The fixture: ``traces`` as given, and their float32 noise envelope measured now: per case, family and
+    step, the largest relative deviation so far of the same run on crops one ulp away or under another float
+    kernel / thread count (pathfm.ssl.step_trace.noise_envelope; the CI test's tolerance scales it), with
+    each perturbation's largest deviation per family (``noise_sources``)."""
+    envelope, sources = noise_envelope(traces)
     fixture = {
         "what": "pathfm's training step on fixed crops (pathfm.ssl.step_trace.trace), after it was compared with "
                 "facebookresearch/dinov2's step by benchmarks/dinov2_step_parity.py (dinov2_agreement: that run)",
-        "steps": FIXTURE_STEPS,
+        "steps": len(next(iter(traces.values()))["steps"]),
         "dinov2_agreement": summary,
-        "noise_envelope": envelopes,
+        "noise_envelope": envelope,
+        "noise_sources": sources,
         "traces": traces,
     }  # fmt: skip
     FIXTURE.parent.mkdir(parents=True, exist_ok=True)

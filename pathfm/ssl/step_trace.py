@@ -12,10 +12,18 @@ register tokens, shared and separate iBOT heads, Sinkhorn-Knopp and softmax cent
 decay, the patch-embed lr multiplier, the frozen last layer, lr / wd / momentum / teacher-temperature
 schedules. Drop path is 0 (its random draws cannot be matched across implementations) and so is KDE
 (Midnight's term; DINOv2 has none).
+
+``noise_envelope`` measures how far float32 rounding alone moves a trace (crops one ulp away, other float
+kernels and thread counts, each kernel setting in a fresh ``python -m pathfm.ssl.step_trace CASE... --steps
+N``, which prints the traces as JSON): the scale of the parity test's tolerance.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -214,15 +222,20 @@ def _rel(a: float, b: float) -> float:
 
 
 def trace_deviations(got: dict[str, Any], reference: dict[str, Any]) -> dict[str, list[float]]:
-    """Largest relative deviation of ``got`` from ``reference`` per family: per step for the step-wise
-    families (loss parts, grad norms, target entropies), one value for each parameter-update family."""
+    """Relative deviation of ``got`` from ``reference`` per quantity: per step for each loss part
+    (``loss/koleo``), per-submodule grad norm (``grad_norm/backbone``) and target entropy
+    (``target_entropy/dino``); one value, the largest over the parameters, for ``student_update`` and
+    ``teacher_update``. Each quantity is its own family because their conditioning differs by orders of
+    magnitude (KoLeo on near-duplicate embeddings against the DINO loss, say), and so do their tolerances."""
     if len(got["steps"]) != len(reference["steps"]):
         raise ValueError(f"traces of {len(got['steps'])} and {len(reference['steps'])} steps")
-    out: dict[str, list[float]] = {"loss": [], "grad_norm": [], "target_entropy": []}
+    out: dict[str, list[float]] = {}
     for g, r in zip(got["steps"], reference["steps"]):
-        out["loss"].append(max(_rel(g["losses"][k], r["losses"][k]) for k in r["losses"]))
-        out["grad_norm"].append(max(_rel(g["grad_norms"][k], r["grad_norms"][k]) for k in r["grad_norms"]))
-        out["target_entropy"].append(max(_rel(g[k], r[k]) for k in ("dino_target_entropy", "ibot_target_entropy")))
+        pairs = [(f"loss/{k}", g["losses"][k], v) for k, v in r["losses"].items()]
+        pairs += [(f"grad_norm/{k}", g["grad_norms"][k], v) for k, v in r["grad_norms"].items()]
+        pairs += [(f"target_entropy/{k}", g[f"{k}_target_entropy"], r[f"{k}_target_entropy"]) for k in ("dino", "ibot")]
+        for family, new, ref in pairs:
+            out.setdefault(family, []).append(_rel(new, ref))
     for fam in ("student_update", "teacher_update"):
         ref, new = reference[f"{fam}_norms"], got[f"{fam}_norms"]
         if set(ref) != set(new):
@@ -237,3 +250,89 @@ def running_max(values: list[float]) -> list[float]:
         m = max(m, v)
         out.append(m)
     return out
+
+
+# ------------------------------------------------------------------------------------ noise envelope
+#: The environment variables that pick a float kernel: ATen's vectorised CPU kernels, MKL's BLAS code path
+#: and oneDNN's. A subprocess trace clears them and sets its variant's.
+KERNEL_ENV = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
+
+#: Float-kernel variants of one machine that stand for other CPUs: ATen's AVX2 kernels (what an AMD Zen 2/3
+#: runs; an AVX-512 machine otherwise uses its AVX-512 ones) and its scalar fallback, MKL's and oneDNN's AVX2
+#: code paths (MKL's is the one an AMD CPU gets), and all three at once. Each variant may only lower the
+#: instruction set, so on a CPU without AVX-512 some of them equal ``native``.
+KERNEL_VARIANTS: dict[str, dict[str, str]] = {
+    "native": {},
+    "aten_avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
+    "aten_default": {"ATEN_CPU_CAPABILITY": "default"},
+    "mkl_avx2": {"MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+    "onednn_avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "all_avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+}
+#: each kernel variant runs with this many intra-op threads (the split of reductions changes their rounding)
+VARIANT_THREADS = (1, 2)
+
+
+def trace_in_subprocess(cases: list[str], n_steps: int, kernel_env: dict[str, str] | None = None,
+                        threads: int | None = None, timeout: float = 600.0) -> dict[str, dict[str, Any]]:
+    """:func:`trace` of each case in a fresh Python whose float kernels are picked by ``kernel_env``
+    (read once, when torch loads, hence the subprocess) and ``threads`` intra-op threads (None: torch's
+    default)."""
+    env = {k: v for k, v in os.environ.items() if k not in KERNEL_ENV}
+    env.update(kernel_env or {})
+    cmd = [sys.executable, "-m", "pathfm.ssl.step_trace", *cases, "--steps", str(n_steps)]
+    if threads is not None:
+        cmd += ["--threads", str(threads)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} with {kernel_env} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.splitlines()[-1])  # the one JSON line (a library may print before it)
+
+
+def noise_envelope(references: dict[str, dict[str, Any]], variants: dict[str, dict[str, str]] | None = None,
+                   threads: tuple[int, ...] = VARIANT_THREADS) -> tuple[dict[str, dict[str, list[float]]], dict]:
+    """How far float32 rounding alone carries a trace from ``references`` ({case: trace}), per case, family
+    and step: the running maximum over the steps of the largest relative deviation among (a) this process's
+    run on crops one float32 ulp away (``nudge_inputs``) and (b) the unchanged run under every kernel
+    variant x thread count (``trace_in_subprocess``). (a) alone misses ill-conditioned quantities whose
+    inputs a one-ulp change of the crops does not reach: under LayerScale 1e-5 every CLS embedding is the
+    same vector up to 1e-5, so KoLeo's nearest-neighbour distances are differences of nearly equal float32
+    numbers and move by 1e-3 when another CPU's kernels round that vector differently, not when the crops
+    move by one ulp.
+
+    Returns (envelope, sources): sources[case][source][family] is that source's largest deviation over the
+    steps, to show which perturbation sets each envelope."""
+    cases = list(references)
+    n_steps = len(next(iter(references.values()))["steps"])
+    runs: dict[str, dict[str, dict[str, Any]]] = {
+        "ulp_nudge": {c: trace(c, n_steps, references[c]["input_seed"], nudge_inputs=True) for c in cases}}
+    for name, kernel_env in (KERNEL_VARIANTS if variants is None else variants).items():
+        for t in threads:
+            runs[f"{name}/{t}t"] = trace_in_subprocess(cases, n_steps, kernel_env, t)
+    envelope, sources = {}, {}
+    for case in cases:
+        devs = {src: trace_deviations(got[case], references[case]) for src, got in runs.items()}
+        families = next(iter(devs.values()))
+        envelope[case] = {fam: running_max([max(d[fam][i] for d in devs.values()) for i in range(len(v))])
+                          for fam, v in families.items()}  # fmt: skip
+        sources[case] = {src: {fam: max(v) for fam, v in d.items()} for src, d in devs.items()}
+    return envelope, sources
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m pathfm.ssl.step_trace CASE... [--steps N] [--threads T]``: the traces as JSON on stdout."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description="pathfm's parity trace of each case, as JSON")
+    ap.add_argument("cases", nargs="+", choices=sorted(PARITY_CASES))
+    ap.add_argument("--steps", type=int, required=True)
+    ap.add_argument("--threads", type=int, help="intra-op threads (default: torch's)")
+    ap.add_argument("--input-seed", type=int, default=1)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(json.dumps({c: trace(c, args.steps, args.input_seed) for c in args.cases}))
+
+
+if __name__ == "__main__":
+    main()
