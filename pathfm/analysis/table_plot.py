@@ -119,7 +119,7 @@ def plot_table(table: AblationTable, stem: str | Path, column: str = "Average",
         ax.grid(axis="y", visible=False)
         lvl = int(round(table.level * 100))
         ax.set_xlabel(f"{column} {table.metric.replace('_', ' ')}")
-        ax.set_title(f"Mean over seeds, {lvl}% t interval over seeds", loc="left")
+        ax.set_title(f"Mean and {lvl}% t interval over seeds", loc="left")
         handles = []
         if has_delta:
             handles = _delta_panel(axes[0, 1], table, c, ax)
