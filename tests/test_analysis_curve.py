@@ -104,3 +104,27 @@ def test_data_ladder_study_hints_group_curves_by_variant(tmp_path, capsys):
     # without hints, a ladder of one-size arms becomes one curve, not ten under-determined ones
     res = data_efficiency(df, n_boot=10)
     assert [ac.arm for ac in res.arms] == ["all arms"] and res.arms[0].fit.ok
+
+
+def test_curve_draws_random_init_over_its_init_seeds_and_the_colour_histogram(tmp_path):
+    df = synthetic_results(arms={"base": 0.0}, seeds=2, tasks=("crc", "osteo"), folds=2, steps=(10,))
+    df = df.filter(pl.col("backbone") == "trained")  # keep the sweep-level reference rows only (added below)
+    rows = [dict(sweep="synthetic", trial_id="reference", status="TERMINATED", seed=init, kind="eval", step=0, final=True,
+                 task=task, probe="linear", backbone="random_init", fold=f, metric="balanced_accuracy",
+                 value=0.5 + 0.01 * init + (0.02 if task == "osteo" else 0.0))
+            for init in range(4) for task in ("crc", "osteo") for f in range(2)]
+    rows += [dict(sweep="synthetic", trial_id="reference", status="TERMINATED", seed=None, kind="eval", step=0,
+                  final=True, task=task, probe="linear", backbone="color_histogram", fold=f,
+                  metric="balanced_accuracy", value=0.7) for task in ("crc", "osteo") for f in range(2)]
+    df = pl.concat([df, pl.DataFrame(rows)], how="diagonal_relaxed")
+    res = data_efficiency(df, n_boot=10)
+    refs = {r["reference"]: r for r in res.references}
+    # per init seed: the mean over tasks 0.51 + 0.01 * init; 4 init seeds -> 0.525 with a t interval
+    assert refs["random_init"]["mean"] == pytest.approx(0.525) and refs["random_init"]["n_init_seeds"] == 4
+    half = 3.182446 * np.std([0.51, 0.52, 0.53, 0.54], ddof=1) / 2  # t(0.975, 3) s / sqrt(4)
+    assert refs["random_init"]["ci_high"] == pytest.approx(0.525 + half, rel=1e-5)
+    assert refs["color_histogram"]["mean"] == pytest.approx(0.7) and np.isnan(refs["color_histogram"]["ci_low"])
+    assert "random init (untrained) 0.525 [" in res.to_markdown()
+    plot_curve(res, tmp_path / "curve")
+    side = json.loads((tmp_path / "curve.json").read_text())
+    assert [r["reference"] for r in side["summary"]["references"]] == ["random_init", "color_histogram"]

@@ -114,3 +114,11 @@ def test_demo_script_produces_the_study_and_its_reports(demo_output: Path) -> No
     for probe in PROBES:
         _check_report(out / f"report-{probe}", results, probe, arms, baseline="no_photometric")
         assert (out / f"report-{probe}" / "ablation.png").stat().st_size > 10_000
+
+
+def test_power_from_the_demo_results(demo_output: Path, capsys) -> None:
+    from pathfm.cli import main
+
+    assert main(["analyze", "power", str(demo_output / STUDY), "--probe", "knn", "--effect", "0.05"]) == 0
+    out = capsys.readouterr().out
+    assert f"seeds per arm: {SEEDS}-{SEEDS}" in out and "An effect of 0.05 needs" in out

@@ -8,7 +8,7 @@ With fewer than 4 distinct sizes the fit is reported as under-determined (points
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -18,7 +18,9 @@ import polars as pl
 from pathfm.analysis.load import ResultsError, Selection, trial_values
 from pathfm.results import PARAM_PREFIX
 from pathfm.analysis.power_law import HoldoutCheck, PowerLawFit, fit_power_law, holdout_check, power_law
+from pathfm.analysis.references import reference_levels
 from pathfm.analysis.stats import t_interval
+from pathfm.analysis.table_render import REFERENCE_LABELS
 
 X_ALIASES = {"n_slides": "param.n_slides", "slides": "param.n_slides", "tiles": "tiles_seen", "gpu": "gpu_hours"}
 X_LABELS = {"param.n_slides": "training slides", "tiles_seen": "tiles seen", "gpu_hours": "GPU-hours"}
@@ -41,6 +43,7 @@ class CurveResult:
     arms: list[ArmCurve]
     target: float | None
     metric: str
+    references: list[dict] = field(default_factory=list)  # random init / colour histogram: mean and interval
 
     def to_markdown(self) -> str:
         xl = X_LABELS.get(self.x, self.x)
@@ -65,7 +68,12 @@ class CurveResult:
                     p, lo, hi = ac.target
                     row.append(f"{_fmt_x(p)} [{_fmt_x(lo)}, {_fmt_x(hi)}]")
             lines.append("| " + " | ".join(row) + " |")
-        return "\n".join(lines) + f"\n\nFit: {self.metric} = a - b * {xl}^(-c), bootstrap 95% CIs.\n"
+        text = "\n".join(lines) + f"\n\nFit: {self.metric} = a - b * {xl}^(-c), bootstrap 95% CIs.\n"
+        for r in self.references:
+            interval = (f" [{r['ci_low']:.3f}, {r['ci_high']:.3f}] over {r['n_init_seeds']} init seeds"
+                        if math.isfinite(r["ci_low"]) else "")
+            text += f"\nReference: {REFERENCE_LABELS.get(r['reference'], r['reference'])} {r['mean']:.3f}{interval}."
+        return text + ("\n" if self.references else "")
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -76,6 +84,7 @@ class CurveResult:
                  "trial_ids": ac.trial_ids, "seeds": ac.seeds}
                 for ac in self.arms
             ],
+            "references": self.references,
         }
 
 
@@ -152,14 +161,15 @@ def data_efficiency(
         out.append(ArmCurve(arm, pl.DataFrame(pts), fit, hold, tgt, sorted(d["trial_id"].to_list()),
                             sorted(str(s) for s in d["replicate"].unique().to_list())))
     metric = ",".join(sel.metrics)
-    return CurveResult(x, out, target, metric)
+    refs = reference_levels(source, sel, level) if sel.backbone == "trained" else []
+    return CurveResult(x, out, target, metric, refs)
 
 
 def plot_curve(result: CurveResult, stem: str | Path, size: Literal["single", "double"] = "single",
                level: float = 0.95, extend: float = 3.0) -> list[Path]:
     """Draw every arm on one log-x figure: points with CIs, fitted curve with its band (dashed beyond the
     largest measured x, up to ``extend`` times it), the target line; write PDF/SVG/PNG + JSON."""
-    from pathfm.analysis.figures import MARKERS, color, new_figure, save_figure, style
+    from pathfm.analysis.figures import MARKERS, REFERENCE_STYLE, color, new_figure, save_figure, style
 
     with style():
         fig, axes = new_figure(size, aspect=0.72)
@@ -187,6 +197,12 @@ def plot_curve(result: CurveResult, stem: str | Path, size: Literal["single", "d
                 ax.fill_between(allx, blo, bhi, color=col, alpha=0.18, lw=0, zorder=1)
             else:
                 ax.plot(xs, m, ":", color=col, lw=1.0)
+        for r in result.references:  # the honesty baselines: a line each, band = interval over init seeds
+            colour, ls = REFERENCE_STYLE.get(r["reference"], ("0.3", ":"))
+            ax.axhline(r["mean"], color=colour, ls=ls, lw=1.0, zorder=1,
+                       label=f"{REFERENCE_LABELS.get(r['reference'], r['reference'])}: {r['mean']:.3f}")
+            if math.isfinite(r["ci_low"]):
+                ax.axhspan(r["ci_low"], r["ci_high"], color=colour, alpha=0.12, lw=0, zorder=0)
         if result.target is not None:
             ax.axhline(result.target, color="0.3", lw=0.8, ls=":", zorder=0)
             ax.annotate(f"target {result.target:g}", xy=(0.01, result.target), xycoords=("axes fraction", "data"),

@@ -16,6 +16,8 @@ from pathfm.io import atomic_path, atomic_write_json
 # Okabe-Ito, reordered so that the low-contrast yellow comes last
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+# the honesty baselines as lines: (colour, line style); Okabe-Ito purple / green, never an arm's colour order
+REFERENCE_STYLE = {"random_init": ("#CC79A7", "--"), "color_histogram": ("#009E73", "-.")}
 WIDTH_IN = {"single": 3.5, "double": 7.16}  # common journal column widths (inches)
 FORMATS = ("pdf", "svg", "png")
 

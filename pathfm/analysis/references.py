@@ -7,9 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import polars as pl
 
 from pathfm.analysis.load import ResultsError, Selection, fold_scores
+from pathfm.analysis.stats import t_interval
 from pathfm.results import PARAM_PREFIX, REFERENCE_TRIAL_ID, SWEEP_SCHEMA
 
 REFERENCE_BACKBONES = ("random_init", "color_histogram")  # the honesty baselines (pathfm.eval)
@@ -84,3 +86,26 @@ def reference_scores(
     """Per-task mean score of a reference backbone (the floor for :func:`normalise`): ``task, value``."""
     folds = fold_scores(source, reference_selection(sel, backbone))
     return folds.group_by("task").agg(pl.col("value").mean()).sort("task")
+
+
+def reference_levels(
+    source: pl.LazyFrame | pl.DataFrame | str | Path | Sequence[str | Path],
+    sel: Selection,
+    level: float = 0.95,
+) -> list[dict]:
+    """Each honesty baseline's score averaged over the selected tasks like a trial's (folds, then tasks, per
+    init seed), with the t interval over random init's init seeds: ``[{reference, mean, ci_low, ci_high,
+    n_init_seeds}]`` (empty without reference rows). For lines beside curves of trials."""
+    refs, _ = reference_fold_scores(source, sel)
+    if refs is None:
+        return []
+    n_tasks = refs["task"].n_unique()
+    per_seed = (refs.group_by(["reference", "replicate", "task"]).agg(pl.col("value").mean())
+                .group_by(["reference", "replicate"]).agg(pl.col("value").mean(), pl.len().alias("n"))
+                .filter(pl.col("n") == n_tasks))
+    out = []
+    for name in [r for r in REFERENCE_BACKBONES if r in per_seed["reference"].to_list()]:
+        values = per_seed.filter(pl.col("reference") == name)["value"].to_numpy()
+        m, lo, hi, n = (float(v) for v in t_interval(np.asarray(values, dtype=float), level))
+        out.append({"reference": name, "mean": m, "ci_low": lo, "ci_high": hi, "n_init_seeds": int(n)})
+    return out

@@ -16,11 +16,11 @@ from typing import Any, Literal
 import numpy as np
 
 from pathfm.analysis.load import ResultsError
+from pathfm.analysis.figures import REFERENCE_STYLE
 from pathfm.analysis.table import AblationTable
 from pathfm.analysis.table_render import NA, REFERENCE_LABELS, UNTRAINED_TEXT
 
 BETTER, WORSE, UNSURE, BASE = "#0072B2", "#D55E00", "0.55", "#000000"  # Okabe-Ito blue / vermillion, grey, black
-REF_STYLE = {"random_init": ("#CC79A7", "--"), "color_histogram": ("#009E73", "-.")}  # Okabe-Ito purple / green
 UNTRAINED_MARK = "  (≤ untrained)"  # appended to the label of an arm that does not beat random init
 
 
@@ -76,6 +76,8 @@ def plot_table(table: AblationTable, stem: str | Path, column: str = "Average",
                size: Literal["single", "double"] | None = None) -> list[Path]:
     """Draw ``table`` (score panel, and a Δ-vs-baseline panel when it has a baseline) and write
     ``stem.{pdf,svg,png}`` + ``stem.json`` (arms, seeds, trial ids and every plotted number); returns the paths."""
+    from matplotlib.lines import Line2D
+
     from pathfm.analysis.figures import new_figure, save_figure, style
 
     if column not in table.columns:
@@ -109,11 +111,13 @@ def plot_table(table: AblationTable, stem: str | Path, column: str = "Average",
                 ax.errorbar([m], [a], xerr=[[m - lo], [hi - m]], fmt=mk, color=col, capsize=2, zorder=3)
             else:  # single seed: the point only
                 ax.plot([m], [a], mk, color=col, mfc="white", zorder=3)
+        ref_handles = _reference_lines(ax, table, c)
         if table.baseline is not None:
             b = table.arms.index(table.baseline)
             if _finite(table.mean[b, c]):
                 ax.axvline(table.mean[b, c], color="0.5", lw=0.7, ls=":", zorder=1)
-        ref_handles = _reference_lines(ax, table, c)
+                ref_handles.append(Line2D([], [], color="0.5", lw=0.7, ls=":",
+                                          label=f"baseline mean: {table.mean[b, c]:.{table.digits}f}"))
         ax.set_yticks(y, labels)
         ax.set_ylim(n - 0.5, -0.5)  # table order top to bottom
         ax.grid(axis="y", visible=False)
@@ -144,7 +148,7 @@ def _reference_lines(ax, table: AblationTable, c: int) -> list:
         m, lo, hi = table.ref_mean[r, c], table.ref_lo[r, c], table.ref_hi[r, c]
         if not _finite(m):
             continue
-        colour, ls = REF_STYLE.get(name, ("0.3", ":"))
+        colour, ls = REFERENCE_STYLE.get(name, ("0.3", ":"))
         ax.axvline(m, color=colour, lw=1.0, ls=ls, zorder=1)
         if _finite(lo, hi):
             ax.axvspan(lo, hi, color=colour, alpha=0.12, lw=0, zorder=0)
@@ -155,6 +159,7 @@ def _reference_lines(ax, table: AblationTable, c: int) -> list:
 def _delta_panel(ax, table: AblationTable, c: int, score_ax) -> list:
     """Δ vs the baseline with its paired CI; returns legend handles for the categories drawn."""
     from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
 
     ax.sharey(score_ax)
     ax.tick_params(labelleft=False)
@@ -181,6 +186,7 @@ def _delta_panel(ax, table: AblationTable, c: int, score_ax) -> list:
                         mfc=col if kind != "unsure" else "white")
         drawn.add(kind)
     ax.axvline(0.0, color="0.2", lw=0.8, zorder=1)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=4, symmetric=False))  # few ticks: signed labels never collide
     left, right = ax.get_xlim()  # keep 0 inside and the axis roughly balanced around it
     span = max(abs(left), abs(right))
     ax.set_xlim(min(left, -0.15 * span), max(right, 0.15 * span))
