@@ -31,7 +31,8 @@ SAMPLES_DIR = REPO_ROOT / "samples"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf/nan are refused in every float field (optim.base_lr=.inf would otherwise train into a NaN loss)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -556,10 +557,17 @@ def find_preset(name_or_path: str | Path) -> Path:
 
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
+    if path.is_dir():
+        inside = sorted(q.name for q in path.iterdir() if q.suffix in (".yaml", ".yml") and q.is_file())
+        hint = f"give a file in it ({', '.join(inside[:5])}{', ...' if len(inside) > 5 else ''})" if inside else \
+            "give the path of a YAML file"
+        raise ConfigError(f"{path} is a folder, not a YAML file; {hint} or a preset name")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot be read as a YAML config ({e}); give a readable text file") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
@@ -580,11 +588,24 @@ def config_from_dict(tree: dict, *, source: str = "config") -> Config:
         return Config.model_validate(tree)
     except ValidationError as e:
         lines = []
-        for err in e.errors():
+        errors = e.errors()
+        for err in errors[:MAX_LISTED_ERRORS]:  # a file of 100,000 unknown keys must not print 100,000 lines
             loc = ".".join(str(x) for x in err["loc"])
-            got = "" if not loc else f" (got {err.get('input')!r})"
-            lines.append(f"  {loc or '<root>'}: {err['msg'].removeprefix('Value error, ')}{got}")
+            got = "" if not loc else f" (got {_clip(repr(err.get('input')))})"
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+            lines.append(f"  {loc or '<root>'}: {msg}{got}")
+        if len(errors) > MAX_LISTED_ERRORS:
+            unknown = sum(err["type"] == "extra_forbidden" for err in errors)
+            lines.append(f"  ... and {len(errors) - MAX_LISTED_ERRORS} more ({len(errors)} problems, {unknown} of them "
+                         "unknown keys: is this a pathfm config?)")
         raise ConfigError(f"{source} is invalid:\n" + "\n".join(lines)) from None
+
+
+MAX_LISTED_ERRORS = 20  # validation problems listed in a ConfigError; the rest are counted
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else f"{text[:limit - 5]}...{text[-2:]}"
 
 
 def load_config(preset: str | Path | None = "smoke", overrides: list[str] | dict | None = None, *,

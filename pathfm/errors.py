@@ -20,8 +20,9 @@ class SlideError(PathfmError):
     """A slide that cannot be opened or used (names the path)."""
 
 
-class NonFiniteLossError(RuntimeError):
-    """A loss became NaN or inf; the message names the loss and the step."""
+class NonFiniteLossError(PathfmError, RuntimeError):
+    """A loss became NaN or inf; the message names the loss, the step and the fix (the CLI prints it as one line;
+    a sweep trial records it in trial.json, a run.guards guard in DONE)."""
 
 
 class StopTrial(Exception):

@@ -238,7 +238,8 @@ def clip_and_step(
     if scaler is None:
         bad = [k for k, v in norms.items() if not math.isfinite(v)]
         if bad:
-            raise NonFiniteLossError(f"gradient norm of {bad[0]} is {norms[bad[0]]} at step {step}")
+            raise NonFiniteLossError(f"gradient norm of {bad[0]} is {norms[bad[0]]} at step {step}; nothing was saved "
+                                     "for this step. Lower the lr, or resume from the last checkpoint")
         optimizer.step()
     else:
         scaler.step(optimizer)

@@ -1,0 +1,71 @@
+"""Expected failures end in one clear line naming the file or value and the fix, printed by the CLI without a
+traceback (issue 25, "Tracebacks for expected failures"). Real files, real SQLite, real training; fast."""
+
+from __future__ import annotations
+
+import pytest
+
+from pathfm.cli import main
+from pathfm.config import load_config
+from pathfm.errors import ConfigError, NonFiniteLossError, PathfmError
+
+
+def _cli_error(capsys, argv: list[str]) -> str:
+    """Run the CLI in-process; it must exit 2 with a message and no traceback. Returns stderr."""
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err
+    return err
+
+
+# ------------------------------------------------------------------------------------ non-finite values
+@pytest.mark.parametrize("override, field", [
+    ("optim.base_lr=.inf", "optim.base_lr"),
+    ("loss.kde_weight=.nan", "loss.kde_weight"),
+    ("optim.betas=[0.9, -.inf]", "optim.betas.1"),
+    ("run.guards={max_loss_ratio: .inf}", "run.guards.max_loss_ratio"),
+])
+def test_a_non_finite_config_value_is_refused_at_load_naming_the_field(override, field):
+    with pytest.raises(ConfigError, match=rf"{field}: .*finite"):
+        load_config("smoke", [override])
+
+
+def test_a_non_finite_value_in_a_config_file_is_refused_by_the_cli(tmp_path, capsys):
+    path = tmp_path / "lr.yaml"
+    path.write_text("base: smoke\noptim:\n  base_lr: .inf\n")
+    err = _cli_error(capsys, ["train", str(path), "--dry-run"])
+    assert "optim.base_lr" in err and "finite" in err
+
+
+def test_non_finite_loss_is_a_pathfm_error_printed_as_one_line(tmp_path, capsys, nan_dino_head_from_call):
+    assert issubclass(NonFiniteLossError, PathfmError) and issubclass(NonFiniteLossError, RuntimeError)
+    argv = ["train", "smoke", "data.batch_size=2", "data.crops.n_local=2", "run.progress=false", "optim.steps=2",
+            "optim.warmup_steps=1", "data.n_slides=1", "--run-dir", str(tmp_path / "run")]
+    with nan_dino_head_from_call(1):
+        err = _cli_error(capsys, argv)
+    assert "pathfm train: error: loss/dino_" in err and "is nan at step 1" in err and "resume" in err
+
+
+# ------------------------------------------------------------------------------------ config files
+def test_a_config_path_that_is_a_folder_is_named_with_the_fix(tmp_path, capsys):
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "mine.yaml").write_text("base: smoke\n")
+    with pytest.raises(ConfigError, match=r"configs is a folder, not a YAML file; give a file in it \(mine\.yaml\)"):
+        load_config(folder)
+    (tmp_path / "dir.yaml").mkdir()  # a folder that even looks like a YAML file
+    err = _cli_error(capsys, ["train", str(tmp_path / "dir.yaml"), "--dry-run"])
+    assert "dir.yaml is a folder, not a YAML file" in err
+
+
+def test_a_config_of_many_unknown_keys_gives_a_short_error(tmp_path):
+    n = 5000
+    path = tmp_path / "junk.yaml"
+    path.write_text("".join(f"unknown_key_{i:05d}: {'x' * 200}\n" for i in range(n)))  # ~1 MB
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    msg = str(info.value)
+    assert len(msg) < 4000, len(msg)
+    assert "unknown_key_00000" in msg and "unknown_key_00019" in msg and "unknown_key_00020" not in msg
+    assert f"and {n - 20} more" in msg
