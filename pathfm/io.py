@@ -93,6 +93,79 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+CHECKSUM_SUFFIX = ".sha256"
+
+
+def checksum_path(path: str | Path) -> Path:
+    """The checksum sidecar of a file or folder pathfm writes (``step_00000010.pt`` -> ``step_00000010.pt.sha256``,
+    one ``sha256sum`` line): the one place that names it."""
+    path = Path(path)
+    return path.with_name(path.name + CHECKSUM_SUFFIX)
+
+
+def checksum(path: str | Path) -> str:
+    """sha256 of a file; of a folder (a sharded checkpoint), the sha256 over the sorted
+    ``<file sha256>  <relative name>`` lines of every file in it."""
+    path = Path(path)
+    if not path.is_dir():
+        return sha256_file(path)
+    lines = [f"{sha256_file(f)}  {f.relative_to(path).as_posix()}\n" for f in sorted(path.rglob("*")) if f.is_file()]
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def write_checksum(path: str | Path) -> Path:
+    """Write ``path``'s sidecar (atomically) from its current bytes; returns the sidecar."""
+    path = Path(path)
+    side = checksum_path(path)
+    atomic_write_text(side, f"{checksum(path)}  {path.name}\n")
+    return side
+
+
+@contextmanager
+def atomic_checksummed(path: str | Path) -> Iterator[Path]:
+    """:func:`atomic_path` plus the sidecar, written after the rename. An old sidecar is removed first, so a
+    reader never pairs the new file with the old checksum (at worst it finds none: a warning, not an error)."""
+    checksum_path(path).unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
+        yield tmp
+    write_checksum(path)
+
+
+def checksum_mismatch(path: str | Path) -> str | None:
+    """Why ``path`` does not match its existing sidecar (None when it does)."""
+    side = checksum_path(path)
+    recorded = (side.read_text().split() or [""])[0]
+    actual = checksum(path)
+    if recorded == actual:
+        return None
+    return f"sha256 {actual[:12]}... does not match {side.name} ({recorded[:12]}...)"
+
+
+def verify_checksum(path: str | Path) -> str | None:
+    """For readers of weight files pathfm wrote: the verified sha256 of ``path``, or None when it has no
+    sidecar (written before pathfm wrote checksums, or copied without it; see :func:`warn_unverified`).
+    A sidecar that does not match is a PathfmError naming the file and the fix."""
+    from pathfm.errors import PathfmError
+
+    path = Path(path)
+    if not checksum_path(path).is_file():
+        return None
+    why = checksum_mismatch(path)
+    if why:
+        raise PathfmError(f"{path}: {why}: the file is corrupt or truncated; copy it again from where it was "
+                          "written (with its .sha256), or re-create it (pathfm train / pathfm export)")
+    return (checksum_path(path).read_text().split() or [""])[0]
+
+
+def warn_unverified(path: str | Path) -> None:
+    """The warning for a pathfm weight file without a sidecar: read anyway, its bytes unverified."""
+    import warnings
+
+    path = Path(path)
+    warnings.warn(f"{path}: no {checksum_path(path).name} beside it (a file from before pathfm wrote checksums, "
+                  "or copied without it): read without verifying its bytes", UserWarning, stacklevel=3)
+
+
 def _json_default(o: Any) -> Any:
     try:
         import numpy as np

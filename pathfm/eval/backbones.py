@@ -176,7 +176,8 @@ def pathfm_backbone(path: str | Path) -> Backbone:
         torch.manual_seed(seed)
         return build_backbone(model_cfg, drop_path=0.0).eval()
 
-    return Backbone(model, str(path), "sha256:" + sha256_file(file), int(meta.get("step", 0) or 0), arch,
+    digest = meta.get("sha256") or sha256_file(file)  # verified against its sidecar when it has one
+    return Backbone(model, str(path), "sha256:" + digest, int(meta.get("step", 0) or 0), arch,
                     (mean,) * 3, (std,) * 3, size, make_random, run_dir)
 
 

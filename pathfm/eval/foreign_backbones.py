@@ -8,7 +8,8 @@
   (``pretrained_cfg_overlay=dict(file=...)``). A ``config.json`` beside the file (timm's Hub layout, as
   ``pathfm export --format timm`` writes) supplies ``model_args`` (e.g. ``img_size``) and mean/std.
 
-Nothing is downloaded. The random-init baseline is the same architecture from its config, seeded.
+Nothing is downloaded. The random-init baseline is the same architecture from its config, seeded. A weights
+file with a ``.sha256`` sidecar (``pathfm export`` writes one) is checked against it first.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 from pathfm.errors import PathfmError
 from pathfm.eval.backbones import Backbone, CheckpointError, TimmFeatures, state_hash
+from pathfm.io import verify_checksum
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -62,6 +64,8 @@ def hf_backbone(directory: str | Path) -> Backbone:
         raise CheckpointError(f"hf:{directory}: needs transformers (pip install 'pathfm[hf]')") from None
     import torch
 
+    for weights in sorted(d.glob("*.safetensors")) + sorted(d.glob("*.bin")):
+        verify_checksum(weights)  # a pathfm export's sidecar; other files have none
     try:
         net = transformers.AutoModel.from_pretrained(str(d), local_files_only=True)
     except (OSError, ValueError) as e:
@@ -102,6 +106,7 @@ def timm_file_backbone(name: str, file: str | Path) -> Backbone:
         raise CheckpointError(f"timm:{name}:{file}: no such weights file")
     if name not in timm.list_models():
         raise PathfmError(f"timm:{name}:{file}: timm has no model '{name}'")
+    verify_checksum(path)  # a pathfm export's sidecar; other files have none
     beside = _read_json(path.parent / "config.json") if (path.parent / "config.json").is_file() else {}
     if beside.get("architecture") not in (None, name):
         beside = {}  # another model's config: do not take its arguments

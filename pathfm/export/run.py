@@ -63,6 +63,19 @@ def resolve_backbone_file(source: str | Path) -> Path:
     return file
 
 
+def copy_checksummed(src: Path, dst: Path) -> None:
+    """Copy a weights file with its sidecar (the source's, already verified on reading: a damaged copy is then
+    caught by the next reader); a source without one gets one for the copy."""
+    from pathfm.io import checksum_path, write_checksum
+
+    checksum_path(dst).unlink(missing_ok=True)
+    shutil.copyfile(src, dst)
+    if checksum_path(src).is_file():
+        shutil.copyfile(checksum_path(src), checksum_path(dst))
+    else:
+        write_checksum(dst)
+
+
 def _load_snippet(fmt: str, out_dir: Path, name: str, img_size: int) -> str:
     if fmt == "timm":
         return (
@@ -140,7 +153,7 @@ def export_run(source: str | Path, fmt: str = "pathfm", out: str | Path | None =
     else:
         name = BACKBONE_FILE
         if file.resolve() != (out_dir / name).resolve():
-            shutil.copyfile(file, out_dir / name)
+            copy_checksummed(file, out_dir / name)
         files = [out_dir / name]
     card = CardInputs(fmt=fmt, source=str(source), img_size=size, mean=mean, std=std, step=backbone.step,
                       arch=str(model_cfg.get("arch", backbone.arch)), license_id=license_id,

@@ -1,14 +1,14 @@
 """Training checkpoints: atomic, checksummed, last K kept, corrupt ones skipped.
 
-``run_dir/checkpoints/step_00000010.pt`` + ``step_00000010.pt.sha256``. The file is written to a
-temporary name and renamed; the sidecar is written after it. A checkpoint counts as valid when its
-sidecar exists and matches and it loads with ``torch.load(weights_only=True)``; :func:`latest_valid`
+``run_dir/checkpoints/step_00000010.pt`` + ``step_00000010.pt.sha256`` (:func:`pathfm.io.checksum_path`).
+The file is written to a temporary name and renamed; the sidecar is written after it. A checkpoint counts
+as valid when its sidecar exists and matches and it loads with ``torch.load(weights_only=True)``; :func:`latest_valid`
 walks back from the newest one, so a file truncated by a crash or a full disk falls back to the
 previous checkpoint with a warning.
 
 A sharded run (``run.strategy=fsdp``, :mod:`pathfm.ssl.sharded_checkpoint`) writes a directory instead,
 ``step_00000010.dcp/`` (every rank's shard, torch.distributed.checkpoint, plus :data:`SHARDED_META`),
-renamed into place only when complete, with a sidecar over all its files (:func:`checksum`).
+renamed into place only when complete, with a sidecar over all its files (:func:`pathfm.io.checksum`).
 
 What a checkpoint holds is :class:`TrainState` (its fields are the file's top-level keys, plus ``format``,
 ``version`` and ``step`` that :func:`save_checkpoint` adds).
@@ -17,7 +17,6 @@ What a checkpoint holds is :class:`TrainState` (its fields are the file's top-le
 from __future__ import annotations
 
 import errno
-import hashlib
 import pickle
 import random
 import re
@@ -32,7 +31,7 @@ import numpy as np
 import torch
 
 from pathfm.errors import PathfmError
-from pathfm.io import atomic_path, atomic_write_text, sha256_file
+from pathfm.io import atomic_checksummed, checksum_mismatch, checksum_path
 
 FORMAT = "pathfm-checkpoint"
 VERSION = 1
@@ -57,22 +56,13 @@ def sharded_checkpoint_path(run_dir: str | Path, step: int) -> Path:
     return checkpoint_dir(run_dir) / f"step_{step:08d}{SHARDED_SUFFIX}"
 
 
-def checksum(path: Path) -> str:
-    """sha256 of a checkpoint file; of a sharded checkpoint directory, the sha256 over the sorted
-    ``<file sha256>  <relative name>`` lines of every file in it."""
-    if not path.is_dir():
-        return sha256_file(path)
-    lines = [f"{sha256_file(f)}  {f.relative_to(path).as_posix()}\n" for f in sorted(path.rglob("*")) if f.is_file()]
-    return hashlib.sha256("".join(lines).encode()).hexdigest()
-
-
 def remove_checkpoint(path: Path) -> None:
     """Delete a checkpoint (file or sharded directory) and its sidecar."""
     if path.is_dir():
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
-    path.with_name(path.name + ".sha256").unlink(missing_ok=True)
+    checksum_path(path).unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------------ the payload
@@ -169,9 +159,8 @@ def save_checkpoint(run_dir: str | Path, step: int, payload: dict[str, Any], kee
     path = checkpoint_path(run_dir, step)
     payload = {"format": FORMAT, "version": VERSION, "step": int(step), **payload}
     try:
-        with atomic_path(path) as tmp:
+        with atomic_checksummed(path) as tmp:
             torch.save(payload, tmp)
-        atomic_write_text(path.with_name(path.name + ".sha256"), f"{sha256_file(path)}  {path.name}\n")
     except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError (inline_container)
         if isinstance(e, OSError) and e.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
             raise
@@ -204,14 +193,10 @@ def prune(run_dir: str | Path, keep: int) -> None:
 
 def verify(path: Path) -> str | None:
     """None if ``path`` matches its sha256 sidecar, else the reason it does not."""
-    side = path.with_name(path.name + ".sha256")
-    if not side.exists():
+    if not checksum_path(path).exists():
         return "no .sha256 sidecar (the write did not finish)"
-    expected = side.read_text().split()[0] if side.read_text().strip() else ""
-    actual = checksum(path)
-    if expected != actual:
-        return f"sha256 mismatch (file {actual[:12]}..., sidecar {expected[:12]}...): corrupt or truncated"
-    return None
+    why = checksum_mismatch(path)
+    return f"{why}: corrupt or truncated" if why else None
 
 
 def load_checkpoint(path: str | Path, *, check: bool = True) -> dict[str, Any]:
@@ -240,7 +225,7 @@ def set_aside_unusable(run_dir: str | Path) -> list[Path]:
     for _, path in list_checkpoints(run_dir):
         if verify(path) is None:
             continue
-        for p in (path, path.with_name(path.name + ".sha256")):
+        for p in (path, checksum_path(path)):
             if p.exists():
                 p.rename(p.with_name(p.name + ".unusable"))
         moved.append(path)

@@ -1,8 +1,10 @@
 """Exported backbones: the one file format evaluation reads.
 
 ``{"format": "pathfm-backbone", "version": 1, "model": cfg.model dump, "state_dict": {...}, "step": int,
-"config_sha": str}``, written atomically, read with ``torch.load(weights_only=True)`` (no pickled code
-runs). :func:`load_backbone` also accepts a pathfm training checkpoint (it takes the teacher backbone).
+"config_sha": str}``, written atomically with a ``.sha256`` sidecar (:func:`pathfm.io.checksum_path`), read
+with ``torch.load(weights_only=True)`` (no pickled code runs) after the sidecar is checked (a mismatch is an
+error, a file without one is read with a warning). :func:`load_backbone` also accepts a pathfm training
+checkpoint (it takes the teacher backbone).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 from torch import nn
 
 from pathfm.errors import PathfmError
-from pathfm.io import atomic_path
+from pathfm.io import atomic_checksummed, verify_checksum, warn_unverified
 from pathfm.ssl.models import VisionTransformer, adapt_state_dict, build_backbone
 
 FORMAT = "pathfm-backbone"
@@ -71,16 +73,18 @@ def export_backbone(
         **(extra or {}),
     }
     path = Path(path)
-    with atomic_path(path) as tmp:
+    with atomic_checksummed(path) as tmp:
         torch.save(payload, tmp)
     return path
 
 
-def _read(path: Path) -> Any:
+def _read(path: Path) -> tuple[Any, str | None]:
+    """The file's content and its verified sha256 (None: no sidecar)."""
     if not path.exists():
         raise BackboneFileError(f"{path}: no such file (give an exported teacher_backbone.pt or a checkpoint)")
+    digest = verify_checksum(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True), digest
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise BackboneFileError(
@@ -92,17 +96,20 @@ def _read(path: Path) -> Any:
 def load_backbone(path: str | Path, *, strict: bool = True) -> tuple[VisionTransformer, dict]:
     """Load an exported backbone (or the teacher backbone of a pathfm checkpoint) in eval mode.
 
-    Returns ``(model, meta)``; ``meta`` holds format, version, model (the config dump), step, config_sha.
-    Raises :class:`BackboneFileError` for files that are not ours or whose weights do not fit the
+    Returns ``(model, meta)``; ``meta`` holds format, version, model (the config dump), step, config_sha and
+    sha256 (the file's, when its sidecar verified it). Raises a PathfmError when the file does not match its
+    sidecar, :class:`BackboneFileError` for files that are not ours or whose weights do not fit the
     architecture they declare.
     """
     path = Path(path)
-    obj = _read(path)
+    obj, digest = _read(path)
     if not isinstance(obj, dict) or obj.get("format") not in (FORMAT, CHECKPOINT_FORMAT):
         raise BackboneFileError(
             f"{path}: not a pathfm backbone (no 'format': '{FORMAT}' entry); other projects' weights "
             "must be converted, e.g. build_backbone(cfg.model) + load_state_dict"
         )
+    if digest is None:
+        warn_unverified(path)
     if obj["format"] == CHECKPOINT_FORMAT:
         state = obj["teacher"]["backbone"]
         model_cfg = obj.get("backbone_model") or obj["model"]  # the former holds resolved settings
@@ -126,4 +133,6 @@ def load_backbone(path: str | Path, *, strict: bool = True) -> tuple[VisionTrans
     model.eval()
     meta = {k: v for k, v in obj.items() if k not in ("state_dict", "student", "teacher", "optimizer")}
     meta.setdefault("step", int(obj.get("step", 0)))
+    if digest is not None:
+        meta["sha256"] = digest
     return model, meta

@@ -12,6 +12,9 @@ no resize happens. The timm and hf exports therefore store the embeddings for on
 (:func:`positions_for_size`, pathfm's own resize computed once when the stored grid differs): at that size
 the exported model computes exactly what pathfm computes; at other sizes each library resizes its own way.
 The dinov2 export keeps the stored grid: DINOv2's code with the same offset/antialias matches at every size.
+
+Every weights file written here gets a ``.sha256`` sidecar (:func:`pathfm.io.checksum_path`) that pathfm's
+readers check (``pathfm eval timm:NAME:FILE`` / ``hf:DIR``, ``model.init_from``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import torch
 from torch import Tensor
 
 from pathfm.errors import ConfigError
-from pathfm.io import atomic_path, atomic_write_bytes
+from pathfm.io import atomic_checksummed, atomic_write_bytes, checksum_path, write_checksum
 from pathfm.ssl.models import ARCH_SPECS, interpolate_pos_embed
 
 # pathfm arch -> timm's DINOv2 size word; the ffn each timm model has (giant: SwiGLU, the others: MLP)
@@ -189,7 +192,7 @@ def hf_preprocessor_config(img_size: int, mean: float, std: float) -> dict[str, 
 def _save_safetensors(state: Mapping[str, Tensor], path: Path, metadata: dict[str, str]) -> None:
     from safetensors.torch import save_file
 
-    with atomic_path(path) as tmp:
+    with atomic_checksummed(path) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
 
 
@@ -222,8 +225,10 @@ def write_timm(model: Any, model_cfg: Mapping[str, Any], out_dir: Path, img_size
     pretrained_cfg = {"tag": "pathfm", "license": license_id, "mean": (mean,) * 3, "std": (std,) * 3}
     data_cfg = {"input_size": (3, img_size, img_size), "crop_pct": 1.0, "interpolation": "bicubic",
                 "mean": (mean,) * 3, "std": (std,) * 3}  # fmt: skip
+    checksum_path(out_dir / WEIGHTS_FILE).unlink(missing_ok=True)  # timm writes the file itself: no stale sidecar
     save_for_hf(net, str(out_dir), model_config={"pretrained_cfg": pretrained_cfg}, safe_serialization=True,
                 data_config=data_cfg)  # fmt: skip
+    write_checksum(out_dir / WEIGHTS_FILE)
     return name
 
 
@@ -241,7 +246,7 @@ def write_dinov2(model: Any, out_dir: Path, file_name: str) -> Path:
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / file_name
-    with atomic_path(path) as tmp:
+    with atomic_checksummed(path) as tmp:
         torch.save(state, tmp)
     return path
 

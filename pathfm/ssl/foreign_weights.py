@@ -104,11 +104,19 @@ def resolve_weights_source(source: str) -> Path:
 
 
 def read_weights_file(path: Path) -> Any:
-    """``torch.load`` without running pickled code; a ConfigError naming the file if that fails."""
+    """``torch.load`` without running pickled code, after checking the file's ``.sha256`` sidecar (a mismatch
+    is a PathfmError; a pathfm file without one is read with a warning, other projects' files have none); a
+    ConfigError naming the file if it does not load."""
+    from pathfm.io import verify_checksum, warn_unverified
+
+    verified = verify_checksum(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix
         raise ConfigError(f"model.init_from={path}: not a loadable torch file ({type(e).__name__})") from None
+    if verified is None and isinstance(obj, Mapping) and str(obj.get("format", "")).startswith("pathfm-"):
+        warn_unverified(path)
+    return obj
 
 
 # ------------------------------------------------------------------------------------- conversion

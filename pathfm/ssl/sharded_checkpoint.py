@@ -3,7 +3,7 @@
     run_dir/checkpoints/step_00000010.dcp/            .metadata, __<rank>_0.distcp (every rank's shards)
                                                       train_state.pt (checkpoint.SHARDED_META: the TrainState
                                                       fields that are not student/teacher/optimizer)
-    run_dir/checkpoints/step_00000010.dcp.sha256      checkpoint.checksum over every file of the directory
+    run_dir/checkpoints/step_00000010.dcp.sha256      pathfm.io.checksum over every file of the directory
 
 Writing (:func:`save_sharded`, every rank): the shards go to ``.step_00000010.dcp.partial/``; when DCP
 has finished on every rank (its metadata is written last, by rank 0, after all ranks wrote), rank 0 adds
@@ -28,7 +28,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from pathfm.io import atomic_write_text
+from pathfm.io import write_checksum
 from pathfm.ssl import checkpoint as ckpt
 
 PARTIAL_SUFFIX = ".partial"
@@ -82,7 +82,7 @@ def save_sharded(run_dir: str | Path, step: int, meta: ckpt.TrainState, student:
         torch.save(payload, partial / ckpt.SHARDED_META)
         ckpt.remove_checkpoint(final)  # a stale one of the same step (a resumed run passing it again)
         partial.rename(final)
-        atomic_write_text(final.with_name(final.name + ".sha256"), f"{ckpt.checksum(final)}  {final.name}\n")
+        write_checksum(final)
         ckpt.prune(run_dir, keep)
     _barrier()
     return final

@@ -6,7 +6,7 @@ Run directory (the contract in docs/architecture.md)::
     run_dir/metrics.jsonl               one record per logged step (keys: step_record.METRIC_KEYS [+ probe/<task>/<metric>])
     run_dir/checkpoints/step_XXXXXXXX.pt (+ .sha256), last cfg.run.keep_checkpoints kept
                                         (step_XXXXXXXX.dcp/ directories with run.strategy=fsdp: sharded_checkpoint)
-    run_dir/teacher_backbone.pt         exported EMA teacher backbone, refreshed at every checkpoint
+    run_dir/teacher_backbone.pt         exported EMA teacher backbone (+ .sha256), refreshed at every checkpoint
     run_dir/training_slides.csv         the slides / patients trained on (pathfm.data.provenance; leakage audit)
     run_dir/DONE                        written when the run finished (or was stopped by a callback or a guard)
     run_dir/guard.json                  what stopped the run when a ``run.guards`` guard did (pathfm.ssl.guards)

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from pathfm.errors import StopTrial
-from pathfm.io import atomic_write_json
+from pathfm.io import atomic_write_json, checksum_path
 from pathfm.tracking import TrackingCallback, log_evaluation
 from pathfm.results import EVAL_FILE, OBJECTIVE_METRIC, TRIAL_FILE
 from pathfm.sweeps.collect import read_trial
@@ -167,7 +167,7 @@ def pointer_checkpoint_dir(step: int, path: Path, run_dir: Path, *, copy: bool =
     pointer = {"step": step, "path": str(path), "run_dir": str(run_dir), "copied": copy}
     if copy:
         copy_checkpoint(path, Path(d) / path.name)
-        sidecar = path.with_name(path.name + ".sha256")
+        sidecar = checksum_path(path)
         if sidecar.exists():
             shutil.copy2(sidecar, Path(d) / sidecar.name)
         pointer["file"] = path.name
@@ -195,9 +195,9 @@ def resume_point(run_dir: Path, tune_checkpoint: Any) -> tuple[bool | Path, int]
                     target = ckpt.checkpoint_dir(run_dir) / pointer["file"]
                     target.parent.mkdir(parents=True, exist_ok=True)
                     copy_checkpoint(Path(d) / pointer["file"], target)
-                    sidecar = Path(d) / (pointer["file"] + ".sha256")
+                    sidecar = checksum_path(Path(d) / pointer["file"])
                     if sidecar.exists():
-                        shutil.copy2(sidecar, target.with_name(sidecar.name))
+                        shutil.copy2(sidecar, checksum_path(target))
                     return target, int(pointer["step"])
                 if Path(pointer["path"]).exists():
                     return Path(pointer["path"]), int(pointer["step"])

@@ -1,0 +1,112 @@
+"""Bad inputs that used to go through silently with a wrong result (issue 25): each now stops with one clear
+line naming the file, field or value and the fix. Real files throughout: checkpoints written by pathfm's own
+writers, the bundled slides (truncated copies in tmp_path), real SQLite storages for Optuna."""
+
+from __future__ import annotations
+
+import struct
+import warnings
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from pathfm.cli import main
+from pathfm.config import load_config
+from pathfm.errors import PathfmError
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+# ------------------------------------------------------------------------ 1. weight files are checksummed
+def _flip_weights(path: Path) -> None:
+    """Overwrite 64 bytes in the middle of the largest tensor of a torch zip file with 0x7f (floats of
+    3.4e38): the zip structure stays intact, so torch.load reads the file without complaint."""
+    with zipfile.ZipFile(path) as z:
+        info = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    with open(path, "r+b") as f:
+        f.seek(info.header_offset + 26)
+        name_len, extra_len = struct.unpack("<HH", f.read(4))
+        f.seek(info.header_offset + 30 + name_len + extra_len + info.file_size // 2)
+        f.write(b"\x7f" * 64)
+
+
+def _pico_checkpoint(run: Path) -> Path:
+    """A training checkpoint as pathfm's checkpoint writer writes it (the parts export reads)."""
+    from pathfm.ssl import checkpoint as ckpt
+    from pathfm.ssl.models import build_backbone
+
+    cfg = load_config("smoke")
+    torch.manual_seed(0)
+    model = build_backbone(cfg.model)
+    dump = cfg.model.model_dump(mode="json")
+    payload = {"config": cfg.model_dump(mode="json"), "model": dump, "backbone_model": dump, "stage": "main",
+               "teacher": {"backbone": model.state_dict()}, "student": {}, "optimizer": {}}
+    return ckpt.save_checkpoint(run, 10, payload, keep=2)
+
+
+def test_export_of_a_checkpoint_with_flipped_bytes_is_refused(tmp_path, capsys):
+    path = _pico_checkpoint(tmp_path / "run")
+    _flip_weights(path)
+    torch.load(path, map_location="cpu", weights_only=True)  # the damage is invisible to torch
+    out = tmp_path / "out"
+    assert main(["export", str(path), "--out", str(out)]) == 2
+    line = _one_line_error(capsys)
+    assert str(path) in line and "sha256" in line and "step_00000010.pt.sha256" in line
+    assert not (out / "teacher_backbone.pt").exists()
+
+
+def test_teacher_backbone_has_a_checksum_that_eval_eva_init_from_and_export_check(tmp_path, make_pico_run, capsys):
+    from pathfm.eval.sources import load_source
+    from pathfm.io import checksum_path, sha256_file
+    from pathfm.ssl.foreign_weights import read_weights_file
+
+    run = make_pico_run("flipped", 5)
+    file = run / "teacher_backbone.pt"
+    assert checksum_path(file).read_text().split()[0] == sha256_file(file)
+    _flip_weights(file)
+    for read in (load_source, read_weights_file):  # eval and eva read through load_source; init_from this
+        with pytest.raises(PathfmError, match=r"teacher_backbone\.pt.*sha256"):
+            read(file)
+    assert main(["export", str(file), "--out", str(tmp_path / "out")]) == 2
+    assert "teacher_backbone.pt.sha256" in _one_line_error(capsys)
+    assert main(["eval", str(file), "--task", "crc", "--no-progress"]) == 2
+    assert "corrupt" in _one_line_error(capsys)
+
+
+def test_a_file_without_checksum_is_read_with_a_warning(make_pico_run):
+    from pathfm.eval.sources import load_source
+    from pathfm.io import checksum_path
+
+    run = make_pico_run("old", 5)
+    checksum_path(run / "teacher_backbone.pt").unlink()  # as written by a pathfm before checksums
+    with pytest.warns(UserWarning, match=r"teacher_backbone\.pt: no teacher_backbone\.pt\.sha256"):
+        assert load_source(run).step == 5
+
+
+def test_every_export_format_writes_checksummed_weights_that_readers_verify(make_pico_run, tmp_path):
+    from pathfm.eval.sources import load_source
+    from pathfm.export.run import export_run
+    from pathfm.io import checksum_path, sha256_file
+    from pathfm.ssl.foreign_weights import read_weights_file
+
+    run = make_pico_run("formats", 5)
+    weights = {}
+    for fmt in ("pathfm", "dinov2", "timm"):
+        res = export_run(run / "teacher_backbone.pt", fmt, tmp_path / fmt)
+        weights[fmt] = next(f for f in res.files if f.suffix in (".pt", ".pth", ".safetensors"))
+        assert checksum_path(weights[fmt]).read_text().split()[0] == sha256_file(weights[fmt])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # verified: no warning
+        read_weights_file(weights["dinov2"])
+        load_source(weights["pathfm"])
+    data = bytearray(weights["timm"].read_bytes())
+    data[-100:-36] = b"\x7f" * 64
+    weights["timm"].write_bytes(bytes(data))
+    with pytest.raises(PathfmError, match=r"model\.safetensors.*sha256"):
+        load_source(f"timm:{res.name}:{weights['timm']}")
