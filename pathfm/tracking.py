@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import time
 import uuid
@@ -196,7 +197,13 @@ class WandbRun:
 
 
 class TensorboardRun:
-    """Scalars and text in TensorBoard event files (tensorboardX); artifacts are listed as text."""
+    """Scalars and text in TensorBoard event files (tensorboardX); artifacts are listed as text.
+
+    Each writer gets a file of its own: tensorboardX names the file by the second and the host only and
+    opens it with 'wb', so the evaluation logged just after training (or a second process writing to a
+    shared ``log_dir``) truncated the training's file when both opened in the same second; the suffix (pid
+    and a random token) keeps them apart. The writer queues events to a background thread: ``finish``
+    closes it, which drains the queue, flushes and closes the file before the run is reported done."""
 
     name = "tensorboard"
 
@@ -205,7 +212,8 @@ class TensorboardRun:
             from tensorboardX import SummaryWriter
         except ImportError:
             raise _missing("tensorboard", "tensorboardX") from None
-        self.writer = SummaryWriter(cfg.log_dir or str(Path(run_dir) / "tensorboard"))
+        suffix = f".{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        self.writer = SummaryWriter(cfg.log_dir or str(Path(run_dir) / "tensorboard"), filename_suffix=suffix)
         self.run_id = self.writer.logdir
 
     def log_params(self, params: dict[str, str]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import struct
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -96,6 +97,25 @@ def tensorboard_scalars(log_dir: Path) -> dict[str, list[int]]:
                 if v.HasField("simple_value"):
                     tags.setdefault(v.tag, []).append(ev.step)
     return tags
+
+
+def test_tensorboard_runs_opened_in_the_same_second_keep_their_own_event_files(tmp_path, monkeypatch):
+    """The training run and the evaluation logged after it each open a writer in <run_dir>/tensorboard;
+    tensorboardX names its file by the second and the host only and opens it with 'wb', so a second writer
+    in the same second truncated the first's file (the training scalars were lost: KeyError 'loss/ibot')."""
+    pytest.importorskip("tensorboardX")
+    from tensorboardX import event_file_writer
+
+    from pathfm.config import TensorboardTrackingConfig
+    from pathfm.tracking import TensorboardRun
+
+    monkeypatch.setattr(event_file_writer, "time", SimpleNamespace(time=lambda: 1796571343.25))  # one second
+    for tag in ("loss/ibot", "eval/trained/crc/knn/balanced_accuracy"):
+        run = TensorboardRun(TensorboardTrackingConfig(), tmp_path)
+        run.log_metrics({tag: 0.5}, 3)
+        run.finish("finished")
+    scalars = tensorboard_scalars(tmp_path / "tensorboard")
+    assert scalars == {"loss/ibot": [3], "eval/trained/crc/knn/balanced_accuracy": [3]}
 
 
 @pytest.mark.slow
