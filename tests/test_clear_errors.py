@@ -3,7 +3,11 @@ traceback (issue 25, "Tracebacks for expected failures"). Real files, real SQLit
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
+import yaml
 
 from pathfm.cli import main
 from pathfm.config import load_config
@@ -69,3 +73,53 @@ def test_a_config_of_many_unknown_keys_gives_a_short_error(tmp_path):
     assert len(msg) < 4000, len(msg)
     assert "unknown_key_00000" in msg and "unknown_key_00019" in msg and "unknown_key_00020" not in msg
     assert f"and {n - 20} more" in msg
+
+
+# ------------------------------------------------------------------------------------ Optuna storage
+def _optuna_spec(tmp_path: Path) -> Path:
+    spec = {"name": "st", "overrides": {"optim.steps": 2}, "space": {"kde_weight": {"choice": [0.0, 0.1]}},
+            "objective": {"metric": "loss", "mode": "min"}, "eval": {"enabled": False},
+            "search": {"algorithm": "optuna", "num_samples": 1}}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_a_corrupt_sqlite_storage_is_named_before_any_trial(tmp_path, capsys):
+    bad = tmp_path / "study.db"
+    bad.write_bytes(np.random.default_rng(0).bytes(20_000))  # a damaged database file: random bytes
+    argv = ["sweep", "optuna", str(_optuna_spec(tmp_path)), "--storage", f"sqlite:///{bad}", "--dir", str(tmp_path / "sw")]
+    err = _cli_error(capsys, argv)
+    assert f"{bad} is not a SQLite database" in err and "move it aside" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not list((tmp_path / "sw").glob("st/optuna_*"))  # no trial ran
+
+
+def test_a_damaged_optuna_journal_is_named_and_left_as_it_was(tmp_path, capsys):
+    cut = tmp_path / "cut.journal"  # a writer killed mid-line; Optuna would append its next record to that line
+    cut.write_text('{"op_code": 0, "worker_id": "w", "study_name": "st", "directions": [1]}\n{"op_code": 4, "wor')
+    noise = tmp_path / "noise.journal"
+    noise.write_bytes(np.random.default_rng(1).bytes(5_000) + b"\n")
+    for journal in (cut, noise):
+        before = journal.read_bytes()
+        argv = ["sweep", "optuna", str(_optuna_spec(tmp_path)), "--storage", f"journal:///{journal}",
+                "--dir", str(tmp_path / "sw")]
+        err = _cli_error(capsys, argv)
+        assert f"{journal} is not an Optuna journal" in err and len(err.strip().splitlines()) == 1, err
+        assert journal.read_bytes() == before
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "proc"])
+def test_an_unwritable_storage_location_is_named_before_any_trial(tmp_path, capsys, where):
+    # Tests run as root, for whom chmod stops no write; a read-only location that refuses root too: a path
+    # below a regular file (a folder that cannot be created), or /proc (a file system that takes no new files).
+    if where == "under_a_file":
+        (tmp_path / "a-file").write_text("x")
+        db = tmp_path / "a-file" / "study.db"
+    else:
+        db = Path("/proc/pathfm-no-such-folder/study.db")
+    for url in (f"sqlite:///{db}", f"journal:///{db.with_suffix('.journal')}"):
+        argv = ["sweep", "optuna", str(_optuna_spec(tmp_path)), "--storage", url, "--dir", str(tmp_path / "sw")]
+        err = _cli_error(capsys, argv)
+        assert "cannot be created or written" in err and "give a path in a folder you can write to" in err, err
+        assert len(err.strip().splitlines()) == 1

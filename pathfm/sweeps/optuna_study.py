@@ -8,7 +8,9 @@ the same train + evaluate as a Ray trial and writes the same trial folder
 * Storage: ``sqlite:///<sweep_dir>/optuna.db`` by default (one host); ``journal:///PATH`` for Optuna's
   file-locked JournalStorage (no server; shared filesystems); any SQLAlchemy URL otherwise
   (:mod:`pathfm.sweeps.storage`). SQLite on a network filesystem with more than one worker is refused
-  with the fix. The study is created once by the launcher before workers start (avoids SQLite's schema race).
+  with the fix, and so is a storage that cannot be opened or written (a damaged file, a folder that cannot be
+  created; :func:`pathfm.sweeps.storage.open_checked`), before any trial. The study is created once by the
+  launcher before workers start (avoids SQLite's schema race).
 * Sampler: TPE seeded with ``search.seed``, the worker index and the number of trials already in the
   study (so workers, and a run that continues a study, do not replay the same random start points).
 * Pruning: ``scheduler.type: asha`` -> ``SuccessiveHalvingPruner`` on the scheduler metric reported
@@ -47,7 +49,8 @@ from filelock import FileLock
 from pathfm.errors import PathfmError, StopTrial
 from pathfm.sweeps.spec import (SweepSpec, expand_trials, load_spec, optuna_categories, total_steps,
                                trial_from_sample)
-from pathfm.sweeps.storage import check_storage, dead_after, journal_path, journal_storage, longest_pause
+from pathfm.sweeps.storage import (check_storage, dead_after, journal_path, journal_storage, longest_pause,
+                                   open_checked, storage_error)
 
 
 BUDGET_LOCK = "budget.lock"  # held by a worker from its budget check until its new trial exists
@@ -301,6 +304,7 @@ def run_optuna_study(spec: SweepSpec | str | Path, *, storage: str | None = None
     ``search.num_samples``); returns the sweep folder (results.parquet collected). ``heartbeat_s`` and
     ``max_retry`` (None: unlimited) govern the retry of trials whose worker died (module docstring)."""
     import optuna
+    from sqlalchemy.exc import SQLAlchemyError
 
     from pathfm.io import atomic_write_json, atomic_write_text, redact_url
     from pathfm.results import META_FILE
@@ -326,6 +330,7 @@ def run_optuna_study(spec: SweepSpec | str | Path, *, storage: str | None = None
     sweep_dir.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{sweep_dir / 'optuna.db'}"
     check_storage(url, workers)  # SQLite on NFS/Lustre/... with several writers: refused before any work
+    open_checked(url, _storage)  # a damaged file or an unwritable folder: one line with the fix, before any work
     from pathfm.sweeps.collect import read_trials
 
     grace_s = dead_after(heartbeat_s, longest_pause([info for _, info in read_trials(sweep_dir)]), url)
@@ -336,9 +341,12 @@ def run_optuna_study(spec: SweepSpec | str | Path, *, storage: str | None = None
     atomic_write_json(sweep_dir / META_FILE, meta)
     # create the study (and its schema) once, before any worker touches the storage
     study_storage = _storage(url, heartbeat_s, max_retry, grace_s)
-    study = optuna.create_study(study_name=spec.name, storage=study_storage,
-                                load_if_exists=True, direction="maximize" if spec.objective.mode == "max" else "minimize",
-                                sampler=optuna.samplers.TPESampler(seed=spec.search.seed), pruner=_pruner(spec))
+    try:
+        study = optuna.create_study(study_name=spec.name, storage=study_storage,
+                                    load_if_exists=True, direction="maximize" if spec.objective.mode == "max" else "minimize",
+                                    sampler=optuna.samplers.TPESampler(seed=spec.search.seed), pruner=_pruner(spec))
+    except (SQLAlchemyError, OSError) as e:  # e.g. an existing SQLite file on a read-only file system
+        raise storage_error(url, e) from None
     fail_dead_trials(study, study_storage, sweep_dir, grace_s, max_retry)
     b = budget(study)
     todo = max(0, total - b["used"]) + b["waiting"]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pathfm.errors import PathfmError
 
@@ -102,6 +102,68 @@ def check_storage(url: str, workers: int, mounts_text: str | None = None) -> Non
         "workers would write to it; SQLite's file locking is unreliable there and can corrupt the study. Use "
         f"the file-locked journal (--storage {JOURNAL_SCHEME}{db.with_suffix('.journal').as_posix()}), "
         "a database server (--storage postgresql://USER@HOST/DB), or --workers 1")
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+
+
+def open_checked(url: str, make: Callable[[str], Any]) -> Any:
+    """``make(url)``, the study storage, proven readable (its studies listed) before any trial; one that cannot
+    be opened (a damaged file, a folder that cannot be written, a server that refuses) is :func:`storage_error`."""
+    try:
+        if (db := sqlite_path(url)) is not None:
+            db.expanduser().absolute().parent.mkdir(parents=True, exist_ok=True)  # SQLite creates no folders
+        if (journal := journal_path(url)) is not None and _last_line_cut(journal):  # Optuna would append to it
+            raise ValueError("its last line is cut off (a writer stopped mid-write)")
+        storage = make(url)
+        storage.get_all_studies()
+    except PathfmError:
+        raise
+    except Exception as e:  # noqa: BLE001 - SQLAlchemy, sqlite3, OSError, a damaged journal: each is told the same way
+        raise storage_error(url, e) from None
+    return storage
+
+
+def storage_error(url: str, error: BaseException) -> PathfmError:
+    """One line saying why the storage at ``url`` cannot be opened or written (``error``) and the fix."""
+    from pathfm.io import redact_url
+
+    text = str(error).strip()
+    reason = f"{type(error).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
+    shown = f"--storage {redact_url(url)}"
+    db, journal = sqlite_path(url), journal_path(url)
+    path = db if db is not None else journal
+    if path is None:
+        return PathfmError(f"{shown}: the study storage cannot be opened ({reason}); check the URL, that the "
+                           "database server runs and that this user may create tables in it")
+    path = path.expanduser().absolute()
+    if _damaged(path, error, sqlite=db is not None):
+        kind = "a SQLite database" if db is not None else "an Optuna journal"
+        return PathfmError(f"{shown}: {path} is not {kind} (damaged, or another kind of file: {reason}); move it "
+                           "aside and run again to start the study in a new file, or give the path of a backup")
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    why = f"{blocker} is a file, not a folder; " if blocker is not None else ""
+    return PathfmError(f"{shown}: {path} cannot be created or written ({why}{reason}); give a path in a folder you "
+                       "can write to (leave out --storage for <sweep folder>/optuna.db)")
+
+
+def _last_line_cut(path: Path) -> bool:
+    path = Path(path).expanduser()
+    if not path.is_file() or not path.stat().st_size:
+        return False
+    with open(path, "rb") as f:
+        f.seek(-1, 2)
+        return f.read(1) != b"\n"
+
+
+def _damaged(path: Path, error: BaseException, *, sqlite: bool) -> bool:
+    """Whether the file at ``path`` exists but is no SQLite database (its header) or no readable journal."""
+    if not path.is_file() or not path.stat().st_size:
+        return False
+    if sqlite:
+        with open(path, "rb") as f:
+            return not f.read(len(SQLITE_HEADER)) == SQLITE_HEADER
+    return isinstance(error, (ValueError, AssertionError))  # JSON or UTF-8 decoding, Optuna's own log checks
 
 
 def heartbeat_grace(heartbeat_s: int, longest_pause_s: float | None) -> int:
