@@ -16,11 +16,11 @@ from __future__ import annotations
 import copy
 import math
 import typing
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pathfm.config_renames import rename_deprecated_sections, renamed_key
 from pathfm.errors import ConfigError
@@ -315,7 +315,8 @@ class GuardsConfig(_Strict):
 
 class RunConfig(_Strict):
     output_dir: str = "runs"
-    name: str | None = None
+    name: str | None = Field(None, description="the run's folder inside output_dir (default: <preset>-<time>); "
+                             "may hold sub-folders (study/arm1), never '..' or an absolute path")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = "bf16"
     log_every: int = Field(1, ge=1)
@@ -341,6 +342,18 @@ class RunConfig(_Strict):
     gpu_memory_gib: float | None = Field(
         None, gt=0, description="memory of the GPU a trial gets; --dry-run refuses a trial whose estimate does "
         "not fit (None: the visible CUDA device's, or no check without one)")
+
+    @field_validator("name")
+    @classmethod
+    def _name_inside_output_dir(cls, name: str | None) -> str | None:
+        """A run writes to ``output_dir/name``: a name that leaves that folder would write elsewhere."""
+        if not name:  # unset: <preset>-<time>
+            return name
+        parts = PurePosixPath(name.replace("\\", "/")).parts
+        if not parts or parts[0] == "/" or ".." in parts or PureWindowsPath(name).drive:
+            raise ValueError("must be a folder name inside run.output_dir, not a path leaving it; give a plain "
+                             "name (e.g. run.name=my-run) and choose the parent folder with run.output_dir")
+        return name
 
 
 class ProbeConfig(_Strict):
@@ -545,17 +558,29 @@ def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
 
 
 def find_preset(name_or_path: str | Path) -> Path:
+    """A preset name (``cpu``: ``pathfm/configs/cpu.yaml``) or a YAML path (relative to the current folder, else
+    to the repository root). Something path-like (a path separator, or ending in .yaml/.yml) that does not exist
+    is an error naming it, never the bundled preset of the same name."""
     p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") and p.exists():
-        return p
-    for cand in (PRESET_DIR / f"{p.stem}.yaml", REPO_ROOT / p):
-        if cand.exists():
-            return cand
     known = sorted(q.stem for q in PRESET_DIR.glob("*.yaml"))
+    text = str(name_or_path)
+    if "/" in text or "\\" in text or p.suffix in (".yaml", ".yml"):
+        for cand in (p.expanduser(), REPO_ROOT / p):
+            if cand.exists():
+                return cand
+        where = "" if p.is_absolute() else " (looked in the current folder and the repository root)"
+        preset = f"; for the bundled preset, give its name: {p.stem}" if p.stem in known else ""
+        raise ConfigError(f"config file '{name_or_path}' does not exist{where}{preset}")
+    if (PRESET_DIR / f"{p.name}.yaml").exists():
+        return PRESET_DIR / f"{p.name}.yaml"
+    if (REPO_ROOT / p).is_file():
+        return REPO_ROOT / p
     raise ConfigError(f"config '{name_or_path}' not found; give a YAML path or a preset: {', '.join(known)}")
 
 
-def read_yaml(path: str | Path) -> dict:
+def read_yaml(path: str | Path, *, allow_empty: bool = True) -> dict:
+    """A YAML mapping from ``path``. ``allow_empty=False`` (config files): an empty file, or one of only comments,
+    is an error instead of an empty mapping (it would silently mean every default)."""
     path = Path(path)
     if path.is_dir():
         inside = sorted(q.name for q in path.iterdir() if q.suffix in (".yaml", ".yml") and q.is_file())
@@ -563,11 +588,15 @@ def read_yaml(path: str | Path) -> dict:
             "give the path of a YAML file"
         raise ConfigError(f"{path} is a folder, not a YAML file; {hint} or a preset name")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot be read as a YAML config ({e}); give a readable text file") from None
+    if data is None and not allow_empty:
+        raise ConfigError(f"{path}: the config file is empty (or only comments), which would silently mean every "
+                          "default; give settings (e.g. base: smoke), or write {} to mean all defaults")
+    data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
@@ -598,6 +627,8 @@ def config_from_dict(tree: dict, *, source: str = "config") -> Config:
             unknown = sum(err["type"] == "extra_forbidden" for err in errors)
             lines.append(f"  ... and {len(errors) - MAX_LISTED_ERRORS} more ({len(errors)} problems, {unknown} of them "
                          "unknown keys: is this a pathfm config?)")
+        if len(lines) == 1:  # one problem: one line
+            raise ConfigError(f"{source} is invalid: {lines[0].strip()}") from None
         raise ConfigError(f"{source} is invalid:\n" + "\n".join(lines)) from None
 
 
@@ -617,10 +648,10 @@ def load_config(preset: str | Path | None = "smoke", overrides: list[str] | dict
     source = "defaults"
     if preset is not None:
         path = find_preset(preset)
-        tree = read_yaml(path)
+        tree = read_yaml(path, allow_empty=False)
         chain = [tree]
         while "base" in chain[-1]:
-            chain.append(read_yaml(find_preset(chain[-1].pop("base"))))
+            chain.append(read_yaml(find_preset(chain[-1].pop("base")), allow_empty=False))
         tree = {}
         for layer in reversed(chain):
             try:

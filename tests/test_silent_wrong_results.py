@@ -14,7 +14,7 @@ import torch
 
 from pathfm.cli import main
 from pathfm.config import load_config
-from pathfm.errors import PathfmError
+from pathfm.errors import ConfigError, PathfmError
 
 
 def _one_line_error(capsys) -> str:
@@ -110,3 +110,38 @@ def test_every_export_format_writes_checksummed_weights_that_readers_verify(make
     weights["timm"].write_bytes(bytes(data))
     with pytest.raises(PathfmError, match=r"model\.safetensors.*sha256"):
         load_source(f"timm:{res.name}:{weights['timm']}")
+
+
+# ---------------------------------------------------- 3. a missing config path is not a bundled preset
+def test_a_config_path_that_does_not_exist_is_an_error_not_a_preset(tmp_path, monkeypatch, capsys):
+    for missing in ("/no/such/dir/cpu.yaml", "no/such/dir/cpu.yaml", "cpu.yaml", "smoke.yml"):
+        monkeypatch.chdir(tmp_path)
+        with pytest.raises(ConfigError, match=f"'{missing}'.*does not exist"):
+            load_config(missing)
+    assert main(["train", "/no/such/dir/cpu.yaml", "--dry-run"]) == 2
+    assert "/no/such/dir/cpu.yaml" in _one_line_error(capsys)
+    assert load_config("cpu").optim.steps == load_config("configs/cpu.yaml").optim.steps  # names, repo paths
+
+
+# -------------------------------------------------------------- 5. run.name stays inside run.output_dir
+@pytest.mark.parametrize("name", ["../../x", "/abs/path", "a/../../b"])
+def test_a_run_name_that_leaves_the_output_dir_is_refused(name, capsys):
+    with pytest.raises(ConfigError, match="run.name"):
+        load_config("smoke", [f"run.name={name}"])
+    assert main(["train", "smoke", f"run.name={name}", "--dry-run"]) == 2
+    line = _one_line_error(capsys)
+    assert "run.name" in line and name in line and "run.output_dir" in line
+    assert load_config("smoke", ["run.name=study/arm1"]).run.name == "study/arm1"  # a sub-folder stays inside
+
+
+# ----------------------------------------------------------------------------- 6. an empty config file
+@pytest.mark.parametrize("text", ["", "# nothing set yet\n"])
+def test_an_empty_config_file_is_refused(tmp_path, text, capsys):
+    path = tmp_path / "mine.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="mine.yaml.*empty"):
+        load_config(path)
+    assert main(["train", str(path), "--dry-run"]) == 2
+    assert str(path) in _one_line_error(capsys)
+    path.write_text("{}\n")  # all defaults, said explicitly
+    assert load_config(path).model.arch == "vit_small"
