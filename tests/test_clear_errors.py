@@ -123,3 +123,33 @@ def test_an_unwritable_storage_location_is_named_before_any_trial(tmp_path, caps
         err = _cli_error(capsys, argv)
         assert "cannot be created or written" in err and "give a path in a folder you can write to" in err, err
         assert len(err.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------------ slide-inspection cache
+def test_a_damaged_inspection_cache_entry_is_recomputed_and_rewritten(tmp_path, cmu_slide, caplog):
+    import shutil
+
+    from pathfm.data.hsv import HSVFilter
+    from pathfm.data.inspection_cache import InspectionCache, default_cache_dir
+    from pathfm.data.manifest import load_manifest
+    from pathfm.data.patching import build_sources
+
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    shutil.copy(cmu_slide, folder / cmu_slide.name)
+    d = load_config("smoke").data
+    entries, hsv = load_manifest(folder), HSVFilter.from_config(d.tissue)
+
+    def sources():
+        cache = InspectionCache(default_cache_dir(folder))
+        return cache, build_sources(entries, d.mpps, hsv, 256, None, cache=cache)
+
+    _, first = sources()
+    [entry] = list((folder / ".pathfm-cache").glob("*.npz"))
+    entry.write_bytes(entry.read_bytes()[:300])  # cut off mid-file (a full disk, a killed copy): BadZipFile
+    with caplog.at_level("WARNING", logger="pathfm.data"):
+        cache, again = sources()
+    assert cache.hits == 0 and again[0].geometry == first[0].geometry
+    assert any(entry.name in r.getMessage() and "recomputed" in r.getMessage() for r in caplog.records)
+    cache, _ = sources()  # the entry was written anew, whole
+    assert cache.hits == 1 and not list((folder / ".pathfm-cache").glob(".*.tmp"))

@@ -5,7 +5,8 @@ slide, more for remote ones); a second training run or every sweep trial would p
 stores one small ``.npz`` per slide under ``data.mask_cache`` (``auto``: a ``.pathfm-cache`` folder next to
 the manifest, or inside the slide folder), keyed by the slide's identity (path, size, modification time;
 for URLs the object's size and ETag/modification time from ``fs.info``), the thumbnail size and the HSV
-box. A changed slide or tissue setting misses the cache; an unwritable folder just disables it.
+box. A changed slide or tissue setting misses the cache; an unwritable folder just disables it; a damaged
+entry is measured again (with a warning) and replaced atomically.
 """
 
 from __future__ import annotations
@@ -69,8 +70,10 @@ class InspectionCache:
                                          tuple(float(d) for d in z["level_downsamples"]))
                 mpp = float(z["mpp"])
                 scale = (float(z["scale"][0]), float(z["scale"][1]))
-        except (OSError, KeyError, ValueError) as e:  # a damaged entry is recomputed
-            log.warning("ignoring unreadable slide-inspection cache entry %s: %s", key, e)
+        except Exception as e:  # noqa: BLE001 - the cache only saves time: any entry it cannot read is measured again
+            # (a cut-off file is a zipfile.BadZipFile, a damaged array a ValueError or EOFError, ...)
+            log.warning("slide-inspection cache entry %s is unreadable (%s: %s); recomputed and written anew",
+                        self.folder / f"{key}.npz", type(e).__name__, e)
             return None
         self.hits += 1
         return (None if np.isnan(mpp) else mpp), geometry, TissueMask(mask, scale)
