@@ -4,6 +4,7 @@ writers, the bundled slides (truncated copies in tmp_path), real SQLite storages
 
 from __future__ import annotations
 
+import json
 import struct
 import warnings
 import zipfile
@@ -15,6 +16,11 @@ import torch
 from pathfm.cli import main
 from pathfm.config import load_config
 from pathfm.errors import ConfigError, PathfmError
+
+
+FAST = {"data.assume_mpp": 0.5, "optim.steps": 2, "optim.warmup_steps": 1, "run.checkpoint_every": 2,
+        "data.batch_size": 4, "data.crops.n_local": 2, "data.n_slides": 1, "data.tissue.thumbnail_size": 256,
+        "optim.teacher_temp_warmup_steps": 1, "optim.freeze_last_layer_steps": 0}
 
 
 def _one_line_error(capsys) -> str:
@@ -121,6 +127,20 @@ def test_a_config_path_that_does_not_exist_is_an_error_not_a_preset(tmp_path, mo
     assert main(["train", "/no/such/dir/cpu.yaml", "--dry-run"]) == 2
     assert "/no/such/dir/cpu.yaml" in _one_line_error(capsys)
     assert load_config("cpu").optim.steps == load_config("configs/cpu.yaml").optim.steps  # names, repo paths
+
+
+# -------------------------------------------------- 4. resume with overrides rewrites the run's config.yaml
+@pytest.mark.slow
+def test_resume_with_overrides_rewrites_config_yaml_and_records_the_change(tmp_path, capsys):
+    run = tmp_path / "run"
+    items = [f"{k}={json.dumps(v)}" for k, v in FAST.items()]
+    assert main(["train", "--run-dir", str(run), "smoke", *items]) == 0
+    assert load_config(run / "config.yaml").optim.steps == 2
+    assert main(["train", f"resume={run}", "optim.steps=3"]) == 0
+    assert load_config(run / "config.yaml").optim.steps == 3
+    changes = [json.loads(line) for line in (run / "config_changes.jsonl").read_text().splitlines()]
+    assert changes[-1]["step"] == 2 and changes[-1]["changed"] == {"optim.steps": [2, 3]}
+    assert "optim.steps: 2 -> 3" in capsys.readouterr().err
 
 
 # -------------------------------------------------------------- 5. run.name stays inside run.output_dir

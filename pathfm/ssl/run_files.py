@@ -1,5 +1,6 @@
 """The run directory's files around training (the layout is in pathfm.ssl.trainer's docstring): whether a
-run may start or resume there, the record of the slides it trains on, and the metrics of a resumed run."""
+run may start or resume there, the record of the slides it trains on, and the config and metrics of a resumed
+run."""
 
 from __future__ import annotations
 
@@ -28,6 +29,43 @@ def prepare_run_dir(run_dir: Path, resume: bool | str | Path) -> tuple[Path, dic
         return found
     path = Path(resume)
     return path, ckpt.load_checkpoint(path)
+
+
+CONFIG_CHANGES_FILE = "config_changes.jsonl"
+
+
+def _leaf(tree: Any, key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+def update_run_config(cfg: Any, run_dir: Path, step: int) -> dict[str, list]:
+    """A run resumed with another config (overrides on ``resume=RUN``): ``config.yaml`` rewritten atomically with
+    the config it trains with from now on, and what changed appended to ``config_changes.jsonl`` (``{"time",
+    "step", "changed": {dotted key: [old, new]}}``). Returns the changes ({} when none: nothing is written)."""
+    import time
+
+    from pathfm.config import config_from_dict, read_yaml
+    from pathfm.io import append_jsonl
+    from pathfm.tracking import flatten_params
+
+    path = run_dir / "config.yaml"
+    new = cfg.model_dump(mode="json")
+    try:  # the saved config as this pathfm reads it, so that only real changes count (not new defaults)
+        old = config_from_dict(read_yaml(path), source=str(path)).model_dump(mode="json") if path.exists() else {}
+    except PathfmError:
+        old = read_yaml(path)
+    flat_old, flat_new = flatten_params(old), flatten_params(new)
+    changed = {k: [_leaf(old, k), _leaf(new, k)] for k in sorted(flat_old.keys() | flat_new.keys())
+               if flat_old.get(k) != flat_new.get(k)}
+    if changed:
+        atomic_write_text(path, cfg.to_yaml())
+        append_jsonl(run_dir / CONFIG_CHANGES_FILE, {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "step": int(step),
+                                                     "changed": changed})
+    return changed
 
 
 def record_training_slides(cfg: Any, run_dir: Path, only_if_missing: bool = False) -> None:

@@ -2,7 +2,7 @@
 
 Run directory (the contract in docs/architecture.md)::
 
-    run_dir/config.yaml                 resolved config
+    run_dir/config.yaml                 resolved config (rewritten when a resume changes it: config_changes.jsonl)
     run_dir/metrics.jsonl               one record per logged step (keys: step_record.METRIC_KEYS [+ probe/<task>/<metric>])
     run_dir/checkpoints/step_XXXXXXXX.pt (+ .sha256), last cfg.run.keep_checkpoints kept
                                         (step_XXXXXXXX.dcp/ directories with run.strategy=fsdp: sharded_checkpoint)
@@ -465,6 +465,11 @@ def train(
         first_it = run._loader(plan[run.progress.stage_index])
         run.restore_rng()
         if env.is_main:
+            changed = run_files.update_run_config(cfg, run_dir, run.progress.global_step)
+            if changed:
+                print(f"resumed at step {run.progress.global_step} with a changed config (config.yaml rewritten, "
+                      f"{run_files.CONFIG_CHANGES_FILE} records it): "
+                      + "; ".join(f"{k}: {a} -> {b}" for k, (a, b) in changed.items()), file=sys.stderr, flush=True)
             run_files.truncate_metrics(run_dir / "metrics.jsonl", run.progress.global_step)
             (run_dir / "DONE").unlink(missing_ok=True)
             run_files.record_training_slides(cfg, run_dir, only_if_missing=True)  # a run started before the record existed
