@@ -298,6 +298,7 @@ class VisionTransformer(nn.Module):
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.cfg: dict[str, Any] | None = None  # the ModelConfig dump, set by build_backbone
         self.activation_checkpointing = False  # recompute each block in backward (model.activation_checkpointing)
+        self.compiled_blocks = False  # set by compile_blocks
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -334,6 +335,12 @@ class VisionTransformer(nn.Module):
             if masks.shape != tokens.shape[:2]:
                 raise ValueError(f"masks of shape {tuple(masks.shape)} do not match {tuple(tokens.shape[:2])} patches")
             tokens = torch.where(masks.unsqueeze(-1), self.mask_token.to(tokens.dtype), tokens)
+        # The residual stream is in the parameters' dtype from the first block on: under autocast the patch
+        # embedding returns bf16, and LayerScale's fp32 gamma would promote the residual to fp32 after the
+        # first block (two dtypes per run: two torch.compile variants of every block). DINOv2 promotes here
+        # too (its torch.cat of the fp32 CLS token and the bf16 patches). A no-op in fp32; under FSDP's bf16
+        # parameters the stream is bf16 throughout.
+        tokens = tokens.to(self.pos_embed.dtype)
         grid = (h // self.patch_size, w // self.patch_size)
         pos = interpolate_pos_embed(
             self.pos_embed[:, 1:], grid, offset=self.pos_embed_offset, antialias=self.pos_embed_antialias
@@ -364,6 +371,10 @@ class VisionTransformer(nn.Module):
         backend = self.attention_backend(images[keep[0]].device) if keep else "sdpa"
         checkpointed = self.activation_checkpointing and torch.is_grad_enabled()
         for blk in self.blocks:
+            if self.compiled_blocks:  # batch and sequence sizes change (crops, stages): one graph for all of them
+                for x in xs:
+                    torch._dynamo.maybe_mark_dynamic(x, 0)
+                    torch._dynamo.maybe_mark_dynamic(x, 1)
             if checkpointed:  # keep only the block inputs; recompute the block (same RNG: drop path) in backward
                 xs = torch.utils.checkpoint.checkpoint(blk, xs, backend, use_reentrant=False)
             else:
@@ -419,12 +430,28 @@ def build_backbone(model_cfg: Any, *, drop_path: float | None = None) -> VisionT
     return model
 
 
-def compile_blocks(model: VisionTransformer) -> None:
+def compile_blocks(model: VisionTransformer, backend: str = "inductor") -> None:
     """``model.compile``: torch.compile each transformer block's ``forward`` (the block is where the compute
     is, and the unit FSDP shards and activation checkpointing recomputes). Only ``forward`` is compiled, so
-    the hooks FSDP registers on the module run eagerly around it, and parameter names do not change."""
+    the hooks FSDP registers on the module run eagerly around it, and parameter names do not change.
+
+    All blocks share one code object (``Block.forward``) and so one cache of compiled variants, limited by
+    ``torch._dynamo.config.recompile_limit`` (8); past it every later call runs uncompiled. A run needs
+    two: the student's (two crop groups, drop path) and the teacher's (the global crops). The block inputs
+    keep one dtype (:meth:`VisionTransformer.prepare_tokens`), their batch and sequence dims are marked
+    dynamic (the high-resolution stage and other batch sizes reuse the graphs), and the in-training probe
+    runs its forward passes eagerly (:func:`eager_blocks`). tests/test_ssl_compile_recompiles.py counts
+    the graphs.
+    ``backend``: torch.compile's (``aot_eager`` stands in on CPU in the tests)."""
     for blk in model.blocks:
-        blk.forward = torch.compile(blk.forward)
+        blk.forward = torch.compile(blk.forward, backend=backend)
+    model.compiled_blocks = True
+
+
+def eager_blocks() -> Any:
+    """A context in which compiled blocks run eagerly, compiling nothing (the in-training probe: another
+    batch, no autocast, eval mode; a compile there would stall rank 0 while the other ranks wait)."""
+    return torch.compiler.set_stance("force_eager")
 
 
 def _or_default(value: Any, default: Any) -> Any:

@@ -57,9 +57,12 @@ def probe_teacher(backbone: Any, probe_cfg: Any) -> dict[str, Any]:
     except ImportError:
         warnings.warn("probe.every > 0 but pathfm.eval.fast_probe is not available; skipping the probe")
         return {}
+    from pathfm.ssl.models import eager_blocks
+
     was_training = backbone.training
     backbone.eval()
     try:
-        return fast_probe(backbone, tasks=probe_cfg.tasks, probe=probe_cfg.probe)
+        with eager_blocks():  # model.compile: no compile for the probe's shapes, modes and dtypes
+            return fast_probe(backbone, tasks=probe_cfg.tasks, probe=probe_cfg.probe)
     finally:
         backbone.train(was_training)
