@@ -57,6 +57,42 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def read_parquet(path: str | Path, what: str, fix: str) -> Any:
+    """``polars.read_parquet(path)``; a file that is not Parquet (or is cut off) is a PathfmError naming it,
+    ``what`` it should be (e.g. "manifest") and the ``fix``."""
+    import polars as pl
+
+    from pathfm.errors import PathfmError
+
+    try:
+        return pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as e:
+        raise PathfmError(f"{path}: not readable as a Parquet {what} ({_first_line(e)}); {fix}") from None
+
+
+def write_parquet(df: Any, path: str | Path, what: str) -> Path:
+    """Write the polars frame ``df`` to ``path`` atomically; a failed write (a full disk, a read-only folder) is
+    a PathfmError naming the file and the fix, and leaves the previous file as it was."""
+    import polars as pl
+
+    from pathfm.errors import PathfmError
+
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            df.write_parquet(tmp)
+    except (pl.exceptions.PolarsError, OSError) as e:
+        kept = "the previous file is unchanged" if path.is_file() else "nothing was written"
+        raise PathfmError(f"{path}: writing the {what} failed ({_first_line(e)}); {kept}. Make free space on that "
+                          "file system (or make the folder writable) and run the command again") from None
+    return path
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def append_jsonl(path: str | Path, record: dict) -> None:
     """Append one JSON line and flush it to disk (one short write: readers never see half a line
     except after a crash mid-write, which :func:`read_jsonl` tolerates)."""

@@ -200,16 +200,16 @@ def append_results(path: str | Path, df: pl.DataFrame) -> Path:
     same :data:`EVAL_KEY` are replaced; locked, written atomically."""
     import polars as pl
 
-    from pathfm.io import atomic_path
+    from pathfm.io import read_parquet, write_parquet
 
     path = Path(path)
     with folder_lock(path):
         if path.exists():
-            old = pl.read_parquet(path)
+            old = read_parquet(path, "results file", "move it aside (the new rows then start a new file) or write "
+                               "them elsewhere (--out)")
             if "init_seed" not in old.columns:  # written before random init had several init seeds
                 old = old.with_columns(pl.lit(None, dtype=pl.Int64).alias("init_seed"))
             old = old.join(df.select(EVAL_KEY).unique(), on=EVAL_KEY, how="anti", nulls_equal=True)
             df = pl.concat([old, df], how="diagonal_relaxed")
-        with atomic_path(path) as tmp:
-            df.write_parquet(tmp)
+        write_parquet(df, path, "results")
     return path

@@ -3,6 +3,9 @@ traceback (issue 25, "Tracebacks for expected failures"). Real files, real SQLit
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -153,3 +156,79 @@ def test_a_damaged_inspection_cache_entry_is_recomputed_and_rewritten(tmp_path, 
     assert any(entry.name in r.getMessage() and "recomputed" in r.getMessage() for r in caplog.records)
     cache, _ = sources()  # the entry was written anew, whole
     assert cache.hits == 1 and not list((folder / ".pathfm-cache").glob(".*.tmp"))
+
+
+# ------------------------------------------------------------------------------------ files that are not what they say
+def test_a_manifest_or_results_file_that_is_not_parquet_is_named_with_the_fix(tmp_path, capsys):
+    from pathfm.data.manifest import load_manifest
+    from pathfm.results import append_results, eval_frame
+
+    manifest = tmp_path / "slides.parquet"
+    manifest.write_text("path,mpp\nslide.svs,0.5\n")  # a CSV saved under a .parquet name
+    with pytest.raises(PathfmError, match=r"slides\.parquet: not readable as a Parquet manifest \(.*\); "
+                                          r"save it as Parquet .* or as \.csv"):
+        load_manifest(manifest)
+    results = tmp_path / "eval.parquet"
+    results.write_bytes(b"PAR1 but cut off")
+    with pytest.raises(PathfmError, match=r"eval\.parquet: not readable as a Parquet results file .*move it aside"):
+        append_results(results, eval_frame([]))
+    assert results.read_bytes() == b"PAR1 but cut off"
+    err = _cli_error(capsys, ["data", "scan", str(manifest), "--out", str(tmp_path / "out.csv")])
+    assert "slides.parquet: not readable as a Parquet manifest" in err and len(err.strip().splitlines()) == 1
+
+
+def _sweep_folder(tmp_path: Path) -> Path:
+    """A sweep folder as `pathfm sweep run` leaves it, with 30 finished trials (no Ray needed)."""
+    from pathfm.io import append_jsonl, atomic_write_json
+    from pathfm.sweeps.spec import expand_trials, spec_from_dict
+
+    sweep = tmp_path / "sw"
+    spec = spec_from_dict({"name": "sw", "space": {"kde_weight": {"choice": [0.0, 0.1]}}, "eval": {"enabled": False}})
+    sweep.mkdir()
+    (sweep / "sweep_spec.yaml").write_text(spec.to_yaml())
+    atomic_write_json(sweep / "trials.json", expand_trials(spec, validate=False))
+    for i in range(30):
+        d = sweep / f"trial_x_{i:05d}"
+        for s in range(20):
+            append_jsonl(d / "metrics.jsonl", {"step": s, "loss": 2.0 + i, "time_s": 1.0, "lr": 0.1 * s})
+        atomic_write_json(d / "trial.json", {"trial_id": f"x_{i:05d}", "index": i, "params": {"kde_weight": 0.0},
+                                             "status": "TERMINATED"})
+    return sweep
+
+
+def test_a_truncated_trials_json_on_sweep_resume_is_named_with_the_fix(tmp_path, capsys):
+    sweep = _sweep_folder(tmp_path)
+    from pathfm.sweeps.runner import sweep_trials
+    from pathfm.sweeps.spec import load_spec
+
+    trials = sweep / "trials.json"
+    expected = trials.read_text()
+    trials.write_text(expected[:40])  # cut off mid-write
+    for argv in (["sweep", "resume", str(sweep)], ["sweep", "reference", str(sweep)]):
+        err = _cli_error(capsys, argv)
+        assert f"{trials}: not readable as JSON" in err and "move it aside" in err and "sweep_spec.yaml" in err
+        assert len(err.strip().splitlines()) == 1
+    trials.rename(sweep / "trials.json.damaged")  # the fix: moved aside, resume rebuilds it from the spec
+    assert sweep_trials(sweep, load_spec(sweep / "sweep_spec.yaml")) == json.loads(expected)
+    assert trials.read_text() == expected
+
+
+def test_sweep_collect_on_a_full_disk_says_so_and_keeps_the_previous_results(tmp_path):
+    from pathfm.sweeps.collect import collect
+
+    sweep = _sweep_folder(tmp_path)
+    previous = collect(sweep).read_bytes()
+    assert len(previous) > 4096
+    # A full disk: the process may not grow any file past 4 KiB (RLIMIT_FSIZE; SIGXFSZ ignored, so the write
+    # fails with EFBIG as it would with ENOSPC), in a child process so that pytest's own files are not limited.
+    code = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY)); "
+            "from pathfm.cli import main; sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.run([sys.executable, "-c", code, "sweep", "collect", str(sweep)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"{sweep / 'results.parquet'}: writing the sweep results failed" in proc.stderr
+    assert "the previous file is unchanged" in proc.stderr and "free space" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert (sweep / "results.parquet").read_bytes() == previous
+    assert not list(sweep.glob(".results.parquet.*"))  # no temporary file left behind

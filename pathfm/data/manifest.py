@@ -61,9 +61,10 @@ def read_manifest_rows(path: Path) -> list[dict]:
         with open(path, newline="") as f:
             rows = [dict(r) for r in csv.DictReader(row for row in f if not row.lstrip().startswith("#"))]
     else:
-        import polars as pl
+        from pathfm.io import read_parquet
 
-        rows = pl.read_parquet(path).to_dicts()
+        rows = read_parquet(path, "manifest", "save it as Parquet (e.g. `pathfm data scan` with --out "
+                            "slides.parquet) or as .csv with a path column").to_dicts()
     return rows
 
 

@@ -167,13 +167,12 @@ def _collect(args) -> int:
 
 
 def _reference(args) -> int:
-    import json
     from pathlib import Path
 
     from pathfm.errors import PathfmError
     from pathfm.sweeps.collect import collect
     from pathfm.sweeps.reference import ensure_reference
-    from pathfm.sweeps.runner import SPEC_FILE, TRIALS_FILE
+    from pathfm.sweeps.runner import SPEC_FILE, read_trials_file
     from pathfm.sweeps.spec import load_spec
 
     d = Path(args.sweep_dir).expanduser().resolve()
@@ -182,7 +181,7 @@ def _reference(args) -> int:
     spec = load_spec(d / SPEC_FILE)
     if not (spec.eval.enabled and spec.eval.reference):
         spec = spec.model_copy(update={"eval": spec.eval.model_copy(update={"enabled": True, "reference": True})})
-    trials = json.loads((d / TRIALS_FILE).read_text()) if (d / TRIALS_FILE).exists() else []
+    trials = read_trials_file(d) or []
     info = ensure_reference(spec, d, trials, device=args.device)
     print(collect(d))
     return 0 if info.get("status") == "DONE" else 1

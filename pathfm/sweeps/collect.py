@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pathfm.io import atomic_path, read_jsonl
+from pathfm.io import read_jsonl, write_parquet
 from pathfm.results import (EVAL_FILE, REFERENCE_DIR, REFERENCE_FILE, REFERENCE_TRIAL_ID, RESULTS_FILE, STUDY_PLAN_FILE,
                             TRIAL_FILE, param_column, read_json_or_none, read_sweep_meta, sweep_frame)
 
@@ -173,10 +173,7 @@ def collect(sweep_dir: str | Path) -> Path:
 
         raise PathfmError(f"sweep folder '{sweep_dir}' does not exist")
     df = with_arm_label_columns(results_frame(sweep_dir), {"arms": arm_label_records(sweep_dir)})
-    out = sweep_dir / RESULTS_FILE
-    with atomic_path(out) as tmp:
-        df.write_parquet(tmp)
-    return out
+    return write_parquet(df, sweep_dir / RESULTS_FILE, "sweep results")  # a full disk: a clear error, old file kept
 
 
 def arm_label_records(sweep_dir: Path) -> list[dict[str, Any]]:

@@ -136,6 +136,34 @@ def _write_sweep_files(sweep_dir: Path, spec: SweepSpec, trials: list[dict]) -> 
     atomic_write_json(sweep_dir / META_FILE, sweep_meta(spec, trials))
 
 
+def read_trials_file(sweep_dir: Path) -> list[dict] | None:
+    """``trials.json`` of a sweep folder (None when it has none); a damaged one is a SweepError naming it and
+    the fix (it is the spec's expansion, so a sweep without it rebuilds it from ``sweep_spec.yaml``)."""
+    path = Path(sweep_dir) / TRIALS_FILE
+    if not path.exists():
+        return None
+    try:
+        trials = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise SweepError(f"{path}: not readable as JSON ({e}); restore it from a copy, or move it aside and run "
+                         f"the command again to rebuild it from {SPEC_FILE}") from None
+    if not isinstance(trials, list):
+        raise SweepError(f"{path}: expected a JSON list of trials, got {type(trials).__name__}; move it aside and "
+                         f"run the command again to rebuild it from {SPEC_FILE}")
+    return trials
+
+
+def sweep_trials(sweep_dir: Path, spec: SweepSpec) -> list[dict]:
+    """The trials of a sweep folder: its ``trials.json``, or when that is missing (moved aside because it was
+    damaged) the same expansion of the spec that `pathfm sweep run` wrote, written back."""
+    trials = read_trials_file(sweep_dir)
+    if trials is None:
+        trials = expand_trials(spec, validate=False)
+        atomic_write_json(Path(sweep_dir) / TRIALS_FILE, trials)
+        print(f"pathfm sweep: {TRIALS_FILE} rebuilt from {SPEC_FILE} ({len(trials)} trials)", file=sys.stderr)
+    return trials
+
+
 def _build_tuner(spec: SweepSpec, sweep_dir: Path, trials: list[dict], concurrency: int, verbose: int,
                  *, restore: bool = False, resume_errored: bool = False, configs: list | None = None, store=None):
     from ray import tune
@@ -260,7 +288,7 @@ def resume_sweep(sweep_dir: str | Path, *, address: str | None = None, num_cpus:
     if not spec_path.exists():
         raise SweepError(f"{sweep_dir} is not a sweep folder (no {SPEC_FILE}); start one with `pathfm sweep run SPEC`")
     spec = load_spec(spec_path)
-    trials = json.loads((sweep_dir / TRIALS_FILE).read_text())
+    trials = sweep_trials(sweep_dir, spec)
     store = recorded_store(sweep_dir)  # a sweep staged for an object store: its trials sync with it again
     started = connect(address, num_cpus=num_cpus, verbose=verbose)
     try:
