@@ -15,7 +15,7 @@ import torch
 
 from pathfm.cli import main
 from pathfm.config import load_config
-from pathfm.errors import ConfigError, PathfmError
+from pathfm.errors import ConfigError, PathfmError, SweepError
 
 
 FAST = {"data.assume_mpp": 0.5, "optim.steps": 2, "optim.warmup_steps": 1, "run.checkpoint_every": 2,
@@ -118,6 +118,43 @@ def test_every_export_format_writes_checksummed_weights_that_readers_verify(make
         load_source(f"timm:{res.name}:{weights['timm']}")
 
 
+# ----------------------------------------------------------- 2. a changed spec does not join an Optuna study
+def _optuna_spec(name: str, steps: int, space: dict) -> dict:
+    return {"name": name, "overrides": dict(FAST, **{"optim.steps": steps}), "space": space,
+            "objective": {"metric": "loss", "mode": "min"}, "eval": {"enabled": False}, "report_every": 1,
+            "search": {"algorithm": "optuna", "num_samples": 1, "seed": 0}}
+
+
+@pytest.mark.slow
+def test_optuna_refuses_to_join_a_study_with_another_spec(tmp_path, capsys):
+    import optuna
+    import yaml
+
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    spec1 = tmp_path / "spec1.yaml"
+    spec1.write_text(yaml.safe_dump(_optuna_spec("study", 2, {"kde_weight": {"loguniform": [1e-3, 0.5]}})))
+    spec2 = tmp_path / "spec2.yaml"
+    spec2.write_text(yaml.safe_dump(_optuna_spec("study", 3, {"hed_strength": {"uniform": [0.0, 0.1]}})))
+    dirs = tmp_path / "sweeps"
+    assert main(["sweep", "optuna", str(spec1), "--storage", storage, "--dir", str(dirs)]) == 0
+    capsys.readouterr()
+    saved = (dirs / "study" / "sweep_spec.yaml").read_text()
+    # the same folder: refused, nothing overwritten, no trial added
+    assert main(["sweep", "optuna", str(spec2), "--storage", storage, "--dir", str(dirs)]) == 2
+    line = _one_line_error(capsys)
+    assert "optim.steps" in line and "space" in line and "name:" in line and "--dir" in line
+    assert (dirs / "study" / "sweep_spec.yaml").read_text() == saved
+    assert len(optuna.load_study(study_name="study", storage=storage).trials) == 1
+    # another folder on the same storage: the study in the storage still belongs to spec1
+    assert main(["sweep", "optuna", str(spec2), "--storage", storage, "--dir", str(tmp_path / "other")]) == 2
+    assert "name:" in _one_line_error(capsys)
+    assert len(optuna.load_study(study_name="study", storage=storage).trials) == 1
+    # what the message says works: a new name forks a new study on the same storage
+    spec2.write_text(spec2.read_text().replace("name: study", "name: study-2"))
+    assert main(["sweep", "optuna", str(spec2), "--storage", storage, "--dir", str(dirs)]) == 0
+    assert len(optuna.load_study(study_name="study-2", storage=storage).trials) == 1
+
+
 # ---------------------------------------------------- 3. a missing config path is not a bundled preset
 def test_a_config_path_that_does_not_exist_is_an_error_not_a_preset(tmp_path, monkeypatch, capsys):
     for missing in ("/no/such/dir/cpu.yaml", "no/such/dir/cpu.yaml", "cpu.yaml", "smoke.yml"):
@@ -165,3 +202,24 @@ def test_an_empty_config_file_is_refused(tmp_path, text, capsys):
     assert str(path) in _one_line_error(capsys)
     path.write_text("{}\n")  # all defaults, said explicitly
     assert load_config(path).model.arch == "vit_small"
+
+
+# ---------------------------------------------------------- 7. an Optuna search over nothing is refused
+def test_optuna_with_an_empty_search_space_is_refused_before_any_trial(tmp_path, capsys):
+    import yaml
+
+    from pathfm.sweeps.runner import run_sweep
+    from pathfm.sweeps.spec import check_search_space, load_spec
+
+    spec = _optuna_spec("nothing", 2, {"kde_weight": {"constant": 0.1}})
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["sweep", "optuna", str(path), "--dir", str(tmp_path / "sweeps")]) == 2
+    line = _one_line_error(capsys)
+    assert "space" in line and "sweep run" in line and "seeds" in line
+    assert not (tmp_path / "sweeps" / "nothing").exists()
+    with pytest.raises(SweepError, match="space"):  # the Ray sweep too, before Ray starts
+        run_sweep(path, storage=tmp_path / "ray", dry_run=True)
+    spec["seeds"] = [0, 1]  # something varies: accepted
+    path.write_text(yaml.safe_dump(spec))
+    check_search_space(load_spec(path))

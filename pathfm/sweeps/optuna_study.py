@@ -24,6 +24,10 @@ the same train + evaluate as a Ray trial and writes the same trial folder
   that was retried is not counted; its retry is, so it uses one unit of budget, not two. Workers that
   run in parallel hold a file lock (``budget.lock`` in the sweep folder) from the budget check until
   their new trial exists in the storage, so two of them never both take the last unit.
+* Spec: a study keeps the spec it was created from (the study's user attribute ``pathfm_spec``, the folder's
+  ``sweep_spec.yaml``); running it with a changed spec is refused, saying how to fork it (a new ``name:``), as
+  ``pathfm sweep run`` refuses a folder that holds a sweep. Only :data:`MAY_CHANGE` (the total, resources, ...)
+  may differ. A spec whose search space has nothing to choose is refused before any trial.
 * Dead workers: trials send a heartbeat every ``heartbeat_s`` seconds. A trial whose worker was killed
   (SIGKILL, OOM, node lost) stays RUNNING until ``grace`` seconds without heartbeat
   (:func:`pathfm.sweeps.storage.heartbeat_grace`: ``2 x heartbeat_s``, or more when this sweep's finished
@@ -46,15 +50,19 @@ from typing import Any
 
 from filelock import FileLock
 
-from pathfm.errors import PathfmError, StopTrial
-from pathfm.sweeps.spec import (SweepSpec, expand_trials, load_spec, optuna_categories, total_steps,
-                               trial_from_sample)
+from pathfm.errors import PathfmError, StopTrial, SweepError
+from pathfm.sweeps.spec import (SweepSpec, check_search_space, expand_trials, load_spec, optuna_categories,
+                               total_steps, trial_from_sample)
 from pathfm.sweeps.storage import (check_storage, dead_after, journal_path, journal_storage, longest_pause,
                                    open_checked, storage_error)
 
 
 BUDGET_LOCK = "budget.lock"  # held by a worker from its budget check until its new trial exists
 TRIAL_DIR_ATTR = "trial_dir"  # user attribute naming a trial's folder; copied to its retries
+SPEC_ATTR = "pathfm_spec"  # study user attribute: the spec the study was created from (study_identity)
+# what a run continuing a study may change in its spec (the budget and where/how trials run); anything else
+# (base, overrides, space, arms, seeds, objective, search, scheduler, eval, ...) changes what the trials mean
+MAY_CHANGE = ("search.num_samples", "resources", "max_concurrent_trials", "max_failures", "budget", "tracking", "meta")
 
 
 def _storage(url: str, heartbeat_s: int | None = None, max_retry: int | None = None, grace_s: int | None = None):
@@ -297,6 +305,35 @@ def _close_dead_trial_folders(study, sweep_dir: Path) -> None:
                               error=f"worker lost (Optuna trial {t.number} failed: no heartbeat), retries used up")
 
 
+def study_identity(spec: SweepSpec) -> dict[str, Any]:
+    """The part of a spec that a study keeps for its life (everything but :data:`MAY_CHANGE`)."""
+    d = spec.model_dump(mode="json")
+    for key in MAY_CHANGE:
+        head, _, tail = key.partition(".")
+        if tail:
+            d.get(head, {}).pop(tail, None)
+        else:
+            d.pop(head, None)
+    return d
+
+
+def check_same_spec(spec: SweepSpec, recorded: dict[str, Any], where: str) -> None:
+    """A SweepError when ``recorded`` (a study identity) is not ``spec``'s: a study continues only with the spec
+    it started with, as ``pathfm sweep run`` refuses a folder that holds a sweep; the message says how to fork."""
+    from pathfm.tracking import flatten_params
+
+    old, new = flatten_params(recorded), flatten_params(study_identity(spec))
+    differ = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if not differ:
+        return
+    listed = ", ".join(differ[:6]) + (f" and {len(differ) - 6} more" if len(differ) > 6 else "")
+    raise SweepError(
+        f"study '{spec.name}' ({where}) was created from another spec (differs in {listed}); a study continues only "
+        f"with its own spec ({', '.join(MAY_CHANGE)} may change). To fork it, give the spec another `name:` "
+        f"(e.g. name: {spec.name}-2): a new study and folder on the same storage; without --storage, another --dir "
+        "also starts afresh")
+
+
 def run_optuna_study(spec: SweepSpec | str | Path, *, storage: str | None = None, root: str | Path = "runs/sweeps",
                      n_trials: int | None = None, workers: int = 1, heartbeat_s: int = 60,
                      max_retry: int | None = 2) -> Path:
@@ -325,8 +362,11 @@ def run_optuna_study(spec: SweepSpec | str | Path, *, storage: str | None = None
     if spec.resources.workers > 1:
         raise PathfmError("resources.workers > 1 (DDP trials) needs Ray: use `pathfm sweep run`")
     spec = spec.model_copy(update={"search": spec.search.model_copy(update={"algorithm": "optuna"})})
+    check_search_space(spec)  # nothing to search: every trial would be the same
     expand_trials(spec)  # validates the configs at every bound before any work
     sweep_dir = Path(root).expanduser().resolve() / spec.name
+    if (sweep_dir / SPEC_FILE).is_file():  # this folder's study: only with its own spec
+        check_same_spec(spec, study_identity(load_spec(sweep_dir / SPEC_FILE)), f"folder {sweep_dir}")
     sweep_dir.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{sweep_dir / 'optuna.db'}"
     check_storage(url, workers)  # SQLite on NFS/Lustre/... with several writers: refused before any work
@@ -335,10 +375,6 @@ def run_optuna_study(spec: SweepSpec | str | Path, *, storage: str | None = None
 
     grace_s = dead_after(heartbeat_s, longest_pause([info for _, info in read_trials(sweep_dir)]), url)
     total = n_trials if n_trials is not None else spec.search.num_samples
-    atomic_write_text(sweep_dir / SPEC_FILE, spec.to_yaml())
-    meta = sweep_meta(spec, [])
-    meta.update(algorithm="optuna-plain", n_trials=total, optuna_storage=redact_url(url))
-    atomic_write_json(sweep_dir / META_FILE, meta)
     # create the study (and its schema) once, before any worker touches the storage
     study_storage = _storage(url, heartbeat_s, max_retry, grace_s)
     try:
@@ -347,6 +383,14 @@ def run_optuna_study(spec: SweepSpec | str | Path, *, storage: str | None = None
                                     sampler=optuna.samplers.TPESampler(seed=spec.search.seed), pruner=_pruner(spec))
     except (SQLAlchemyError, OSError) as e:  # e.g. an existing SQLite file on a read-only file system
         raise storage_error(url, e) from None
+    if SPEC_ATTR in study.user_attrs:  # the storage's study (shared storages: whatever folder it was run from)
+        check_same_spec(spec, study.user_attrs[SPEC_ATTR], f"in {redact_url(url)}")
+    else:  # a new study, or one from before studies recorded their spec
+        study.set_user_attr(SPEC_ATTR, study_identity(spec))
+    atomic_write_text(sweep_dir / SPEC_FILE, spec.to_yaml())
+    meta = sweep_meta(spec, [])
+    meta.update(algorithm="optuna-plain", n_trials=total, optuna_storage=redact_url(url))
+    atomic_write_json(sweep_dir / META_FILE, meta)
     fail_dead_trials(study, study_storage, sweep_dir, grace_s, max_retry)
     b = budget(study)
     todo = max(0, total - b["used"]) + b["waiting"]

@@ -29,7 +29,7 @@ from pathfm.sweeps.cost import concurrent_trials
 from pathfm.sweeps.hang import no_retry_warning, sweep_hang_timeouts
 from pathfm.sweeps.preflight import preflight, steps_per_trial
 from pathfm.sweeps.reference import finish_reference, start_reference
-from pathfm.sweeps.spec import SweepSpec, expand_trials, load_spec, spec_from_dict, trial_configs
+from pathfm.sweeps.spec import SweepSpec, check_search_space, expand_trials, load_spec, spec_from_dict, trial_configs
 from pathfm.sweeps.status import format_status, trial_summary_line
 from pathfm.sweeps.store_sync import (SweepFilesMirror, ddp_store_warning, gather_trial, gather_trials, mirror_sweep,
                                       recorded_store, set_aside_in_store, stage_from_store)
@@ -212,6 +212,7 @@ def run_sweep(spec: SweepSpec | str | Path, storage: str | Path = "runs/sweeps",
 
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec)
+    check_search_space(spec)  # an Optuna search over nothing: refused before anything starts
     on_remote = filesystem is not None or (remote_fs.is_uri(storage) and not str(storage).startswith("file://"))
     remote = remote_fs.open_storage(str(storage), filesystem).child(spec.name) if on_remote else None
     trials = expand_trials(spec, validate=False)

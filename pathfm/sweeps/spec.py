@@ -26,7 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from pathfm.config import TrackingConfig, config_from_dict, find_preset, load_config, resolve_key, resolve_path
-from pathfm.errors import ConfigError
+from pathfm.errors import ConfigError, SweepError
 from pathfm.sweeps.distributions import Distribution
 
 
@@ -365,6 +365,18 @@ def optuna_categories(spec: SweepSpec) -> dict[str, list]:
     return out
 
 
+def check_search_space(spec: SweepSpec) -> None:
+    """An adaptive (Optuna) search needs something to choose: a varying ``space`` entry, arms or seeds. Without
+    one every trial would train the same config; refused before any trial, with the fix."""
+    if spec.search.algorithm != "optuna" or spec.searched_params or optuna_categories(spec):
+        return
+    fixed = f" (only constants: {', '.join(spec.space)})" if spec.space else ""
+    raise SweepError(
+        f"sweep '{spec.name}': the search space is empty{fixed}, so every Optuna trial would train the same config; "
+        "add a varying entry under space: (e.g. kde_weight: {loguniform: [0.001, 0.2]}), or run fixed settings "
+        "with `pathfm sweep run` and seeds: / arms:")
+
+
 def trial_from_sample(spec: SweepSpec, index: int | None, sample: dict[str, Any]) -> dict:
     """Build the trial dict of an adaptive search from its sampled values (params + arm/seed)."""
     arm = sample.get("arm") if "arm" in optuna_categories(spec) else (spec.arms[0].name if spec.arms else None)
@@ -384,6 +396,6 @@ def total_steps(cfg: Any) -> int:
 
 __all__ = [
     "Arm", "Budget", "Distribution", "EvalSpec", "Objective", "Resources", "SchedulerConfig",
-    "SearchConfig", "StudyMeta", "SweepSpec", "config_from_dict", "expand_trials", "load_spec", "optuna_categories",
+    "SearchConfig", "StudyMeta", "SweepSpec", "check_search_space", "config_from_dict", "expand_trials", "load_spec", "optuna_categories",
     "spec_from_dict", "total_steps", "trial_configs", "trial_from_sample", "trial_overrides", "validate_trial",
 ]
