@@ -141,11 +141,19 @@ def _pilot_power(pilot: str, plan: Any, effect: float | None) -> str:
 
 
 def _validate_trials(plan: Any) -> None:
-    """Let the sweeps part validate every trial too (cheap: configs only)."""
+    """Let the sweeps part validate every trial too (cheap: configs only), and run every arm's start-up checks
+    (pathfm.ssl.sharding.startup_checks) at the scale's workers per trial."""
+    from pathfm.ssl.sharding import startup_checks
     from pathfm.sweeps.spec import expand_trials
 
     trials = expand_trials(plan.to_sweep_spec())
-    print(f"validated {len(trials)} trial configs")
+    workers = int(plan.resources.get("workers", 1) or 1)
+    device = "cuda" if plan.resources.get("gpu", 0) > 0 else "cpu"  # as pathfm.sweeps.trainable.trial_config
+    for a in plan.arms:
+        cfg = plan.arm_config(a.name)
+        startup_checks(cfg, workers, device if cfg.run.device != "cpu" else "cpu", where=f"arm {a.name}")
+    print(f"validated {len(trials)} trial configs; start-up checks passed for {len(plan.arms)} arm(s) at {workers} "
+          "process(es) per trial")
 
 
 # ----------------------------------------------------------------------------------- formatting

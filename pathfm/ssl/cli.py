@@ -101,18 +101,24 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def _dry_run_summary(cfg, run_dir: Path, stages: str) -> str:
-    """What a run would do: model, stages, and the init weights file (a ConfigError if it is missing)."""
+    """What a run would do: model, stages, and the init weights file (a ConfigError if it is missing), after
+    the start-up checks a real start runs (pathfm.ssl.sharding.startup_checks) at $WORLD_SIZE processes."""
     from pathfm.ssl.foreign_weights import resolve_weights_source
+    from pathfm.ssl.sharding import intended_device_type, startup_checks
     from pathfm.ssl.stages import plan_stages
 
     m = cfg.model
-    lines = [f"dry run: {run_dir}", f"  model {m.arch}/{m.patch_size}, registers {m.n_registers}, ffn {m.ffn}"]
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # under torchrun: the processes of this run
+    plan = plan_stages(cfg, stages)
+    device = intended_device_type(cfg)
+    strategy = startup_checks(cfg, world, device, stage_cfgs=[s.cfg for s in plan])  # refuses as a start would
+    lines = [f"dry run: {run_dir}", f"  model {m.arch}/{m.patch_size}, registers {m.n_registers}, ffn {m.ffn}",
+             f"  start-up checks passed: strategy {strategy} on {device}, {world} process(es)"]
     if m.init_from:
         lines.append(f"  init {m.init_from}: {resolve_weights_source(m.init_from)}")
     from pathfm.ssl.memory import memory_line
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))  # under torchrun: the processes of this run
-    for s in plan_stages(cfg, stages):
+    for s in plan:
         c = s.cfg
         lines.append(f"  stage {s.name}: {c.optim.steps} steps, batch {c.data.batch_size} x accumulation "
                      f"{c.optim.grad_accum}, crops {c.data.crops.global_size}/{c.data.crops.local_size}")  # fmt: skip

@@ -24,7 +24,7 @@ norm into a plain tensor for logging.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -55,6 +55,37 @@ def check_strategy(strategy: str, precision: str, device_type: str, probe_every:
         raise ConfigError("probe.every > 0 (the in-training probe runs on rank 0 only) cannot run with "
                           "run.strategy=fsdp on several processes (the sharded teacher needs every rank); "
                           "set probe.every=0 or run.strategy=ddp")
+
+
+def intended_device_type(cfg: Any) -> str:
+    """The device type a dry-run checks ``cfg`` for: ``cpu`` with ``run.device=cpu``, else ``cuda`` (what
+    ``auto`` and ``cuda`` resolve to on a GPU node; a dry-run often runs where there is no GPU)."""
+    return "cpu" if cfg.run.device == "cpu" else "cuda"
+
+
+def startup_checks(cfg: Any, world_size: int, device_type: str | None = None, *,
+                   stage_cfgs: Sequence[Any] | None = None, where: str = "") -> str:
+    """What a start refuses before it builds anything, for ``world_size`` processes on ``device_type``
+    (default :func:`intended_device_type`): the strategy ``run.strategy`` resolves to and what that
+    strategy cannot run (:func:`check_strategy`), for every stage's config (``stage_cfgs``; default: the
+    stages of ``cfg``, pathfm.ssl.stages.plan_stages). The trainer runs these at start; ``pathfm train
+    --dry-run`` (world size: $WORLD_SIZE), the sweep pre-flight and ``pathfm ablate run --dry-run`` (the
+    scale's workers) run the same. Returns the strategy; ConfigError (prefixed with ``where``) otherwise."""
+    from pathfm.ssl.runtime import effective_precision
+    from pathfm.ssl.stages import plan_stages
+
+    device_type = device_type or intended_device_type(cfg)
+    stage_cfgs = [s.cfg for s in plan_stages(cfg)] if stage_cfgs is None else stage_cfgs
+    precision = effective_precision(cfg, torch.device(device_type))
+    try:
+        strategy = resolve_strategy(cfg.run.strategy, cfg.model.arch, device_type)
+        for c in stage_cfgs:
+            check_strategy(strategy, precision, device_type, c.probe.every, world_size)
+    except ConfigError as e:
+        if not where:
+            raise
+        raise ConfigError(f"{where}: {e}") from None
+    return strategy
 
 
 def mixed_precision_policy(device_type: str, precision: str) -> Any:

@@ -102,8 +102,8 @@ class _Run:
         self._tqdm = None
 
         # what the strategy cannot run is refused before anything is built
-        self.strategy = sharding.resolve_strategy(cfg.run.strategy, cfg.model.arch, self.device.type)
-        sharding.check_strategy(self.strategy, self.precision, self.device.type, cfg.probe.every, env.world_size)
+        self.strategy = sharding.startup_checks(cfg, env.world_size, self.device.type,
+                                                stage_cfgs=[s.cfg for s in stages])  # the dry-runs run these too
         torch.manual_seed(cfg.seed)  # identical init on every rank
         student, teacher = build_student_teacher(cfg)
         self.init_note = load_init_weights(student, teacher, cfg.model) if cfg.model.init_from else None

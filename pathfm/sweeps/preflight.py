@@ -83,12 +83,17 @@ def preflight(spec: SweepSpec, trials: list[dict], *, step_time: float | None = 
 
         lows = {k: d.extremes()[0] for k, d in spec.space.items()}
         first = trial_from_sample(spec, 0, lows)
+    from pathfm.ssl.sharding import startup_checks
+    from pathfm.sweeps.trainable import trial_config
+
+    listed = [t for t in trials if t.get("overrides")] or [first]
+    configs = [(trial_config(spec, t), f"trial {t.get('index', 0)}") for t in listed]
+    for cfg, where in configs:  # what a start of the trial on its r.workers processes refuses, refused here
+        startup_checks(cfg, int(r.workers), where=where)
     if r.gpu > 0:  # per-GPU memory of every listed trial, refused before any step when it cannot fit
         from pathfm.ssl.memory import memory_line
-        from pathfm.sweeps.trainable import trial_config
 
-        listed = [t for t in trials if t.get("overrides")] or [first]
-        lines = {memory_line(trial_config(spec, t), r.workers, where=f"trial {t.get('index', 0)}") for t in listed}
+        lines = {memory_line(cfg, r.workers, where=where) for cfg, where in configs}
         print("  " + "\n  ".join(sorted(lines)), file=out)
     m = measure_step_time(spec, first)
     scaled = f" (measured at batch {m['measured_batch']}, x{m['scale']:g} for the full batch)" if m["scale"] != 1 else ""
