@@ -91,7 +91,8 @@ def _optuna_spec(tmp_path: Path) -> Path:
 def test_a_corrupt_sqlite_storage_is_named_before_any_trial(tmp_path, capsys):
     bad = tmp_path / "study.db"
     bad.write_bytes(np.random.default_rng(0).bytes(20_000))  # a damaged database file: random bytes
-    argv = ["sweep", "optuna", str(_optuna_spec(tmp_path)), "--storage", f"sqlite:///{bad}", "--dir", str(tmp_path / "sw")]
+    argv = ["sweep", "optuna", str(_optuna_spec(tmp_path)), "--storage", f"sqlite:///{bad}",
+            "--dir", str(tmp_path / "sw")]
     err = _cli_error(capsys, argv)
     assert f"{bad} is not a SQLite database" in err and "move it aside" in err
     assert len(err.strip().splitlines()) == 1

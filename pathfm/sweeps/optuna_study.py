@@ -378,8 +378,8 @@ def run_optuna_study(spec: SweepSpec | str | Path, *, storage: str | None = None
     # create the study (and its schema) once, before any worker touches the storage
     study_storage = _storage(url, heartbeat_s, max_retry, grace_s)
     try:
-        study = optuna.create_study(study_name=spec.name, storage=study_storage,
-                                    load_if_exists=True, direction="maximize" if spec.objective.mode == "max" else "minimize",
+        study = optuna.create_study(study_name=spec.name, storage=study_storage, load_if_exists=True,
+                                    direction="maximize" if spec.objective.mode == "max" else "minimize",
                                     sampler=optuna.samplers.TPESampler(seed=spec.search.seed), pruner=_pruner(spec))
     except (SQLAlchemyError, OSError) as e:  # e.g. an existing SQLite file on a read-only file system
         raise storage_error(url, e) from None
