@@ -1,10 +1,10 @@
 """pathfm's training step on fixed synthetic crops, with everything a comparison needs kept.
 
 This is the pathfm side of the step-parity check against facebookresearch/dinov2
-(``benchmarks/dinov2_step_parity.py``, docs/training-health.md): the step is composed of the same public
-pieces of :mod:`pathfm.ssl.step`, in the same order, as the trainer's optimizer step (schedule -> iBOT masks
--> teacher targets -> student -> losses -> backward -> per-submodule clipping + AdamW -> EMA), on crops
-drawn from a seed instead of slides, so that another implementation can be fed bit-identical inputs and
+(``benchmarks/dinov2_step_parity.py``, docs/training-health.md): every step is
+:func:`pathfm.ssl.training_step.training_step`, the function the trainer calls for each step it trains
+(schedule -> iBOT masks -> teacher targets -> student -> losses -> backward -> per-submodule clipping +
+AdamW -> EMA), on crops drawn from a seed instead of slides, so that another implementation can be fed bit-identical inputs and
 ``tests/test_ssl_dinov2_parity.py`` can recompute it without DINOv2's code.
 
 The cases are small (pico ViT, crops 42/28 px, K = 64) but keep every mechanism the recipe uses: LayerScale,
@@ -32,10 +32,10 @@ from torch import Tensor
 
 from pathfm.config import Config, load_config, lr_scaled
 from pathfm.ssl.centering import Center
-from pathfm.ssl.param_groups import apply_schedule, param_groups
-from pathfm.ssl.schedules import schedule_values
+from pathfm.ssl.param_groups import param_groups
 from pathfm.ssl import step as ssl_step
 from pathfm.ssl.step import SSLNet, StudentOutputs, TeacherTargets
+from pathfm.ssl.training_step import StepModels, StepPosition, training_step
 
 _COMMON = {
     "seed": 0,
@@ -143,7 +143,8 @@ class PathfmStepper:
         return cls(cfg, student, teacher, optimizer, centers)
 
     def masks(self) -> tuple[Tensor, Tensor]:
-        """This step's iBOT masks and per-crop weights, drawn as the trainer draws them (one process)."""
+        """The iBOT masks and per-crop weights the coming step will draw (training_step, one process), for
+        feeding another implementation the same masks."""
         b = self.cfg.data.batch_size
         grid = self.cfg.data.crops.global_size // self.cfg.model.patch_size
         return ssl_step.make_ibot_masks(
@@ -152,22 +153,15 @@ class PathfmStepper:
         )  # fmt: skip
 
     def run_step(self, global_crops: Tensor, local_crops: Tensor) -> StepRecord:
-        cfg = self.cfg
-        sched = schedule_values(cfg, self.step, self.base_lr)
-        apply_schedule(self.optimizer, sched)
-        masks, mask_w = self.masks()
-        targets = ssl_step.teacher_targets(self.teacher, global_crops, masks, sched["teacher_temp"], cfg.loss, self.centers, None)
-        out = self.student(global_crops, local_crops, masks)
-        parts = ssl_step.ssl_losses(out, targets, masks, mask_w, cfg.loss, cfg.data.crops.n_global)
-        sum(parts.values()).backward()
-        grads = {n: p.grad.detach().clone() for n, p in self.student.named_parameters() if p.grad is not None}
-        norms = ssl_step.clip_and_step(self.student, self.optimizer, None, cfg.optim.clip_grad, self.step + 1)
-        ssl_step.ema_update(self.teacher, self.student, sched["momentum"])
+        """One step of the trainer's :func:`~pathfm.ssl.training_step.training_step` on these crops."""
+        models = StepModels(self.student, self.teacher, self.optimizer, self.centers)
+        r = training_step(models, self.cfg, self.base_lr, StepPosition(0, self.step, self.step),
+                          [(global_crops, local_crops)], keep=True)
         self.step += 1
-        detached_out = StudentOutputs(**{k: v.detach() for k, v in vars(out).items()})
+        t = r.trace
         return StepRecord(
-            sched=sched, masks=masks, mask_weights=mask_w, targets=targets, outputs=detached_out,
-            losses={k: float(v.detach()) for k, v in parts.items()}, grads=grads, grad_norms=norms,
+            sched=r.sched, masks=t.masks, mask_weights=t.mask_weights, targets=t.targets, outputs=t.outputs,
+            losses=dict(r.values), grads=t.grads, grad_norms=r.grad_norms,
         )  # fmt: skip
 
 

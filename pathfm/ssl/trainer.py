@@ -19,7 +19,6 @@ FSDP2 with ``run.strategy=fsdp``: pathfm.ssl.sharding).
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import sys
 import time
@@ -45,24 +44,15 @@ from pathfm.ssl.distributed import (
     broadcast_object,
     init_distributed,
 )
-from pathfm.ssl.diagnostics import dino_ce_per_pair, step_diagnostics
 from pathfm.ssl.export import config_sha, export_backbone
 from pathfm.ssl.finite_agreement import check_finite_on_all_ranks
 from pathfm.ssl.foreign_weights import load_init_weights
 from pathfm.ssl.guards import Guards, GuardState
 from pathfm.ssl.models import count_parameters
-from pathfm.ssl.runtime import (autocast_for, build_centers, effective_precision, peak_memory_mb, reset_peak_memory,
-                                seed_everything)
+from pathfm.ssl.runtime import build_centers, effective_precision, peak_memory_mb, reset_peak_memory, seed_everything
 from pathfm.ssl.stages import Progress, Stage, plan_stages
-from pathfm.ssl.step import (
-    LOSS_PARTS,
-    build_student_teacher,
-    clip_and_step,
-    ema_update,
-    make_ibot_masks,
-    ssl_losses,
-    teacher_targets,
-)
+from pathfm.ssl.step import LOSS_PARTS, build_student_teacher
+from pathfm.ssl.training_step import StepModels, StepPosition, training_step
 from pathfm.ssl.step_record import DIAGNOSTIC_KEYS, METRIC_KEYS, probe_teacher, step_record
 from pathfm.tracking import tracking_callbacks
 
@@ -252,89 +242,48 @@ class _Run:
             seed_everything(self.cfg.seed + self.progress.global_step, self.env.rank)
 
     # ------------------------------------------------------------------------------ one step
-    def _micro_step(self, batch: dict, stage: Stage, micro: int, sched: dict, sync: bool,
-                    diagnose: bool) -> dict[str, float]:
-        scfg, env = stage.cfg, self.env
-        b = int(batch["n_images"])
-        n_g = scfg.data.crops.n_global
-        global_crops = batch["global_crops"].to(self.device, non_blocking=True)
-        local_crops = batch["local_crops"].to(self.device, non_blocking=True)
-        grid = global_crops.shape[-1] // scfg.model.patch_size
-        masks, mask_w = make_ibot_masks(
-            scfg.loss,
-            seed_key=[scfg.seed, self.progress.stage_index, self.progress.stage_step, micro],
-            n_global=n_g,
-            images_global=b * env.world_size,
-            rank_images=slice(env.rank * b, (env.rank + 1) * b),
-            grid=grid,
-        )
-        masks = masks.to(self.device)
-        with autocast_for(self.device, self.precision):
-            targets = teacher_targets(
-                self.teacher, global_crops, masks, sched["teacher_temp"], scfg.loss, self.centers, self.all_reduce
-            )
-            ddp = isinstance(self.student_fwd, nn.parallel.DistributedDataParallel)
-            no_sync = self.student_fwd.no_sync() if (ddp and not sync) else contextlib.nullcontext()
-            sharding.set_gradient_sync(self.shard_units, sync)
-            with no_sync:
-                out = self.student_fwd(global_crops, local_crops, masks)
-                parts = ssl_losses(out, targets, masks, mask_w, scfg.loss, n_g)
-                diag = step_diagnostics(
-                    teacher_dino_logits=targets.dino_logits, teacher_dino_targets=targets.dino,
-                    teacher_ibot_targets=targets.ibot, teacher_cls=targets.cls[:b], teacher_gain=sharding.full_value(self.teacher.dino_head.gain),
-                    student_dino_global=out.dino_global, student_temp=scfg.loss.student_temp,
-                    student_backbone=self.student.backbone,
-                ) if diagnose else {}  # fmt: skip  (only on the steps that are logged)
-                # one device->host sync for all loss parts and diagnostics (not one per value)
-                named = {**parts, **diag}
-                values = dict(zip(named, torch.stack([v.detach().float() for v in named.values()]).tolist()))
-                check_finite_on_all_ranks({k: values[k] for k in parts}, self.progress.global_step + 1, env, self.device)
-                if diagnose:
-                    values["diag/dino_ce_per_pair"] = dino_ce_per_pair(values, scfg.loss.dino_weight)
-                loss = sum(parts.values()) / scfg.optim.grad_accum
-                (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-        return values
-
     def _next_step_is_logged(self, stage: Stage) -> bool:
         """Whether the coming optimizer step writes a metrics record (every ``run.log_every``, and the last)."""
         p = self.progress
         return (p.global_step + 1) % self.cfg.run.log_every == 0 or p.stage_step + 1 == stage.cfg.optim.steps
 
     def _optimizer_step(self, stage: Stage, it: Iterator[dict], logged: bool) -> dict[str, Any]:
-        from pathfm.ssl.schedules import schedule_values
-        from pathfm.ssl.param_groups import apply_schedule
-
-        scfg = stage.cfg
-        sched = schedule_values(scfg, self.progress.stage_step, self.base_lr)
-        apply_schedule(self.optimizer, sched)
-        accum = scfg.optim.grad_accum
-        sums: dict[str, float] = {}
+        """One step of :func:`pathfm.ssl.training_step.training_step` on the next ``grad_accum`` batches, with
+        this run's ranks, precision and finite-loss agreement; the progress counters move on."""
+        scfg, env, p = stage.cfg, self.env, self.progress
         tiles = {"images": 0.0, "accepted": 0.0, "rejected": 0.0, "skipped": 0.0}
-        for micro in range(accum):
-            batch = next(it)
-            values = self._micro_step(batch, stage, micro, sched, sync=micro == accum - 1, diagnose=logged)
-            for k, v in values.items():
-                sums[k] = sums.get(k, 0.0) + v / accum
-            stats = batch.get("tile_stats") or {}
-            tiles["images"] += int(batch["n_images"])
-            tiles["accepted"] += stats.get("accepted", 0)
-            tiles["rejected"] += stats.get("rejected", 0)
-            tiles["skipped"] += stats.get("skipped_slides", 0)
-        grad_norms = clip_and_step(self.student, self.optimizer, self.scaler, scfg.optim.clip_grad, self.progress.global_step + 1)
-        ema_update(self.teacher, self.student, sched["momentum"])
-        tiles = all_reduce_sum_dict(tiles, self.env, self.device)
-        p = self.progress
+
+        def crops() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            for _ in range(scfg.optim.grad_accum):
+                batch = next(it)
+                stats = batch.get("tile_stats") or {}
+                tiles["images"] += int(batch["n_images"])
+                tiles["accepted"] += stats.get("accepted", 0)
+                tiles["rejected"] += stats.get("rejected", 0)
+                tiles["skipped"] += stats.get("skipped_slides", 0)
+                yield (batch["global_crops"].to(self.device, non_blocking=True),
+                       batch["local_crops"].to(self.device, non_blocking=True))
+
+        models = StepModels(self.student, self.teacher, self.optimizer, self.centers, self.student_fwd, self.scaler,
+                            self.shard_units)
+        position = StepPosition(p.stage_index, p.stage_step, p.global_step, env.rank, env.world_size)
+        result = training_step(
+            models, scfg, self.base_lr, position, crops(), device=self.device, precision=self.precision,
+            all_reduce=self.all_reduce, diagnose=logged,
+            check_finite=lambda parts: check_finite_on_all_ranks(parts, p.global_step + 1, env, self.device),
+        )  # fmt: skip
+        tiles = all_reduce_sum_dict(tiles, env, self.device)
         p.stage_step += 1
         p.global_step += 1
         p.tiles_seen += int(tiles["images"])
         p.tiles_accepted += int(tiles["accepted"])
         p.tiles_rejected += int(tiles["rejected"])
         p.slides_skipped += int(tiles["skipped"])
-        sums.update({f"grad_norm/{k}": v for k, v in grad_norms.items()})
-        means = all_reduce_mean_dict(sums, self.env, self.device)
+        sums = {**result.values, **{f"grad_norm/{k}": v for k, v in result.grad_norms.items()}}
+        means = all_reduce_mean_dict(sums, env, self.device)
         losses = {k: means[k] for k in LOSS_PARTS}
         diagnostics = {k: v for k, v in means.items() if k not in losses}
-        return {"losses": losses, "diagnostics": diagnostics, "sched": sched}
+        return {"losses": losses, "diagnostics": diagnostics, "sched": result.sched}
 
     # ------------------------------------------------------------------------------ logging
     def _record(self, stage: Stage, step_out: dict, images_per_s: float) -> dict[str, Any]:
