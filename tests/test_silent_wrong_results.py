@@ -5,6 +5,7 @@ writers, the bundled slides (truncated copies in tmp_path), real SQLite storages
 from __future__ import annotations
 
 import json
+import shutil
 import struct
 import warnings
 import zipfile
@@ -15,7 +16,7 @@ import torch
 
 from pathfm.cli import main
 from pathfm.config import load_config
-from pathfm.errors import ConfigError, PathfmError, SweepError
+from pathfm.errors import ConfigError, PathfmError, SlideError, SweepError
 
 
 FAST = {"data.assume_mpp": 0.5, "optim.steps": 2, "optim.warmup_steps": 1, "run.checkpoint_every": 2,
@@ -223,3 +224,65 @@ def test_optuna_with_an_empty_search_space_is_refused_before_any_trial(tmp_path,
     spec["seeds"] = [0, 1]  # something varies: accepted
     path.write_text(yaml.safe_dump(spec))
     check_search_space(load_spec(path))
+
+
+# ------------------------------------------------------- 8. a failed slide read says why (cause-dependent)
+def _truncated(src: Path, dst: Path, fraction: float) -> Path:
+    data = src.read_bytes()
+    dst.write_bytes(data[: int(len(data) * fraction)])
+    return dst
+
+
+@pytest.mark.parametrize("reader", ["openslide", "tiffslide"])
+def test_a_truncated_slide_is_called_truncated_not_unsupported(tmp_path, cmu_slide, pyramid_slide, reader):
+    from pathfm.data.readers import ReaderOptions, open_reader
+
+    if reader == "tiffslide":
+        pytest.importorskip("tiffslide")
+    for src in (cmu_slide, pyramid_slide):
+        for fraction in (0.5, 0.9):
+            bad = _truncated(src, tmp_path / f"{fraction}-{src.name}", fraction)
+            with pytest.raises(SlideError) as e:
+                open_reader(bad, ReaderOptions(reader=reader))
+            msg = str(e.value)
+            assert str(bad) in msg and "truncated" in msg and "convert" not in msg and "\n" not in msg, msg
+    empty = tmp_path / "empty.svs"
+    empty.write_bytes(b"")
+    with pytest.raises(SlideError, match="empty"):
+        open_reader(empty, ReaderOptions(reader=reader))
+
+
+def test_a_format_openslide_cannot_read_but_tiffslide_can_names_tiffslide(tmp_path, bad_tiff, cmu_slide):
+    import numpy as np
+    import openslide
+    import tifffile
+
+    pytest.importorskip("tiffslide")
+    from pathfm.data.readers import ReaderOptions, open_reader
+
+    with openslide.OpenSlide(str(cmu_slide)) as s:
+        pixels = np.asarray(s.read_region((0, 0), 0, (512, 384)).convert("RGB"))
+    ome = tmp_path / "region.ome.tif"
+    tifffile.imwrite(ome, pixels, photometric="rgb", metadata={"axes": "YXS"})  # a strip OME-TIFF
+    assert tifffile.TiffFile(ome).is_ome
+    for path in (bad_tiff, ome):
+        with pytest.raises(SlideError) as e:
+            open_reader(path)
+        msg = str(e.value)
+        assert str(path) in msg and "data.reader=tiffslide" in msg and "--reader tiffslide" in msg, msg
+        assert "convert" not in msg and "truncated" not in msg
+        assert open_reader(path, ReaderOptions(reader="tiffslide")).dimensions[0] > 0  # and it does read it
+    junk = tmp_path / "notes.svs"
+    junk.write_text("not a slide at all\n" * 100)
+    with pytest.raises(SlideError, match="convert"):  # no reader opens it: the conversion advice stays
+        open_reader(junk)
+
+
+def test_data_scan_reports_the_truncated_slide_as_truncated(tmp_path, cmu_slide, capsys):
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    bad = _truncated(cmu_slide, folder / "cut.svs", 0.5)
+    shutil.copy(cmu_slide, folder / "good.svs")
+    assert main(["data", "scan", str(folder), "--out", str(tmp_path / "m.csv"), "--workers", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "truncated" in err and "convert it" not in err, err

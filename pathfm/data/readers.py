@@ -11,6 +11,9 @@ Choice (``data.reader``): ``auto`` picks openslide for local files, wsidicom for
 ``.dcm`` files, tiffslide for every other URL scheme (``s3://``, ``gs://``, ``az://``, ``https://``,
 ``memory://``). Remote files are read through fsspec's LRU block cache (:class:`BlockCachedFile`), one
 per open handle, so a worker's repeated tile reads of a slide do not refetch the same bytes.
+
+A local file that does not open (or read) gets an error saying why (:mod:`pathfm.data.unreadable`): empty or
+truncated (copy it again), or a format another installed backend reads (that backend named).
 """
 
 from __future__ import annotations
@@ -183,7 +186,7 @@ class GridSlideReader(SlideReader):
         except SlideError:
             raise
         except Exception as e:  # noqa: BLE001 - any failure of the backend's read makes the slide unusable
-            raise SlideError(f"{self.uri}: {self.backend} could not read level {level} at {location}: {e}") from e
+            raise _read_failure(self, level, location, e) from e
 
     def _set_pyramid(self, level_dimensions) -> None:
         dims = tuple((int(w), int(h)) for w, h in level_dimensions)
@@ -209,7 +212,8 @@ def _mean_mpp(values) -> float | None:
 class OpenSlideReader(SlideReader):
     backend = "openslide"
 
-    def __init__(self, uri: str):
+    def __init__(self, uri: str, *, explain: bool = True):
+        """``explain``: a file that does not open gets an error saying why (pathfm.data.unreadable)."""
         import openslide
 
         super().__init__(uri)
@@ -224,12 +228,12 @@ class OpenSlideReader(SlideReader):
             # Touch the pyramid: a truncated file often opens but fails on first read.
             self._slide.read_region((0, 0), self._slide.level_count - 1, (1, 1))
         except openslide.OpenSlideUnsupportedFormatError:
-            raise SlideError(
-                f"{path}: openslide cannot read this file format (supported: {OPENSLIDE_FORMATS}); convert it "
-                "to a tiled pyramidal TIFF (e.g. with vips tiffsave --tile --pyramid) or remove it from the manifest"
-            ) from None
+            msg = (f"{path}: openslide cannot read this file format (supported: {OPENSLIDE_FORMATS}); convert it to a "
+                   "tiled pyramidal TIFF (e.g. with vips tiffsave --tile --pyramid) or remove it from the manifest")
+            raise _unreadable(path, self.backend, msg, explain) from None
         except (openslide.OpenSlideError, OSError) as e:
-            raise SlideError(f"{path}: openslide could not read the slide (truncated or corrupt?): {e}") from None
+            msg = f"{path}: openslide could not read the slide (corrupt?): {e}"
+            raise _unreadable(path, self.backend, msg, explain) from None
         s = self._slide
         self.dimensions = tuple(map(int, s.dimensions))
         self.level_dimensions = tuple(tuple(map(int, d)) for d in s.level_dimensions)
@@ -246,7 +250,7 @@ class OpenSlideReader(SlideReader):
         try:
             region = self._slide.read_region((int(location[0]), int(location[1])), level, tuple(map(int, size)))
         except (openslide.OpenSlideError, OSError) as e:
-            raise SlideError(f"{self.uri}: openslide could not read level {level} at {location}: {e}") from e
+            raise _read_failure(self, level, location, e) from e
         # alpha test in PIL (np.asarray of a 1024 px region alone costs several times more; the minimum
         # is half the cost of a histogram: 10 vs 20 ms on a 6.6 Mpx level)
         if region.getchannel("A").getextrema()[0] < 255:
@@ -330,7 +334,8 @@ class TiffSlideReader(GridSlideReader):
 
     backend = "tiffslide"
 
-    def __init__(self, uri: str, options: ReaderOptions):
+    def __init__(self, uri: str, options: ReaderOptions, *, explain: bool = True):
+        """``explain``: a local file that does not open gets an error saying why (pathfm.data.unreadable)."""
         try:
             import tiffslide
         except ImportError:
@@ -350,16 +355,25 @@ class TiffSlideReader(GridSlideReader):
                 path = local_path(uri)
                 if not path.is_file():
                     raise SlideError(f"slide not found: {path}")
+                if explain:  # tiffslide opens a file cut short in its pyramid as a slide with fewer levels
+                    from pathfm.data.unreadable import RECOPY, truncation
+
+                    if damage := truncation(path, data=False):
+                        raise SlideError(f"{path}: {damage}: {RECOPY}")
                 self._slide = tiffslide.TiffSlide(str(path))
+            s = self._slide
+            self._set_pyramid(s.level_dimensions)  # parses the file's pages: a damaged file fails here...
+            s.read_region((0, 0), self.level_count - 1, (1, 1))  # ... or on its first read
         except SlideError:
             raise
         except FileNotFoundError:
             raise SlideError(f"slide not found: {uri}") from None
         except Exception as e:  # noqa: BLE001 - tifffile raises many types for files it cannot parse
-            raise SlideError(f"{uri}: tiffslide could not open the slide (not a tiled TIFF/SVS, truncated, or "
-                             f"unreachable?): {e}") from None
-        s = self._slide
-        self._set_pyramid(s.level_dimensions)
+            msg = (f"{uri}: tiffslide could not open the slide (not a tiled TIFF/SVS, truncated, or unreachable?): "
+                   f"{str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            if is_remote(uri):
+                raise SlideError(msg) from None
+            raise _unreadable(local_path(uri), self.backend, msg, explain) from None
         props = s.properties
         self.mpp = _mean_mpp([props.get("tiffslide.mpp-x"), props.get("tiffslide.mpp-y")])
         self.vendor = props.get("tiffslide.vendor") or ""
@@ -418,6 +432,27 @@ class WsiDicomReader(GridSlideReader):
 
     def close(self) -> None:
         self._slide.close()
+
+
+def _read_failure(reader: SlideReader, level: int, location, e: Exception) -> SlideError:
+    """A failed read of a slide that opened: a local file cut short says so (pathfm.data.unreadable)."""
+    if not is_remote(reader.uri) and local_path(reader.uri).is_file():
+        from pathfm.data.unreadable import RECOPY, truncation
+
+        damage = truncation(local_path(reader.uri))
+        if damage:
+            return SlideError(f"{reader.uri}: {damage}: {RECOPY}")
+    return SlideError(f"{reader.uri}: {reader.backend} could not read level {level} at {location}: {e}")
+
+
+def _unreadable(path: Path, backend: str, msg: str, explain: bool) -> SlideError:
+    """The error for a local file ``backend`` could not open: why (truncated, or another reader reads it) when
+    ``explain`` (pathfm.data.unreadable), else ``msg``."""
+    if not explain:
+        return SlideError(msg)
+    from pathfm.data.unreadable import unreadable_slide
+
+    return unreadable_slide(path, backend, msg)
 
 
 def open_reader(uri: str | Path, options: ReaderOptions | None = None) -> SlideReader:
