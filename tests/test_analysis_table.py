@@ -351,3 +351,11 @@ def test_random_init_at_several_init_seeds_is_an_unpaired_t_test_holm_over_the_a
     m, lo_ci, hi_ci = t.ref_mean[0, avg], t.ref_lo[0, avg], t.ref_hi[0, avg]
     half = stats.t.ppf(0.975, 4) * np.std(ri_avg, ddof=1) / np.sqrt(5)
     assert (lo_ci, hi_ci) == (pytest.approx(m - half), pytest.approx(m + half))
+
+
+def test_a_results_file_that_is_not_parquet_is_one_clear_line(tmp_path, capsys):
+    bad = tmp_path / "results.parquet"
+    bad.write_bytes(b"not a parquet file at all" * 10)
+    assert main(["analyze", "table", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "not readable as a Parquet results table" in err and "Traceback" not in err and str(bad) in err

@@ -86,7 +86,13 @@ def scan_results(paths: str | Path | Iterable[str | Path]) -> pl.LazyFrame:
     for raw in paths:
         p = resolve_results_path(raw)
         lf = pl.scan_parquet(p) if p.suffix == ".parquet" else pl.scan_csv(p, infer_schema_length=10_000)
-        names = lf.collect_schema().names()
+        try:
+            names = lf.collect_schema().names()
+        except (pl.exceptions.PolarsError, OSError) as e:
+            kind = "Parquet" if p.suffix == ".parquet" else "CSV"
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ResultsError(f"{p}: not readable as a {kind} results table ({first}); give a results.parquet "
+                               "written by pathfm (`pathfm sweep collect DIR` rebuilds a sweep's) or a tidy CSV")
         missing = [c for c in REQUIRED if c not in names]
         if missing:
             raise ResultsError(
