@@ -174,7 +174,7 @@ def checksum_mismatch(path: str | Path) -> str | None:
     actual = checksum(path)
     if recorded == actual:
         return None
-    return f"sha256 {actual[:12]}... does not match {side.name} ({recorded[:12]}...)"
+    return f"sha256 mismatch (file {actual[:12]}..., {side.name} {recorded[:12]}...)"
 
 
 def verify_checksum(path: str | Path) -> str | None:
