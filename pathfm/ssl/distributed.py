@@ -36,13 +36,83 @@ class DistEnv:
         return self.world_size > 1
 
 
+# the oldest NVIDIA driver (Linux) a CUDA runtime of each major version runs on with minor-version
+# compatibility (NVIDIA's CUDA compatibility guide): torch 2.14.1+cu130 needs >= 580
+MIN_DRIVER = {"13": 580, "12": 525, "11": 450}
+
+
+@dataclass(frozen=True)
+class SmiGpus:
+    """What ``nvidia-smi`` reports: one (name, driver version) per GPU."""
+
+    gpus: tuple[tuple[str, str], ...]
+
+    @property
+    def driver(self) -> str:
+        return self.gpus[0][1] if self.gpus else "?"
+
+
+def nvidia_smi_gpus(timeout_s: float = 15.0) -> SmiGpus | None:
+    """The GPUs ``nvidia-smi`` (on PATH) lists, with the driver version; None when there is no nvidia-smi or
+    it fails (no driver loaded, no GPU) or lists nothing."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run([exe, "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=timeout_s, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    rows = [tuple(x.strip() for x in line.rsplit(",", 1)) for line in out.stdout.splitlines() if "," in line]
+    return SmiGpus(tuple((r[0], r[1]) for r in rows)) if out.returncode == 0 and rows else None
+
+
+def unusable_gpu_message(smi: SmiGpus | None, cuda_available: bool, visible_devices: str | None = None,
+                         torch_version: str = torch.__version__, torch_cuda: str | None = torch.version.cuda) -> str | None:
+    """Why the GPUs nvidia-smi lists cannot be used by this torch (None: nothing is wrong, i.e. torch sees a
+    GPU, nvidia-smi lists none, or ``CUDA_VISIBLE_DEVICES`` = ``visible_devices`` hides them on purpose).
+    Pure: the caller passes :func:`nvidia_smi_gpus` and ``torch.cuda.is_available()``."""
+    if cuda_available or smi is None or not smi.gpus:
+        return None
+    if visible_devices is not None and visible_devices.strip() in ("", "-1", "none", "NoDevFiles"):
+        return None  # hidden on purpose
+    names = ", ".join(sorted({n for n, _ in smi.gpus}))
+    seen = f"nvidia-smi lists {len(smi.gpus)} GPU(s) ({names}; NVIDIA driver {smi.driver})"
+    if torch_cuda is None:
+        return (f"{seen} but torch {torch_version} is a CPU-only build; install the CUDA build "
+                "(scripts/bootstrap.sh, or the torch wheel for your CUDA from download.pytorch.org), "
+                "or set run.device=cpu to train on the CPU on purpose")
+    cuda = ".".join(torch_cuda.split(".")[:2])
+    need = MIN_DRIVER.get(cuda.split(".")[0])
+    major = smi.driver.split(".")[0]
+    if need is not None and major.isdigit() and int(major) < int(need):
+        return (f"{seen} but torch {torch_version} (CUDA {cuda}) needs NVIDIA driver >= {need}: torch cannot use "
+                f"the GPU and would train on the CPU. Update the driver to {need} or newer, or install a torch "
+                f"build for an older CUDA that driver {smi.driver} supports; run.device=cpu trains on the CPU "
+                "on purpose")
+    return (f"{seen} but torch {torch_version} (CUDA {cuda}"
+            + (f", needs driver >= {need}" if need else "") + ") cannot use it (torch.cuda.is_available() is "
+            "False): check the driver (nvidia-smi, dmesg), that the process may open /dev/nvidia*, and "
+            "CUDA_VISIBLE_DEVICES; run.device=cpu trains on the CPU on purpose")
+
+
 def pick_device(requested: str, local_rank: int = 0) -> torch.device:
-    """``auto``: the local GPU when there is one, else the CPU."""
-    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+    """``auto``: the local GPU when there is one, else the CPU, except that a GPU nvidia-smi lists but torch
+    cannot use (an NVIDIA driver too old for this torch's CUDA, a CPU-only torch) is a ConfigError naming the
+    driver and the fix, not a silent CPU run."""
+    from pathfm.errors import ConfigError
+
+    if requested == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        from pathfm.errors import ConfigError
-
+        why = unusable_gpu_message(nvidia_smi_gpus(), False, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        if why is not None:
+            raise ConfigError(f"run.device={requested}: {why}")
+        if requested == "auto":
+            return torch.device("cpu")
         raise ConfigError("run.device=cuda but no CUDA device is visible; use run.device=auto or cpu")
     return torch.device("cuda", local_rank)
 

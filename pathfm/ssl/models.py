@@ -57,14 +57,17 @@ BASE_IMG_SIZE = 224  # the grid the learned positional embeddings are stored for
 
 # ------------------------------------------------------------------------------------- attention
 def xformers_available() -> bool:
-    """True if xformers imports and the user did not set ``XFORMERS_DISABLED``."""
+    """True if xformers imports with its C++/CUDA library loaded and the user did not set ``XFORMERS_DISABLED``
+    (a wheel built for another CUDA, e.g. the PyPI one for CUDA 12 under torch+cu130, imports but cannot
+    load its kernels: False, and ``auto`` uses SDPA)."""
     if os.environ.get("XFORMERS_DISABLED"):
         return False
     try:
+        import xformers
         import xformers.ops  # noqa: F401
     except Exception:  # ImportError, or a broken build without kernels
         return False
-    return True
+    return bool(getattr(xformers, "_has_cpp_library", True))
 
 
 def select_attention_backend(requested: str, device: torch.device | str) -> str:
@@ -78,8 +81,9 @@ def select_attention_backend(requested: str, device: torch.device | str) -> str:
     has_xf = device.type == "cuda" and xformers_available()
     if requested == "xformers" and not has_xf:
         raise ConfigError(
-            "model.attention=xformers but xformers is not usable here (needs a CUDA device, `pip install "
-            "xformers`, and XFORMERS_DISABLED unset); use model.attention=auto or sdpa"
+            "model.attention=xformers but xformers is not usable here (needs a CUDA device, xformers built for "
+            "this torch's CUDA (`pip install -e .[gpu]`, docs/large-backbones.md) whose kernel library loads, and "
+            "XFORMERS_DISABLED unset); use model.attention=auto or sdpa"
         )
     return "xformers" if has_xf else "sdpa"
 
