@@ -1,6 +1,7 @@
 """Bad inputs that used to go through silently with a wrong result (issue 25): each now stops with one clear
-line naming the file, field or value and the fix. Real files throughout: checkpoints written by pathfm's own
-writers, the bundled slides (truncated copies in tmp_path), real SQLite storages for Optuna."""
+line naming the file, field or value and the fix (a resume that changes the config rewrites and records it).
+Real files throughout: checkpoints written by pathfm's own writers, the bundled slides (truncated copies in
+tmp_path), real SQLite storages for Optuna."""
 
 from __future__ import annotations
 
