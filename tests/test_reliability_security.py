@@ -130,8 +130,10 @@ def test_redact_url():
 
 
 def test_optuna_storage_password_never_reaches_logs_or_files(tmp_path: Path, capfd):
-    """A PostgreSQL URL with a password (no server here: the study fails to connect after writing the sweep
-    metadata): neither the metadata, nor the log, nor the error shows the password."""
+    """A PostgreSQL URL with a password (no server here: the storage is checked before the first trial and
+    refused with one clear error): neither the error, nor the log, nor any file written shows the password;
+    the error names the storage with the password masked."""
+    from pathfm.errors import PathfmError
     from pathfm.sweeps.optuna_study import run_optuna_study
     from pathfm.sweeps.spec import spec_from_dict
 
@@ -141,12 +143,12 @@ def test_optuna_storage_password_never_reaches_logs_or_files(tmp_path: Path, cap
         "objective": {"metric": "loss", "mode": "min"}, "eval": {"enabled": False},
     })
     url = "postgresql://optuna_user:hunter2secret@127.0.0.1:1/optuna"
-    with pytest.raises(Exception) as e:  # no driver / no server
+    with pytest.raises(PathfmError) as e:  # no driver / no server
         run_optuna_study(spec, storage=url, root=tmp_path / "sweeps", n_trials=1)
     out = capfd.readouterr()
     assert "hunter2secret" not in out.out + out.err + str(e.value)
+    assert "postgresql://optuna_user:***@127.0.0.1:1/optuna" in str(e.value)
     sweep_dir = tmp_path / "sweeps" / "secretive"
-    assert "postgresql://optuna_user:***@127.0.0.1:1/optuna" in (sweep_dir / "sweep_meta.json").read_text()
     for f in sweep_dir.rglob("*"):
         if f.is_file():
             assert b"hunter2secret" not in f.read_bytes(), f
