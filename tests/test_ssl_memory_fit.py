@@ -8,17 +8,19 @@ from pathfm.config import load_config
 from pathfm.errors import ConfigError
 from pathfm.ssl.memory import (
     GIB,
+    block_bytes_per_token,
     check_fits,
     estimate_memory,
     largest_fitting_batch,
     largest_shard_unit,
     parameter_counts,
+    tokens_per_crop,
     training_memory,
 )
 from pathfm.ssl.models import ARCH_SPECS
 from pathfm.ssl.step import build_student_teacher
 
-GIANT = ["data.slides=samples/wsi", "data.batch_size=32"]
+GIANT = ["data.slides=samples/wsi"]  # the preset's batch: 12 per GPU (32 does not fit 80 GB: ~91.5 GiB)
 
 
 def test_fsdp_divides_the_parameter_terms_and_adds_the_gathered_unit():
@@ -44,10 +46,18 @@ def test_activation_checkpointing_keeps_block_inputs_and_one_block():
     cfg = load_config("smoke", ["run.precision=bf16"])
     plain = estimate_memory(cfg)
     ckpt = estimate_memory(cfg, activation_checkpointing=True)
-    spec = ARCH_SPECS[cfg.model.arch]
-    per_layer = plain.activations // spec.depth  # T x D x 34
-    assert ckpt.activations == spec.depth * (per_layer // 34) * 2 + per_layer
-    assert ckpt.activations < plain.activations / 3
+    spec, c, m = ARCH_SPECS[cfg.model.arch], cfg.data.crops, cfg.model
+    tokens = cfg.data.batch_size * (c.n_global * tokens_per_crop(c.global_size, m.patch_size, m.n_registers)
+                                    + c.n_local * tokens_per_crop(c.local_size, m.patch_size, m.n_registers))
+    block = block_bytes_per_token(spec.embed_dim, spec.num_heads, m.ffn, bool(m.layerscale), 2)
+    outside = 4 * spec.embed_dim + 3 * m.patch_size**2 * 2
+    assert plain.activations == tokens * (spec.depth * block + outside)
+    # every block's fp32 input (the residual stream), one block recomputed, what lies outside the blocks
+    assert ckpt.activations == tokens * (spec.depth * spec.embed_dim * 4 + block + outside)
+    # under multi-process fsdp with bf16 parameters the residual stream (and so each kept input) is bf16
+    sharded = estimate_memory(cfg, 2, "fsdp", activation_checkpointing=True)
+    assert sharded.activations == tokens * (spec.depth * spec.embed_dim * 2 + block + outside)
+    assert ckpt.activations < plain.activations / 2
     on = load_config("smoke", ["run.precision=bf16", "model.activation_checkpointing=true"])
     assert estimate_memory(on).activations == ckpt.activations
 
@@ -56,7 +66,7 @@ def test_the_giant_recipe_fits_80_gb_with_the_chosen_settings_and_is_refused_on_
     cfg = load_config("midnight_vitg14", GIANT + ["run.gpu_memory_gib=80"])
     est, strategy = training_memory(cfg, 32)
     assert strategy == "fsdp"  # auto: vit_giant is sharded on a GPU
-    assert est.total < 80 * GIB
+    assert est.total < 0.9 * 80 * GIB  # 10 % headroom for fragmentation
     assert check_fits(cfg, 32).total == est.total
     small = load_config("midnight_vitg14", GIANT + ["run.gpu_memory_gib=40"])
     with pytest.raises(ConfigError, match="does not fit 40.0 GiB") as err:
@@ -65,7 +75,7 @@ def test_the_giant_recipe_fits_80_gb_with_the_chosen_settings_and_is_refused_on_
     assert message.startswith("arm full: ") and "model.activation_checkpointing=true" in message
     assert "data.batch_size=" in message and "run.strategy=fsdp" not in message  # already sharded
     # forced DDP: the fix names fsdp, with the estimate it would give
-    ddp = load_config("midnight_vitg14", GIANT + ["run.gpu_memory_gib=80", "run.strategy=ddp"])
+    ddp = load_config("midnight_vitg14", GIANT + ["run.gpu_memory_gib=60", "run.strategy=ddp"])
     with pytest.raises(ConfigError, match=r"run.strategy=fsdp \(~\d+\.\d GiB\)"):
         check_fits(ddp, 32)
     # the high-resolution stage's batch has its own key
