@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pathfm.config_renames import rename_deprecated_sections, renamed_key
 from pathfm.errors import ConfigError
+from pathfm.records.run_folder import TENSORBOARD_DIR
 
 PRESET_DIR = Path(__file__).parent / "configs"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -388,7 +389,7 @@ class WandbTrackingConfig(_Strict):
 
 
 class TensorboardTrackingConfig(_Strict):
-    log_dir: str | None = Field(None, description="event files (None: <run_dir>/tensorboard)")
+    log_dir: str | None = Field(None, description=f"event files (None: <run_dir>/{TENSORBOARD_DIR})")
 
 
 class TrackingConfig(_Strict):

@@ -30,10 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from pathfm.errors import ConfigError
-from pathfm.results import EVAL_FILE
+from pathfm.records import RunFolder
 
-TRACKING_FILE = "tracking.json"
-RUN_ARTIFACTS = ("config.yaml", "metrics.jsonl", "teacher_backbone.pt")
 #: MLflow accepts at most 100 parameters per log_batch call
 MLFLOW_PARAMS_PER_BATCH = 100
 
@@ -74,14 +72,14 @@ def evaluation_summary(df) -> dict[str, float]:
 
 
 def read_run_ids(run_dir: Path) -> dict[str, str]:
-    path = Path(run_dir) / TRACKING_FILE
+    path = RunFolder(run_dir).tracking
     return json.loads(path.read_text()) if path.exists() else {}
 
 
 def write_run_ids(run_dir: Path, ids: dict[str, str]) -> None:
     from pathfm.io import atomic_write_text
 
-    atomic_write_text(Path(run_dir) / TRACKING_FILE, json.dumps(ids, indent=1) + "\n")
+    atomic_write_text(RunFolder(run_dir).tracking, json.dumps(ids, indent=1) + "\n")
 
 
 def _missing(extra: str, package: str) -> ConfigError:
@@ -213,7 +211,7 @@ class TensorboardRun:
         except ImportError:
             raise _missing("tensorboard", "tensorboardX") from None
         suffix = f".{os.getpid()}.{uuid.uuid4().hex[:8]}"
-        self.writer = SummaryWriter(cfg.log_dir or str(Path(run_dir) / "tensorboard"), filename_suffix=suffix)
+        self.writer = SummaryWriter(cfg.log_dir or str(RunFolder(run_dir).tensorboard), filename_suffix=suffix)
         self.run_id = self.writer.logdir
 
     def log_params(self, params: dict[str, str]) -> None:
@@ -311,9 +309,9 @@ class TrackingCallback:
     def on_end(self, result) -> None:
         self.start()
         for r in self.runs:
-            for name in RUN_ARTIFACTS:
-                if (self.run_dir / name).exists():
-                    r.log_artifact(self.run_dir / name)
+            for path in RunFolder(self.run_dir).artifacts:
+                if path.exists():
+                    r.log_artifact(path)
             r.finish("stopped" if result.stopped_early else "finished")
         self.runs = None
 
@@ -330,8 +328,8 @@ def log_evaluation(cfg, run_dir: Path, df, extra: dict[str, float] | None = None
     for r in open_runs(cfg.tracking, run_dir, run_dir.name, tags):
         r.log_table("eval_table", df)
         r.log_metrics(metrics, step)
-        if (run_dir / EVAL_FILE).exists():
-            r.log_artifact(run_dir / EVAL_FILE)
+        if RunFolder(run_dir).eval.exists():
+            r.log_artifact(RunFolder(run_dir).eval)
         r.finish("finished")
 
 

@@ -10,7 +10,8 @@ import pytest
 
 from pathfm.cli import main
 from pathfm.config import load_config
-from pathfm.data.provenance import TRAINING_SLIDES_FILE, read_training_slides, training_entries, write_training_slides
+from pathfm.data.provenance import read_training_slides, training_entries, write_training_slides
+from pathfm.records.run_folder import TRAINING_SLIDES_FILE
 from pathfm.errors import PathfmError
 from pathfm.eval.leakage import IdSets, audit_run, compare, id_sets, leakage_markdown, slide_key, tcga_patient
 

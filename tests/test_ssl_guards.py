@@ -13,7 +13,8 @@ from pathfm.data.provenance import read_training_slides
 from pathfm.errors import ConfigError
 from pathfm.io import read_jsonl
 from pathfm.ssl.diagnostics import effective_rank
-from pathfm.ssl.guards import GUARD_FILE, Guards, GuardState, read_guard_trip, violations
+from pathfm.records.run_folder import GUARD_FILE
+from pathfm.ssl.guards import Guards, GuardState, read_guard_trip, violations
 from pathfm.ssl.trainer import train
 
 LN_K = math.log(128)

@@ -12,7 +12,6 @@ import pytest
 
 from pathfm.config import load_config
 from pathfm.tracking import (
-    RUN_ARTIFACTS,
     evaluation_summary,
     flatten_params,
     log_evaluation,
@@ -146,7 +145,8 @@ def test_a_training_run_is_logged_to_mlflow_wandb_and_tensorboard(tmp_path, monk
         assert [m.step for m in history] == [r["step"] for r in records] == [1, 2, 3]
         assert [m.value for m in history] == pytest.approx([r[key] for r in records])
     assert run.data.metrics["eval/trained/crc/knn/balanced_accuracy"] == pytest.approx(0.7)
-    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {*RUN_ARTIFACTS, "eval_table.json"}
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"config.yaml", "metrics.jsonl", "teacher_backbone.pt",
+                                                                        "eval_table.json"}
 
     recs = wandb_records(run_dir)
     config = {wandb_key(i): i.value_json for r in recs if r.HasField("run") for i in r.run.config.update}
@@ -169,7 +169,7 @@ def test_a_two_trial_sweep_logs_one_tracked_run_per_trial(tmp_path, monkeypatch)
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
 
-    from pathfm.sweeps.collect import read_trial, trial_dirs
+    from pathfm.records import SweepFolder, read_trial
     from pathfm.sweeps.runner import run_sweep
     from pathfm.sweeps.spec import spec_from_dict
 
@@ -184,7 +184,7 @@ def test_a_two_trial_sweep_logs_one_tracked_run_per_trial(tmp_path, monkeypatch)
         "tracking": {"mlflow": {"tracking_uri": db, "experiment": "sweeps"}, "wandb": {"mode": "offline"}},
     })
     sweep_dir = run_sweep(spec, storage=tmp_path / "sweeps", verbose=0)
-    dirs = trial_dirs(sweep_dir)
+    dirs = SweepFolder(sweep_dir).trial_dirs()
     assert [read_trial(d)["status"] for d in dirs] == ["TERMINATED", "TERMINATED"]
 
     client = MlflowClient(tracking_uri=db)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pathfm.errors import PathfmError
 from pathfm.io import read_jsonl
+from pathfm.records import RunFolder
 
 PANELS: tuple[tuple[str, str], ...] = (
     ("diag/dino_target_entropy", "teacher DINO target entropy (nats)"),
@@ -27,9 +28,9 @@ PANELS: tuple[tuple[str, str], ...] = (
 
 def read_health(run_dir: str | Path) -> dict[str, list[float]]:
     """``{"step": [...], <panel key>: [...]}`` from a run's metrics.jsonl (main and high-res stages)."""
-    path = Path(run_dir) / "metrics.jsonl"
+    path = RunFolder(run_dir).metrics
     if not path.exists():
-        raise PathfmError(f"{path}: no metrics.jsonl; give a training run directory (runs/<name>)")
+        raise PathfmError(f"{path}: no {path.name}; give a training run directory (runs/<name>)")
     records = [r for r in read_jsonl(path) if "diag/dino_target_entropy" in r]
     if not records:
         raise PathfmError(f"{path}: no diag/* records; the run was made before pathfm logged diagnostics")

@@ -16,8 +16,8 @@ from pathfm.data.manifest import SlideEntry, load_manifest
 from pathfm.data.subsets import nested_subset
 from pathfm.errors import PathfmError
 from pathfm.io import atomic_path
+from pathfm.records import RunFolder
 
-TRAINING_SLIDES_FILE = "training_slides.csv"
 TRAINING_SLIDES_COLUMNS = ("slide_id", "patient_id", "cohort", "path")
 
 
@@ -31,7 +31,7 @@ def training_entries(data_cfg) -> list[SlideEntry]:
 
 def write_training_slides(entries: list[SlideEntry], run_dir: str | Path) -> Path:
     """Write ``run_dir/training_slides.csv`` atomically (one row per slide, sorted by slide_id)."""
-    out = Path(run_dir) / TRAINING_SLIDES_FILE
+    out = RunFolder(run_dir).training_slides
     with atomic_path(out) as tmp:
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
@@ -43,7 +43,7 @@ def write_training_slides(entries: list[SlideEntry], run_dir: str | Path) -> Pat
 
 def read_training_slides(run_dir: str | Path) -> list[dict[str, str | None]]:
     """The rows of ``run_dir/training_slides.csv`` (empty strings read as None); a clear error without it."""
-    path = Path(run_dir) / TRAINING_SLIDES_FILE
+    path = RunFolder(run_dir).training_slides
     if not path.is_file():
         raise PathfmError(f"{path} does not exist: the run predates the training-slide record or is not a "
                           "pathfm run directory; resuming it (pathfm train resume=RUN) writes the file")

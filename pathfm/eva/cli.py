@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 
+from pathfm.records.run_folder import EVA_DIR, EVAL_FILE
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("eva", help="evaluate a backbone with kaiko's eva (Midnight's framework)",
@@ -27,7 +29,7 @@ def register(subparsers) -> None:
         q.add_argument("--task", required=True,
                        help="bach, crc, mhist, patch_camelyon (need --data-root), or pathfm:<task> (e.g. pathfm:crc)")
         q.add_argument("--data-root", default=None, help="folder holding the unpacked eva dataset")
-        q.add_argument("--out", default=None, help="output folder (default: RUN/eva/<task>, else ./eva/<task>)")
+        q.add_argument("--out", default=None, help=f"output folder (default: RUN/{EVA_DIR}/<task>, else ./{EVA_DIR}/<task>)")
         q.add_argument("--pooling", default="cls+mean", choices=["cls+mean", "cls", "mean"])
         q.add_argument("--n-runs", type=int, default=5, help="heads eva trains (eva: 5; one initial head cloned, they differ in batch order)")
         q.add_argument("--max-steps", type=int, default=12500, help="head training steps (eva: 12500)")
@@ -40,18 +42,20 @@ def register(subparsers) -> None:
                            help="also evaluate the random-init baseline (the seed of pathfm eval's baseline) and "
                            "store it as backbone=random_init")
             q.add_argument("--results", default=None,
-                           help="Parquet file the rows are merged into (default: RUN/eval.parquet, else OUT/eval.parquet)")  # fmt: skip
+                           help=f"Parquet file the rows are merged into (default: RUN/{EVAL_FILE}, else OUT/{EVAL_FILE})")  # fmt: skip
         q.set_defaults(func=handle)
 
 
 def _out_dir(args) -> "Path":
     from pathlib import Path
 
+    from pathfm.records import RunFolder
+
     if args.out:
         return Path(args.out)
     src = Path(args.source)
     base = src if src.is_dir() else (src.parent if src.is_file() else Path("."))
-    return base / "eva" / args.task.replace(":", "_")
+    return RunFolder(base).eva_dir(args.task)
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -77,6 +81,7 @@ def handle(args: argparse.Namespace) -> int:
 
     from pathfm.eva.results import eva_rows, run_eva
     from pathfm.eval.sources import load_source
+    from pathfm.records import RunFolder
     from pathfm.results import append_results, eval_frame
 
     bb = load_source(args.source)
@@ -87,7 +92,7 @@ def handle(args: argparse.Namespace) -> int:
         rows += eva_rows(results, source=str(args.source), backbone="trained" if seed is None else "random_init",
                          task=args.task, step=bb.step)
         print(f"eva results: {results}")
-    dest = Path(args.results) if args.results else ((bb.run_dir or out) / "eval.parquet")
+    dest = Path(args.results) if args.results else RunFolder(bb.run_dir or out).eval
     append_results(dest, eval_frame(rows))
     for r in rows:
         if r["metric"] == "balanced_accuracy":

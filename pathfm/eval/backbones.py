@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pathfm.errors import PathfmError
+from pathfm.records import RunFolder
 
 RANDOM_INIT_SEED = 1234  # fixed: the random baseline is the same network in every evaluation
 
@@ -105,21 +106,14 @@ def timm_backbone(name: str, seed: int = 0) -> Backbone:
 
 
 # --------------------------------------------------------------------------------------------- ours
-def _find_run_dir(path: Path) -> Path | None:
-    for cand in (path, path.parent, path.parent.parent):
-        if (cand / "config.yaml").is_file() or (cand / "metrics.jsonl").is_file():
-            return cand
-    return None
-
-
 def _run_normalisation(run_dir: Path | None) -> tuple[float, float, int | None]:
     """(mean, std, training resolution) from the run's config.yaml; pathfm's defaults otherwise."""
-    if run_dir is None or not (run_dir / "config.yaml").is_file():
+    if run_dir is None or not RunFolder(run_dir).config.is_file():
         return 0.5, 0.5, None
     try:
         from pathfm.config import read_yaml
 
-        tree = read_yaml(run_dir / "config.yaml")
+        tree = read_yaml(RunFolder(run_dir).config)
         data = tree.get("data", {})
         size = data.get("crops", {}).get("global_size")
         if tree.get("highres", {}).get("enabled"):
@@ -139,7 +133,7 @@ def pathfm_backbone(path: str | Path) -> Backbone:
     if not p.exists():
         raise CheckpointError(f"{path}: no such run directory or checkpoint (give a run dir, a .pt file or timm:<name>)")
     if p.is_dir():
-        file = p / "teacher_backbone.pt"
+        file = RunFolder(p).teacher_backbone
         if not file.is_file():
             raise CheckpointError(
                 f"{p}: no teacher_backbone.pt in this run directory; train it first (pathfm train) or give a "
@@ -163,7 +157,8 @@ def pathfm_backbone(path: str | Path) -> Backbone:
             f"give a run dir, its teacher_backbone.pt, or timm:<name>"
         ) from None
     model.eval()
-    run_dir = _find_run_dir(file.parent if file.is_file() else file)
+    found = RunFolder.around(file.parent if file.is_file() else file)
+    run_dir = found.path if found is not None else None
     mean, std, size = _run_normalisation(run_dir)
     model_cfg = dict(meta.get("model", {}))
     arch = str(model_cfg.get("arch", type(model).__name__))

@@ -23,6 +23,7 @@ from typing import Sequence
 
 from pathfm.errors import PathfmError
 from pathfm.io import read_jsonl
+from pathfm.records import RunFolder
 from pathfm.ssl import checkpoint as ckpt
 
 PROBE_METRIC = re.compile(r"^probe/(?P<task>[^/]+)/balanced_accuracy$")
@@ -72,7 +73,7 @@ def candidates(run_dir: str | Path, k: int, eval_tasks: Sequence[str]) -> tuple[
         out.append(Candidate(f"avg_last_{k}", export_average(run_dir, k), steps))
     except PathfmError as e:
         notes.append(f"avg_last_{k}: {e}")
-    records = read_jsonl(run_dir / "metrics.jsonl")
+    records = read_jsonl(RunFolder(run_dir).metrics)
     overlap = probe_test_overlap(probe_tasks_of(records), eval_tasks)
     best = best_probe_step(records, [s for s, _ in kept])
     if overlap:

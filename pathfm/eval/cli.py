@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 
+from pathfm.records.run_folder import EVAL_FILE
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -21,7 +23,7 @@ def register(subparsers) -> None:
         help="evaluate frozen features (linear probe / kNN) on labelled tile tasks, beside baselines",
         description="Frozen-feature evaluation: features of the backbone on each task, probed fold by fold\n"
         "(balanced accuracy, accuracy, macro-F1), beside the same probe on a random init of the same\n"
-        "architecture and on colour histograms. Rows are appended to <run_dir>/eval.parquet.",
+        f"architecture and on colour histograms. Rows are appended to <run_dir>/{EVAL_FILE}.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("Examples::", 1)[1],
     )
@@ -38,7 +40,7 @@ def register(subparsers) -> None:
     p.add_argument("--resize", default=None,
                    help="resize tiles to PIXELS, or 'model' for the backbone's training resolution")
     p.add_argument("--no-baselines", action="store_true", help="skip the random-init and colour baselines")
-    p.add_argument("--out", default="auto", help="Parquet file to append rows to (default: <run_dir>/eval.parquet)")
+    p.add_argument("--out", default="auto", help=f"Parquet file to append rows to (default: <run_dir>/{EVAL_FILE})")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
@@ -99,13 +101,15 @@ def _log_to_tracking(source: str, df) -> None:
     """A run directory whose config has a ``tracking`` section gets the table in its tracked run(s)."""
     from pathlib import Path
 
+    from pathfm.records import RunFolder
+
     run_dir = Path(source)
-    if not (run_dir / "config.yaml").is_file():
+    if not RunFolder(run_dir).config.is_file():
         return
     from pathfm.config import load_config
     from pathfm.tracking import log_evaluation
 
-    cfg = load_config(run_dir / "config.yaml")
+    cfg = load_config(RunFolder(run_dir).config)
     if cfg.tracking.enabled:
         log_evaluation(cfg, run_dir, df)
         print(f"logged the evaluation table to {', '.join(sorted(cfg.tracking.model_dump(exclude_none=True)))}")

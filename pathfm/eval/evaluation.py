@@ -28,7 +28,8 @@ from pathfm.eval.features import (
 from pathfm.eval.metrics import classification_metrics, embedding_diagnostics
 from pathfm.eval.probes import check_probes, run_probe
 from pathfm.eval.results import format_summary
-from pathfm.results import EVAL_FILE, append_results, eval_frame
+from pathfm.records import RunFolder, eval_diagnostics_beside
+from pathfm.results import append_results, eval_frame
 from pathfm.eval.tasks import get_task
 from pathfm.eval.tiles import TaskSamples, load_samples
 
@@ -151,7 +152,7 @@ def evaluate(source, tasks: str | Sequence = DEFAULT_TASKS, probes: str | Sequen
     out_path = _output_path(output, backbone)
     if out_path is not None:
         append_results(out_path, df)
-        _write_diagnostics(out_path.with_name("eval_diagnostics.jsonl"), diagnostics, backbone, pooling, resize)
+        _write_diagnostics(eval_diagnostics_beside(out_path), diagnostics, backbone, pooling, resize)
     if verbose:
         where = f"; rows appended to {out_path}" if out_path else ""
         print(f"\npathfm eval: {backbone.source} (step {backbone.step}, {backbone.arch}, {pooling}"
@@ -165,7 +166,7 @@ def _output_path(output, backbone: Backbone) -> Path | None:
     if output is None:
         return None
     if output == "auto":
-        return backbone.run_dir / EVAL_FILE if backbone.run_dir is not None else None
+        return RunFolder(backbone.run_dir).eval if backbone.run_dir is not None else None
     return Path(output)
 
 

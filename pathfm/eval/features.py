@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pathfm.errors import PathfmError
+from pathfm.records import RunFolder
 
 POOLINGS = ("cls+mean", "cls", "mean")
 CACHE_VERSION = 1
@@ -125,7 +126,7 @@ def color_histogram_features(images: np.ndarray, bins: int = 16) -> np.ndarray:
 # ------------------------------------------------------------------------------------------- cache
 def default_cache_dir(run_dir: Path | None = None) -> Path:
     if run_dir is not None:
-        return Path(run_dir) / "eval_cache"
+        return RunFolder(run_dir).eval_cache
     env = os.environ.get("PATHFM_CACHE")
     return Path(env).expanduser() / "features" if env else Path.home() / ".cache" / "pathfm" / "features"
 

@@ -177,10 +177,10 @@ def audit_runs(run_dirs: list[str | Path], task) -> LeakageAudit:
 
 def leakage_markdown(run_dirs: list[Path], tasks: list[str]) -> str:
     """The report's leakage section: one line per task (``no overlap``, the overlap, or not auditable)."""
-    from pathfm.data.provenance import TRAINING_SLIDES_FILE
     from pathfm.eval.tasks import TaskError
+    from pathfm.records.run_folder import TRAINING_SLIDES_FILE, RunFolder
 
-    recorded = [d for d in run_dirs if (Path(d) / TRAINING_SLIDES_FILE).is_file()]
+    recorded = [d for d in run_dirs if RunFolder(d).training_slides.is_file()]
     if not run_dirs:
         return "not available: the results name no trial folders (no trial_dir column, or the folders are gone)"
     if not recorded:

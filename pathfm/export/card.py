@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from pathfm.records import RunFolder
+
 LIBRARY = {"timm": "timm", "hf": "transformers", "dinov2": "pytorch", "pathfm": "pytorch"}
 # the knobs that make the Midnight recipe what it is (dotted config paths)
 RECIPE_KNOBS = (
@@ -63,17 +65,17 @@ def front_matter(inp: CardInputs) -> str:
 
 
 def _read_config(run_dir: Path | None) -> dict[str, Any] | None:
-    if run_dir is None or not (run_dir / "config.yaml").is_file():
+    if run_dir is None or not RunFolder(run_dir).config.is_file():
         return None
     from pathfm.config import read_yaml
 
-    return read_yaml(run_dir / "config.yaml")
+    return read_yaml(RunFolder(run_dir).config)
 
 
 def _last_metrics(run_dir: Path | None) -> dict[str, Any]:
     from pathfm.io import read_jsonl
 
-    records = read_jsonl(run_dir / "metrics.jsonl") if run_dir is not None else []
+    records = read_jsonl(RunFolder(run_dir).metrics) if run_dir is not None else []
     return records[-1] if records else {}
 
 
@@ -81,7 +83,7 @@ def data_section(run_dir: Path | None, cfg: Mapping[str, Any] | None) -> str:
     """Slides (``training_slides.csv`` if the run wrote one, else the manifest named in the config), mpp
     levels, tiles seen and the tissue filter's acceptance rate (last ``metrics.jsonl`` record)."""
     lines = ["## Training data", ""]
-    slides_csv = run_dir / "training_slides.csv" if run_dir is not None else None
+    slides_csv = RunFolder(run_dir).training_slides if run_dir is not None else None
     if slides_csv is not None and slides_csv.is_file():
         with slides_csv.open(newline="") as f:
             rows = [r for r in csv.DictReader(line for line in f if not line.startswith("#"))]
@@ -117,9 +119,7 @@ def recipe_section(cfg: Mapping[str, Any] | None) -> str:
 def eval_section(run_dir: Path | None) -> str:
     """Balanced accuracy per task and probe (mean ± sd over folds) of the trained backbone beside the
     random-init and colour-histogram baselines, from the run's ``eval.parquet``."""
-    from pathfm.results import EVAL_FILE
-
-    path = run_dir / EVAL_FILE if run_dir is not None else None
+    path = RunFolder(run_dir).eval if run_dir is not None else None
     if path is None or not path.is_file():
         return "## Evaluation\n\nNot evaluated yet (no `eval.parquet` in the run): `pathfm eval RUN --task crc`."
     import polars as pl

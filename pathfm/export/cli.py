@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 
+from pathfm.records.run_folder import EXPORT_DIR
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from pathfm.export.run import DEFAULT_LICENSE, FORMATS  # light: no torch at import
@@ -29,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("source", metavar="RUN", help="a finished run dir, or a teacher_backbone.pt / checkpoint file")
     p.add_argument("--format", dest="fmt", choices=FORMATS, default="pathfm", help="output layout (default: pathfm)")
-    p.add_argument("--out", default=None, help="output folder (default: RUN/export/<format>)")
+    p.add_argument("--out", default=None, help=f"output folder (default: RUN/{EXPORT_DIR}/<format>)")
     p.add_argument("--img-size", type=int, default=None,
                    help="image size the timm/hf export is exact at (default: the run's training resolution)")  # fmt: skip
     p.add_argument("--license", dest="license_id", default=DEFAULT_LICENSE,

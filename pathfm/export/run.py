@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pathfm.errors import PathfmError
+from pathfm.records import RunFolder
+from pathfm.records.run_folder import TEACHER_BACKBONE_FILE
 
 FORMATS = ("pathfm", "timm", "hf", "dinov2")
 DEFAULT_LICENSE = "other"
-BACKBONE_FILE = "teacher_backbone.pt"
-DONE_FILE = "DONE"
 
 
 class ExportError(PathfmError):
@@ -50,14 +50,15 @@ def resolve_backbone_file(source: str | Path) -> Path:
         raise ExportError(f"{p}: no such run directory or file (give a run dir, its teacher_backbone.pt or a checkpoint)")
     if p.is_file():
         return p
-    file = p / BACKBONE_FILE
-    ckpts = sorted((p / "checkpoints").glob("step_*.pt"))
+    folder = RunFolder(p)
+    file = folder.teacher_backbone
+    ckpts = [path for _, path in folder.checkpoints() if path.is_file()]
     if not file.is_file():
         hint = f"; its newest checkpoint is {ckpts[-1]} (export that file explicitly)" if ckpts else ""
-        raise ExportError(f"{p}: no {BACKBONE_FILE}: this run has no finished checkpoint{hint}; train it with pathfm train")
-    if not (p / DONE_FILE).is_file():
+        raise ExportError(f"{p}: no {file.name}: this run has no finished checkpoint{hint}; train it with pathfm train")
+    if not folder.done.is_file():
         raise ExportError(
-            f"{p}: training has not finished (no {p / DONE_FILE}); finish it with `pathfm train resume={p}`, or "
+            f"{p}: training has not finished (no {folder.done}); finish it with `pathfm train resume={p}`, or "
             f"export the backbone as it is now by naming the file: pathfm export {file}"
         )
     return file
@@ -102,7 +103,7 @@ def _load_snippet(fmt: str, out_dir: Path, name: str, img_size: int) -> str:
         )
     return (
         "from pathfm.ssl.export import load_backbone\n"
-        f'model, meta = load_backbone("{out_dir / BACKBONE_FILE}")\n'
+        f'model, meta = load_backbone("{RunFolder(out_dir).teacher_backbone}")\n'
         'feats = model.forward_features(x)  # {"cls": (B, D), "patch": (B, N, D)}'
     )
 
@@ -137,7 +138,7 @@ def export_run(source: str | Path, fmt: str = "pathfm", out: str | Path | None =
     if size % model.patch_size:
         raise ExportError(f"--img-size {size} is not a multiple of the patch size {model.patch_size}")
     run_dir = backbone.run_dir
-    out_dir = Path(out) if out is not None else (run_dir or file.parent) / "export" / fmt
+    out_dir = Path(out) if out is not None else RunFolder(run_dir or file.parent).export_dir(fmt)
     out_dir.mkdir(parents=True, exist_ok=True)
     mean, std = backbone.mean[0], backbone.std[0]
     if fmt == "timm":
@@ -151,7 +152,7 @@ def export_run(source: str | Path, fmt: str = "pathfm", out: str | Path | None =
         name = fx.dinov2_file_name(model_cfg)
         files = [fx.write_dinov2(model, out_dir, name)]
     else:
-        name = BACKBONE_FILE
+        name = TEACHER_BACKBONE_FILE
         if file.resolve() != (out_dir / name).resolve():
             copy_checksummed(file, out_dir / name)
         files = [out_dir / name]

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from pathfm.errors import PathfmError
+from pathfm.records import RunFolder
 from pathfm.ssl import checkpoint as ckpt
 from pathfm.ssl.export import export_backbone
 from pathfm.ssl.models import build_backbone
@@ -77,7 +78,6 @@ def export_average(run_dir: str | Path, k: int, out: str | Path | None = None, s
     last_step, last = chosen[-1]
     model = build_backbone(last["model"], drop_path=0.0)
     model.load_state_dict(averaged, strict=True)
-    suffix = "" if last["stage"] == "main" else f"_{last['stage']}"
-    out = Path(out) if out is not None else Path(run_dir) / f"teacher_backbone_avg{k}{suffix}.pt"
+    out = Path(out) if out is not None else RunFolder(run_dir).averaged_backbone(k, last["stage"])
     return export_backbone(model, out, step=last_step, config_sha=last.get("config_sha", ""), model_cfg=last["model"],
                            extra={"averaged_steps": [s for s, _ in chosen], "stage": last["stage"]})

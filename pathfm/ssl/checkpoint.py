@@ -1,6 +1,7 @@
 """Training checkpoints: atomic, checksummed, last K kept, corrupt ones skipped.
 
-``run_dir/checkpoints/step_00000010.pt`` + ``step_00000010.pt.sha256`` (:func:`pathfm.io.checksum_path`).
+``run_dir/checkpoints/step_00000010.pt`` + ``step_00000010.pt.sha256`` (:func:`pathfm.io.checksum_path`; the
+names are :class:`pathfm.records.RunFolder`'s).
 The file is written to a temporary name and renamed; the sidecar is written after it. A checkpoint counts
 as valid when its sidecar exists and matches and it loads with ``torch.load(weights_only=True)``; :func:`latest_valid`
 walks back from the newest one, so a file truncated by a crash or a full disk falls back to the
@@ -19,7 +20,6 @@ from __future__ import annotations
 import errno
 import pickle
 import random
-import re
 import shutil
 import warnings
 import zipfile
@@ -32,12 +32,11 @@ import torch
 
 from pathfm.errors import PathfmError
 from pathfm.io import atomic_checksummed, checksum_mismatch, checksum_path
+from pathfm.records import RunFolder
+from pathfm.records.run_folder import SHARDED_META_FILE as SHARDED_META
 
 FORMAT = "pathfm-checkpoint"
 VERSION = 1
-_NAME = re.compile(r"^step_(\d{8})\.(pt|dcp)$")
-SHARDED_SUFFIX = ".dcp"
-SHARDED_META = "train_state.pt"  # the non-tensor TrainState fields inside a sharded checkpoint directory
 
 
 class CheckpointError(PathfmError):
@@ -45,15 +44,15 @@ class CheckpointError(PathfmError):
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "checkpoints"
+    return RunFolder(run_dir).checkpoints_dir
 
 
 def checkpoint_path(run_dir: str | Path, step: int) -> Path:
-    return checkpoint_dir(run_dir) / f"step_{step:08d}.pt"
+    return RunFolder(run_dir).checkpoint(step)
 
 
 def sharded_checkpoint_path(run_dir: str | Path, step: int) -> Path:
-    return checkpoint_dir(run_dir) / f"step_{step:08d}{SHARDED_SUFFIX}"
+    return RunFolder(run_dir).checkpoint(step, sharded=True)
 
 
 def remove_checkpoint(path: Path) -> None:
@@ -178,12 +177,8 @@ def save_checkpoint(run_dir: str | Path, step: int, payload: dict[str, Any], kee
 
 
 def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
-    """(step, path) of every checkpoint file, oldest first."""
-    d = checkpoint_dir(run_dir)
-    if not d.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _NAME.match(p.name))]
-    return sorted(found)
+    """(step, path) of every checkpoint file (or sharded directory), oldest first."""
+    return RunFolder(run_dir).checkpoints()
 
 
 def prune(run_dir: str | Path, keep: int) -> None:

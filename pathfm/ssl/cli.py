@@ -75,8 +75,10 @@ def handle(args: argparse.Namespace) -> int:
 
     config, resume, overrides = _split_items(args.items)
     if resume:
+        from pathfm.records import RunFolder
+
         run_dir = Path(resume)
-        saved = run_dir / "config.yaml"
+        saved = RunFolder(run_dir).config
         if not saved.exists():
             raise ConfigError(f"resume={resume}: {saved} not found (is this a pathfm run directory?)")
         if config is not None:

@@ -12,7 +12,7 @@ a row, from ``start_step`` on. Reasons (:data:`REASONS`):
                      (immediately, no patience);
 * ``probe_dropped``  ``probe/<task>/balanced_accuracy`` more than ``max_probe_drop`` below its best so far.
 
-A tripped guard writes :data:`GUARD_FILE` in the run directory and raises
+A tripped guard writes ``guard.json`` in the run directory (:attr:`pathfm.records.RunFolder.guard`) and raises
 :class:`pathfm.ssl.trainer.StopTraining` with the reason; the trainer saves a checkpoint, writes
 ``DONE`` ("stopped at step N: <reason>") and returns ``TrainResult.stop_reason``. Sweeps record it in
 ``trial.json`` (``stop_reason``) and the results table.
@@ -27,9 +27,9 @@ from typing import Any
 
 from pathfm.config import GuardsConfig
 from pathfm.io import atomic_write_json
+from pathfm.records import RunFolder
 
 REASONS = ("collapsed", "diverged", "probe_dropped")
-GUARD_FILE = "guard.json"
 PROBE_METRIC = "balanced_accuracy"  # the in-training probe metric the probe_dropped guard follows
 
 
@@ -48,7 +48,7 @@ class Violation:
 
 @dataclass
 class GuardTrip:
-    """What stopped the run (written as :data:`GUARD_FILE`)."""
+    """What stopped the run (written as the run folder's ``guard.json``)."""
 
     reason: str
     step: int
@@ -157,15 +157,15 @@ class Guards:
     def _tripped(self, trip: GuardTrip) -> GuardTrip:
         self.trip = trip
         if self.run_dir is not None:
-            atomic_write_json(self.run_dir / GUARD_FILE, trip.as_dict())
+            atomic_write_json(RunFolder(self.run_dir).guard, trip.as_dict())
         return trip
 
 
 def read_guard_trip(run_dir: str | Path) -> dict[str, Any] | None:
-    """The run's :data:`GUARD_FILE` content (None: no guard stopped it)."""
+    """The run's ``guard.json`` content (None: no guard stopped it)."""
     import json
 
-    path = Path(run_dir) / GUARD_FILE
+    path = RunFolder(run_dir).guard
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):

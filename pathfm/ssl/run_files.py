@@ -10,6 +10,7 @@ from typing import Any
 
 from pathfm.errors import PathfmError
 from pathfm.io import atomic_write_text, read_jsonl
+from pathfm.records import RunFolder
 from pathfm.ssl import checkpoint as ckpt
 
 
@@ -25,13 +26,10 @@ def prepare_run_dir(run_dir: Path, resume: bool | str | Path) -> tuple[Path, dic
     if resume is True:
         found = ckpt.latest_valid(run_dir)
         if found is None:
-            raise ckpt.CheckpointError(f"{run_dir}/checkpoints: no valid checkpoint to resume from")
+            raise ckpt.CheckpointError(f"{RunFolder(run_dir).checkpoints_dir}: no valid checkpoint to resume from")
         return found
     path = Path(resume)
     return path, ckpt.load_checkpoint(path)
-
-
-CONFIG_CHANGES_FILE = "config_changes.jsonl"
 
 
 def _leaf(tree: Any, key: str) -> Any:
@@ -52,7 +50,8 @@ def update_run_config(cfg: Any, run_dir: Path, step: int) -> dict[str, list]:
     from pathfm.io import append_jsonl
     from pathfm.tracking import flatten_params
 
-    path = run_dir / "config.yaml"
+    folder = RunFolder(run_dir)
+    path = folder.config
     new = cfg.model_dump(mode="json")
     try:  # the saved config as this pathfm reads it, so that only real changes count (not new defaults)
         old = config_from_dict(read_yaml(path), source=str(path)).model_dump(mode="json") if path.exists() else {}
@@ -63,16 +62,16 @@ def update_run_config(cfg: Any, run_dir: Path, step: int) -> dict[str, list]:
                if flat_old.get(k) != flat_new.get(k)}
     if changed:
         atomic_write_text(path, cfg.to_yaml())
-        append_jsonl(run_dir / CONFIG_CHANGES_FILE, {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "step": int(step),
-                                                     "changed": changed})
+        append_jsonl(folder.config_changes, {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "step": int(step),
+                                             "changed": changed})
     return changed
 
 
 def record_training_slides(cfg: Any, run_dir: Path, only_if_missing: bool = False) -> None:
     """``training_slides.csv``: the slides and patients this run trains on (pathfm.data.provenance)."""
-    from pathfm.data.provenance import TRAINING_SLIDES_FILE, training_entries, write_training_slides
+    from pathfm.data.provenance import training_entries, write_training_slides
 
-    if not (only_if_missing and (run_dir / TRAINING_SLIDES_FILE).exists()):
+    if not (only_if_missing and RunFolder(run_dir).training_slides.exists()):
         write_training_slides(training_entries(cfg.data), run_dir)
 
 

@@ -1,6 +1,6 @@
 """``train(cfg, run_dir)``: the DINOv2 / Midnight training loop, its run directory and its stages.
 
-Run directory (the contract in docs/architecture.md)::
+Run directory (the contract in docs/architecture.md; the names are :class:`pathfm.records.RunFolder`'s)::
 
     run_dir/config.yaml                 resolved config (rewritten when a resume changes it: config_changes.jsonl)
     run_dir/metrics.jsonl               one record per logged step (keys: step_record.METRIC_KEYS [+ probe/<task>/<metric>])
@@ -33,6 +33,7 @@ from torch import nn
 from pathfm.config import EXECUTION_ONLY_MODEL_FIELDS, Config, lr_scaled
 from pathfm.errors import ConfigError, NonFiniteLossError
 from pathfm.io import append_jsonl, atomic_write_text, ensure_writable_dir, read_jsonl
+from pathfm.records import RunFolder
 from pathfm.ssl import checkpoint as ckpt
 from pathfm.ssl import run_files, sharding
 from pathfm.ssl.distributed import (
@@ -80,6 +81,7 @@ class _Run:
 
     def __init__(self, cfg: Config, run_dir: Path, env: DistEnv, callbacks: Sequence[Any], stages: list[Stage]):
         self.cfg, self.run_dir, self.env, self.callbacks, self.stages = cfg, run_dir, env, list(callbacks), stages
+        self.folder = RunFolder(run_dir)
         self.device = env.device
         self.precision = effective_precision(cfg, self.device)
         self.progress = Progress()
@@ -187,7 +189,7 @@ class _Run:
         elif self.env.is_main:
             path = ckpt.save_checkpoint(self.run_dir, step, self._train_state(rngs, with_nets=True).to_payload(), keep)
         if self.env.is_main:
-            export_backbone(self.teacher.backbone, self.run_dir / "teacher_backbone.pt", step=step, config_sha=self.sha,
+            export_backbone(self.teacher.backbone, self.folder.teacher_backbone, step=step, config_sha=self.sha,
                             state_dict=teacher_state)
             for cb in self.callbacks:
                 if hasattr(cb, "on_checkpoint"):
@@ -298,7 +300,7 @@ class _Run:
         """Append the record, notify callbacks (rank 0), and agree on StopTraining across ranks."""
         stop = False
         if self.env.is_main:
-            append_jsonl(self.run_dir / "metrics.jsonl", rec)
+            append_jsonl(self.folder.metrics, rec)
             self.last_record = rec
             trip = self.guards.check(rec) if self.guards is not None else None
             if trip is not None:
@@ -392,6 +394,7 @@ def train(
     if not isinstance(cfg, Config):
         raise TypeError("train() takes a pathfm.config.Config (see pathfm.config.load_config)")
     run_dir = Path(run_dir)
+    folder = RunFolder(run_dir)
     env = init_distributed(cfg.run.device, cfg.run.collective_timeout_s)
     reset_peak_memory(env.device)  # this run's peak, also in a process that trained before
     if env.is_main:
@@ -400,12 +403,12 @@ def train(
         torch.set_num_threads(cfg.run.threads)
     plan = plan_stages(cfg, stages)
     found = run_files.prepare_run_dir(run_dir, resume)
-    if found is not None and (run_dir / "DONE").exists() and found[1]["progress"]["global_step"] >= sum(
+    if found is not None and folder.done.exists() and found[1]["progress"]["global_step"] >= sum(
         s.cfg.optim.steps for s in plan
     ):
-        rec = read_jsonl(run_dir / "metrics.jsonl")
+        rec = read_jsonl(folder.metrics)
         return TrainResult(run_dir, found[1]["progress"]["global_step"], rec[-1] if rec else {},
-                           run_dir / "teacher_backbone.pt")  # fmt: skip
+                           folder.teacher_backbone)  # fmt: skip
 
     run = _Run(cfg, run_dir, env, tracking_callbacks(cfg, run_dir, callbacks) if env.is_main else callbacks or [], plan)
     if found is not None:
@@ -417,16 +420,16 @@ def train(
             changed = run_files.update_run_config(cfg, run_dir, run.progress.global_step)
             if changed:
                 print(f"resumed at step {run.progress.global_step} with a changed config (config.yaml rewritten, "
-                      f"{run_files.CONFIG_CHANGES_FILE} records it): "
+                      f"{folder.config_changes.name} records it): "
                       + "; ".join(f"{k}: {a} -> {b}" for k, (a, b) in changed.items()), file=sys.stderr, flush=True)
-            run_files.truncate_metrics(run_dir / "metrics.jsonl", run.progress.global_step)
-            (run_dir / "DONE").unlink(missing_ok=True)
+            run_files.truncate_metrics(folder.metrics, run.progress.global_step)
+            folder.done.unlink(missing_ok=True)
             run_files.record_training_slides(cfg, run_dir, only_if_missing=True)  # a run started before the record existed
     else:
         run._setup_stage(plan[0])
         if env.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+            atomic_write_text(folder.config, cfg.to_yaml())
             run_files.record_training_slides(cfg, run_dir)
         first_it = run._loader(plan[0])
         seed_everything(cfg.seed, env.rank)
@@ -452,11 +455,11 @@ def train(
     finally:
         if bar is not None:
             bar.close()
-    teacher_path = run_dir / "teacher_backbone.pt"
+    teacher_path = folder.teacher_backbone
     if env.is_main:
         status = "stopped" if run.stopped_early else "finished"
         reason = f": {run.stop_reason}" if run.stop_reason else ""
-        atomic_write_text(run_dir / "DONE", f"{status} at step {run.progress.global_step}{reason}\n")
+        atomic_write_text(folder.done, f"{status} at step {run.progress.global_step}{reason}\n")
     result = TrainResult(run_dir, run.progress.global_step, run.last_record, teacher_path, run.stopped_early,
                          run.stop_reason)
     if env.is_main:
