@@ -57,7 +57,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=2)
     args = ap.parse_args()
     cpus = os.cpu_count() or 2
-    from pathfm.sweeps.collect import read_trial, trial_dirs
+    from pathfm.records import SweepFolder, read_trial
     from pathfm.sweeps.runner import run_sweep
     from pathfm.sweeps.spec import spec_from_dict
 
@@ -73,7 +73,7 @@ def main() -> None:
         t0 = time.time()
         sweep_dir = run_sweep(spec, storage=tmp / "sweeps", num_cpus=cpus, verbose=0)
         sweep_wall = time.time() - t0
-        trials = [read_trial(d) for d in trial_dirs(sweep_dir)]
+        trials = [read_trial(d) for d in SweepFolder(sweep_dir).trial_dirs()]
         base = [plain_run(dict(overrides, **{"loss.kde_weight": k}), tmp / f"plain_{i}", cpus) for i, k in enumerate(kdes)]
 
     def mean(xs):

@@ -1,6 +1,8 @@
-"""The results schema, one owner: file names, the two tidy row layouts with their column types, and the
-readers/writers every part uses (``pathfm.eval`` writes evaluation rows, ``pathfm.sweeps.collect`` builds
-a sweep's rows, ``pathfm.analysis`` reads them; docs/architecture.md "Tidy result rows").
+"""The results schema, one owner: the two tidy row layouts with their column types, and the readers/writers
+every part uses (``pathfm.eval`` writes evaluation rows, ``pathfm.sweeps.collect`` builds a sweep's rows,
+``pathfm.analysis`` reads them; docs/architecture.md "Tidy result rows"). The files they live in are named by
+:mod:`pathfm.records` (a run's or trial's ``eval.parquet``: ``RunFolder.eval``; a sweep's ``results.parquet``:
+``SweepFolder.results``), which also reads ``sweep_meta.json`` (:func:`pathfm.records.read_sweep_meta`).
 
 * Evaluation rows (``eval.parquet`` of a run, a trial or a sweep's reference): :data:`EVAL_SCHEMA`,
   unique by :data:`EVAL_KEY`; :func:`eval_frame` builds them, :func:`append_results` merges them into a
@@ -8,8 +10,6 @@ a sweep's rows, ``pathfm.analysis`` reads them; docs/architecture.md "Tidy resul
 * Sweep rows (``results.parquet``): :data:`SWEEP_SCHEMA` plus one ``param.<name>`` column per searched
   parameter or varying arm label; :func:`sweep_frame` types them.
 * Columns a hand-made table may lack: :data:`SWEEP_COLUMN_DEFAULTS`, added by :func:`fill_defaults`.
-* ``sweep_meta.json``: :func:`read_sweep_meta` (``{}`` when there is none; an unreadable file is an error
-  naming it and the fix).
 
 Column types are named ``"str" | "int" | "float" | "bool"`` (:data:`POLARS_TYPES` maps them to polars).
 """
@@ -23,23 +23,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from pathfm.errors import PathfmError
-
 if TYPE_CHECKING:
     import polars as pl
 
-# ------------------------------------------------------------------------------------------ file names
-EVAL_FILE = "eval.parquet"              # evaluation rows of a run / trial (and of a sweep's reference)
-RESULTS_FILE = "results.parquet"        # a sweep's tidy rows, rebuilt from its folders by `pathfm sweep collect`
-META_FILE = "sweep_meta.json"           # what a sweep is (params, arms and their labels, objective, study hints)
-TRIAL_FILE = "trial.json"               # one trial: status, arm (+ labels), seed, params, cost, error
-STUDY_PLAN_FILE = "study_plan.json"     # an ablation study's full plan (written by `pathfm ablate run`)
-REFERENCE_DIR = "reference"             # <sweep_dir>/reference/: the baselines evaluated once per sweep
-REFERENCE_FILE = "reference.json"       # its status, key and cost
-REFERENCE_TRIAL_ID = "reference"        # trial_id (and trial_dir) of the reference rows in results.parquet
-
 # ------------------------------------------------------------------------------------------ row layouts
 OBJECTIVE_METRIC = "eval/mean_balanced_accuracy"
+REFERENCE_TRIAL_ID = "reference"  # trial_id (and trial_dir) of a sweep's reference rows (SweepFolder.reference_dir)
 PARAM_PREFIX = "param."
 
 EVAL_SCHEMA: dict[str, str] = {
@@ -158,30 +147,6 @@ def fill_defaults(lf: pl.LazyFrame) -> pl.LazyFrame:
 
 
 # ------------------------------------------------------------------------------------ readers / writers
-def read_json_or_none(path: Path) -> Any:
-    """A JSON file's content, or None if it is missing or unreadable (e.g. a trial's file being replaced)."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def read_sweep_meta(sweep_dir: str | Path) -> dict:
-    """``<sweep_dir>/sweep_meta.json``: ``{}`` when the folder has none (results made by hand or by
-    ``pathfm eval``); a file that is not a JSON mapping is a :class:`PathfmError` naming it and the fix."""
-    path = Path(sweep_dir) / META_FILE
-    if not path.exists():
-        return {}
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise PathfmError(f"{path}: not readable as JSON ({e}); restore it from the sweep's copy or delete it "
-                          "(results are then rebuilt from the trial folders alone)") from None
-    if not isinstance(meta, dict):
-        raise PathfmError(f"{path}: expected a JSON mapping (sweep, params, arms, ...), got {type(meta).__name__}")
-    return meta
-
-
 @contextmanager
 def folder_lock(path: Path) -> Iterator[None]:
     """Exclusive lock on the file's folder (no lock file left behind), so concurrent writers serialise."""

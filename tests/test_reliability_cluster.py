@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from pathfm.io import read_jsonl
-from pathfm.sweeps.collect import read_trial, trial_dirs
+from pathfm.records import SweepFolder, read_trial
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,7 @@ class NodeRemover(threading.Thread):
     def run(self) -> None:
         deadline = time.time() + 240
         while time.time() < deadline:
-            for d in trial_dirs(self.sweep_dir) if self.sweep_dir.exists() else []:
+            for d in SweepFolder(self.sweep_dir).trial_dirs() if self.sweep_dir.exists() else []:
                 info = read_trial(d) or {}
                 if info.get("node_id") != self.node.node_id:
                     continue
@@ -99,7 +99,7 @@ def test_trial_of_a_removed_node_is_rescheduled_and_finishes(tmp_path: Path):
         cluster.shutdown()
     remover.join(5)
     assert remover.error is None and remover.removed, remover.error
-    infos = {i["trial_id"]: dict(i, dir=d) for d in trial_dirs(sweep_dir) if (i := read_trial(d))}
+    infos = {i["trial_id"]: dict(i, dir=d) for d in SweepFolder(sweep_dir).trial_dirs() if (i := read_trial(d))}
     assert [i["status"] for i in infos.values()] == ["TERMINATED", "TERMINATED"], infos
     moved = infos[remover.removed["trial_id"]]
     assert moved["node_id"] == head_id  # it finished on the node that survived

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from pathfm.io import read_jsonl
-from pathfm.sweeps.collect import read_trial, trial_dirs
+from pathfm.records import SweepFolder, read_trial
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +58,7 @@ def _descendants(pid: int) -> list[int]:
 def _infos(sweep_dir: Path) -> dict[str, dict]:
     if not sweep_dir.exists():
         return {}
-    return {i["trial_id"]: dict(i, dir=d) for d in trial_dirs(sweep_dir) if (i := read_trial(d))}
+    return {i["trial_id"]: dict(i, dir=d) for d in SweepFolder(sweep_dir).trial_dirs() if (i := read_trial(d))}
 
 
 def _pathfm(*args: str) -> list[str]:

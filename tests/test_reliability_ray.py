@@ -26,7 +26,7 @@ import polars as pl
 import pytest
 
 from pathfm.io import read_jsonl
-from pathfm.sweeps.collect import read_trial, trial_dirs
+from pathfm.records import SweepFolder, read_trial
 
 pytestmark = pytest.mark.slow
 
@@ -69,7 +69,7 @@ class Killer(threading.Thread):
     def run(self) -> None:
         deadline = time.time() + 240
         while not self.stop.is_set() and time.time() < deadline:
-            for d in trial_dirs(self.sweep_dir) if self.sweep_dir.exists() else []:
+            for d in SweepFolder(self.sweep_dir).trial_dirs() if self.sweep_dir.exists() else []:
                 info = read_trial(d) or {}
                 if info.get("arm") != self.arm:
                     continue
@@ -114,7 +114,7 @@ def faulty_sweep(tmp_path_factory):
         killer.stop.set()
         ray.shutdown()
     killer.join(5)
-    trials = {(read_trial(d) or {}).get("arm"): dict(read_trial(d), dir=d) for d in trial_dirs(sweep_dir)}
+    trials = {(read_trial(d) or {}).get("arm"): dict(read_trial(d), dir=d) for d in SweepFolder(sweep_dir).trial_dirs()}
     return {"dir": sweep_dir, "trials": trials, "killer": killer}
 
 

@@ -11,7 +11,8 @@ import pytest
 from pathfm.analysis.load import ResultsError, sweep_meta_of
 from pathfm.errors import PathfmError
 from pathfm.io import append_jsonl, atomic_write_json
-from pathfm.results import EVAL_SCHEMA, SWEEP_SCHEMA, eval_frame, read_sweep_meta, sweep_frame
+from pathfm.records import read_sweep_meta
+from pathfm.results import EVAL_SCHEMA, SWEEP_SCHEMA, eval_frame, sweep_frame
 from pathfm.sweeps.collect import collect
 
 

@@ -10,7 +10,7 @@ import polars as pl
 from pathfm.ablations.expand import plan_for
 from pathfm.io import append_jsonl, atomic_write_json
 from pathfm.sweeps.collect import collect
-from pathfm.sweeps.runner import sweep_meta
+from pathfm.records import sweep_meta
 
 
 def _trial(sweep_dir: Path, i: int, arm: str, **extra) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pathfm.sweeps.collect import read_trial, trial_dirs
+from pathfm.records import SweepFolder, read_trial
 from pathfm.sweeps.runner import run_sweep
 from pathfm.sweeps.spec import spec_from_dict
 
@@ -34,7 +34,7 @@ def test_sweep_spreads_trials_over_two_nodes(tmp_path: Path):
     try:
         spec = _two_trial_spec("two_nodes", steps=3)
         sweep_dir = run_sweep(spec, storage=tmp_path, address=cluster.address, verbose=0)
-        infos = [read_trial(d) for d in trial_dirs(sweep_dir)]
+        infos = [read_trial(d) for d in SweepFolder(sweep_dir).trial_dirs()]
         assert [i["status"] for i in infos] == ["TERMINATED", "TERMINATED"]
         assert len({i["node_id"] for i in infos}) == 2  # one trial per 1-CPU node
     finally:
@@ -92,7 +92,7 @@ def test_sweep_through_a_ray_client_address(tmp_path: Path):
             raise
         # the driver really went through Ray Client: the proxy started a server for this client's session
         assert list(logs_dir.glob("ray_client_server_*.out"))
-        infos = [read_trial(d) for d in trial_dirs(sweep_dir)]
+        infos = [read_trial(d) for d in SweepFolder(sweep_dir).trial_dirs()]
         assert [i["status"] for i in infos] == ["TERMINATED", "TERMINATED"]
         assert (sweep_dir / "results.parquet").exists()
     finally:

@@ -10,7 +10,8 @@ import polars as pl
 import pytest
 from optuna.trial import TrialState
 
-from pathfm.sweeps.collect import collect, read_trial
+from pathfm.records import read_trial
+from pathfm.sweeps.collect import collect
 from pathfm.sweeps.optuna_study import run_optuna_study
 from pathfm.sweeps.runner import format_status
 from pathfm.sweeps.spec import expand_trials, spec_from_dict

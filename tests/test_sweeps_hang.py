@@ -21,7 +21,7 @@ import torch.multiprocessing as mp
 from gloo_helpers import free_port
 
 from pathfm.io import read_jsonl
-from pathfm.sweeps.collect import read_trial, trial_dirs
+from pathfm.records import SweepFolder, read_trial
 from pathfm.sweeps.hang import (
     STARTUP_FACTOR,
     TEST_HANG_ENV,
@@ -150,7 +150,8 @@ def test_ddp_rank_that_never_joins_training_is_caught_by_rank_0s_startup_allowan
 
 def test_sweep_that_cannot_retry_a_hung_trial_warns_at_start(tmp_path: Path, capsys):
     from pathfm.errors import SweepError
-    from pathfm.sweeps.runner import SPEC_FILE, run_sweep
+    from pathfm.records.sweep_folder import SPEC_FILE
+    from pathfm.sweeps.runner import run_sweep
 
     def spec(max_failures: int, **extra):
         return spec_from_dict({"name": "nohang", "max_failures": max_failures, **extra})
@@ -204,7 +205,7 @@ def test_hung_rank_of_a_ddp_trial_is_killed_and_retried_from_its_checkpoint_in_a
         sweep_dir = run_sweep(spec, storage=tmp_path, verbose=0)
     finally:
         ray.shutdown()
-    (d,) = trial_dirs(sweep_dir)
+    (d,) = SweepFolder(sweep_dir).trial_dirs()
     t = read_trial(d)
     assert t["status"] == "TERMINATED" and t["final_step"] == 3, t.get("error")
     assert t["attempts"] == 2 and t["hangs"] == 1

@@ -16,8 +16,8 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from pathfm.records import SweepFolder, read_trial
 from pathfm.ssl import checkpoint as ckpt
-from pathfm.sweeps.collect import read_trial, trial_dirs
 from pathfm.sweeps.optuna_study import TRIAL_DIR_ATTR, budget, run_optuna_study
 from pathfm.sweeps.spec import spec_from_dict
 
@@ -48,7 +48,7 @@ def test_plain_optuna_sqlite_two_workers_then_continue_to_the_total(tmp_path: Pa
     assert TrialState.COMPLETE in states
     # the same trial folders as Ray trials; intermediate values were reported for pruning
     assert all(len(t.intermediate_values) >= 1 for t in study.trials)
-    infos = [read_trial(d) for d in trial_dirs(sweep_dir)]
+    infos = [read_trial(d) for d in SweepFolder(sweep_dir).trial_dirs()]
     assert sorted(i["index"] for i in infos) == [0, 1, 2]
     assert {i["status"] for i in infos} <= {"TERMINATED", "STOPPED"}
     assert all(i["final_step"] < 4 for i in infos if i["status"] == "STOPPED")  # never pruned at its last step
@@ -61,7 +61,7 @@ def test_plain_optuna_sqlite_two_workers_then_continue_to_the_total(tmp_path: Pa
     run_optuna_study(spec, root=tmp_path, n_trials=4, workers=1)
     trials = optuna.load_study(study_name="plain", storage=url).trials
     assert len(trials) == 4 and trials[3].params not in [t.params for t in trials[:3]]
-    assert len(trial_dirs(sweep_dir)) == 4
+    assert len(SweepFolder(sweep_dir).trial_dirs()) == 4
 
 
 def test_budget_counts_a_retried_failure_once():
@@ -140,7 +140,7 @@ def test_killed_worker_trial_fails_by_heartbeat_and_its_retry_resumes_and_comple
     run_optuna_study(spec_path, root=root, heartbeat_s=1)
     study = optuna.load_study(study_name="killworker", storage=url)
     assert _states(study) == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
-    assert sorted(d.name for d in trial_dirs(sweep_dir)) == ["optuna_00000", "optuna_00002"]
+    assert sorted(d.name for d in SweepFolder(sweep_dir).trial_dirs()) == ["optuna_00000", "optuna_00002"]
     # and once more: nothing left to do
     run_optuna_study(spec_path, root=root, heartbeat_s=1)
     assert len(optuna.load_study(study_name="killworker", storage=url).trials) == 3

@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 
 from pathfm.io import read_jsonl
+from pathfm.records import SweepFolder, read_trial
 from pathfm.sweeps.faults import ENV_VAR
-from pathfm.sweeps.collect import read_trial, trial_dirs
 from pathfm.sweeps.runner import SweepError, run_sweep
 from pathfm.sweeps.spec import spec_from_dict
 
@@ -56,7 +56,7 @@ def _spec(name: str, **kw):
 
 
 def _trials(sweep_dir: Path) -> list[dict]:
-    return [read_trial(d) | {"dir": d} for d in trial_dirs(sweep_dir)]
+    return [read_trial(d) | {"dir": d} for d in SweepFolder(sweep_dir).trial_dirs()]
 
 
 def test_grid_sweep_of_smoke_preset_writes_results(local_ray, tmp_path: Path):

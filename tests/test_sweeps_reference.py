@@ -12,7 +12,8 @@ import pytest
 from pathfm.io import atomic_write_json
 from pathfm.sweeps import reference as ref_mod
 from pathfm.results import REFERENCE_TRIAL_ID
-from pathfm.sweeps.collect import collect, read_reference
+from pathfm.records import SweepFolder
+from pathfm.sweeps.collect import collect
 from pathfm.sweeps.reference import ensure_reference, reference_config, reference_key, reference_settings
 from pathfm.sweeps.spec import expand_trials, spec_from_dict, trial_overrides
 
@@ -88,7 +89,7 @@ def test_reference_is_evaluated_once_cached_and_never_fatal(tmp_path: Path, monk
     sweep = tmp_path / "refsweep"
     info = ensure_reference(spec, sweep, trials, verbose=0)
     assert info["status"] == "DONE" and info["arm"] == "base" and len(calls) == 1
-    assert read_reference(sweep)["key"] == info["key"]
+    assert SweepFolder(sweep).read_reference()["key"] == info["key"]
     assert ensure_reference(spec, sweep, trials, verbose=0)["status"] == "DONE" and len(calls) == 1  # done: kept
     other = tmp_path / "another"  # another sweep in the same storage: the cached rows, no evaluation
     info2 = ensure_reference(spec, other, trials, verbose=0)
@@ -141,7 +142,7 @@ def test_seed_offset_trains_another_seed_but_keeps_the_replicate_label():
 def test_cli_reference_evaluates_a_sweep_without_reference_rows(tmp_path: Path, monkeypatch, capsys):
     """`pathfm sweep reference DIR` for a sweep from before reference rows (or whose reference failed)."""
     from pathfm.cli import main
-    from pathfm.sweeps.runner import SPEC_FILE, TRIALS_FILE
+    from pathfm.records.sweep_folder import SPEC_FILE, TRIALS_FILE
 
     seen = []
 

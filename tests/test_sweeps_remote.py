@@ -14,7 +14,9 @@ import pytest
 
 from pathfm.errors import PathfmError
 from pathfm.io import atomic_write_json
-from pathfm.results import RESULTS_FILE, TRIAL_FILE, eval_frame
+from pathfm.records.run_folder import SYNC_MANIFEST_FILE, TRIAL_FILE
+from pathfm.records.sweep_folder import MIRROR_FILE, RESULTS_FILE
+from pathfm.results import eval_frame
 from pathfm.sweeps import remote
 from pathfm.sweeps.collect import collect
 from pathfm.sweeps.store_sync import collect_from_store, mirror_sweep
@@ -107,8 +109,8 @@ def test_a_ray_sweep_on_a_memory_uri_is_mirrored_and_collected(tmp_path, monkeyp
     assert {"sweep_meta.json", RESULTS_FILE} <= names and sum(n.startswith("trial_") for n in names) == 2
     in_store = _read(fs, f"sweeps-{tmp_path.name}/mem2/{RESULTS_FILE}")
     assert in_store.equals(pl.read_parquet(staged / RESULTS_FILE))
-    assert (staged / remote.MIRROR_FILE).read_text().strip() == f"{uri}/mem2"  # `sweep resume` mirrors there again
-    from pathfm.sweeps.store_sync import MANIFEST_FILE, local_files, stored_files
+    assert (staged / MIRROR_FILE).read_text().strip() == f"{uri}/mem2"  # `sweep resume` mirrors there again
+    from pathfm.sweeps.store_sync import local_files, stored_files
 
     for trial_dir in sorted(staged.glob("trial_*")):
         # memory:// lives in one process: the trials' own pushes (from Ray workers) went to theirs, so the
@@ -116,7 +118,7 @@ def test_a_ray_sweep_on_a_memory_uri_is_mirrored_and_collected(tmp_path, monkeyp
         trial_files = stored_files(remote.open_storage(f"{uri}/mem2/{trial_dir.name}"))
         assert trial_files == {rel: size for rel, (size, _) in local_files(trial_dir).items()}
         assert any(r.startswith("checkpoints/step_") and r.endswith(".pt") for r in trial_files)
-        assert MANIFEST_FILE not in trial_files and (trial_dir / MANIFEST_FILE).is_file()
+        assert SYNC_MANIFEST_FILE not in trial_files and (trial_dir / SYNC_MANIFEST_FILE).is_file()
         # no Ray checkpoints: Ray would refuse one from a node without its storage_path (the staging folder)
         assert not list(trial_dir.glob("checkpoint_*"))
     import shutil

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from pathfm.io import read_jsonl
-from pathfm.sweeps.collect import read_trial, trial_dirs
+from pathfm.records import SweepFolder, read_trial
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +35,7 @@ def _pathfm(*args: str) -> list[str]:
 
 
 def _infos(sweep_dir: Path) -> list[dict]:
-    return [dict(read_trial(d) or {}, dir=d) for d in trial_dirs(sweep_dir)] if sweep_dir.exists() else []
+    return [dict(read_trial(d) or {}, dir=d) for d in SweepFolder(sweep_dir).trial_dirs()] if sweep_dir.exists() else []
 
 
 def test_sigint_driver_then_resume_finishes_without_repeating(tmp_path: Path):

@@ -11,7 +11,7 @@ import pytest
 from optuna.trial import TrialState
 
 from pathfm.errors import PathfmError
-from pathfm.sweeps.collect import read_trial
+from pathfm.records import read_trial
 from pathfm.sweeps.optuna_study import TRIAL_DIR_ATTR, fail_dead_trials, run_optuna_study
 from pathfm.sweeps.spec import spec_from_dict
 from pathfm.sweeps.storage import (

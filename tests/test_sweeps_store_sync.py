@@ -17,9 +17,10 @@ import pytest
 
 from pathfm.errors import PathfmError
 from pathfm.io import atomic_write_json, read_jsonl
-from pathfm.results import TRIAL_FILE
+from pathfm.records import read_trial
+from pathfm.records.run_folder import INJECTED_FAILURES_FILE, TRIAL_FILE
 from pathfm.sweeps import faults, remote
-from pathfm.sweeps.collect import collect, read_trial
+from pathfm.sweeps.collect import collect
 from pathfm.sweeps.store_sync import (FolderMirror, SweepFilesMirror, gather_trials, local_files, mirror_sweep,
                                       renames_atomically, set_aside_in_store, stage_from_store, stored_files,
                                       synced_trial)
@@ -42,7 +43,7 @@ def _checkpoint(folder: Path, step: int) -> None:
 def _trial_folder(folder: Path, attempt_started_at: float = 1.0) -> Path:
     _checkpoint(folder, 2)
     (folder / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2}\n')
-    (folder / faults.COUNTER_FILE).write_text("1")
+    (folder / INJECTED_FAILURES_FILE).write_text("1")
     (folder / ".metrics.jsonl.x1y2.tmp").write_text("half written")  # pathfm's atomic-write temporary: never synced
     atomic_write_json(folder / TRIAL_FILE, {"status": "RUNNING", "attempt_started_at": attempt_started_at})
     return folder
@@ -59,7 +60,7 @@ def test_a_trial_folder_is_pushed_incrementally_and_pulled_back(tmp_path, kind):
     mirror = FolderMirror(node_a, store)
     first = mirror.push()
     assert first[-1] == TRIAL_FILE and sorted(first) == sorted(local_files(node_a))
-    assert ".metrics.jsonl.x1y2.tmp" not in first and faults.COUNTER_FILE in first
+    assert ".metrics.jsonl.x1y2.tmp" not in first and INJECTED_FAILURES_FILE in first
     assert first.index("checkpoints/step_00000002.pt") < first.index("checkpoints/step_00000002.pt.sha256")
     assert stored_files(store) == {rel: size for rel, (size, _) in local_files(node_a).items()}
     assert mirror.push() == []  # nothing changed: nothing copied
@@ -192,7 +193,7 @@ def test_a_trial_restarted_on_a_node_without_its_folder_resumes_from_the_store(t
         with synced_trial(run_dir, store) as callbacks:
             run_trial(spec, trial, run_dir, trial_id="t0", sweep="moved", callbacks=callbacks)
     pushed = stored_files(store.child("trial_0"))
-    assert "checkpoints/step_00000002.pt" in pushed and faults.COUNTER_FILE in pushed
+    assert "checkpoints/step_00000002.pt" in pushed and INJECTED_FAILURES_FILE in pushed
     shutil.rmtree(tmp_path / "staging")  # Ray restarts the trial on another node: no staging folder there
     with synced_trial(run_dir, store) as callbacks:
         run_trial(spec, trial, run_dir, trial_id="t0", sweep="moved", callbacks=callbacks)

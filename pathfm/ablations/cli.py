@@ -108,9 +108,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("\n(dry run: nothing was started)")
         return 0
     from pathfm.ablations.run import run_plan
+    from pathfm.records import SweepFolder
 
     sweep_dir = run_plan(plan, storage=args.storage, address=args.address, num_cpus=args.num_cpus, name=args.name)
-    print(f"\nresults: {sweep_dir / 'results.parquet'}")
+    print(f"\nresults: {SweepFolder(sweep_dir).results}")
     print(f"next:    pathfm analyze report {sweep_dir}")
     return 0
 

@@ -22,9 +22,8 @@ from typing import Any
 
 from pathfm.ablations.expand import StudyPlan
 from pathfm.ablations.study import StudyError
-from pathfm.io import atomic_write_json
-from pathfm.results import EVAL_FILE, STUDY_PLAN_FILE as PLAN_FILE
-from pathfm.sweeps.collect import collect, read_trials
+from pathfm.records import RunFolder, SweepFolder
+from pathfm.sweeps.collect import collect
 from pathfm.sweeps.runner import SweepError, run_sweep, storage_root
 
 
@@ -49,7 +48,7 @@ def run_plan(
     if name:
         spec.name = name
     sweep_dir = sweep_dir_for(plan, storage, spec.name)
-    if (sweep_dir / "sweep_spec.yaml").exists():
+    if SweepFolder(sweep_dir).spec.exists():
         raise StudyError(
             f"{sweep_dir} already holds this study's sweep; continue it with `pathfm sweep resume {sweep_dir}` "
             f"(then `pathfm ablate collect {sweep_dir}`), or start another with --name or --storage"
@@ -61,15 +60,13 @@ def run_plan(
 
 
 def write_plan(plan: StudyPlan, sweep_dir: Path) -> Path:
-    path = Path(sweep_dir) / PLAN_FILE
-    atomic_write_json(path, plan.to_dict())
-    return path
+    return SweepFolder(sweep_dir).write_study_plan(plan.to_dict())
 
 
 def read_plan(sweep_dir: Path) -> dict[str, Any]:
-    path = Path(sweep_dir) / PLAN_FILE
+    path = SweepFolder(sweep_dir).study_plan
     if not path.exists():
-        raise StudyError(f"{sweep_dir} has no {PLAN_FILE}: it was not started by `pathfm ablate run`")
+        raise StudyError(f"{sweep_dir} has no {path.name}: it was not started by `pathfm ablate run`")
     return json.loads(path.read_text())
 
 
@@ -105,15 +102,16 @@ def evaluate_resolutions(sweep_dir: Path, info: dict[str, Any]) -> None:
     tasks = list(ev.get("tasks") or ["crc"])
     probes = list(ev.get("probes") or ["linear"])
     device = "cpu" if float((info.get("resources") or {}).get("gpu", 0)) <= 0 else "auto"
-    for trial_dir, trial in read_trials(sweep_dir):
-        if trial.get("status") != "TERMINATED" or not (trial_dir / "config.yaml").exists():
+    for trial_dir, trial in SweepFolder(sweep_dir).trials():
+        run = RunFolder(trial_dir)
+        if trial.status != "TERMINATED" or not run.config.exists():
             continue
-        cfg = config_from_dict(read_yaml(trial_dir / "config.yaml"), source=str(trial_dir / "config.yaml"))
-        eval_path = trial_dir / EVAL_FILE
+        cfg = config_from_dict(read_yaml(run.config), source=str(run.config))
+        eval_path = run.eval
         have: set[str] = set()
         if eval_path.exists():
             old = pl.read_parquet(eval_path)
-            have = set(old.filter(pl.col("step") == trial.get("final_step"))["task"].unique().to_list())
+            have = set(old.filter(pl.col("step") == trial.final_step)["task"].unique().to_list())
         for which in info["eval_resolutions"]:
             px = resolution_px(cfg, which)
             names = {t: f"{t}@{px}px" for t in tasks}

@@ -17,8 +17,8 @@ import polars as pl
 
 from pathfm.analysis.probe_seeds import fold_within_probe_seed
 from pathfm.errors import PathfmError
-from pathfm.results import (META_FILE, PARAM_PREFIX, RESULTS_FILE, STUDY_PLAN_FILE,
-                            fill_defaults, read_sweep_meta)
+from pathfm.records import SweepFolder, read_sweep_meta
+from pathfm.results import PARAM_PREFIX, fill_defaults
 REQUIRED = ("metric", "value")
 ANY = "all"  # a selection value that disables that filter
 # The arm of a selected row, structured, beside its display label ``arm`` (``base, kde_weight=0.1``), so no
@@ -60,10 +60,10 @@ def resolve_results_path(path: str | Path) -> Path:
     """A results file, or a sweep folder that contains ``results.parquet``."""
     p = Path(path)
     if p.is_dir():
-        cand = p / RESULTS_FILE
+        cand = SweepFolder(p).results
         if not cand.exists():
             raise ResultsError(
-                f"{p}: no {RESULTS_FILE} in this folder; run `pathfm sweep collect {p}` first "
+                f"{p}: no {cand.name} in this folder; run `pathfm sweep collect {p}` first "
                 "or pass the results file itself"
             )
         return cand
@@ -110,7 +110,7 @@ def scan_results(paths: str | Path | Iterable[str | Path]) -> pl.LazyFrame:
 
 def sweep_meta_of(paths: str | Path | Iterable[str | Path]) -> dict:
     """``sweep_meta.json`` next to the (first) results file that has one, else ``{}``
-    (:func:`pathfm.results.read_sweep_meta`, whose error an unreadable file raises, as a ResultsError)."""
+    (:func:`pathfm.records.read_sweep_meta`, whose error an unreadable file raises, as a ResultsError)."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     for raw in paths:
@@ -134,8 +134,8 @@ def read_analysis_hints(paths: str | Path | Iterable[str | Path]) -> dict:
         paths = [paths]
     for raw in paths:
         folder = resolve_results_path(raw).parent
-        for name in (META_FILE, STUDY_PLAN_FILE):  # study_plan.json: sweeps started before meta held the hints
-            f = folder / name
+        sweep = SweepFolder(folder)
+        for f in (sweep.meta, sweep.study_plan):  # study_plan.json: sweeps started before meta held the hints
             if f.exists():
                 try:
                     hints = json.loads(f.read_text()).get("analysis")

@@ -19,6 +19,8 @@ import os
 import signal
 import sys
 
+from pathfm.records.sweep_folder import OPTUNA_DB_FILE
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("sweep", help="Ray Tune / Optuna sweeps of training runs",
@@ -70,7 +72,7 @@ def register(subparsers) -> None:
     op = sub.add_parser("optuna", help="a plain Optuna study (no Ray) on an RDB storage, with pruning")
     op.add_argument("spec")
     op.add_argument("--storage", default=None,
-                    help="SQLAlchemy URL (default: sqlite:///<sweep folder>/optuna.db; PostgreSQL for many hosts), or "
+                    help=f"SQLAlchemy URL (default: sqlite:///<sweep folder>/{OPTUNA_DB_FILE}; PostgreSQL for many hosts), or "
                     "journal:///PATH: a file-locked Optuna journal, no server, for shared filesystems (SQLite on "
                     "NFS/Lustre/... with --workers > 1 is refused)")
     op.add_argument("--dir", default="runs/sweeps", help="folder holding the sweep folder (trial folders)")
@@ -170,18 +172,19 @@ def _reference(args) -> int:
     from pathlib import Path
 
     from pathfm.errors import PathfmError
+    from pathfm.records import SweepFolder
     from pathfm.sweeps.collect import collect
     from pathfm.sweeps.reference import ensure_reference
-    from pathfm.sweeps.runner import SPEC_FILE, read_trials_file
     from pathfm.sweeps.spec import load_spec
 
     d = Path(args.sweep_dir).expanduser().resolve()
-    if not (d / SPEC_FILE).exists():
-        raise PathfmError(f"{d} is not a sweep folder (no {SPEC_FILE})")
-    spec = load_spec(d / SPEC_FILE)
+    folder = SweepFolder(d)
+    if not folder.spec.exists():
+        raise PathfmError(f"{d} is not a sweep folder (no {folder.spec.name})")
+    spec = load_spec(folder.spec)
     if not (spec.eval.enabled and spec.eval.reference):
         spec = spec.model_copy(update={"eval": spec.eval.model_copy(update={"enabled": True, "reference": True})})
-    trials = read_trials_file(d) or []
+    trials = folder.read_trials_file() or []
     info = ensure_reference(spec, d, trials, device=args.device)
     print(collect(d))
     return 0 if info.get("status") == "DONE" else 1

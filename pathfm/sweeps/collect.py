@@ -1,8 +1,8 @@
 """Rebuild a sweep's tidy ``results.parquet`` from its trial folders (no Ray needed).
 
 Collection reads only what each trial wrote next to its checkpoints (``trial.json``,
-``metrics.jsonl``, ``eval.parquet``), so it can run at any time: while the sweep runs, after the
-driver died, or on a copy of the folder. It is idempotent (same folders -> same table, rows sorted)
+``metrics.jsonl``, ``eval.parquet``; the folders and their names: :mod:`pathfm.records`), so it can run at any
+time: while the sweep runs, after the driver died, or on a copy of the folder. It is idempotent (same folders -> same table, rows sorted)
 and atomic (written to a temporary file and renamed), so concurrent collectors never leave a
 corrupt file: the last rename wins and each candidate is complete.
 
@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pathfm.io import read_jsonl, write_parquet
-from pathfm.results import (EVAL_FILE, REFERENCE_DIR, REFERENCE_FILE, REFERENCE_TRIAL_ID, RESULTS_FILE, STUDY_PLAN_FILE,
-                            TRIAL_FILE, param_column, read_json_or_none, read_sweep_meta, sweep_frame)
+from pathfm.records import RunFolder, SweepFolder, TrialRecord
+from pathfm.results import REFERENCE_TRIAL_ID, param_column, sweep_frame
 
 if TYPE_CHECKING:
     import polars as pl
@@ -30,32 +30,10 @@ if TYPE_CHECKING:
 _NON_METRIC_KEYS = {"step", "stage", "time_s", "tiles_seen"}
 
 
-def read_trial(trial_dir: Path) -> dict | None:
-    """The trial's ``trial.json`` (None if missing or unreadable: a trial that never started)."""
-    return read_json_or_none(Path(trial_dir) / TRIAL_FILE)
-
-
-def read_trials(sweep_dir: Path) -> list[tuple[Path, dict]]:
-    """``(folder, trial.json content)`` of every trial folder of a sweep, each trial.json read once,
-    sorted by trial index then name (an unreadable trial.json reads as ``{}``)."""
-    found = [(p, read_trial(p) or {}) for p in Path(sweep_dir).iterdir() if p.is_dir() and (p / TRIAL_FILE).exists()]
-
-    def key(item: tuple[Path, dict]) -> tuple:
-        p, t = item
-        return (t.get("index") if isinstance(t.get("index"), int) else 1 << 30, p.name)
-
-    return sorted(found, key=key)
-
-
-def trial_dirs(sweep_dir: Path) -> list[Path]:
-    """Trial folders of a sweep (those holding a trial.json), sorted by trial index then name."""
-    return [p for p, _ in read_trials(sweep_dir)]
-
-
 def train_records(trial_dir: Path) -> list[dict]:
     """metrics.jsonl deduplicated by step (a resumed run re-logs steps after its checkpoint; last wins)."""
     by_step: dict[int, dict] = {}
-    for rec in read_jsonl(Path(trial_dir) / "metrics.jsonl"):
+    for rec in read_jsonl(RunFolder(trial_dir).metrics):
         if isinstance(rec.get("step"), int):
             by_step[rec["step"]] = rec
     return [by_step[s] for s in sorted(by_step)]
@@ -67,18 +45,18 @@ def _num(v: Any) -> float | None:
     return float(v)
 
 
-def trial_rows(trial_dir: Path, sweep: str, param_names: list[str], info: dict | None = None) -> list[dict]:
+def trial_rows(trial_dir: Path, sweep: str, param_names: list[str], info: TrialRecord | None = None) -> list[dict]:
     """Tidy rows of one trial folder (train metrics per logged step, eval rows, the objective);
-    ``info``: its trial.json content if the caller has read it already."""
-    info = info or read_trial(trial_dir)
-    if not info:
+    ``info``: its record if the caller has read it already."""
+    info = info if info is not None else TrialRecord.read(trial_dir)
+    if info is None or info == TrialRecord():  # never started, or its trial.json is unreadable
         return []
-    gpus = float(info.get("gpus") or 0.0)
-    params = info.get("params") or {}
+    gpus = float(info.gpus or 0.0)
+    params = info.params or {}
     common = {
-        "sweep": sweep, "trial_id": str(info.get("trial_id")), "arm": info.get("arm"),
-        "status": info.get("status"), "seed": info.get("seed"), "trial_dir": Path(trial_dir).name,
-        "stop_reason": info.get("stop_reason"),  # a guard's reason (collapsed / diverged / probe_dropped)
+        "sweep": sweep, "trial_id": str(info.trial_id), "arm": info.arm,
+        "status": info.status, "seed": info.seed, "trial_dir": Path(trial_dir).name,
+        "stop_reason": info.stop_reason,  # a guard's reason (collapsed / diverged / probe_dropped)
     }
     common.update({param_column(k): params.get(k) for k in param_names})
     rows: list[dict] = []
@@ -93,10 +71,10 @@ def trial_rows(trial_dir: Path, sweep: str, param_names: list[str], info: dict |
             if k in _NON_METRIC_KEYS or x is None:
                 continue
             rows.append(dict(base, metric=k, value=x))
-    wall = _num(info.get("wall_time_s"))
-    totals = dict(common, kind="eval", final=True, wall_time_s=wall, gpu_hours=_num(info.get("gpu_hours")),
-                  tiles_seen=info.get("tiles_seen"))
-    eval_path = Path(trial_dir) / EVAL_FILE
+    wall = _num(info.wall_time_s)
+    totals = dict(common, kind="eval", final=True, wall_time_s=wall, gpu_hours=_num(info.gpu_hours),
+                  tiles_seen=info.tiles_seen)
+    eval_path = RunFolder(trial_dir).eval
     if eval_path.exists():
         import polars as pl
 
@@ -109,23 +87,19 @@ def trial_rows(trial_dir: Path, sweep: str, param_names: list[str], info: dict |
                 rows.append(dict(totals, step=r.get("step"), task=r.get("task"), probe=r.get("probe"),
                                  backbone=r.get("backbone"), fold=r.get("fold"), metric=r.get("metric"),
                                  value=_num(r.get("value")), probe_seed=r.get("probe_seed")))
-    for metric, value in sorted((info.get("objective") or {}).items()):
+    for metric, value in sorted((info.objective or {}).items()):
         if _num(value) is not None:
-            rows.append(dict(totals, step=info.get("final_step"), task=None, probe=None, backbone=None, fold=None,
+            rows.append(dict(totals, step=info.final_step, task=None, probe=None, backbone=None, fold=None,
                              metric=metric, value=float(value)))
     return rows
-
-
-def read_reference(sweep_dir: Path) -> dict:
-    """``reference/reference.json`` of a sweep (``{}`` if missing or unreadable)."""
-    return read_json_or_none(Path(sweep_dir) / REFERENCE_DIR / REFERENCE_FILE) or {}
 
 
 def reference_rows(sweep_dir: Path, sweep: str) -> list[dict]:
     """The sweep-level reference rows (``random_init`` / ``color_histogram`` eval rows, evaluated once per
     sweep): ``trial_id = trial_dir = "reference"``, ``arm`` and params null, ``seed`` the random init's init
     seed (null for the colour histogram), ``final`` true."""
-    path = Path(sweep_dir) / REFERENCE_DIR / EVAL_FILE
+    folder = SweepFolder(sweep_dir)
+    path = folder.reference_eval
     if not path.exists():
         return []
     import polars as pl
@@ -134,10 +108,10 @@ def reference_rows(sweep_dir: Path, sweep: str) -> list[dict]:
         ev = pl.read_parquet(path)
     except Exception:  # a half-copied file from elsewhere; atomic writers never leave one
         return []
-    info = read_reference(sweep_dir)
+    info = folder.read_reference()
     common = dict(sweep=sweep, trial_id=REFERENCE_TRIAL_ID, arm=None, status="TERMINATED", kind="eval",
                   final=True, wall_time_s=_num(info.get("wall_time_s")), gpu_hours=_num(info.get("gpu_hours")),
-                  tiles_seen=None, trial_dir=REFERENCE_DIR)
+                  tiles_seen=None, trial_dir=folder.reference_dir.name)
     return [dict(common, seed=r.get("init_seed"), step=r.get("step"), task=r.get("task"), probe=r.get("probe"), backbone=r.get("backbone"),
                  fold=r.get("fold"), metric=r.get("metric"), value=_num(r.get("value")),
                  probe_seed=r.get("probe_seed"))
@@ -147,13 +121,14 @@ def reference_rows(sweep_dir: Path, sweep: str) -> list[dict]:
 def results_frame(sweep_dir: Path):
     """The tidy results of a sweep as a polars DataFrame (rebuilt from the trial folders)."""
     sweep_dir = Path(sweep_dir)
-    meta = read_sweep_meta(sweep_dir)
+    folder = SweepFolder(sweep_dir)
+    meta = folder.read_meta()
     sweep = meta.get("sweep") or sweep_dir.name
     param_names = list(meta.get("params") or [])
-    trials = read_trials(sweep_dir)
+    trials = folder.trials()
     if not param_names:  # a folder without metadata: take the params the trials recorded
         for _, info in trials:
-            for k in info.get("params") or {}:
+            for k in info.params or {}:
                 if k not in param_names:
                     param_names.append(k)
     rows: list[dict] = []
@@ -173,20 +148,20 @@ def collect(sweep_dir: str | Path) -> Path:
 
         raise PathfmError(f"sweep folder '{sweep_dir}' does not exist")
     df = with_arm_label_columns(results_frame(sweep_dir), {"arms": arm_label_records(sweep_dir)})
-    return write_parquet(df, sweep_dir / RESULTS_FILE, "sweep results")  # a full disk: a clear error, old file kept
+    return write_parquet(df, SweepFolder(sweep_dir).results, "sweep results")  # a full disk: a clear error, old file kept
 
 
 def arm_label_records(sweep_dir: Path) -> list[dict[str, Any]]:
     """``[{"name": arm, "labels": {...}}]`` of a sweep's arms: from ``sweep_meta.json`` (``arm_labels``,
     recorded at launch), else from the trials' ``trial.json``, else (sweeps started before arms carried
     labels) from ``study_plan.json``."""
-    by_arm = read_sweep_meta(sweep_dir).get("arm_labels")
+    folder = SweepFolder(sweep_dir)
+    by_arm = folder.read_meta().get("arm_labels")
     if not by_arm:
-        by_arm = {info["arm"]: info["arm_labels"] for _, info in read_trials(sweep_dir)
-                  if info.get("arm") is not None and info.get("arm_labels")}
+        by_arm = {info.arm: info.arm_labels for _, info in folder.trials() if info.arm is not None and info.arm_labels}
     if by_arm:
         return [{"name": name, "labels": labels} for name, labels in by_arm.items()]
-    return list((read_json_or_none(Path(sweep_dir) / STUDY_PLAN_FILE) or {}).get("arms") or [])  # older sweeps
+    return list((folder.read_study_plan() or {}).get("arms") or [])  # older sweeps
 
 
 def label_columns(plan: dict) -> dict[str, dict[str, Any]]:
@@ -226,14 +201,12 @@ def with_arm_label_columns(df: pl.DataFrame, plan: dict) -> pl.DataFrame:
 def summarize(sweep_dir: str | Path) -> list[dict]:
     """One dict per trial for ``pathfm sweep status``: id, arm, seed, params, status, step, objective."""
     out = []
-    for d, info in read_trials(Path(sweep_dir)):
+    for d, info in SweepFolder(sweep_dir).trials():
         recs = train_records(d)
         out.append({
-            "trial_id": info.get("trial_id"), "index": info.get("index"), "arm": info.get("arm"),
-            "seed": info.get("seed"), "params": info.get("params") or {}, "status": info.get("status"),
-            "step": recs[-1]["step"] if recs else 0, "total_steps": info.get("total_steps"),
-            "objective": info.get("objective") or {}, "error": info.get("error"),
-            "wall_time_s": info.get("wall_time_s"), "attempts": info.get("attempts"), "dir": d.name,
-            "stop_reason": info.get("stop_reason"),
+            "trial_id": info.trial_id, "index": info.index, "arm": info.arm, "seed": info.seed,
+            "params": info.params or {}, "status": info.status, "step": recs[-1]["step"] if recs else 0,
+            "total_steps": info.total_steps, "objective": info.objective or {}, "error": info.error,
+            "wall_time_s": info.wall_time_s, "attempts": info.attempts, "dir": d.name, "stop_reason": info.stop_reason,
         })
     return out

@@ -10,8 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pathfm.errors import PathfmError
-
-STUDY_DB = "optuna.db"  # the default storage file of pathfm.sweeps.optuna_study
+from pathfm.records import SweepFolder
 
 
 def storage_url(target: str | Path) -> str:
@@ -21,9 +20,9 @@ def storage_url(target: str | Path) -> str:
         return text
     path = Path(text).expanduser()
     if path.is_dir():
-        db = path / STUDY_DB
+        db = SweepFolder(path).optuna_db  # the default storage file of pathfm.sweeps.optuna_study
         if not db.is_file():
-            raise PathfmError(f"{path}: no {STUDY_DB} in this folder; give the folder of a `pathfm sweep optuna` "
+            raise PathfmError(f"{path}: no {db.name} in this folder; give the folder of a `pathfm sweep optuna` "
                               "study, its .db file or the study's storage URL (e.g. postgresql://...)")
         path = db
     if not path.is_file():

@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from pathfm.io import read_jsonl
-from pathfm.sweeps.collect import read_trial
+from pathfm.records import RunFolder, TrialRecord
+from pathfm.records.run_folder import RAY_TRAIN_DIR
 from pathfm.sweeps.spec import SweepSpec, spec_from_dict
 from pathfm.sweeps.trainable import numeric_fields, pointer_checkpoint_dir, resume_point, run_trial, trial_config
-
-STOP_FILE = "STOP"
 
 
 def _worker_loop(config: dict) -> None:
@@ -40,7 +39,7 @@ def _worker_loop(config: dict) -> None:
     rank = int(os.environ.get("RANK", "0"))
     if rank == 0:
         run_trial(spec, config["trial"], run_dir, trial_id=config["trial_id"], sweep=spec.name, report=None,
-                  node_id=config.get("node_id"), stop_file=run_dir / STOP_FILE)
+                  node_id=config.get("node_id"), stop_file=RunFolder(run_dir).stop)
         return
     cfg = trial_config(spec, config["trial"])
     resume, _ = resume_point(run_dir, None)
@@ -58,7 +57,7 @@ def run_ddp_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str,
     r = spec.resources
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / STOP_FILE).unlink(missing_ok=True)
+    RunFolder(run_dir).stop.unlink(missing_ok=True)
     use_gpu = r.gpu > 0
     per_worker = {"CPU": r.cpu, **({"GPU": r.gpu} if use_gpu else {})}
     trainer = TorchTrainer(
@@ -68,7 +67,7 @@ def run_ddp_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str,
         scaling_config=ray.train.ScalingConfig(num_workers=r.workers, use_gpu=use_gpu, resources_per_worker=per_worker),
         # Ray Train builds the process group: give it the trial's run.collective_timeout_s (Ray's default is 30 min)
         torch_config=TorchConfig(timeout_s=trial_config(spec, trial).run.collective_timeout_s),
-        run_config=ray.train.RunConfig(name="ray_train", storage_path=str(run_dir),
+        run_config=ray.train.RunConfig(name=RAY_TRAIN_DIR, storage_path=str(run_dir),
                                        failure_config=ray.train.FailureConfig(max_failures=0)),
     )
     box: dict[str, Any] = {}
@@ -85,7 +84,7 @@ def run_ddp_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str,
     stopped = False
     while True:
         alive = thread.is_alive()
-        recs = read_jsonl(run_dir / "metrics.jsonl")
+        recs = read_jsonl(RunFolder(run_dir).metrics)
         new = [x for x in recs if int(x.get("step", 0)) >= last_step + spec.report_every]
         if new and not stopped:
             rec = new[-1]
@@ -101,7 +100,7 @@ def run_ddp_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str,
                 else:
                     tune.report(numeric_fields(rec), checkpoint=tune.Checkpoint.from_directory(pointer_dir))
             except SystemExit:
-                (run_dir / STOP_FILE).write_text("stopped by the scheduler\n")
+                RunFolder(run_dir).stop.write_text("stopped by the scheduler\n")
                 stopped = True
             finally:
                 if pointer_dir is not None:
@@ -112,11 +111,11 @@ def run_ddp_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str,
     thread.join()
     if "error" in box:
         raise box["error"]
-    info = read_trial(run_dir) or {}
-    if stopped or info.get("status") != "TERMINATED":
+    info = TrialRecord.read(run_dir) or TrialRecord()
+    if stopped or info.status != "TERMINATED":
         return
     last = numeric_fields(recs[-1]) if recs else {}
     try:
-        tune.report(dict(last, **(info.get("objective") or {}), done_step=float(info.get("final_step") or 0)))
+        tune.report(dict(last, **(info.objective or {}), done_step=float(info.final_step or 0)))
     except SystemExit:
         pass

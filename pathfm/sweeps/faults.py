@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from pathfm.records import RunFolder
+
 ENV_VAR = "PATHFM_TEST_FAULTS"
-COUNTER_FILE = ".injected_failures"
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class FaultInjector:
     """Trainer callback that raises at ``rule.at_step``, at most ``rule.times`` times per trial folder."""
 
     def __init__(self, rule: FaultRule, run_dir: Path):
-        self.rule, self.counter = rule, Path(run_dir) / COUNTER_FILE
+        self.rule, self.counter = rule, RunFolder(run_dir).injected_failures
 
     def on_log(self, record: dict) -> None:
         step = int(record.get("step", 0))

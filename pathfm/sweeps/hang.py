@@ -34,8 +34,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from pathfm.records import RunFolder
+
 TEST_HANG_ENV = "PATHFM_TEST_HANG_AT_STEP"
-TEST_HANG_MARKER = ".test_hang_done"
 STARTUP_FACTOR = 3.0  # run.startup_timeout_s: null -> this x run.hang_timeout_s
 
 
@@ -135,7 +136,7 @@ def block_for_test(step: int, run_dir: Path) -> None:
     at = os.environ.get(TEST_HANG_ENV)
     if not at or int(at) != step:
         return
-    marker = Path(run_dir) / TEST_HANG_MARKER
+    marker = RunFolder(run_dir).test_hang_marker
     if marker.exists():
         return
     marker.write_text(str(step))

@@ -51,13 +51,13 @@ from typing import Any
 from filelock import FileLock
 
 from pathfm.errors import PathfmError, StopTrial, SweepError
+from pathfm.records import SweepFolder, TrialRecord, optuna_trial_dirname, optuna_trial_number, update_trial
 from pathfm.sweeps.spec import (SweepSpec, check_search_space, expand_trials, load_spec, optuna_categories,
                                total_steps, trial_from_sample)
 from pathfm.sweeps.storage import (check_storage, dead_after, journal_path, journal_storage, longest_pause,
                                    open_checked, storage_error)
 
 
-BUDGET_LOCK = "budget.lock"  # held by a worker from its budget check until its new trial exists
 TRIAL_DIR_ATTR = "trial_dir"  # user attribute naming a trial's folder; copied to its retries
 SPEC_ATTR = "pathfm_spec"  # study user attribute: the spec the study was created from (study_identity)
 # what a run continuing a study may change in its spec (the budget and where/how trials run); anything else
@@ -151,10 +151,10 @@ def make_objective(spec: SweepSpec, sweep_dir: Path, current: dict | None = None
             current["number"] = trial.number
         trial_id = trial.user_attrs.get(TRIAL_DIR_ATTR)  # set: a retry (of a dead or interrupted trial)
         if trial_id is None:
-            trial_id = f"optuna_{trial.number:05d}"
+            trial_id = optuna_trial_dirname(trial.number)
             trial.set_user_attr(TRIAL_DIR_ATTR, trial_id)
         sample = suggest(trial, spec)
-        t = trial_from_sample(spec, int(trial_id.rsplit("_", 1)[1]), sample)
+        t = trial_from_sample(spec, optuna_trial_number(trial_id), sample)
         last_step = total_steps(trial_config(spec, t))
         reported: set[int] = set()
 
@@ -168,12 +168,10 @@ def make_objective(spec: SweepSpec, sweep_dir: Path, current: dict | None = None
                     raise StopTrial
 
         final = run_trial(spec, t, sweep_dir / trial_id, trial_id=trial_id, sweep=spec.name, report=report)
-        from pathfm.sweeps.collect import read_trial
-
-        info = read_trial(sweep_dir / trial_id) or {}
-        if info.get("status") == "STOPPED":
-            if info.get("stop_reason"):  # a run.guards guard stopped it: collapsed / diverged / probe_dropped
-                trial.set_user_attr("stop_reason", info["stop_reason"])
+        info = TrialRecord.read(sweep_dir / trial_id) or TrialRecord()
+        if info.status == "STOPPED":
+            if info.stop_reason:  # a run.guards guard stopped it: collapsed / diverged / probe_dropped
+                trial.set_user_attr("stop_reason", info.stop_reason)
             raise optuna.TrialPruned()
         if spec.objective.metric not in final:
             raise PathfmError(f"trial {trial_id} finished without the objective '{spec.objective.metric}' "
@@ -202,7 +200,7 @@ def _worker(spec_yaml: str, sweep_dir: str, storage_url: str, total: int, grace_
     current: dict[str, int] = {}
     objective = make_objective(spec, Path(sweep_dir), current)
     callbacks = [_print_trial(spec.name, Path(sweep_dir))]
-    budget_lock = FileLock(str(Path(sweep_dir) / BUDGET_LOCK))
+    budget_lock = FileLock(str(SweepFolder(sweep_dir).budget_lock))  # held from a budget check until the new trial exists
 
     def claimed(trial):  # the trial now exists (RUNNING): other workers count it, so the lock can go
         if budget_lock.is_locked:
@@ -254,7 +252,7 @@ def fail_dead_trials(study, storage, sweep_dir: Path, grace_s: int, max_retry: i
     now = time.time()
     study_id = storage.get_study_id_from_name(study.study_name)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        folder = sweep_dir / t.user_attrs.get(TRIAL_DIR_ATTR, f"optuna_{t.number:05d}")
+        folder = sweep_dir / t.user_attrs.get(TRIAL_DIR_ATTR, optuna_trial_dirname(t.number))
         files = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
         last = max([p.stat().st_mtime for p in files], default=t.datetime_start.timestamp() if t.datetime_start else now)
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
@@ -274,12 +272,11 @@ def _retry_interrupted(study, number: int | None, max_retry: int | None) -> None
 
 
 def _print_trial(name: str, sweep_dir: Path):
-    from pathfm.sweeps.collect import read_trial
     from pathfm.sweeps.status import trial_summary_line
 
     def cb(study, frozen) -> None:
-        folder = frozen.user_attrs.get(TRIAL_DIR_ATTR, f"optuna_{frozen.number:05d}")
-        info = read_trial(sweep_dir / folder) or {"trial_id": frozen.number, "status": frozen.state.name}
+        folder = frozen.user_attrs.get(TRIAL_DIR_ATTR, optuna_trial_dirname(frozen.number))
+        info = TrialRecord.read(sweep_dir / folder) or TrialRecord(trial_id=str(frozen.number), status=frozen.state.name)
         print(trial_summary_line(name, info), file=sys.stderr, flush=True)
 
     return cb
@@ -290,18 +287,15 @@ def _close_dead_trial_folders(study, sweep_dir: Path) -> None:
     died and the retries are used up) gets status ERROR, so the results do not show it as running."""
     from optuna.trial import TrialState
 
-    from pathfm.sweeps.collect import read_trial
-    from pathfm.sweeps.trainable import update_trial_json
-
     trials = study.get_trials(deepcopy=False)
     live = {t.user_attrs.get(TRIAL_DIR_ATTR) for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)}
     for t in trials:
         folder = t.user_attrs.get(TRIAL_DIR_ATTR)
         if t.state != TrialState.FAIL or folder is None or folder in live:
             continue
-        info = read_trial(sweep_dir / folder)
-        if info and info.get("status") == "RUNNING":
-            update_trial_json(sweep_dir / folder, status="ERROR",
+        info = TrialRecord.read(sweep_dir / folder)
+        if info is not None and info.status == "RUNNING":
+            update_trial(sweep_dir / folder, status="ERROR",
                               error=f"worker lost (Optuna trial {t.number} failed: no heartbeat), retries used up")
 
 
@@ -343,10 +337,9 @@ def run_optuna_study(spec: SweepSpec | str | Path, *, storage: str | None = None
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
-    from pathfm.io import atomic_write_json, atomic_write_text, redact_url
-    from pathfm.results import META_FILE
+    from pathfm.io import redact_url
+    from pathfm.records import sweep_meta
     from pathfm.sweeps.collect import collect
-    from pathfm.sweeps.runner import SPEC_FILE, sweep_meta
     from pathfm.sweeps.status import format_status
 
     if not isinstance(spec, SweepSpec):
@@ -365,15 +358,14 @@ def run_optuna_study(spec: SweepSpec | str | Path, *, storage: str | None = None
     check_search_space(spec)  # nothing to search: every trial would be the same
     expand_trials(spec)  # validates the configs at every bound before any work
     sweep_dir = Path(root).expanduser().resolve() / spec.name
-    if (sweep_dir / SPEC_FILE).is_file():  # this folder's study: only with its own spec
-        check_same_spec(spec, study_identity(load_spec(sweep_dir / SPEC_FILE)), f"folder {sweep_dir}")
+    folder = SweepFolder(sweep_dir)
+    if folder.spec.is_file():  # this folder's study: only with its own spec
+        check_same_spec(spec, study_identity(load_spec(folder.spec)), f"folder {sweep_dir}")
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    url = storage or f"sqlite:///{sweep_dir / 'optuna.db'}"
+    url = storage or f"sqlite:///{folder.optuna_db}"
     check_storage(url, workers)  # SQLite on NFS/Lustre/... with several writers: refused before any work
     open_checked(url, _storage)  # a damaged file or an unwritable folder: one line with the fix, before any work
-    from pathfm.sweeps.collect import read_trials
-
-    grace_s = dead_after(heartbeat_s, longest_pause([info for _, info in read_trials(sweep_dir)]), url)
+    grace_s = dead_after(heartbeat_s, longest_pause([info.to_dict() for _, info in folder.trials()]), url)
     total = n_trials if n_trials is not None else spec.search.num_samples
     # create the study (and its schema) once, before any worker touches the storage
     study_storage = _storage(url, heartbeat_s, max_retry, grace_s)
@@ -387,10 +379,10 @@ def run_optuna_study(spec: SweepSpec | str | Path, *, storage: str | None = None
         check_same_spec(spec, study.user_attrs[SPEC_ATTR], f"in {redact_url(url)}")
     else:  # a new study, or one from before studies recorded their spec
         study.set_user_attr(SPEC_ATTR, study_identity(spec))
-    atomic_write_text(sweep_dir / SPEC_FILE, spec.to_yaml())
+    folder.write_spec(spec)
     meta = sweep_meta(spec, [])
     meta.update(algorithm="optuna-plain", n_trials=total, optuna_storage=redact_url(url))
-    atomic_write_json(sweep_dir / META_FILE, meta)
+    folder.write_meta(meta)
     fail_dead_trials(study, study_storage, sweep_dir, grace_s, max_retry)
     b = budget(study)
     todo = max(0, total - b["used"]) + b["waiting"]

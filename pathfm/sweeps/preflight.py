@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from pathfm.io import read_jsonl
+from pathfm.records import RunFolder
 from pathfm.sweeps.cost import sweep_hours, trial_hours
 from pathfm.sweeps.spec import SweepSpec, total_steps, validate_trial
 
@@ -47,7 +48,7 @@ def measure_step_time(spec: SweepSpec, trial: dict, steps: int = 2) -> dict[str,
         t0 = time.perf_counter()
         train(cfg, Path(d) / "run")
         wall = time.perf_counter() - t0
-        recs = read_jsonl(Path(d) / "run" / "metrics.jsonl")
+        recs = read_jsonl(RunFolder(Path(d) / "run").metrics)
     times = [r["time_s"] for r in recs]
     steady = (times[-1] - times[0]) / max(1, len(times) - 1) if len(times) > 1 else (times[0] if times else wall)
     return {"startup_s": wall - (times[-1] if times else 0.0), "step_s": steady * scale,

@@ -34,12 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pathfm.io import atomic_path, atomic_write_json
-from pathfm.results import EVAL_FILE, REFERENCE_DIR, REFERENCE_FILE
-from pathfm.sweeps.collect import read_reference
+from pathfm.io import atomic_path
+from pathfm.records import RunFolder, SweepFolder
 from pathfm.sweeps.spec import SweepSpec, trial_overrides
 
-CACHE_DIR = ".pathfm_reference"  # under the sweeps' storage folder
 REFERENCE_VERSION = 2  # 2: random init at several init seeds
 
 
@@ -106,8 +104,8 @@ def evaluate_reference(settings: dict[str, Any], out_dir: str, device: str = "au
     df = evaluate(bb, tasks=settings["tasks"], probes=settings["probes"], seeds=settings["seeds"],
                   pooling=settings["pooling"], resize=settings["resize"], trained=False, baselines=True,
                   random_init_seeds=settings["random_init_seeds"],
-                  cache_dir=out / "eval_cache", output=None, progress=False, verbose=False, device=device, **kwargs)
-    with atomic_path(out / EVAL_FILE) as tmp:
+                  cache_dir=RunFolder(out).eval_cache, output=None, progress=False, verbose=False, device=device, **kwargs)
+    with atomic_path(RunFolder(out).eval) as tmp:
         df.write_parquet(tmp)
     return {"rows": df.height, "wall_time_s": time.time() - t0, "hostname": socket.gethostname()}
 
@@ -121,16 +119,6 @@ class PendingReference:
     ref: Any = None  # ray.ObjectRef
     gpus: float = 0.0
     verbose: int = 1
-
-
-def _cache_file(sweep_dir: Path, key: str) -> Path:
-    return Path(sweep_dir).parent / CACHE_DIR / f"{key}.parquet"
-
-
-def _write_info(sweep_dir: Path, info: dict[str, Any]) -> dict[str, Any]:
-    (Path(sweep_dir) / REFERENCE_DIR).mkdir(parents=True, exist_ok=True)
-    atomic_write_json(Path(sweep_dir) / REFERENCE_DIR / REFERENCE_FILE, info)
-    return info
 
 
 def _say(verbose: int, text: str) -> None:
@@ -148,27 +136,29 @@ def _prepare(spec: SweepSpec, sweep_dir: Path, trials: list[dict], verbose: int)
         arm, cfg = reference_config(spec, trials)
         settings = reference_settings(spec, cfg)
     except Exception as e:  # noqa: BLE001 - a reference that cannot be set up must not stop the sweep
-        info = _write_info(sweep_dir, {"status": "ERROR", "error": f"{type(e).__name__}: {e}", "created_at": time.time()})
+        info = SweepFolder(sweep_dir).write_reference({"status": "ERROR", "error": f"{type(e).__name__}: {e}",
+                                                        "created_at": time.time()})
         _say(verbose, f"no reference rows (random init / colour histogram): {info['error']}")
         return info, False
     key = reference_key(settings)
-    old = read_reference(sweep_dir)
-    done = (sweep_dir / REFERENCE_DIR / EVAL_FILE).exists()
+    folder = SweepFolder(sweep_dir)
+    old = folder.read_reference()
+    done = folder.reference_eval.exists()
     if old.get("key") == key and old.get("status") == "DONE" and done:
         return old, False
     info = {"key": key, "arm": arm, "status": "RUNNING", "error": None, "settings": settings, "created_at": time.time()}
-    cached = _cache_file(sweep_dir, key)
+    cached = folder.reference_cache(key)
     if cached.exists():
         try:
-            (sweep_dir / REFERENCE_DIR).mkdir(parents=True, exist_ok=True)
-            with atomic_path(sweep_dir / REFERENCE_DIR / EVAL_FILE) as tmp:
+            folder.reference_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_path(folder.reference_eval) as tmp:
                 shutil.copyfile(cached, tmp)
             info.update(status="DONE", cached_from=str(cached), wall_time_s=0.0)
             _say(verbose, f"reference rows (random init / colour histogram) reused from {cached}")
-            return _write_info(sweep_dir, info), False
+            return folder.write_reference(info), False
         except OSError:
             pass  # an unreadable cache entry: evaluate again
-    return _write_info(sweep_dir, info), True
+    return folder.write_reference(info), True
 
 
 def _settle(sweep_dir: Path, info: dict, result: dict | None, error: str | None, gpus: float, verbose: int) -> dict:
@@ -176,19 +166,20 @@ def _settle(sweep_dir: Path, info: dict, result: dict | None, error: str | None,
         info = dict(info, status="ERROR", error=error, ended_at=time.time())
         _say(verbose, f"the reference evaluation (random init / colour histogram) failed: {error[:300]}; the "
              "sweep's results have no reference rows (run it again with `pathfm sweep reference DIR`)")
-        return _write_info(sweep_dir, info)
+        return SweepFolder(sweep_dir).write_reference(info)
     wall = float((result or {}).get("wall_time_s") or 0.0)
     info = dict(info, status="DONE", error=None, ended_at=time.time(), wall_time_s=wall, gpu_hours=wall * gpus / 3600,
                 hostname=(result or {}).get("hostname"))
-    cached = _cache_file(sweep_dir, info["key"])
+    folder = SweepFolder(sweep_dir)
+    cached = folder.reference_cache(info["key"])
     try:  # best effort: a read-only storage root only loses the cross-sweep reuse
         cached.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(cached) as tmp:
-            shutil.copyfile(Path(sweep_dir) / REFERENCE_DIR / EVAL_FILE, tmp)
+            shutil.copyfile(folder.reference_eval, tmp)
     except OSError:
         pass
     _say(verbose, f"reference rows (random init / colour histogram, arm {info.get('arm')}) evaluated in {wall:.1f}s")
-    return _write_info(sweep_dir, info)
+    return folder.write_reference(info)
 
 
 def _ray_resources(spec: SweepSpec) -> tuple[float, float]:
@@ -210,7 +201,7 @@ def start_reference(spec: SweepSpec, sweep_dir: str | Path, trials: list[dict], 
         import ray
 
         task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=1)(evaluate_reference)
-        ref = task.remote(info["settings"], str(sweep_dir / REFERENCE_DIR), "cpu" if gpus <= 0 else "auto")
+        ref = task.remote(info["settings"], str(SweepFolder(sweep_dir).reference_dir), "cpu" if gpus <= 0 else "auto")
     except Exception as e:  # noqa: BLE001
         info = _settle(sweep_dir, info, None, f"{type(e).__name__}: {e}", gpus, verbose)
         return PendingReference(sweep_dir, info, verbose=verbose)
@@ -250,7 +241,7 @@ def ensure_reference(spec: SweepSpec, sweep_dir: str | Path, trials: list[dict],
     gpus = _ray_resources(spec)[1]
     dev = device or ("cpu" if gpus <= 0 else "auto")
     try:
-        result = evaluate_reference(info["settings"], str(sweep_dir / REFERENCE_DIR), dev)
+        result = evaluate_reference(info["settings"], str(SweepFolder(sweep_dir).reference_dir), dev)
     except Exception as e:  # noqa: BLE001
         info["traceback"] = traceback.format_exc()
         return _settle(sweep_dir, info, None, f"{type(e).__name__}: {e}", gpus, verbose)

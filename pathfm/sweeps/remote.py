@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from pathfm.errors import PathfmError
+from pathfm.records import SweepFolder
 
 STAGING_ENV = "PATHFM_SWEEP_STAGING"
-MIRROR_FILE = "mirror_uri.txt"  # in a staged sweep folder: the URI it is mirrored to (read by `pathfm sweep resume`)
-STAGED_AT_FILE = "staged_at.txt"  # ... and its own absolute path, which Ray Tune's saved state holds (`resume URI`)
 FSSPEC_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs",
                    "abfss": "adlfs", "http": "aiohttp", "https": "aiohttp"}  # fmt: skip
 
@@ -113,7 +112,8 @@ def staging_dir(remote: RemoteStorage) -> Path:
 
 
 def record_mirror(sweep_dir: Path, remote: RemoteStorage) -> None:
-    """Note in the staged ``sweep_dir`` where it is mirrored, so a resumed sweep mirrors there too."""
+    """Note in the staged ``sweep_dir`` where it is mirrored (read by `pathfm sweep resume`), so a resumed sweep
+    mirrors there too, and its own absolute path, which Ray Tune's saved state holds (`pathfm sweep resume URI`)."""
     Path(sweep_dir).mkdir(parents=True, exist_ok=True)
-    (Path(sweep_dir) / MIRROR_FILE).write_text(remote.uri + "\n")
-    (Path(sweep_dir) / STAGED_AT_FILE).write_text(f"{Path(sweep_dir).resolve()}\n")
+    SweepFolder(sweep_dir).mirror_note.write_text(remote.uri + "\n")
+    SweepFolder(sweep_dir).staged_at_note.write_text(f"{Path(sweep_dir).resolve()}\n")

@@ -6,25 +6,26 @@
 trial (a GPU request on a CPU-only cluster fails here with a clear message instead of pending
 forever), writes ``sweep_spec.yaml``, ``sweep_meta.json`` and ``trials.json`` into the sweep folder
 ``<storage>/<name>``, runs the Tuner (Ray's progress table plus one summary line per finished
-trial) and finally rebuilds ``results.parquet``. ``resume_sweep(dir)`` restores the experiment
-(``Tuner.restore``): finished trials are kept, unfinished ones continue from their checkpoints.
+trial) and finally rebuilds ``results.parquet`` (the folder's files: :mod:`pathfm.records.sweep_folder`).
+``resume_sweep(dir)`` restores the experiment (``Tuner.restore``): finished trials are kept, unfinished ones
+continue from their checkpoints.
 Beside the trials, one Ray task evaluates the sweep's reference rows (the random-init and colour-histogram
 baselines, once per sweep: :mod:`pathfm.sweeps.reference`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
 from pathfm.errors import SweepError
-from pathfm.io import atomic_write_json, atomic_write_text, ensure_writable_dir, read_jsonl
-from pathfm.results import META_FILE, read_sweep_meta
+from pathfm.io import ensure_writable_dir, read_jsonl
+from pathfm.records import RunFolder, SweepFolder, TrialRecord, sweep_meta, trial_dirname, update_trial
+from pathfm.records.sweep_folder import LOST_TRIALS_DIR, SPEC_FILE, TRIALS_FILE
 from pathfm.sweeps.cluster import check_resources, client_server_failed_to_start, connect, trial_resources
-from pathfm.sweeps.collect import collect, read_trial, trial_dirs
+from pathfm.sweeps.collect import collect
 from pathfm.sweeps.cost import concurrent_trials
 from pathfm.sweeps.hang import no_retry_warning, sweep_hang_timeouts
 from pathfm.sweeps.preflight import preflight, steps_per_trial
@@ -34,9 +35,6 @@ from pathfm.sweeps.status import format_status, trial_summary_line
 from pathfm.sweeps.store_sync import (SweepFilesMirror, ddp_store_warning, gather_trial, gather_trials, mirror_sweep,
                                       recorded_store, set_aside_in_store, stage_from_store)
 from pathfm.tracking import prepare_tracking
-
-SPEC_FILE = "sweep_spec.yaml"
-TRIALS_FILE = "trials.json"
 
 
 # ----------------------------------------------------------------------------------- callbacks
@@ -59,12 +57,11 @@ def _make_callback(spec: SweepSpec, trials: list[dict], sweep_dir: str, verbose:
                 sweep_files.maybe_push(time.monotonic())
 
         def _finish(self, trial, status: str, error: str | None = None) -> None:
-            from pathfm.sweeps.trainable import trial_dirname, update_trial_json
-
-            run_dir = Path(sweep_dir) / trial_dirname(trial.trial_id)
+            run_dir = SweepFolder(sweep_dir).trial_dir(trial.trial_id)
             if store is not None:
                 gather_trial(run_dir, store)
-            info = read_trial(run_dir)
+            info = TrialRecord.read(run_dir)
+            planned: dict = {}
             if info is None:
                 if status != "ERROR":
                     return
@@ -72,16 +69,17 @@ def _make_callback(spec: SweepSpec, trials: list[dict], sweep_dir: str, verbose:
                     planned = trial_of_config(spec, trials, trial.config, trial.trial_id)
                 except ValueError:  # not one of the expanded trials: record the config as Tune holds it
                     planned = {"params": {k: v for k, v in trial.config.items() if k != "index"}}
-                info = {"trial_id": trial.trial_id, "sweep": sweep_name, "status": "RUNNING",
-                        **{k: planned.get(k) for k in ("index", "arm", "seed", "params") if k in planned}}
-            if info.get("status") == "RUNNING":  # the trial process ended before it could say how
+                planned = {"trial_id": trial.trial_id, "sweep": sweep_name, "status": "RUNNING",
+                           **{k: planned.get(k) for k in ("index", "arm", "seed", "params") if k in planned}}
+                info = TrialRecord.from_dict(planned)
+            if info.status == "RUNNING":  # the trial process ended before it could say how
                 now = time.time()
-                recs = read_jsonl(run_dir / "metrics.jsonl")
-                wall = float(info.get("wall_time_s") or 0.0) + now - float(info.get("attempt_started_at") or now)
+                recs = read_jsonl(RunFolder(run_dir).metrics)
+                wall = float(info.wall_time_s or 0.0) + now - float(info.attempt_started_at or now)
                 last = recs[-1] if recs else {}
-                info = update_trial_json(run_dir, **dict(
-                    info, status=status, error=error or info.get("error"), ended_at=now, wall_time_s=wall,
-                    gpu_hours=wall * float(info.get("gpus") or 0.0) / 3600, final_step=last.get("step"),
+                info = update_trial(run_dir, **dict(
+                    planned, status=status, error=error or info.error, ended_at=now, wall_time_s=wall,
+                    gpu_hours=wall * float(info.gpus or 0.0) / 3600, final_step=last.get("step"),
                     tiles_seen=last.get("tiles_seen"), train_time_s=last.get("time_s"),
                     stopped_by="scheduler" if status == "STOPPED" else None))
             if verbose >= 1:
@@ -105,19 +103,6 @@ def _make_callback(spec: SweepSpec, trials: list[dict], sweep_dir: str, verbose:
 
 
 # --------------------------------------------------------------------------------- sweep folder
-def sweep_meta(spec: SweepSpec, trials: list[dict]) -> dict:
-    return {
-        "sweep": spec.name, "study": spec.meta.study, "version": spec.meta.version,
-        "description": spec.meta.description, "baseline_arm": spec.meta.baseline_arm,
-        "comparisons": [list(c) for c in spec.meta.comparisons], "params": list(spec.space),
-        "searched_params": spec.searched_params, "arms": [a.name for a in spec.arms or []],
-        "arm_labels": {a.name: a.labels for a in spec.arms or [] if a.labels},
-        **({"analysis": spec.meta.analysis} if spec.meta.analysis else {}),
-        "seeds": list(spec.seeds), "objective": spec.objective.model_dump(), "algorithm": spec.search.algorithm,
-        "n_trials": len(trials), "base": spec.base, "created_at": time.time(),
-    }
-
-
 def storage_root(storage: str | Path) -> Path:
     """The local folder for ``--storage``: a path, a ``file:///abs`` URI, or for an object-store URI
     (``s3://``, ``gs://``, ...) the local staging folder the sweep runs in before it is mirrored there
@@ -131,35 +116,19 @@ def storage_root(storage: str | Path) -> Path:
 
 def _write_sweep_files(sweep_dir: Path, spec: SweepSpec, trials: list[dict]) -> None:
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(sweep_dir / SPEC_FILE, spec.to_yaml())
-    atomic_write_json(sweep_dir / TRIALS_FILE, trials)
-    atomic_write_json(sweep_dir / META_FILE, sweep_meta(spec, trials))
-
-
-def read_trials_file(sweep_dir: Path) -> list[dict] | None:
-    """``trials.json`` of a sweep folder (None when it has none); a damaged one is a SweepError naming it and
-    the fix (it is the spec's expansion, so a sweep without it rebuilds it from ``sweep_spec.yaml``)."""
-    path = Path(sweep_dir) / TRIALS_FILE
-    if not path.exists():
-        return None
-    try:
-        trials = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise SweepError(f"{path}: not readable as JSON ({e}); restore it from a copy, or move it aside and run "
-                         f"the command again to rebuild it from {SPEC_FILE}") from None
-    if not isinstance(trials, list):
-        raise SweepError(f"{path}: expected a JSON list of trials, got {type(trials).__name__}; move it aside and "
-                         f"run the command again to rebuild it from {SPEC_FILE}")
-    return trials
+    folder = SweepFolder(sweep_dir)
+    folder.write_spec(spec)
+    folder.write_trials(trials)
+    folder.write_meta(sweep_meta(spec, trials))
 
 
 def sweep_trials(sweep_dir: Path, spec: SweepSpec) -> list[dict]:
     """The trials of a sweep folder: its ``trials.json``, or when that is missing (moved aside because it was
     damaged) the same expansion of the spec that `pathfm sweep run` wrote, written back."""
-    trials = read_trials_file(sweep_dir)
+    trials = SweepFolder(sweep_dir).read_trials_file()
     if trials is None:
         trials = expand_trials(spec, validate=False)
-        atomic_write_json(Path(sweep_dir) / TRIALS_FILE, trials)
+        SweepFolder(sweep_dir).write_trials(trials)
         print(f"pathfm sweep: {TRIALS_FILE} rebuilt from {SPEC_FILE} ({len(trials)} trials)", file=sys.stderr)
     return trials
 
@@ -170,7 +139,6 @@ def _build_tuner(spec: SweepSpec, sweep_dir: Path, trials: list[dict], concurren
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from pathfm.sweeps import search
-    from pathfm.sweeps.trainable import trial_dirname
     from pathfm.sweeps.tune_entry import SweepContext, sweep_trainable
 
     ctx = SweepContext(spec=spec, sweep_dir=str(sweep_dir), trials=trials, configs=list(configs or []), store=store)
@@ -186,7 +154,7 @@ def _build_tuner(spec: SweepSpec, sweep_dir: Path, trials: list[dict], concurren
         max_concurrent_trials=concurrency if spec.search.algorithm == "optuna" else None,  # else: the searcher's
         time_budget_s=spec.budget.time_s,
         trial_dirname_creator=lambda t: trial_dirname(t.trial_id),
-        trial_name_creator=lambda t: f"trial_{t.trial_id}",
+        trial_name_creator=lambda t: trial_dirname(t.trial_id),
     )
     run_config = tune.RunConfig(
         name=sweep_dir.name,
@@ -224,7 +192,7 @@ def run_sweep(spec: SweepSpec | str | Path, storage: str | Path = "runs/sweeps",
     if dry_run:
         preflight(spec, trials, step_time=step_time)
         return sweep_dir
-    if (sweep_dir / "tuner.pkl").exists() or (sweep_dir / SPEC_FILE).exists():
+    if SweepFolder(sweep_dir).holds_sweep():
         raise SweepError(f"{sweep_dir} already holds a sweep; continue it with `pathfm sweep resume {sweep_dir}` "
                          "or give the spec another name (or another --storage)")
     ensure_writable_dir(sweep_dir.parent, "sweep storage (--storage)")  # before Ray starts
@@ -285,7 +253,7 @@ def resume_sweep(sweep_dir: str | Path, *, address: str | None = None, num_cpus:
     elif remote_fs.is_uri(sweep_dir):
         sweep_dir = remote_fs.local_root(sweep_dir)
     sweep_dir = Path(sweep_dir).expanduser().resolve()
-    spec_path = sweep_dir / SPEC_FILE
+    spec_path = SweepFolder(sweep_dir).spec
     if not spec_path.exists():
         raise SweepError(f"{sweep_dir} is not a sweep folder (no {SPEC_FILE}); start one with `pathfm sweep run SPEC`")
     spec = load_spec(spec_path)
@@ -336,21 +304,23 @@ def _set_aside_lost_trials(sweep_dir: Path, known: set[str], verbose: int, store
     loses that trial; Ray re-creates it under a new id (the restored searcher proposes the same point), so
     the orphaned folder would otherwise count twice in results.parquet. On an object-store sweep the folder
     is moved in the store too (else it would be gathered back from there)."""
-    for d in trial_dirs(sweep_dir):
+    lost = SweepFolder(sweep_dir).lost_trials
+    for d in SweepFolder(sweep_dir).trial_dirs():
         if d.name not in known:
-            (sweep_dir / "lost_trials").mkdir(exist_ok=True)
-            os.replace(d, sweep_dir / "lost_trials" / d.name)
+            lost.mkdir(exist_ok=True)
+            os.replace(d, lost / d.name)
             if store is not None:
-                set_aside_in_store(store, d.name, f"lost_trials/{d.name}")
+                set_aside_in_store(store, d.name, f"{LOST_TRIALS_DIR}/{d.name}")
             if verbose >= 1:
                 print(f"pathfm sweep: {d.name} was lost with the previous driver (it started after Ray's last "
-                      f"experiment snapshot) and ran again as a new trial; moved to lost_trials/", file=sys.stderr)
+                      f"experiment snapshot) and ran again as a new trial; moved to {LOST_TRIALS_DIR}/", file=sys.stderr)
 
 
 def _record_driver_time(sweep_dir: Path, seconds: float) -> None:
-    meta = read_sweep_meta(sweep_dir)
+    folder = SweepFolder(sweep_dir)
+    meta = folder.read_meta()
     meta.setdefault("driver_sessions", []).append({"ended_at": time.time(), "wall_time_s": seconds})
-    atomic_write_json(sweep_dir / META_FILE, meta)
+    folder.write_meta(meta)
 
 
 __all__ = ["SweepError", "check_resources", "client_server_failed_to_start", "collect", "connect", "format_status",

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pathfm.errors import ConfigError
+from pathfm.records.sweep_folder import SPEC_FILE
 from pathfm.sweeps.spec import SweepSpec
 
 
@@ -174,7 +175,7 @@ done
 term=0
 driver=""
 trap 'term=1; if [ -n "$driver" ]; then kill -TERM "$driver" 2>/dev/null || true; fi' TERM INT
-if [ -f "$SWEEP_DIR/sweep_spec.yaml" ]; then  # a requeued or repeated job: continue the sweep
+if [ -f "$SWEEP_DIR/{SPEC_FILE}" ]; then  # a requeued or repeated job: continue the sweep
     "$PYTHON" -m pathfm sweep resume "$SWEEP_DIR" --address "$address" &
 else
     "$PYTHON" -m pathfm sweep run "$SPEC" --address "$address" --storage "$STORAGE" &

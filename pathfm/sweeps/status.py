@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pathfm.results import read_sweep_meta
-from pathfm.sweeps.collect import read_reference, summarize
+from pathfm.records import SweepFolder, TrialRecord
+from pathfm.sweeps.collect import summarize
 
 
 def format_value(v: Any) -> str:
@@ -17,29 +17,31 @@ def format_value(v: Any) -> str:
     return str(v)
 
 
-def trial_summary_line(sweep: str, info: dict) -> str:
-    """``[sweep] trial 0a1b2_00003 TERMINATED  arm=+kde seed=0 kde_weight=0.1  step 10/10  eval/...=0.61  42.0s``"""
-    reason = f" ({info['stop_reason']})" if info.get("stop_reason") else ""
-    parts = [f"[{sweep}] trial {info.get('trial_id')} {info.get('status')}{reason}"]
+def trial_summary_line(sweep: str, info: TrialRecord | dict) -> str:
+    """``[sweep] trial 0a1b2_00003 TERMINATED  arm=+kde seed=0 kde_weight=0.1  step 10/10  eval/...=0.61  42.0s``
+    (``info``: the trial's record, or trial.json's content)."""
+    t = info if isinstance(info, TrialRecord) else TrialRecord.from_dict(info)
+    reason = f" ({t.stop_reason})" if t.stop_reason else ""
+    parts = [f"[{sweep}] trial {t.trial_id} {t.status}{reason}"]
     desc = []
-    if info.get("arm") is not None:
-        desc.append(f"arm={info['arm']}")
-    if info.get("seed") is not None:
-        desc.append(f"seed={info['seed']}")
-    desc += [f"{k}={format_value(v)}" for k, v in (info.get("params") or {}).items()]
+    if t.arm is not None:
+        desc.append(f"arm={t.arm}")
+    if t.seed is not None:
+        desc.append(f"seed={t.seed}")
+    desc += [f"{k}={format_value(v)}" for k, v in (t.params or {}).items()]
     parts.append(" ".join(desc) or "-")
-    if info.get("final_step") is not None:
-        parts.append(f"step {info['final_step']}/{info.get('total_steps')}")
-    obj = info.get("objective") or {}
+    if t.final_step is not None:
+        parts.append(f"step {t.final_step}/{t.total_steps}")
+    obj = t.objective or {}
     if obj:
         key = "eval/mean_balanced_accuracy" if "eval/mean_balanced_accuracy" in obj else sorted(obj)[0]
         parts.append(f"{key}={obj[key]:.4f}")
-    if info.get("wall_time_s") is not None:
-        parts.append(f"{info['wall_time_s']:.1f}s")
-    if info.get("hangs"):  # run.hang_timeout_s killed it (pathfm/sweeps/hang.py)
-        parts.append(f"hung {info['hangs']}x (killed and retried)")
-    if info.get("status") == "ERROR" and info.get("error"):
-        parts.append(f"error: {str(info['error']).splitlines()[0][:200]}")
+    if t.wall_time_s is not None:
+        parts.append(f"{t.wall_time_s:.1f}s")
+    if t.hangs:  # run.hang_timeout_s killed it (pathfm/sweeps/hang.py)
+        parts.append(f"hung {t.hangs}x (killed and retried)")
+    if t.status == "ERROR" and t.error:
+        parts.append(f"error: {str(t.error).splitlines()[0][:200]}")
     return "  ".join(parts)
 
 
@@ -51,7 +53,7 @@ def format_status(sweep_dir: str | Path) -> str:
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
-    meta = read_sweep_meta(Path(sweep_dir))
+    meta = SweepFolder(sweep_dir).read_meta()
     total = meta.get("n_trials")
     head = f"sweep {meta.get('sweep', Path(sweep_dir).name)}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
     if total:
@@ -68,7 +70,7 @@ def format_status(sweep_dir: str | Path) -> str:
                      f"{(f'{obj:.4f}' if isinstance(obj, float) else '-'):<28} {params}")
         if r["status"] == "ERROR" and r["error"]:
             lines.append(f"{'':<14} error: {str(r['error']).splitlines()[0][:160]}")
-    ref = read_reference(Path(sweep_dir))
+    ref = SweepFolder(sweep_dir).read_reference()
     if ref.get("status"):
         how = f"arm {ref.get('arm')}" + (f", {ref['wall_time_s']:.1f}s" if isinstance(ref.get("wall_time_s"), float) else "")
         err = f": {str(ref['error']).splitlines()[0][:160]}" if ref.get("error") else ""

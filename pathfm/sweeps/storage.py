@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pathfm.errors import PathfmError
+from pathfm.records.sweep_folder import OPTUNA_DB_FILE
 
 NETWORK_FILESYSTEMS = frozenset({
     "nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "glusterfs", "fuse.glusterfs", "ceph",
@@ -144,7 +145,7 @@ def storage_error(url: str, error: BaseException) -> PathfmError:
     blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
     why = f"{blocker} is a file, not a folder; " if blocker is not None else ""
     return PathfmError(f"{shown}: {path} cannot be created or written ({why}{reason}); give a path in a folder you "
-                       "can write to (leave out --storage for <sweep folder>/optuna.db)")
+                       f"can write to (leave out --storage for <sweep folder>/{OPTUNA_DB_FILE})")
 
 
 def _last_line_cut(path: Path) -> bool:

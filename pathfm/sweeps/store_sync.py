@@ -50,23 +50,20 @@ from typing import Any, Iterator
 
 from pathfm.errors import PathfmError
 from pathfm.io import atomic_path, atomic_write_json
-from pathfm.results import META_FILE, TRIAL_FILE
-from pathfm.ssl.checkpoint import checkpoint_dir
-from pathfm.sweeps.remote import (MIRROR_FILE, STAGED_AT_FILE, RemoteStorage, open_storage, record_mirror,
-                                  staging_dir)
-from pathfm.sweeps.trainable import trial_dirname
+from pathfm.records import RunFolder, SweepFolder, TrialRecord
+from pathfm.records.run_folder import CHECKPOINTS_DIR, SYNC_MANIFEST_FILE, TRIAL_FILE
+from pathfm.records.sweep_folder import META_FILE, RESULTS_FILE, STAGED_AT_FILE, TRIAL_PREFIX
+from pathfm.sweeps.remote import RemoteStorage, open_storage, record_mirror, staging_dir
 
-MANIFEST_FILE = ".pathfm_pushed.json"  # in a local folder: {relative path: [size, mtime_ns]} as last pushed/pulled
 PART_SUFFIX = ".part"  # an upload in progress on a renaming filesystem
-CHECKPOINTS_PREFIX = checkpoint_dir("").name + "/"  # files written once, named by their step
-TRIAL_PREFIX = trial_dirname("")
+CHECKPOINTS_PREFIX = CHECKPOINTS_DIR + "/"  # files written once, named by their step
 
 
 def is_transient(rel: str) -> bool:
     """Files never synced: the manifest, pathfm's atomic-write temporaries (``.<name>.<random>.tmp``) and
     uploads in progress (``.<name>.<random>.part``)."""
     name = rel.rsplit("/", 1)[-1]
-    return name == MANIFEST_FILE or (name.startswith(".") and name.endswith((".tmp", PART_SUFFIX)))
+    return name == SYNC_MANIFEST_FILE or (name.startswith(".") and name.endswith((".tmp", PART_SUFFIX)))
 
 
 def local_files(folder: Path, skip_dirs: frozenset[str] = frozenset()) -> dict[str, tuple[int, int]]:
@@ -168,8 +165,8 @@ class FolderMirror:
         self.local, self.remote, self.skip_dirs = Path(local), remote, skip_dirs
 
     @property
-    def manifest_path(self) -> Path:
-        return self.local / MANIFEST_FILE
+    def manifest_path(self) -> Path:  # {relative path: [size, mtime_ns]} as last pushed/pulled
+        return RunFolder(self.local).sync_manifest
 
     def read_manifest(self) -> dict[str, list[int]]:
         try:
@@ -258,11 +255,10 @@ class FolderMirror:
         stored = read_stored_json(self.remote, TRIAL_FILE)
         if stored is None:
             return False
-        try:
-            here = json.loads((self.local / TRIAL_FILE).read_text())
-        except (OSError, ValueError):
+        here = TrialRecord.read(self.local)
+        if here is None:
             return True
-        return float(stored.get("attempt_started_at") or 0) > float(here.get("attempt_started_at") or 0)
+        return float(TrialRecord.from_dict(stored).attempt_started_at or 0) > float(here.attempt_started_at or 0)
 
     def restore(self, skip_prefixes: tuple[str, ...] = ()) -> list[str]:
         """Pull the trial from the store when the store is ahead (:meth:`store_is_ahead`), else only the files
@@ -316,8 +312,7 @@ def trial_mirrors(sweep_dir: Path, store: RemoteStorage) -> list[FolderMirror]:
     except OSError as e:
         raise PathfmError(f"listing {store.uri} failed: {e}") from None
     names = {i.base_name for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith(TRIAL_PREFIX)}
-    if Path(sweep_dir).is_dir():
-        names |= {p.name for p in Path(sweep_dir).iterdir() if p.is_dir() and p.name.startswith(TRIAL_PREFIX)}
+    names |= SweepFolder(sweep_dir).ray_trial_names()
     return [FolderMirror(Path(sweep_dir) / n, store.child(n)) for n in sorted(names)]
 
 
@@ -336,11 +331,6 @@ def gather_trial(run_dir: Path, sweep_store: RemoteStorage) -> bool:
     except PathfmError as e:
         print(f"pathfm sweep: warning: {e}", file=sys.stderr, flush=True)
         return False
-
-
-def trial_folder_names(sweep_dir: Path) -> frozenset[str]:
-    """The trial folders in a local sweep folder (each syncs on its own: :func:`synced_trial`)."""
-    return frozenset(p.name for p in Path(sweep_dir).iterdir() if p.is_dir() and p.name.startswith(TRIAL_PREFIX))
 
 
 class SweepFilesMirror:
@@ -362,7 +352,7 @@ class SweepFilesMirror:
         self.last_check = now
         if not self.sweep_dir.is_dir():
             return []
-        mirror = FolderMirror(self.sweep_dir, self.store, skip_dirs=trial_folder_names(self.sweep_dir))
+        mirror = FolderMirror(self.sweep_dir, self.store, skip_dirs=SweepFolder(self.sweep_dir).ray_trial_names())
         if mirror.locally_unchanged():
             return []
         try:
@@ -436,7 +426,7 @@ def mirror_sweep(sweep_dir: Path, store: RemoteStorage) -> list[str]:
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise PathfmError(f"{sweep_dir}: nothing to upload (no such folder)")
-    trial_names = trial_folder_names(sweep_dir)
+    trial_names = SweepFolder(sweep_dir).ray_trial_names()
     uploaded = [f"{m.local.name}/{rel}" for m in trial_mirrors(sweep_dir, store) if m.local.is_dir()
                 for rel in m.push()]
     return uploaded + FolderMirror(sweep_dir, store, skip_dirs=trial_names).push()
@@ -448,7 +438,6 @@ def collect_from_store(uri: str, filesystem: Any = None) -> str:
     returns the URI of the results file."""
     import pyarrow.fs as pafs
 
-    from pathfm.results import RESULTS_FILE
     from pathfm.sweeps.collect import collect
 
     store = open_storage(uri, filesystem)
@@ -468,5 +457,5 @@ def collect_from_store(uri: str, filesystem: Any = None) -> str:
 
 def recorded_store(sweep_dir: Path) -> RemoteStorage | None:
     """The store a staged sweep folder is mirrored to (its ``mirror_uri.txt``), None for a local sweep."""
-    note = Path(sweep_dir) / MIRROR_FILE
+    note = SweepFolder(sweep_dir).mirror_note
     return open_storage(note.read_text().strip()) if note.is_file() else None

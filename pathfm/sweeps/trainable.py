@@ -5,8 +5,8 @@ Inside a trial (a Ray actor, ``CUDA_VISIBLE_DEVICES`` set by Ray; the Tune entry
 
 1. builds the validated training config of its trial (arm, seed, params);
 2. runs :func:`pathfm.ssl.trainer.train` with the trial folder ``<sweep_dir>/trial_<id>`` as ``run_dir``
-   (absolute), resuming from the trial's latest checkpoint when Ray restarts or resumes it (so it
-   continues from its step, never from zero);
+   (absolute; :mod:`pathfm.records` names the folder and every file in it), resuming from the trial's latest
+   checkpoint when Ray restarts or resumes it (so it continues from its step, never from zero);
 3. reports every ``report_every`` steps with ``ray.tune.report`` and a small checkpoint folder that
    points at (or, without shared storage, holds a copy of) the trainer's latest checkpoint;
 4. on a scheduler stop (ASHA) ends training cleanly and records ``STOPPED``;
@@ -31,27 +31,13 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from pathfm.errors import StopTrial
-from pathfm.io import atomic_write_json, checksum_path
+from pathfm.io import checksum_path
+from pathfm.records import RunFolder, TrialRecord, update_trial
+from pathfm.records.run_folder import TUNE_POINTER_FILE
 from pathfm.tracking import TrackingCallback, log_evaluation
-from pathfm.results import EVAL_FILE, OBJECTIVE_METRIC, TRIAL_FILE
-from pathfm.sweeps.collect import read_trial
+from pathfm.results import OBJECTIVE_METRIC
 from pathfm.sweeps.faults import fault_callbacks
 from pathfm.sweeps.spec import SweepSpec, check_slides, total_steps, trial_label, validate_trial
-
-POINTER_FILE = "pathfm_checkpoint.json"
-
-
-def trial_dirname(trial_id: str) -> str:
-    return f"trial_{trial_id}"
-
-
-# ---------------------------------------------------------------------------------- trial.json
-def update_trial_json(run_dir: Path, **fields: Any) -> dict:
-    """Read-modify-write ``trial.json`` atomically and return the new content."""
-    info = read_trial(run_dir) or {}
-    info.update(fields)
-    atomic_write_json(Path(run_dir) / TRIAL_FILE, info)
-    return info
 
 
 def objective_from_eval(df: Any, tasks: list[str], probes: list[str]) -> dict[str, float]:
@@ -171,7 +157,7 @@ def pointer_checkpoint_dir(step: int, path: Path, run_dir: Path, *, copy: bool =
         if sidecar.exists():
             shutil.copy2(sidecar, Path(d) / sidecar.name)
         pointer["file"] = path.name
-    Path(d, POINTER_FILE).write_text(json.dumps(pointer))
+    Path(d, TUNE_POINTER_FILE).write_text(json.dumps(pointer))
     return d
 
 
@@ -188,7 +174,7 @@ def resume_point(run_dir: Path, tune_checkpoint: Any) -> tuple[bool | Path, int]
         ckpt.set_aside_unusable(run_dir)  # only unfinished writes of a killed attempt: start afresh (or from Tune's copy)
     if tune_checkpoint is not None:
         with tune_checkpoint.as_directory() as d:
-            pointer_path = Path(d) / POINTER_FILE
+            pointer_path = Path(d) / TUNE_POINTER_FILE
             if pointer_path.exists():
                 pointer = json.loads(pointer_path.read_text())
                 if pointer.get("file"):
@@ -235,8 +221,8 @@ def run_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, swe
 
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    prev = read_trial(run_dir) or {}
-    if prev.get("status") == "TERMINATED" and (run_dir / "DONE").exists():
+    prev = TrialRecord.read(run_dir) or TrialRecord()
+    if prev.status == "TERMINATED" and RunFolder(run_dir).done.exists():
         return _report_finished(prev, run_dir, report)
     attempt_start = time.time()
     gpus = float(spec.resources.gpu) * int(spec.resources.workers)
@@ -244,12 +230,13 @@ def run_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, swe
         trial_id=trial_id, sweep=sweep, index=trial.get("index"), arm=trial.get("arm"),
         arm_labels=arm_labels(spec, trial.get("arm")), seed=trial.get("seed"),
         params=trial.get("params"), overrides=trial.get("overrides"), status="RUNNING", error=None,
-        attempts=int(prev.get("attempts", 0)) + 1, started_at=prev.get("started_at", attempt_start),
+        attempts=int(prev.attempts or 0) + 1,
+        started_at=prev.started_at if prev.started_at is not None else attempt_start,
         attempt_started_at=attempt_start, hostname=socket.gethostname(), node_id=node_id, gpus=gpus,
         resources=spec.resources.model_dump(),
     )
-    update_trial_json(run_dir, **base_info)
-    prior_wall = float(prev.get("wall_time_s") or 0.0)
+    update_trial(run_dir, **base_info)
+    prior_wall = float(prev.wall_time_s or 0.0)
 
     def ended() -> dict[str, float]:
         """End time, wall time over all attempts and GPU-hours, for trial.json."""
@@ -264,8 +251,8 @@ def run_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, swe
         resume, start_step = resume_point(run_dir, tune_checkpoint)
         # seed: the replicate (pairs arms in the analysis); train_seed: cfg.seed (differs with an arm's seed_offset)
         replicate = trial.get("seed") if trial.get("seed") is not None else cfg.seed
-        update_trial_json(run_dir, total_steps=total, seed=replicate, train_seed=cfg.seed,
-                          **({"restored_from_step": start_step} if start_step else {}))
+        update_trial(run_dir, total_steps=total, seed=replicate, train_seed=cfg.seed,
+                     **({"restored_from_step": start_step} if start_step else {}))
         reporter = TuneReporter(spec, trial, run_dir, report, copy_checkpoints, start_step=start_step,
                                 stop_file=stop_file)
         trackers = ([TrackingCallback(cfg, run_dir, run_name=f"{sweep}/{trial_id}", tags=trial_tags(sweep, trial_id, trial))]
@@ -283,13 +270,13 @@ def run_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, swe
                       train_time_s=last.get("time_s"),
                       first_step_latency_s=(reporter.first_step_wall - attempt_start) if reporter.first_step_wall else None)
         if reporter.stop_requested:
-            update_trial_json(run_dir, status="STOPPED", stopped_by="scheduler", **ended(), **common)
+            update_trial(run_dir, status="STOPPED", stopped_by="scheduler", **ended(), **common)
             return numeric_fields(last)
         if result.stop_reason is not None:  # a run.guards guard (collapsed / diverged / probe_dropped): no eval
             from pathfm.ssl.guards import read_guard_trip
 
-            update_trial_json(run_dir, status="STOPPED", stopped_by="guard", stop_reason=result.stop_reason,
-                              guard=read_guard_trip(run_dir), **ended(), **common)
+            update_trial(run_dir, status="STOPPED", stopped_by="guard", stop_reason=result.stop_reason,
+                         guard=read_guard_trip(run_dir), **ended(), **common)
             # without the objective: Tune's Optuna searcher records the trial as PRUNED, ASHA sees it end
             reporter.final(last, {f"guard/{result.stop_reason}": 1.0, "done_step": float(result.final_step)})
             return numeric_fields(last)
@@ -301,17 +288,17 @@ def run_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, swe
         if cfg.tracking.enabled:
             log_evaluation(cfg, run_dir, final_eval_rows(run_dir, result.final_step), extra=objective,
                            step=result.final_step, tags=trial_tags(sweep, trial_id, trial))
-        update_trial_json(run_dir, status="TERMINATED", objective=objective,
-                          stopped_by="trial_time_s" if reporter.budget_stop else None, **ended(), **common)
+        update_trial(run_dir, status="TERMINATED", objective=objective,
+                     stopped_by="trial_time_s" if reporter.budget_stop else None, **ended(), **common)
         final = dict(numeric_fields(last), **objective, done_step=float(result.final_step))
         reporter.final(last, dict(objective, done_step=float(result.final_step)))
         return final
     except BaseException as e:
         if isinstance(e, SystemExit) or (reporter is not None and reporter.stop_requested):
-            update_trial_json(run_dir, status="STOPPED", stopped_by="scheduler", **ended())
+            update_trial(run_dir, status="STOPPED", stopped_by="scheduler", **ended())
             raise
-        update_trial_json(run_dir, status="ERROR", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(),
-                          **ended())
+        update_trial(run_dir, status="ERROR", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(),
+                     **ended())
         raise
 
 
@@ -324,8 +311,8 @@ def start_hang_watchdog(timeout_s: float | None, run_dir: Path, startup_timeout_
     from pathfm.sweeps.hang import HangWatchdog, startup_allowance
 
     def record(message: str) -> None:
-        hangs = int((read_trial(run_dir) or {}).get("hangs") or 0) + 1
-        update_trial_json(run_dir, hangs=hangs, last_hang=message, error=f"Hang: {message}")
+        hangs = int((TrialRecord.read(run_dir) or TrialRecord()).hangs or 0) + 1
+        update_trial(run_dir, hangs=hangs, last_hang=message, error=f"Hang: {message}")
 
     return HangWatchdog(timeout_s, run_dir, on_hang=record, startup_s=startup_allowance(timeout_s, startup_timeout_s)).start()
 
@@ -344,18 +331,17 @@ def final_eval_rows(run_dir: Path, final_step: int):
     """The rows of ``eval.parquet`` for the final step (None without an evaluation)."""
     import polars as pl
 
-    path = Path(run_dir) / EVAL_FILE
+    path = RunFolder(run_dir).eval
     return pl.read_parquet(path).filter(pl.col("step") == final_step) if path.exists() else None
 
 
-def _report_finished(info: dict, run_dir: Path, report: Callable[..., None] | None) -> dict:
+def _report_finished(info: TrialRecord, run_dir: Path, report: Callable[..., None] | None) -> dict:
     """A trial that finished before the driver heard of it (driver killed in between): report its final
     metrics again; nothing is retrained or re-evaluated and trial.json stays as it was."""
     from pathfm.io import read_jsonl
 
-    recs = read_jsonl(run_dir / "metrics.jsonl")
-    final = dict(numeric_fields(recs[-1]) if recs else {}, **(info.get("objective") or {}),
-                 done_step=float(info.get("final_step") or 0))
+    recs = read_jsonl(RunFolder(run_dir).metrics)
+    final = dict(numeric_fields(recs[-1]) if recs else {}, **(info.objective or {}), done_step=float(info.final_step or 0))
     if report is not None:
         try:
             report(final)
@@ -371,7 +357,7 @@ def evaluate_trial(spec: SweepSpec, run_dir: Path, final_step: int) -> dict[str,
 
     from pathfm.eval import evaluate
 
-    path = run_dir / EVAL_FILE
+    path = RunFolder(run_dir).eval
     df = None
     if path.exists():
         old = pl.read_parquet(path)

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from pathfm.records import SweepFolder
 from pathfm.sweeps.search import trial_of_config
 from pathfm.sweeps.spec import SweepSpec
 from pathfm.sweeps.store_sync import synced_trial
-from pathfm.sweeps.trainable import run_trial, trial_dirname
+from pathfm.sweeps.trainable import run_trial
 
 
 @dataclass
@@ -49,7 +50,7 @@ def sweep_trainable(config: dict, ctx: SweepContext) -> None:
 
     trial_id = tune.get_context().get_trial_id()
     trial = ctx.trial_for(config, trial_id)
-    run_dir = Path(ctx.sweep_dir) / trial_dirname(trial_id)
+    run_dir = SweepFolder(ctx.sweep_dir).trial_dir(trial_id)
     node_id = ray.get_runtime_context().get_node_id()
     if ctx.spec.resources.workers > 1:
         from pathfm.sweeps.distributed import run_ddp_trial
