@@ -23,7 +23,8 @@ from pathfm.analysis.stats import t_interval
 from pathfm.analysis.table_render import REFERENCE_LABELS
 
 X_ALIASES = {"n_slides": "param.n_slides", "slides": "param.n_slides", "tiles": "tiles_seen", "gpu": "gpu_hours"}
-X_LABELS = {"param.n_slides": "training slides", "tiles_seen": "tiles seen", "gpu_hours": "GPU-hours"}
+X_LABELS = {"param.n_slides": "training slides", "param.n_tiles": "training tiles (fixed pool)", "tiles_seen": "tiles seen",
+            "gpu_hours": "GPU-hours"}
 
 
 @dataclass
@@ -172,7 +173,7 @@ def plot_curve(result: CurveResult, stem: str | Path, size: Literal["single", "d
     from pathfm.analysis.figures import MARKERS, REFERENCE_STYLE, color, new_figure, save_figure, style
 
     with style():
-        fig, axes = new_figure(size, aspect=0.72)
+        fig, axes = new_figure(size, aspect=0.9)  # room for the legend below the axes
         ax = axes[0, 0]
         for i, ac in enumerate(result.arms):
             col = color(i)
@@ -219,7 +220,7 @@ def plot_curve(result: CurveResult, stem: str | Path, size: Literal["single", "d
             handles += [Line2D([], [], color="0.3", lw=1.2), Line2D([], [], color="0.3", lw=1.0, ls="--"),
                         Patch(color="0.3", alpha=0.18, lw=0)]
             labels += [r"fit $a - b\,x^{-c}$", "extrapolation", f"{int(level * 100)}% bootstrap band"]
-        ax.legend(handles, labels, loc="best")
+        fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=6.5)  # never over the data
         caption = {
             "title": f"Data efficiency: {result.metric} vs {X_LABELS.get(result.x, result.x)}",
             "kind": "data_efficiency_curve",
