@@ -173,6 +173,7 @@ def scan_slides(source: str | Path, out: str | Path | None = None, assume_mpp: f
     if log is not None and journal.stat().st_size and not journal.read_bytes().endswith(b"\n"):
         log.write("\n")  # a line cut off by a kill stays alone (and is ignored) instead of spoiling the next
     pool = None
+    finished = False
     try:
         if workers > 1 and len(todo) > 1:
             pool = mp.get_context("fork").Pool(workers)
@@ -185,9 +186,13 @@ def scan_slides(source: str | Path, out: str | Path | None = None, assume_mpp: f
                 log.write(json.dumps(res[1]) + "\n")
                 log.flush()
             bar.update(1)
+        finished = True
     finally:
-        if pool is not None:  # all results are in (or the scan was interrupted): stop the workers
-            pool.terminate()
+        if pool is not None:
+            # all results in: let the workers take their stop sentinel and exit (Pool.terminate() here raced with
+            # the pool's own worker replacement and once left a worker waiting on the task queue forever);
+            # interrupted: stop them at once
+            pool.close() if finished else pool.terminate()
             pool.join()
         bar.close()
         if log is not None:
