@@ -452,7 +452,16 @@ def _unreadable(path: Path, backend: str, msg: str, explain: bool) -> SlideError
         return SlideError(msg)
     from pathfm.data.unreadable import unreadable_slide
 
-    return unreadable_slide(path, backend, msg)
+    def opens(name: str) -> bool:  # another backend opens the file and reads a pixel of its smallest level
+        reader = OpenSlideReader(str(path), explain=False) if name == "openslide" else \
+            TiffSlideReader(str(path), ReaderOptions(reader=name), explain=False)
+        try:
+            reader.read_region((0, 0), reader.level_count - 1, (1, 1))
+        finally:
+            reader.close()
+        return True
+
+    return unreadable_slide(path, backend, msg, opens)
 
 
 def open_reader(uri: str | Path, options: ReaderOptions | None = None) -> SlideReader:

@@ -15,7 +15,7 @@ import logging
 import struct
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from pathfm.errors import SlideError
 
@@ -103,34 +103,28 @@ def _kind(path: Path) -> str:
         return "file format"
 
 
-def reader_that_opens(path: Path, failed: str) -> str | None:
-    """Another installed backend that opens ``path`` and reads a pixel of its smallest level, or None."""
-    from pathfm.data.readers import OpenSlideReader, ReaderOptions, TiffSlideReader
-
+def reader_that_opens(path: Path, failed: str, opens: Callable[[str], bool]) -> str | None:
+    """Another backend than ``failed`` for which ``opens(name)`` (open ``path``, read a pixel) succeeds, or None."""
     for name in ("openslide", "tiffslide"):
         if name == failed:
             continue
         try:
             with _quiet_tifffile():
-                reader = OpenSlideReader(str(path), explain=False) if name == "openslide" else \
-                    TiffSlideReader(str(path), ReaderOptions(reader=name), explain=False)
-                try:
-                    reader.read_region((0, 0), reader.level_count - 1, (1, 1))
-                finally:
-                    reader.close()
+                if opens(name):
+                    return name
         except Exception:  # noqa: BLE001 - not installed, or it cannot read this file either
             continue
-        return name
     return None
 
 
-def unreadable_slide(path: Path, backend: str, fallback: str) -> SlideError:
+def unreadable_slide(path: Path, backend: str, fallback: str, opens: Callable[[str], bool]) -> SlideError:
     """The SlideError for a local slide file ``backend`` failed on: the cause when one shows (:func:`truncation`),
-    else another installed reader that opens it, else ``fallback`` (the message with the backend's own advice)."""
+    else another installed reader that opens it (``opens(name)``: pathfm.data.readers tries it), else
+    ``fallback`` (the message with the backend's own advice)."""
     damage = truncation(path) if path.is_file() else None
     if damage:
         return SlideError(f"{path}: {damage}: {RECOPY}")
-    other = reader_that_opens(path, backend) if path.is_file() else None
+    other = reader_that_opens(path, backend, opens) if path.is_file() else None
     if other:
         return SlideError(f"{path}: {backend} cannot read this {_kind(path)}, but {other} (installed) reads it: set "
                           f"data.reader={other} (pathfm data scan --reader {other})")
