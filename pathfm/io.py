@@ -25,6 +25,12 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+def usual_mode(path: str | Path) -> None:
+    """Give ``path`` the permissions of any file a user creates (0666 less the umask: 0644 under the usual
+    022); ``mkstemp`` and some writers (safetensors, timm's ``save_for_hf``) leave 0600."""
+    os.chmod(path, 0o666 & ~_UMASK)
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it is fsynced and renamed onto ``path``."""
@@ -32,10 +38,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        usual_mode(tmp_path)  # after the write: a writer that replaces the file (safetensors) makes it 0600 again
         with open(tmp_path, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)

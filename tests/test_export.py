@@ -235,3 +235,68 @@ def test_bad_input_names_the_path_and_what_is_missing(tmp_path, capsys):
     assert "nowhere: no such run directory or file" in capsys.readouterr().err
     assert main(["export", str(finished), "--format", "dinov2", "--out", str(tmp_path / "d")]) == 0
     assert "dinov2_vit_pico_p14_pretrain.pth" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------- the card's snippets run as written
+def _card_code(out_dir: Path) -> str:
+    import re
+
+    return re.search(r"## How to load\n\n```python\n(.*?)```", (out_dir / "README.md").read_text(), re.S).group(1)
+
+
+def test_timm_card_snippet_loads_a_size_timm_does_not_name(pico_run, tmp_path):
+    """The card's by-name call (``vit_small_patch14_dinov2`` for a 96-dim pico model) carries the size arguments
+    of config.json: executed as written it loads the export with the exact weights."""
+    run_dir, teacher, regs = pico_run
+    res = export_run(run_dir, "timm", tmp_path)
+    namespace = {"x": _images(SIZE, n=1)}
+    exec(_card_code(res.out_dir), namespace)  # noqa: S102 - the card's own code, as a user runs it
+    expected = to_timm_state(prepared_state(teacher, SIZE))
+    got = namespace["model"].state_dict()
+    assert got.keys() == expected.keys()
+    assert all(torch.equal(got[k], v) for k, v in expected.items())
+    assert namespace["tokens"].shape == (1, 1 + regs + (SIZE // 14) ** 2, 96)
+
+
+def _dinov2_call(code: str) -> tuple[str, dict]:
+    import ast
+
+    assert "<" not in code.split("# or in pathfm")[0]  # no placeholder left
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Assign) and node.targets[0].id == "backbone":
+            call = node.value
+            args = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
+            if isinstance(call.func, ast.Attribute):  # torch.hub.load(repo, entry, ...)
+                assert ast.literal_eval(call.args[0]) == "facebookresearch/dinov2"
+                return ast.literal_eval(call.args[1]), args
+            return call.func.id, args
+    raise AssertionError(f"no backbone = ... in {code}")
+
+
+def test_dinov2_card_gives_the_constructor_and_its_arguments(pico_run, small_run, tmp_path):
+    """The hub entry for a hub size (``dinov2_vits14[_reg]``), else ``DinoVisionTransformer`` with every size
+    argument; checked against pathfm's model config (the DINOv2 code is not importable offline)."""
+    run_dir, teacher, regs = pico_run
+    variant = VARIANTS["reg4" if regs else "plain"]
+    entry, args = _dinov2_call(_card_code(export_run(run_dir, "dinov2", tmp_path / "pico").out_dir))
+    assert entry == "DinoVisionTransformer"
+    assert args == {"img_size": 37 * 14, "patch_size": 14, "embed_dim": 96, "depth": 4, "num_heads": 3,
+                    "mlp_ratio": 4, "ffn_layer": "mlp", "block_chunks": 0, "num_register_tokens": regs,
+                    "init_values": variant[1], "interpolate_offset": variant[2], "interpolate_antialias": variant[3]}
+    run_dir, teacher, regs = small_run
+    entry, args = _dinov2_call(_card_code(export_run(run_dir, "dinov2", tmp_path / "small").out_dir))
+    assert entry == ("dinov2_vits14_reg" if regs else "dinov2_vits14") and args.pop("pretrained") is False
+    hub_fixed = {} if regs else {"interpolate_offset": 0.1, "interpolate_antialias": False}  # _reg fixes them
+    assert args == {"img_size": 37 * 14, "init_values": VARIANTS["reg4" if regs else "plain"][1], **hub_fixed}
+
+
+def test_exported_files_have_the_usual_permissions(tmp_path):
+    """model.safetensors (written by safetensors / timm as 0600) and every other exported file: 0666 less the umask."""
+    from pathfm.io import _current_umask
+
+    run_dir = make_run(tmp_path / "run", "vit_pico", VARIANTS["plain"], grid=16)
+    usual = 0o666 & ~_current_umask()
+    for fmt in ("pathfm", "timm", "hf", "dinov2"):
+        out = export_run(run_dir, fmt, tmp_path / fmt).out_dir
+        modes = {f.name: oct(f.stat().st_mode & 0o777) for f in out.iterdir()}
+        assert set(modes.values()) == {oct(usual)}, (fmt, modes)

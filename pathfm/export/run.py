@@ -5,10 +5,11 @@ Formats (``OUT`` defaults to ``RUN/export/<format>``):
 * ``pathfm`` (the default): ``teacher_backbone.pt`` as pathfm writes it (``pathfm eval`` / ``model.init_from``);
 * ``timm``: ``config.json`` + ``model.safetensors`` for ``timm.create_model("local-dir:OUT", pretrained=True)``
   or ``timm.create_model(NAME, pretrained=True, pretrained_cfg_overlay=dict(file=OUT/model.safetensors),
-  img_size=SIZE)``;
+  img_size=SIZE, **SIZE_ARGS)`` (``embed_dim``/``depth``/... for a size timm does not name: the card writes them);
 * ``hf``: ``config.json`` + ``model.safetensors`` + ``preprocessor_config.json`` for
   ``transformers.AutoModel.from_pretrained(OUT)`` (``Dinov2Model``; ``Dinov2WithRegistersModel`` with registers);
-* ``dinov2``: ``dinov2_<arch>_pretrain.pth``, the official hub key layout (``model.init_from`` reads it back).
+* ``dinov2``: ``dinov2_<arch>_pretrain.pth``, the official hub key layout (``model.init_from`` reads it back); the
+  card names the hub entry and its arguments (``DinoVisionTransformer(...)`` for sizes the hub lacks).
 
 Each also writes ``README.md`` (:mod:`pathfm.export.card`). The exported model computes pathfm's CLS and
 patch tokens at ``SIZE`` (default: the run's training resolution); see :mod:`pathfm.ssl.foreign_export` for
@@ -17,9 +18,11 @@ what happens at other sizes.
 
 from __future__ import annotations
 
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pathfm.errors import PathfmError
 from pathfm.records import RunFolder
@@ -77,13 +80,51 @@ def copy_checksummed(src: Path, dst: Path) -> None:
         write_checksum(dst)
 
 
-def _load_snippet(fmt: str, out_dir: Path, name: str, img_size: int) -> str:
+DINOV2_HUB_SIZES = {"vit_small": "s", "vit_base": "b", "vit_large": "l", "vit_giant": "g"}
+# (offset, antialias) the hub's plain and _reg entries fix (dinov2/hub/backbones.py)
+DINOV2_HUB_RESIZE = {0: (0.1, False), 4: (0.0, True)}
+
+
+def dinov2_constructor(model: Any, model_cfg: dict) -> tuple[str, dict[str, Any]]:
+    """How the official DINOv2 code builds the model of a ``--format dinov2`` export: a hub entry
+    (``dinov2_vits14_reg``) and the arguments it needs, or ``DinoVisionTransformer`` with every size argument
+    for a model the hub does not name (the pico and tiny smoke models, patch 16, other register counts)."""
+    from pathfm.ssl.models import ARCH_SPECS
+
+    arch, patch = str(model_cfg.get("arch")), int(model.patch_size)
+    regs, ffn = int(model_cfg.get("n_registers", 0)), model_cfg.get("ffn", "mlp")
+    offset, antialias = float(model.pos_embed_offset), bool(model.pos_embed_antialias)
+    grid = math.isqrt(model.pos_embed.shape[1] - 1)
+    args: dict[str, Any] = {"img_size": grid * patch, "init_values": model_cfg.get("layerscale")}
+    hub_ffn = "swiglu" if arch == "vit_giant" else "mlp"
+    if arch in DINOV2_HUB_SIZES and patch == 14 and ffn == hub_ffn and regs in DINOV2_HUB_RESIZE:
+        entry = f"dinov2_vit{DINOV2_HUB_SIZES[arch]}14{'_reg' if regs else ''}"
+        if not regs:
+            return entry, {**args, "interpolate_offset": offset, "interpolate_antialias": antialias}
+        if (offset, antialias) == DINOV2_HUB_RESIZE[regs]:
+            return entry, args
+    spec = ARCH_SPECS[arch]
+    return "DinoVisionTransformer", {
+        **args, "patch_size": patch, "embed_dim": spec.embed_dim, "depth": spec.depth, "num_heads": spec.num_heads,
+        "mlp_ratio": 4, "ffn_layer": "swiglufused" if ffn == "swiglu" else "mlp", "block_chunks": 0,
+        "num_register_tokens": regs, "interpolate_offset": offset, "interpolate_antialias": antialias,
+    }
+
+
+def _kwargs(args: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in args.items())
+
+
+def _load_snippet(fmt: str, out_dir: Path, name: str, img_size: int, model: Any = None, model_cfg: dict | None = None) -> str:
     if fmt == "timm":
+        from pathfm.ssl.foreign_export import timm_architecture
+
+        size_args = "".join(f" {k}={v}," for k, v in timm_architecture(model_cfg or {})[1].items())
         return (
             "import timm\n"
             f'model = timm.create_model("local-dir:{out_dir}", pretrained=True)  # size, mean/std from config.json\n'
             "# or by architecture name (give img_size: the dinov2 names default to 518):\n"
-            f'model = timm.create_model("{name}", pretrained=True, img_size={img_size}, num_classes=0,\n'
+            f'model = timm.create_model("{name}", pretrained=True, img_size={img_size}, num_classes=0,{size_args}\n'
             f'                          pretrained_cfg_overlay=dict(file="{out_dir / "model.safetensors"}"))\n'
             "tokens = model.forward_features(x)  # (B, 1 [+4 registers] + N, D): CLS first"
         )
@@ -95,10 +136,15 @@ def _load_snippet(fmt: str, out_dir: Path, name: str, img_size: int) -> str:
             "out = model(pixel_values=x).last_hidden_state  # CLS first, then registers, then patch tokens"
         )
     if fmt == "dinov2":
+        entry, args = dinov2_constructor(model, model_cfg or {})
         return (
             "import torch\n"
-            'backbone = torch.hub.load("facebookresearch/dinov2", "dinov2_<arch>", pretrained=False)\n'
-            f'backbone.load_state_dict(torch.load("{out_dir / name}"))\n'
+            + (f'backbone = torch.hub.load("facebookresearch/dinov2", "{entry}", pretrained=False, {_kwargs(args)})\n'
+               if entry != "DinoVisionTransformer" else
+               "# a size the DINOv2 hub does not name: the model class of github.com/facebookresearch/dinov2\n"
+               "from dinov2.models.vision_transformer import DinoVisionTransformer\n"
+               f"backbone = DinoVisionTransformer({_kwargs(args)})\n")
+            + f'backbone.load_state_dict(torch.load("{out_dir / name}"))\n'
             f"# or in pathfm: model.init_from={out_dir / name}"
         )
     return (
@@ -158,7 +204,7 @@ def export_run(source: str | Path, fmt: str = "pathfm", out: str | Path | None =
         files = [out_dir / name]
     card = CardInputs(fmt=fmt, source=str(source), img_size=size, mean=mean, std=std, step=backbone.step,
                       arch=str(model_cfg.get("arch", backbone.arch)), license_id=license_id,
-                      load_snippet=_load_snippet(fmt, out_dir, name, size),
+                      load_snippet=_load_snippet(fmt, out_dir, name, size, model, model_cfg),
                       pos_embed_note=_pos_embed_note(fmt, model, size), run_dir=run_dir)  # fmt: skip
     atomic_write_text(out_dir / "README.md", render_card(card))
     return ExportResult(out_dir, fmt, files + [out_dir / "README.md"], size, name)

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from pathfm.errors import ConfigError
-from pathfm.io import atomic_checksummed, atomic_write_bytes, checksum_path, write_checksum
+from pathfm.io import atomic_checksummed, atomic_write_bytes, checksum_path, usual_mode, write_checksum
 from pathfm.ssl.models import ARCH_SPECS, interpolate_pos_embed
 
 # pathfm arch -> timm's DINOv2 size word; the ffn each timm model has (giant: SwiGLU, the others: MLP)
@@ -228,6 +228,8 @@ def write_timm(model: Any, model_cfg: Mapping[str, Any], out_dir: Path, img_size
     checksum_path(out_dir / WEIGHTS_FILE).unlink(missing_ok=True)  # timm writes the file itself: no stale sidecar
     save_for_hf(net, str(out_dir), model_config={"pretrained_cfg": pretrained_cfg}, safe_serialization=True,
                 data_config=data_cfg)  # fmt: skip
+    for written in (WEIGHTS_FILE, "config.json"):
+        usual_mode(out_dir / written)  # safetensors writes 0600
     write_checksum(out_dir / WEIGHTS_FILE)
     return name
 
