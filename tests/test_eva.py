@@ -101,3 +101,19 @@ def test_eva_pipeline_on_bundled_crc_matches_pathfm(make_pico_run, tmp_path):
     assert bal["task"].to_list() == ["eva:pathfm:crc"] and bal["backbone"].to_list() == ["trained"]
     assert np.isclose(bal["value"][0], cmp["eva_balanced_accuracy"])
     print(json.dumps(cmp))
+
+
+def test_eva_config_source_is_absolute_like_every_other_path(make_pico_run, tmp_path, monkeypatch):
+    """A relative source (as typed in the run's parent folder) is written absolute: eva's own CLI then runs the
+    config from any directory."""
+    run = make_pico_run("eva_rel", 3)
+    monkeypatch.chdir(run.parent)
+    cfg = eva_config(run.name, "pathfm:crc", out_dir="o")
+    writer = cfg["trainer"]["init_args"]["callbacks"][-1]["init_args"]
+    source = Path(writer["backbone"]["init_args"]["arguments"]["source"])
+    assert source.is_absolute() and source.is_dir() and source == run.resolve()
+    from pathfm.eva.config import absolute_source
+
+    assert absolute_source(f"hf:{run.name}") == f"hf:{run.resolve()}"
+    assert absolute_source(f"timm:vit_small_patch14_dinov2:{run.name}") == f"timm:vit_small_patch14_dinov2:{run.resolve()}"
+    assert absolute_source("timm:vit_small_patch14_dinov2") == "timm:vit_small_patch14_dinov2"

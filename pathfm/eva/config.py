@@ -84,6 +84,22 @@ def _head(in_features: int, n_classes: int, binary: bool, lr: float, max_steps: 
     }
 
 
+def absolute_source(source: str) -> str:
+    """``source`` with its path made absolute (``hf:<dir>``, ``timm:<name>:<file>``, a run dir or file), so the
+    config runs from any directory like every other path in it; ``timm:<name>`` and missing paths as given."""
+    def absolute(path: str) -> str:
+        p = Path(path).expanduser()
+        return str(p.resolve()) if p.exists() else path
+
+    s = str(source)
+    if s.startswith("hf:"):
+        return "hf:" + absolute(s.removeprefix("hf:"))
+    if s.startswith("timm:"):
+        name, sep, file = s.removeprefix("timm:").partition(":")
+        return f"timm:{name}:{absolute(file)}" if sep else s
+    return absolute(s)
+
+
 def eva_config(source: str, task: str, *, out_dir: str | Path, data_root: str | Path | None = None,
                pooling: str = "cls+mean", random_init_seed: int | None = None, n_runs: int = 5,
                max_steps: int = 12500, fold: int = 0, seed: int = 0, batch_size: int | None = None,
@@ -124,7 +140,7 @@ def eva_config(source: str, task: str, *, out_dir: str | Path, data_root: str | 
     binary = n_classes == 2 and not task.startswith(PATHFM_PREFIX)
     monitor = "val/BinaryAccuracy" if binary else "val/MulticlassAccuracy"
     emb_root = str(out / "embeddings")
-    arguments: dict[str, Any] = {"source": str(bb.source), "pooling": pooling}
+    arguments: dict[str, Any] = {"source": absolute_source(str(bb.source)), "pooling": pooling}
     if random_init_seed is not None:
         arguments["random_init_seed"] = int(random_init_seed)
     bs = batch_size or spec.batch_size
