@@ -254,13 +254,20 @@ def open_runs(tracking, run_dir: Path, run_name: str, tags: dict[str, str] | Non
 
 
 def check_installed(tracking) -> None:
-    """ConfigError naming the extra to install for each configured backend whose package is missing."""
+    """ConfigError naming the extra to install for each configured backend whose package is missing, or an
+    ``MLFLOW_TRACKING_URI`` naming MLflow's read-only file store (see :func:`pathfm.config.file_store_uri`)."""
     import importlib.util
 
     for section, module, package in (("mlflow", "mlflow", "mlflow"), ("wandb", "wandb", "wandb"),
                                      ("tensorboard", "tensorboardX", "tensorboardX")):
         if getattr(tracking, section) is not None and importlib.util.find_spec(module) is None:
             raise _missing(section, package)
+    if tracking.mlflow is not None and not tracking.mlflow.tracking_uri:
+        from pathfm.config import file_store_uri
+
+        why = file_store_uri(os.environ.get("MLFLOW_TRACKING_URI"))
+        if why:
+            raise ConfigError(f"MLFLOW_TRACKING_URI={why}")
 
 
 def prepare_tracking(tracking) -> None:

@@ -200,3 +200,23 @@ def test_a_two_trial_sweep_logs_one_tracked_run_per_trial(tmp_path, monkeypatch)
         recs = wandb_records(d)
         assert [r.run.run_group for r in recs if r.HasField("run")][0] == "tracked"
         assert [int(i.value_json) for r in recs if r.HasField("history") for i in r.history.item if wandb_key(i) == "_step"] == [1, 2]
+
+
+@pytest.mark.parametrize("uri", ["file:///tmp/mlruns", "file:mlruns", "./mlruns", "/tmp/mlruns"])
+def test_mlflow_file_store_is_refused_before_step_1(uri, tmp_path, monkeypatch, capsys):
+    """MLflow 3 keeps its file store read-only: logging failed at the first step, mid-training, with no
+    checkpoint and no DONE. The config (and MLFLOW_TRACKING_URI) are refused at start-up with the fix."""
+    from pathfm.cli import main
+    from pathfm.errors import ConfigError
+    from pathfm.tracking import TrackingCallback
+
+    with pytest.raises(ConfigError, match=r"file store.*read-only.*sqlite:///path/mlflow.db"):
+        load_config("smoke", [f"tracking.mlflow.tracking_uri={uri}"])
+    out = tmp_path / "runs"
+    assert main(["train", "smoke", f"tracking.mlflow.tracking_uri={uri}", f"run.output_dir={out}"]) == 2
+    assert "sqlite:///path/mlflow.db" in capsys.readouterr().err and not out.exists()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    cfg = load_config("smoke", ["tracking.mlflow.experiment=x"])
+    with pytest.raises(ConfigError, match=r"MLFLOW_TRACKING_URI=.*file store.*sqlite:///path/mlflow.db"):
+        TrackingCallback(cfg, tmp_path / "run")
+    assert load_config("smoke", [f"tracking.mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db"]).tracking.mlflow
