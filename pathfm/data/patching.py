@@ -317,10 +317,10 @@ def build_sources(entries: list[SlideEntry], mpps: list[float], hsv: HSVFilter, 
     """Validate every slide *before* training: all files openable and with a resolution (one error
     listing every failure), then drop (with a warning) slides without tissue or without a usable
     resolution. Raises SlideError if nothing is left."""
-    from tqdm.auto import tqdm
+    from pathfm.progress import progress_bar
 
     inspected, errors = [], []
-    for e in tqdm(entries, desc="slides", disable=not progress, leave=False):
+    for e in progress_bar(entries, desc="slides", disable=not progress, leave=False):
         try:
             inspected.append((e, *inspect_slide(e, hsv, thumbnail_size, assume_mpp, options, cache)))
         except SlideError as err:

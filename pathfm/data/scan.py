@@ -149,7 +149,7 @@ def scan_slides(source: str | Path, out: str | Path | None = None, assume_mpp: f
     unreadable slide unless ``skip_bad``."""
     import multiprocessing as mp
 
-    from tqdm.auto import tqdm
+    from pathfm.progress import progress_bar
 
     from pathfm.config import TissueFilterConfig
 
@@ -168,7 +168,7 @@ def scan_slides(source: str | Path, out: str | Path | None = None, assume_mpp: f
             todo.append((i, e))
     report = ScanReport(resumed=len(results))
     t0 = time.perf_counter()
-    bar = tqdm(total=len(entries), initial=len(results), desc="scan", unit="slide", disable=not progress)
+    bar = progress_bar(total=len(entries), initial=len(results), desc="scan", unit="slide", disable=not progress)
     log = open(journal, "a") if journal else None  # noqa: SIM115 - closed in the finally below
     if log is not None and journal.stat().st_size and not journal.read_bytes().endswith(b"\n"):
         log.write("\n")  # a line cut off by a kill stays alone (and is ignored) instead of spoiling the next

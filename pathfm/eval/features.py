@@ -78,9 +78,9 @@ def extract_features(model, images: np.ndarray, *, mean=(0.5,) * 3, std=(0.5,) *
     s = torch.tensor(std, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
     starts = range(0, len(images), batch_size)
     if progress:
-        from tqdm import tqdm
+        from pathfm.progress import progress_bar
 
-        starts = tqdm(starts, desc=desc, unit="batch", leave=False)
+        starts = progress_bar(starts, desc=desc, unit="batch", leave=False)
     chunks = []
     try:
         with torch.inference_mode():

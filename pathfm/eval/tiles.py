@@ -78,9 +78,9 @@ def load_samples(task: Task, *, progress: bool = False) -> TaskSamples:
     c, s = task.spec.crops_per_side, task.spec.input_size
     it = task.paths
     if progress:
-        from tqdm import tqdm
+        from pathfm.progress import progress_bar
 
-        it = tqdm(it, desc=f"decode {task.name}", unit="tile", leave=False)
+        it = progress_bar(it, desc=f"decode {task.name}", unit="tile", leave=False)
     images = np.empty((len(task) * c * c, s, s, 3), dtype=np.uint8)
     for i, path in enumerate(it):
         tile = decode_tile(path, s * c)

@@ -438,9 +438,9 @@ def train(
     if env.is_main:
         print(run.banner(), file=sys.stderr, flush=True)
         if cfg.run.progress:
-            from tqdm.auto import tqdm
+            from pathfm.progress import progress_bar
 
-            bar = tqdm(total=total, initial=run.progress.global_step, desc="train", unit="step", file=sys.stderr)
+            bar = progress_bar(total=total, initial=run.progress.global_step, desc="train", unit="step", file=sys.stderr)
     try:
         for index in range(run.progress.stage_index, len(plan)):
             it = None
