@@ -40,7 +40,8 @@ class LineProgress(tqdm):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.fp = _WholeLines(self.fp)
+        if not self.disable:  # a disabled tqdm sets up no stream (and never writes)
+            self.fp = _WholeLines(self.fp)
 
     def display(self, msg: str | None = None, pos: int | None = None) -> bool:
         if msg == "":  # close(leave=False) clears the bar: a log has nothing to clear

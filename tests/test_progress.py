@@ -48,3 +48,16 @@ def test_feature_extraction_progress_in_a_log_is_a_few_lines(capsys):
     extract_features(model, images, batch_size=2, progress=True, device="cpu", desc="feats")
     err = capsys.readouterr().err  # captured: not a terminal, as in a SLURM or Ray log
     assert "\r" not in err and 2 <= len(err.splitlines()) <= 23 and "100/100" in err
+
+
+def test_a_disabled_bar_in_a_log_iterates_and_writes_nothing():
+    import io
+
+    from pathfm.progress import progress_bar
+
+    out = io.StringIO()
+    assert list(progress_bar(range(5), disable=True, file=out, desc="x")) == [0, 1, 2, 3, 4]
+    with progress_bar(total=3, disable=True, file=out) as bar:
+        bar.update(3)
+        bar.set_postfix(loss=1.0)
+    assert out.getvalue() == ""

@@ -65,10 +65,13 @@ def test_grid_sweep_of_smoke_preset_writes_results(local_ray, tmp_path: Path):
                  eval={"tasks": ["crc"], "probes": ["linear"], "n_folds": 2}, report_every=3)
     sweep_dir = run_sweep(spec, storage=tmp_path, verbose=0)
     df = pl.read_parquet(sweep_dir / "results.parquet")
-    # the baselines, evaluated once for the sweep (not per trial): trial_id "reference", arm/seed/params null
+    # the baselines, evaluated once for the sweep (not per trial): trial_id "reference", arm and params null, seed:
+    # random init's init seed
     ref = df.filter(pl.col("trial_id") == "reference")
     assert set(ref["backbone"]) == {"random_init", "color_histogram"} and ref["param.kde_weight"].is_null().all()
-    assert ref.filter(pl.col("backbone") == "random_init")["fold"].sort().to_list() == [0, 0, 0, 1, 1, 1]  # 3 metrics
+    ri = ref.filter(pl.col("backbone") == "random_init")
+    assert sorted(ri["seed"].unique().to_list()) == [1234, 1235, 1236, 1237, 1238]  # eval.random_init_seeds: 5
+    assert ri.filter(pl.col("seed") == 1234)["fold"].sort().to_list() == [0, 0, 0, 1, 1, 1]  # 3 metrics x 2 folds
     assert json.loads((sweep_dir / "reference" / "reference.json").read_text())["status"] == "DONE"
     df = df.filter(pl.col("trial_id") != "reference")
     assert df.filter(pl.col("backbone").is_in(["random_init", "color_histogram"])).height == 0
