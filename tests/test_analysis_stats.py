@@ -1,5 +1,5 @@
 """Seed-level statistics against known answers: intervals, tests and Holm's correction checked by simulation
-against known truth (coverage, false-positive rate, power), and the bootstrap helpers used for many trials.
+against known truth (coverage, false-positive rate, power).
 
 Binomial error: a rate near 0.05 estimated from N draws has sd sqrt(0.05 * 0.95 / N) (0.0049 at N = 2,000);
 each bound below is the nominal value plus 3 of those."""
@@ -13,7 +13,6 @@ from scipy.stats import trim_mean
 
 from pathfm.analysis.power import min_detectable_effect, power_paired, seeds_needed
 from pathfm.analysis.stats import (
-    bootstrap_mean_ci,
     holm,
     iqm,
     pairwise_worse,
@@ -26,32 +25,6 @@ from pathfm.analysis.stats import (
 
 N = 4000
 BOUND = 0.05 + 3 * np.sqrt(0.05 * 0.95 / N)
-
-
-def test_bootstrap_ci_covers_true_mean_at_nominal_rate():
-    """95 % percentile CI of the mean of N(5, 2^2), n=40: coverage over 400 repetitions ~ 0.95
-    (percentile bootstrap under-covers slightly at small n; binomial sd at 400 reps is 0.011)."""
-    rng = np.random.default_rng(123)
-    hits = 0
-    reps = 400
-    for r in range(reps):
-        x = rng.normal(5.0, 2.0, size=40)
-        _, lo, hi = bootstrap_mean_ci(x, n_boot=1000, seed=r)
-        hits += lo <= 5.0 <= hi
-    coverage = hits / reps
-    assert 0.90 <= coverage <= 0.985, coverage
-
-
-def test_ci_narrower_at_lower_level():
-    x = np.random.default_rng(0).normal(size=50)
-    _, lo95, hi95 = bootstrap_mean_ci(x, level=0.95)
-    _, lo80, hi80 = bootstrap_mean_ci(x, level=0.80)
-    assert lo95 < lo80 < hi80 < hi95
-
-
-def test_single_value_has_no_ci():
-    m, lo, hi = bootstrap_mean_ci([0.7])
-    assert m == 0.7 and np.isnan(lo) and np.isnan(hi)
 
 
 def test_iqm_matches_trimmed_mean():

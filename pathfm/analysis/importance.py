@@ -18,7 +18,7 @@ import polars as pl
 from pathfm.analysis.load import (ARM_NAME, ResultsError, Selection, param_columns, scan_results, train_metric,
                                   trial_values)
 from pathfm.results import PARAM_PREFIX
-from pathfm.analysis.stats import bootstrap_mean_ci, percentile_ci
+from pathfm.analysis.stats import percentile_ci, t_interval
 
 MAX_LEVELS = 12  # knobs with at most this many values are plotted per value, else in quantile bins
 
@@ -168,7 +168,7 @@ def marginal_effect(tv: pl.DataFrame, param: str, level: float = 0.95, seed: int
         keys = d.with_columns(pl.Series("_k", codes))
     rows = []
     for k, g in keys.group_by("_k", maintain_order=True):
-        m, lo, hi = bootstrap_mean_ci(g["value"].to_numpy(), n_boot=1000, level=level, seed=seed)
+        m, lo, hi, _ = (float(v) for v in t_interval(g["value"].to_numpy(), level))  # few trials per value: t, not bootstrap
         xv = g[param]
         x = float(xv.cast(pl.Float64).median()) if numeric else math.nan
         label = str(xv[0]) if (not numeric or s.n_unique() <= MAX_LEVELS) else f"{xv.min():.3g}-{xv.max():.3g}"

@@ -20,7 +20,7 @@ seeds have three distinct resamples); the t interval is exact for normal per-see
 with few seeds (``t_{0.975, 1} = 12.7``). The calibration study (``benchmarks/calibration.py``,
 docs/statistics.md) measures every verdict's false-positive rate and power by simulation.
 
-The bootstrap helpers at the end serve statistics over many trials (parameter importance, curve fits).
+The percentile interval at the end serves bootstrap draws over many trials (parameter importance, curve fits).
 """
 
 from __future__ import annotations
@@ -189,7 +189,7 @@ def pairwise_worse(v: np.ndarray, higher_is_better: bool = True, alpha: float = 
     return worse
 
 
-# ----------------------------------------------------------------- bootstrap (statistics over many trials)
+# ----------------------------------------------------------------- bootstrap draws (statistics over many trials)
 def percentile_ci(samples: np.ndarray, level: float = 0.95, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Percentile interval of bootstrap ``samples`` along ``axis`` (NaN-aware)."""
     alpha = (1.0 - level) / 2.0
@@ -197,20 +197,3 @@ def percentile_ci(samples: np.ndarray, level: float = 0.95, axis: int = 0) -> tu
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices (no CI) stay NaN
         lo, hi = np.nanquantile(samples, [alpha, 1.0 - alpha], axis=axis)
     return lo, hi
-
-
-def bootstrap_mean_ci(
-    x: np.ndarray, n_boot: int = 2000, level: float = 0.95, seed: int = 0
-) -> tuple[float, float, float]:
-    """Mean and percentile bootstrap CI of a 1-D sample (``nan`` CI when fewer than 2 values). For a sample of
-    many trials; over a few seeds use :func:`t_interval`."""
-    x = np.asarray(x, dtype=float)
-    x = x[~np.isnan(x)]
-    if x.size == 0:
-        return np.nan, np.nan, np.nan
-    if x.size < 2:
-        return float(x.mean()), np.nan, np.nan
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(1)
-    lo, hi = percentile_ci(means, level)
-    return float(x.mean()), float(lo), float(hi)
