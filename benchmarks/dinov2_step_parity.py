@@ -26,14 +26,14 @@ or a multi-process launch, and each with the operation it stands for:
 
 Both sides start from pathfm's seeded initialisation (copied into DINOv2's student and teacher; the
 backbone names are DINOv2's, the heads' weight-norm tensors are mapped, and the mapping back through
-``pathfm.ssl.foreign_weights`` is checked to be the identity). Compared at step 1: teacher DINO / iBOT
+``pathfm.backbone.foreign_weights`` is checked to be the identity). Compared at step 1: teacher DINO / iBOT
 targets, student logits, every loss part, every parameter's optimizer group settings and pre-clip gradient,
 every parameter after the AdamW step, every teacher parameter after the EMA, the softmax centers; then the
 loss, target-entropy and grad-norm trajectories and the final weights over ``--steps`` steps.
 
-``--write-fixture`` stores pathfm's trace (pathfm.ssl.step_trace.trace) with the measured agreement in
+``--write-fixture`` stores pathfm's trace (benchmarks/step_trace.py: trace) with the measured agreement in
 tests/data/dinov2_step_parity.json, which tests/test_ssl_dinov2_parity.py recomputes in CI, and the trace's
-float32 noise envelope (pathfm.ssl.step_trace.noise_envelope: crops one ulp away, and the run under other
+float32 noise envelope (benchmarks/step_trace.py: noise_envelope: crops one ulp away, and the run under other
 float kernels and thread counts; 1-3 min more). ``--envelope-only`` recomputes only that envelope, for the
 stored traces, and needs no DINOv2 checkout: the traces stay the ones that were checked against DINOv2.
 """
@@ -54,8 +54,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from pathfm.ssl import foreign_weights
-from pathfm.ssl.step_trace import (
+from pathfm.backbone import foreign_weights
+from step_trace import (  # beside this script
     PARITY_CASES,
     PathfmStepper,
     fixed_crops,
@@ -201,7 +201,7 @@ def copy_weights_into_dinov2(stepper: PathfmStepper, model) -> None:
                 if p.shape != src[n].shape:
                     raise SystemExit(f"{n}: pathfm {tuple(src[n].shape)} vs DINOv2 {tuple(p.shape)}")
                 p.copy_(src[n])
-    # the backbone mapping of pathfm.ssl.foreign_weights, applied to DINOv2's training-checkpoint layout
+    # the backbone mapping of pathfm.backbone.foreign_weights, applied to DINOv2's training-checkpoint layout
     ckpt = {"model": {f"teacher.backbone.{k}": v for k, v in model.teacher.backbone.state_dict().items()}}
     converted = foreign_weights.convert_state_dict(ckpt, Path("dinov2-parity"))
     theirs, ours = converted.state, stepper.student.backbone.state_dict()
@@ -472,11 +472,11 @@ def write_fixture(summary: dict[str, Any], cases: list[str]) -> None:
 def write_fixture_file(summary: dict[str, Any], traces: dict[str, dict[str, Any]]) -> None:
     """The fixture: ``traces`` as given, and their float32 noise envelope measured now: per case, family and
     step, the largest relative deviation so far of the same run on crops one ulp away or under another float
-    kernel / thread count (pathfm.ssl.step_trace.noise_envelope; the CI test's tolerance scales it), with
+    kernel / thread count (benchmarks/step_trace.py: noise_envelope; the CI test's tolerance scales it), with
     each perturbation's largest deviation per family (``noise_sources``)."""
     envelope, sources = noise_envelope(traces)
     fixture = {
-        "what": "pathfm's training step on fixed crops (pathfm.ssl.step_trace.trace), after it was compared with "
+        "what": "pathfm's training step on fixed crops (benchmarks/step_trace.py: trace), after it was compared with "
                 "facebookresearch/dinov2's step by benchmarks/dinov2_step_parity.py (dinov2_agreement: that run)",
         "steps": len(next(iter(traces.values()))["steps"]),
         "dinov2_agreement": summary,

@@ -19,12 +19,12 @@ from pathlib import Path
 def main(out: Path, tasks: list[str], baseline_seed: int, skip_trained: bool) -> None:
     import torch
 
+    from pathfm.backbone.backbone_file import export_backbone
+    from pathfm.backbone.vit import build_backbone
     from pathfm.config import load_config
     from pathfm.eva.agreement import compare_with_pathfm
     from pathfm.eva.config import eva_config, write_eva_config
     from pathfm.eva.results import run_eva
-    from pathfm.ssl.export import export_backbone
-    from pathfm.ssl.models import build_backbone
 
     run = out / "pico_run"
     run.mkdir(parents=True, exist_ok=True)

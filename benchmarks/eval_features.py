@@ -28,10 +28,10 @@ import torch
 
 
 def bench_extraction(arch: str, n_tiles: int, repeats: int = 3) -> list[tuple]:
+    from pathfm.backbone.vit import build_backbone
     from pathfm.eval.features import extract_features, pool_tokens
     from pathfm.eval.tasks import get_task
     from pathfm.eval.tiles import load_samples
-    from pathfm.ssl.models import build_backbone
 
     images = load_samples(get_task("crc")).images[:n_tiles]
     torch.manual_seed(0)
@@ -98,9 +98,9 @@ def bench_evaluate(run: Path | None) -> list[tuple]:
 
     with tempfile.TemporaryDirectory() as tmp:
         if run is None:
+            from pathfm.backbone.backbone_file import export_backbone
+            from pathfm.backbone.vit import build_backbone
             from pathfm.config import load_config
-            from pathfm.ssl.export import export_backbone
-            from pathfm.ssl.models import build_backbone
 
             cfg = load_config("smoke")
             run = Path(tmp) / "smoke_run"

@@ -17,7 +17,7 @@ from pathfm.errors import PathfmError
 VERBS = {
     "data": "pathfm.data.cli",
     "train": "pathfm.ssl.cli",
-    "weights": "pathfm.ssl.weights_cli",
+    "weights": "pathfm.backbone.cli",
     "eval": "pathfm.eval.cli",
     "sweep": "pathfm.sweeps.cli",
     "ablate": "pathfm.ablations.cli",

@@ -65,9 +65,9 @@ def make_pico_run(tmp_path_factory):
     def make(name: str, step: int) -> Path:
         import torch
 
+        from pathfm.backbone.backbone_file import export_backbone
+        from pathfm.backbone.vit import build_backbone
         from pathfm.config import load_config
-        from pathfm.ssl.export import export_backbone
-        from pathfm.ssl.models import build_backbone
 
         run = tmp_path_factory.mktemp(name)
         cfg = load_config("smoke")

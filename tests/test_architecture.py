@@ -97,3 +97,65 @@ def test_no_module_imports_another_modules_private_names():
 def test_no_import_cycles_between_modules():
     graph, _ = import_graph()
     assert cycles(graph) == []
+
+
+# ------------------------------------------------------------------------------------------ layers
+# The command layer (pathfm/cli.py and each part's cli.py: `pathfm train`, `pathfm eval`, ...) composes the
+# parts; below it, training and evaluation never import each other: both stand on the backbone layer
+# (the ViT, its files and foreign formats), and evaluation hands training its probe as a callback.
+LAYER_RULES = {  # part -> parts it must not reach, directly or through other modules
+    "backbone": {"ssl", "eval", "sweeps", "ablations", "analysis", "export", "eva"},
+    "ssl": {"eval", "sweeps", "ablations", "analysis", "export", "eva"},
+    "eval": {"ssl", "sweeps", "ablations", "analysis"},
+}
+MAX_LINES = 450
+
+
+def part_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def is_command_layer(module: str) -> bool:
+    return module.rsplit(".", 1)[-1] == "cli"
+
+
+def reached(graph: dict[str, set[str]], start: str) -> dict[str, list[str]]:
+    """Every module ``start`` reaches through library (non-command) modules, with one import path to each."""
+    paths = {start: [start]}
+    todo = [start]
+    while todo:
+        v = todo.pop()
+        for w in sorted(graph[v]):
+            if w not in paths and not is_command_layer(w):
+                paths[w] = paths[v] + [w]
+                todo.append(w)
+    return paths
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    out = []
+    for module in sorted(graph):
+        banned = LAYER_RULES.get(part_of(module), set())
+        if not banned or is_command_layer(module):
+            continue
+        for target, path in reached(graph, module).items():
+            if part_of(target) in banned:
+                out.append(" -> ".join(path))
+    return out
+
+
+def test_the_layer_check_finds_a_reach_through_another_module():
+    graph = {"pathfm.ssl.a": {"pathfm.data.b"}, "pathfm.data.b": {"pathfm.eval.c"}, "pathfm.eval.c": set(),
+             "pathfm.ssl.cli": {"pathfm.eval.c"}}
+    assert layer_violations(graph) == ["pathfm.ssl.a -> pathfm.data.b -> pathfm.eval.c"]
+
+
+def test_training_and_evaluation_do_not_import_each_other():
+    graph, _ = import_graph()
+    assert layer_violations(graph) == []
+
+
+def test_no_module_is_over_the_size_limit():
+    sizes = {p.relative_to(REPO_ROOT).as_posix(): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
+    assert {p: n for p, n in sizes.items() if n > MAX_LINES} == {}

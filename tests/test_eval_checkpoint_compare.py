@@ -22,13 +22,14 @@ def test_best_probe_step_only_among_kept_checkpoints():
 @pytest.fixture(scope="module")
 def probed_run(tmp_path_factory) -> Path:
     from pathfm.config import load_config
+    from pathfm.eval.hook import probe_teacher
     from pathfm.ssl.trainer import train
 
     run = tmp_path_factory.mktemp("ckcmp") / "run"
     cfg = load_config("smoke", ["data.batch_size=2", "data.crops.n_local=2", "run.progress=false", "optim.steps=6",
                                 "optim.warmup_steps=1", "run.checkpoint_every=2", "run.keep_checkpoints=3",
                                 "run.threads=1", "probe.every=2", "probe.tasks=[crc]", "data.assume_mpp=0.5"])
-    train(cfg, run)
+    train(cfg, run, probe=probe_teacher)
     return run
 
 

@@ -45,7 +45,7 @@ def test_evaluate_both_tasks_with_baselines(pico_run, capsys):
 
 
 def test_fast_probe_keys_and_state(pico_run):
-    from pathfm.ssl.export import load_backbone
+    from pathfm.backbone.backbone_file import load_backbone
 
     model, _ = load_backbone(pico_run / "teacher_backbone.pt")
     model.train()
@@ -83,8 +83,9 @@ def test_cli_runs_on_a_run_dir(pico_run, tmp_path, capsys):
 @pytest.mark.slow
 def test_real_training_run_probe_hook_and_checkpoint_evaluation(tmp_path):
     """`pathfm train` (2 smoke steps) logs the fast probe; its checkpoint file is evaluated into the run."""
-    from pathfm.eval.sources import load_source
     from pathfm.eval.features import extract_features
+    from pathfm.eval.hook import probe_teacher
+    from pathfm.eval.sources import load_source
     from pathfm.eval.tasks import get_task
     from pathfm.eval.tiles import load_samples
     from pathfm.io import read_jsonl
@@ -94,7 +95,7 @@ def test_real_training_run_probe_hook_and_checkpoint_evaluation(tmp_path):
                                 "run.checkpoint_every=2", "optim.warmup_steps=0", "probe.every=2",
                                 "probe.tasks=[osteo]"])
     run = tmp_path / "run"
-    train(cfg, run)
+    train(cfg, run, probe=probe_teacher)
     last = read_jsonl(run / "metrics.jsonl")[-1]
     assert 0 <= last["probe/osteo/balanced_accuracy"] <= 1 and last["probe/osteo/rankme"] >= 1
     (ckpt,) = (run / "checkpoints").glob("step_*.pt")

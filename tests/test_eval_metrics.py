@@ -7,7 +7,8 @@ import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 from sklearn.neighbors import KNeighborsClassifier
 
-from pathfm.eval.metrics import classification_metrics, mean_and_spread, rankme, uniformity
+from pathfm.backbone.embedding_stats import rankme, uniformity
+from pathfm.eval.metrics import classification_metrics, mean_and_spread
 from pathfm.eval.probes import choose_c, knn_probe, linear_probe, run_probe
 
 

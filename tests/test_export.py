@@ -17,15 +17,15 @@ import pytest
 import timm
 import torch
 
+from pathfm.backbone import foreign_weights as fw
+from pathfm.backbone.backbone_file import export_backbone
+from pathfm.backbone.foreign_export import prepared_state, to_timm_state
+from pathfm.backbone.vit import VisionTransformer, build_backbone
 from pathfm.cli import main
 from pathfm.config import load_config
 from pathfm.errors import ConfigError
 from pathfm.eval.sources import load_source
 from pathfm.export.run import ExportError, export_run
-from pathfm.ssl import foreign_weights as fw
-from pathfm.ssl.export import export_backbone
-from pathfm.ssl.foreign_export import prepared_state, to_timm_state
-from pathfm.ssl.models import VisionTransformer, build_backbone
 
 TOL = 1e-5
 SIZE = 224
@@ -69,7 +69,7 @@ def _run_fixture(arch: str):
     @pytest.fixture(scope="module", params=list(VARIANTS))
     def fixture(request, tmp_path_factory) -> tuple[Path, torch.nn.Module, int]:
         """(run dir, its teacher as pathfm loads it, registers) of a finished run with a 37x37 grid."""
-        from pathfm.ssl.export import load_backbone
+        from pathfm.backbone.backbone_file import load_backbone
 
         variant = VARIANTS[request.param]
         run_dir = make_run(tmp_path_factory.mktemp(f"{arch}_{request.param}"), arch, variant, grid=37)
@@ -175,7 +175,7 @@ def test_hf_equals_pathfm_at_every_size_when_the_resize_settings_agree(tmp_path,
     run_dir = make_run(tmp_path / "run", "vit_pico", settings, grid=16, ffn="swiglu" if variant == "swiglu" else "mlp")
     res = export_run(run_dir, "hf")
     net = transformers.AutoModel.from_pretrained(str(res.out_dir)).eval()
-    from pathfm.ssl.export import load_backbone
+    from pathfm.backbone.backbone_file import load_backbone
 
     teacher = load_backbone(run_dir / "teacher_backbone.pt")[0]
     for size in (392, 98):

@@ -26,7 +26,7 @@ PREFIXES = run_folder.PREFIXES + sweep_folder.PREFIXES
 WORDS = {n for n in NAMES if "." not in n}
 FOLDER_VARIABLES = {"run_dir", "sweep_dir", "trial_dir"}
 #: (module, name): a name that is not ours in that module, with the reason
-NOT_OURS = {("pathfm/ssl/foreign_weights.py", "checkpoints"): "torch hub's own folder (torch.hub.get_dir())"}
+NOT_OURS = {("pathfm/backbone/foreign_weights.py", "checkpoints"): "torch hub's own folder (torch.hub.get_dir())"}
 PATH_CALLS = {"Path", "PurePath", "joinpath", "join", "with_name"}
 
 

@@ -130,7 +130,7 @@ def test_sigkilled_trial_worker_restarts_from_its_last_checkpoint(faulty_sweep):
     steps = [r["step"] for r in read_jsonl(t["dir"] / "metrics.jsonl")]
     assert steps == list(range(1, STEPS + 1))
     assert t["final_step"] == STEPS and (t["dir"] / "DONE").read_text().startswith(f"finished at step {STEPS}")
-    from pathfm.ssl import checkpoint as ckpt
+    from pathfm.backbone import checkpoint as ckpt
 
     path, state = ckpt.latest_valid(t["dir"])
     assert state["progress"]["global_step"] == STEPS and ckpt.verify(path) is None
@@ -144,7 +144,7 @@ def test_non_finite_loss_errors_its_trial_while_the_others_finish(faulty_sweep):
     assert "NonFiniteLossError" in bad["error"] and "is nan at step 3" in bad["error"]
     assert "Lower the lr" in bad["error"]  # says what to do
     assert not (bad["dir"] / "DONE").exists()
-    from pathfm.ssl import checkpoint as ckpt
+    from pathfm.backbone import checkpoint as ckpt
 
     assert [s for s, _ in ckpt.list_checkpoints(bad["dir"])] == [2]  # nothing saved for the NaN step
     assert trials["ok"]["status"] == "TERMINATED" and trials["ok"]["final_step"] == STEPS

@@ -61,8 +61,8 @@ def _poisoned(path: Path, marker: Path, extra: dict) -> Path:
 
 
 def test_checkpoints_with_pickled_code_are_refused_and_never_run(tmp_path: Path):
-    from pathfm.ssl import checkpoint as ckpt
-    from pathfm.ssl.export import load_backbone
+    from pathfm.backbone import checkpoint as ckpt
+    from pathfm.backbone.backbone_file import load_backbone
     from pathfm.ssl.trainer import train
 
     marker = tmp_path / "pwned"

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from pathfm.backbone import checkpoint as ckpt
 from pathfm.config import load_config
 from pathfm.errors import PathfmError
 from pathfm.io import read_jsonl
-from pathfm.ssl import checkpoint as ckpt
 from pathfm.ssl.trainer import train
 
 TINY = ["data.batch_size=4", "data.crops.n_local=2", "run.progress=false", "optim.warmup_steps=1",

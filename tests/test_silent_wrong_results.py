@@ -46,8 +46,8 @@ def _flip_weights(path: Path) -> None:
 
 def _pico_checkpoint(run: Path) -> Path:
     """A training checkpoint as pathfm's checkpoint writer writes it (the parts export reads)."""
-    from pathfm.ssl import checkpoint as ckpt
-    from pathfm.ssl.models import build_backbone
+    from pathfm.backbone import checkpoint as ckpt
+    from pathfm.backbone.vit import build_backbone
 
     cfg = load_config("smoke")
     torch.manual_seed(0)
@@ -70,9 +70,9 @@ def test_export_of_a_checkpoint_with_flipped_bytes_is_refused(tmp_path, capsys):
 
 
 def test_teacher_backbone_has_a_checksum_that_eval_eva_init_from_and_export_check(tmp_path, make_pico_run, capsys):
+    from pathfm.backbone.foreign_weights import read_weights_file
     from pathfm.eval.sources import load_source
     from pathfm.io import checksum_path, sha256_file
-    from pathfm.ssl.foreign_weights import read_weights_file
 
     run = make_pico_run("flipped", 5)
     file = run / "teacher_backbone.pt"
@@ -98,10 +98,10 @@ def test_a_file_without_checksum_is_read_with_a_warning(make_pico_run):
 
 
 def test_every_export_format_writes_checksummed_weights_that_readers_verify(make_pico_run, tmp_path):
+    from pathfm.backbone.foreign_weights import read_weights_file
     from pathfm.eval.sources import load_source
     from pathfm.export.run import export_run
     from pathfm.io import checksum_path, sha256_file
-    from pathfm.ssl.foreign_weights import read_weights_file
 
     run = make_pico_run("formats", 5)
     weights = {}

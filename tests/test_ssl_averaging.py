@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pathfm.backbone import checkpoint as ckpt
+from pathfm.backbone.averaging import average_state_dicts, last_checkpoints
+from pathfm.backbone.backbone_file import load_backbone
 from pathfm.cli import main
 from pathfm.config import load_config
 from pathfm.errors import PathfmError
 from pathfm.eval import evaluate
-from pathfm.ssl import checkpoint as ckpt
-from pathfm.ssl.averaging import average_state_dicts, last_checkpoints
-from pathfm.ssl.export import load_backbone
 from pathfm.ssl.trainer import train
 
 TINY = ["data.batch_size=2", "data.crops.n_local=1", "run.progress=false", "optim.warmup_steps=1",

@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch._dynamo.utils import counters
 
+from pathfm.backbone.vit import build_backbone, compile_blocks, eager_blocks
 from pathfm.config import load_config
-from pathfm.ssl.models import build_backbone, compile_blocks, eager_blocks
 
 
 def _nets():

@@ -19,8 +19,8 @@ from pathfm.ssl.diagnostics import (
     mean_pairwise_cosine,
     softmax_entropy,
 )
+from pathfm.backbone.vit import build_backbone
 from pathfm.ssl.heads import DINOHead
-from pathfm.ssl.models import build_backbone
 
 
 def test_entropy_against_a_float64_loop_and_its_bounds():

@@ -9,7 +9,7 @@ update moves further from it than float32 rounding can explain.
 Tolerance, per case, family and step: ``max(REL_FLOOR, FACTOR x noise_envelope)``. A family is one traced
 quantity (``loss/koleo``, ``grad_norm/backbone``, ``target_entropy/ibot``, ...; the parameter updates are
 one family per network, their largest deviation over the parameters, at the end). ``noise_envelope``
-(stored with the fixture, ``pathfm.ssl.step_trace.noise_envelope``, recomputed by
+(stored with the fixture, ``benchmarks/step_trace.py``'s ``noise_envelope``, recomputed by
 ``python benchmarks/dinov2_step_parity.py --envelope-only``) is, per family, the running maximum over the
 steps of the largest relative deviation from the stored trace among 13 perturbed runs of the same case on
 the machine that made the fixture: crops one float32 ulp away (``nextafter``), and the unchanged run under
@@ -36,12 +36,18 @@ variants so that every CI machine exercises the other-CPU path.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
-from pathfm.ssl import step_trace
+_SPEC = importlib.util.spec_from_file_location(
+    "step_trace", Path(__file__).resolve().parents[1] / "benchmarks" / "step_trace.py")
+step_trace = importlib.util.module_from_spec(_SPEC)
+sys.modules["step_trace"] = step_trace  # dataclasses look their module up there
+_SPEC.loader.exec_module(step_trace)
 
 FIXTURE = Path(__file__).parent / "data" / "dinov2_step_parity.json"
 FACTOR = 20.0

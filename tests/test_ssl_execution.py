@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pathfm.backbone.vit import build_backbone, compile_blocks
 from pathfm.config import load_config
-from pathfm.ssl.models import build_backbone, compile_blocks
 
 
 def _loss_and_grads(model, images, masks, seed: int = 3) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -14,11 +14,11 @@ import timm
 import torch
 import torch.nn.functional as F
 
+from pathfm.backbone import foreign_weights as fw
+from pathfm.backbone.backbone_file import export_backbone, load_backbone
+from pathfm.backbone.vit import VisionTransformer, build_backbone, interpolate_pos_embed
 from pathfm.config import load_config
 from pathfm.errors import ConfigError
-from pathfm.ssl import foreign_weights as fw
-from pathfm.ssl.export import export_backbone, load_backbone
-from pathfm.ssl.models import VisionTransformer, build_backbone, interpolate_pos_embed
 
 TOL = 1e-5
 

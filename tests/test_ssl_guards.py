@@ -12,8 +12,8 @@ from pathfm.config import GuardsConfig, load_config
 from pathfm.data.provenance import read_training_slides
 from pathfm.errors import ConfigError
 from pathfm.io import read_jsonl
-from pathfm.ssl.diagnostics import effective_rank
 from pathfm.records.run_folder import GUARD_FILE
+from pathfm.ssl.diagnostics import effective_rank
 from pathfm.ssl.guards import Guards, GuardState, read_guard_trip, violations
 from pathfm.ssl.trainer import train
 
@@ -134,7 +134,8 @@ def test_a_resumed_run_continues_its_guard_windows(tmp_path):
     """The guard streaks live in the checkpoint (TrainState.guards): a run interrupted after 2 collapsed
     steps (patience 3) and resumed trips at step 3, as the uninterrupted run does; a fresh window would
     trip only at step 4."""
-    from pathfm.ssl import checkpoint as ckpt
+    from pathfm.backbone import checkpoint as ckpt
+    from pathfm.ssl.train_state import TrainState
     from pathfm.ssl.trainer import StopTraining
 
     cfg = load_config("smoke", TINY + ["optim.steps=20", "run.guards={patience: 3}"])
@@ -146,7 +147,7 @@ def test_a_resumed_run_continues_its_guard_windows(tmp_path):
 
     part = train(cfg, tmp_path / "run", callbacks=[StopAt2()])
     assert (part.final_step, part.stop_reason) == (2, None)
-    saved = ckpt.TrainState.from_payload(ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path / "run", 2)))
+    saved = TrainState.from_payload(ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path / "run", 2)))
     assert saved.guards["streaks"]["collapsed|diag/dino_target_entropy / ln K"] == 2
     assert set(saved.guards["streaks"].values()) == {2}
     resumed = train(cfg, tmp_path / "run", resume=True)

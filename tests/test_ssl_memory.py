@@ -37,7 +37,7 @@ def test_activation_and_head_terms_follow_batch_crops_and_precision():
     assert tokens_per_crop(224, 14, 4) == 16 * 16 + 1 + 4
     tokens = cfg.data.batch_size * (c.n_global * tokens_per_crop(c.global_size, m.patch_size, m.n_registers)
                                     + c.n_local * tokens_per_crop(c.local_size, m.patch_size, m.n_registers))
-    from pathfm.ssl.models import ARCH_SPECS
+    from pathfm.backbone.vit import ARCH_SPECS
 
     spec = ARCH_SPECS[m.arch]
     per_token = block_bytes_per_token(spec.embed_dim, spec.num_heads, m.ffn, bool(m.layerscale), 2)

@@ -17,7 +17,7 @@ from pathfm.ssl.memory import (
     tokens_per_crop,
     training_memory,
 )
-from pathfm.ssl.models import ARCH_SPECS
+from pathfm.backbone.vit import ARCH_SPECS
 from pathfm.ssl.step import build_student_teacher
 
 GIANT = ["data.slides=samples/wsi"]  # the preset's batch: 12 per GPU (32 does not fit 80 GB: ~91.5 GiB)

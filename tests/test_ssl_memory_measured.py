@@ -12,9 +12,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pathfm.backbone.vit import ARCH_SPECS, build_backbone
 from pathfm.config import load_config
 from pathfm.ssl.memory import block_bytes_per_token, estimate_memory, tokens_per_crop
-from pathfm.ssl.models import ARCH_SPECS, build_backbone
 
 
 def _cfg(arch: str, ffn: str, precision: str, checkpointing: bool = False):

@@ -5,14 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pathfm.backbone.backbone_file import export_backbone, load_backbone
+from pathfm.backbone.layers import select_attention_backend
+from pathfm.backbone.vit import ARCH_SPECS, build_backbone, interpolate_pos_embed
 from pathfm.errors import PathfmError
-from pathfm.ssl.export import export_backbone, load_backbone
-from pathfm.ssl.models import (
-    ARCH_SPECS,
-    build_backbone,
-    interpolate_pos_embed,
-    select_attention_backend,
-)
 
 PICO = {"arch": "vit_pico", "patch_size": 14, "drop_path": 0.0}
 

@@ -93,9 +93,9 @@ def test_layer_id_handles_prefixes_and_rejects_out_of_range_blocks() -> None:
 
 
 def test_real_backbone_and_head_names() -> None:
+    from pathfm.backbone.vit import build_backbone
     from pathfm.config import HeadConfig, ModelConfig
     from pathfm.ssl.heads import DINOHead
-    from pathfm.ssl.models import build_backbone
 
     backbone = build_backbone(ModelConfig(arch="vit_pico", n_registers=2))
     head = DINOHead(backbone.embed_dim, HeadConfig(n_prototypes=32, hidden_dim=16, bottleneck_dim=8))

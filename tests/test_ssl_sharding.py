@@ -16,10 +16,10 @@ import pytest
 import torch
 from gloo_helpers import train_on_gloo
 
+from pathfm.backbone import checkpoint as ckpt
 from pathfm.config import load_config
 from pathfm.errors import ConfigError
 from pathfm.io import read_jsonl
-from pathfm.ssl import checkpoint as ckpt
 from pathfm.ssl.sharding import check_strategy, resolve_strategy
 
 COMMON = [
@@ -50,7 +50,7 @@ def _teacher(path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.slow
 def test_two_process_fsdp_equals_one_process_and_its_dcp_checkpoint_resumes_in_one(tmp_path):
-    from pathfm.ssl.sharded_checkpoint import read_full_teacher
+    from pathfm.backbone.sharded_checkpoint import read_full_teacher
     from pathfm.ssl.trainer import train
 
     two = tmp_path / "two"
@@ -81,8 +81,8 @@ def test_two_process_fsdp_equals_one_process_and_its_dcp_checkpoint_resumes_in_o
     for k in t2:
         assert torch.equal(teacher_parts["backbone"][k], t2[k]), k
     # checkpoint averaging reads the teachers out of the shards
-    from pathfm.ssl.averaging import export_average
-    from pathfm.ssl.export import load_backbone
+    from pathfm.backbone.averaging import export_average
+    from pathfm.backbone.backbone_file import load_backbone
 
     averaged, _ = load_backbone(export_average(two, 2))
     first = read_full_teacher(found[0][1])["backbone"]

@@ -7,11 +7,12 @@ import math
 import pytest
 import torch
 
+from pathfm.backbone import checkpoint as ckpt
+from pathfm.backbone.backbone_file import load_backbone
 from pathfm.config import load_config
-from pathfm.errors import NonFiniteLossError, PathfmError
+from pathfm.errors import ConfigError, NonFiniteLossError, PathfmError
 from pathfm.io import read_jsonl
-from pathfm.ssl import checkpoint as ckpt
-from pathfm.ssl.export import load_backbone
+from pathfm.ssl.train_state import rng_state, set_rng_state
 from pathfm.ssl.trainer import DIAGNOSTIC_KEYS, METRIC_KEYS, StopTraining, train
 
 # a faster variant of the smoke preset for the tests that are not about the preset itself
@@ -184,13 +185,21 @@ def test_a_killed_first_checkpoint_write_does_not_block_a_fresh_start(tmp_path):
     assert resume_point(tmp_path, None)[1] == 2 and ckpt.set_aside_unusable(tmp_path) == []
 
 
+def test_probe_every_without_a_probe_is_refused_before_anything_is_written(tmp_path):
+    """The in-training probe is evaluation's (pathfm.eval.hook.probe_teacher), handed to train(); a config
+    that asks for it without one fails at once, naming the field and the fix."""
+    with pytest.raises(ConfigError, match=r"probe.every=2 .*probe=pathfm.eval.hook.probe_teacher"):
+        train(load_config("smoke", TINY + ["probe.every=2"]), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 def test_rng_state_round_trip():
     import random
 
     import numpy as np
 
-    state = ckpt.rng_state()
+    state = rng_state()
     a = (torch.rand(3), np.random.rand(3), random.random())
-    ckpt.set_rng_state(state)
+    set_rng_state(state)
     b = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]

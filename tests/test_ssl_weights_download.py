@@ -7,11 +7,11 @@ import socket
 
 import pytest
 
+from pathfm.backbone import weights_download as wd
+from pathfm.backbone.foreign_weights import resolve_weights_source
 from pathfm.cli import main
 from pathfm.errors import ConfigError
 from pathfm.io import sha256_file
-from pathfm.ssl import weights_download as wd
-from pathfm.ssl.foreign_weights import resolve_weights_source
 
 
 @pytest.fixture()

@@ -16,8 +16,8 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from pathfm.backbone import checkpoint as ckpt
 from pathfm.records import SweepFolder, read_trial
-from pathfm.ssl import checkpoint as ckpt
 from pathfm.sweeps.optuna_study import TRIAL_DIR_ATTR, budget, run_optuna_study
 from pathfm.sweeps.spec import spec_from_dict
 

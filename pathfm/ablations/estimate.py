@@ -36,7 +36,7 @@ class ArmCost:
 
 
 def _arch_dims(arch: str) -> tuple[int, int]:
-    from pathfm.ssl.models import ARCH_SPECS
+    from pathfm.backbone.vit import ARCH_SPECS
 
     spec = ARCH_SPECS[arch]
     return spec.embed_dim, spec.depth

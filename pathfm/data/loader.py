@@ -12,6 +12,7 @@ Micro-batch ``m`` of rank ``r`` holds samples ``k = start_sample + m * B * world
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import torch
@@ -98,3 +99,13 @@ def build_train_loader(cfg, rank: int = 0, world_size: int = 1, start_sample: in
     if augment_on == "device":
         loader.device_augment = DeviceAugment(cfg.data, device if device is not None else "cpu")
     return loader
+
+
+def iterate_outside_rng(loader: DataLoader) -> Iterator[dict]:
+    """Iterate ``loader`` without touching the global torch RNG: a DataLoader draws its base seed from it when
+    its iterator starts (at the first ``next``); that draw is kept out of the training stream (drop path), so a
+    resumed run continues that stream bit-identically."""
+    it = iter(loader)
+    with torch.random.fork_rng(devices=[]):
+        first = next(it)
+    return itertools.chain([first], it)

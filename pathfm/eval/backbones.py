@@ -1,6 +1,6 @@
 """Frozen backbones to evaluate: our exported teacher (run dir / file), any timm model by name, or a module.
 
-Every backbone is exposed the same way (the contract of ``pathfm.ssl.export``)::
+Every backbone is exposed the same way (the contract of ``pathfm.backbone.backbone_file``)::
 
     model.forward_features(x) -> {"cls": (B, D), "patch": (B, N, D)}     # x normalised (B, 3, H, W)
     model.embed_dim, model.patch_size
@@ -142,9 +142,9 @@ def pathfm_backbone(path: str | Path) -> Backbone:
     else:
         file = p
     try:
-        from pathfm.ssl.export import load_backbone
+        from pathfm.backbone.backbone_file import load_backbone
     except ImportError as e:  # the trainer part is not installed
-        raise CheckpointError(f"cannot load {file}: pathfm.ssl.export is unavailable ({e})") from None
+        raise CheckpointError(f"cannot load {file}: pathfm.backbone.backbone_file is unavailable ({e})") from None
     from pathfm.io import sha256_file
 
     try:
@@ -166,7 +166,7 @@ def pathfm_backbone(path: str | Path) -> Backbone:
     def make_random(seed: int):
         import torch
 
-        from pathfm.ssl.models import build_backbone
+        from pathfm.backbone.vit import build_backbone
 
         torch.manual_seed(seed)
         return build_backbone(model_cfg, drop_path=0.0).eval()
@@ -189,7 +189,7 @@ def reference_backbone(model_cfg: Any, *, mean: float = 0.5, std: float = 0.5, n
     def make_random(seed: int):
         import torch
 
-        from pathfm.ssl.models import build_backbone
+        from pathfm.backbone.vit import build_backbone
 
         torch.manual_seed(seed)
         return build_backbone(d, drop_path=0.0).eval()

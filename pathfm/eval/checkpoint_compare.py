@@ -3,7 +3,7 @@ probe, evaluated side by side on the final tasks (``pathfm analyze checkpoints R
 
 * ``last``: the newest checkpoint's EMA teacher;
 * ``avg_last_K``: the element-wise mean of the teachers of the newest K checkpoints of that stage
-  (:func:`pathfm.ssl.averaging.export_average`, written as ``teacher_backbone_avg<K>.pt`` in the run);
+  (:func:`pathfm.backbone.averaging.export_average`, written as ``teacher_backbone_avg<K>.pt`` in the run);
 * ``best_probe``: the kept checkpoint whose step logged the best in-training probe score
   (``probe/<task>/balanced_accuracy`` in ``metrics.jsonl``). Only checkpoints still on disk can be chosen
   (``run.keep_checkpoints``), and it is left out when the probe task shares tiles with an evaluation task's
@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from pathfm.backbone import checkpoint as ckpt
 from pathfm.errors import PathfmError
 from pathfm.io import read_jsonl
 from pathfm.records import RunFolder
-from pathfm.ssl import checkpoint as ckpt
 
 PROBE_METRIC = re.compile(r"^probe/(?P<task>[^/]+)/balanced_accuracy$")
 
@@ -59,8 +59,8 @@ def probe_tasks_of(records: Sequence[dict]) -> list[str]:
 
 def candidates(run_dir: str | Path, k: int, eval_tasks: Sequence[str]) -> tuple[list[Candidate], list[str]]:
     """The checkpoints to compare, and notes on the ones that could not be built."""
+    from pathfm.backbone.averaging import export_average, last_checkpoints
     from pathfm.eval.probe_overlap import probe_test_overlap
-    from pathfm.ssl.averaging import export_average, last_checkpoints
 
     run_dir = Path(run_dir)
     kept = ckpt.list_checkpoints(run_dir)

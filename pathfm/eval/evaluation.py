@@ -25,13 +25,14 @@ from pathfm.eval.features import (
     default_cache_dir,
     extract_features,
 )
-from pathfm.eval.metrics import classification_metrics, embedding_diagnostics
+from pathfm.backbone.embedding_stats import embedding_diagnostics
+from pathfm.eval.metrics import classification_metrics
 from pathfm.eval.probes import check_probes, run_probe
 from pathfm.eval.results import format_summary
-from pathfm.records import RunFolder, eval_diagnostics_beside
-from pathfm.results import append_results, eval_frame
 from pathfm.eval.tasks import get_task
 from pathfm.eval.tiles import TaskSamples, load_samples
+from pathfm.records import RunFolder, eval_diagnostics_beside
+from pathfm.results import append_results, eval_frame
 
 DEFAULT_TASKS = ("crc", "osteo")
 

@@ -99,7 +99,7 @@ def timm_file_backbone(name: str, file: str | Path) -> Backbone:
     import timm
     import torch
 
-    from pathfm.ssl.foreign_export import TIMM_MODEL_ARGS
+    from pathfm.backbone.foreign_export import TIMM_MODEL_ARGS
 
     path = Path(file).expanduser()
     if not path.is_file():

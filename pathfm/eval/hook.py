@@ -1,4 +1,5 @@
-"""``fast_probe``: the in-training probe hook (configured by ``cfg.probe``; what a sweep scheduler reports and prunes on).
+"""``fast_probe``: the in-training probe (configured by ``cfg.probe``; what a sweep scheduler reports and prunes on);
+``probe_teacher`` is the form training takes it in: ``train(cfg, run_dir, probe=probe_teacher)``.
 
 Runs inside training every N steps on small tasks whose decoded tiles are cached in memory, so a call
 costs one no-grad forward pass over the tiles plus a kNN (milliseconds) or a logistic regression. No
@@ -11,8 +12,9 @@ from typing import Sequence
 
 import numpy as np
 
+from pathfm.backbone.embedding_stats import embedding_diagnostics
 from pathfm.eval.features import extract_features
-from pathfm.eval.metrics import METRICS, classification_metrics, embedding_diagnostics
+from pathfm.eval.metrics import METRICS, classification_metrics
 from pathfm.eval.probes import check_probes, run_probe
 from pathfm.eval.tasks import get_task
 from pathfm.eval.tiles import load_samples
@@ -56,3 +58,10 @@ def fast_probe(backbone, tasks: str | Sequence[str] = ("crc",), probe: str = "kn
             for k, v in embedding_diagnostics(x).items():
                 out[f"probe/{smp.task.name}/{k}"] = v
     return out
+
+
+def probe_teacher(backbone, probe_cfg) -> dict[str, float]:
+    """The in-training probe as :func:`pathfm.ssl.trainer.train` calls it: :func:`fast_probe` of the teacher
+    ``backbone`` on ``probe_cfg.tasks`` with ``probe_cfg.probe`` (``cfg.probe``); the trainer puts the backbone
+    in eval mode around the call."""
+    return fast_probe(backbone, tasks=probe_cfg.tasks, probe=probe_cfg.probe)

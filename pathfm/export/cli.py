@@ -52,7 +52,7 @@ def handle(args: argparse.Namespace) -> int:
     if args.stage is not None and args.average_last is None:
         raise PathfmError("--stage only applies with --average-last K")
     if args.average_last is not None:
-        from pathfm.ssl.averaging import export_average
+        from pathfm.backbone.averaging import export_average
 
         source = export_average(args.source, args.average_last, None, args.stage)
         print(f"averaged the last {args.average_last} checkpoint(s): {source}")

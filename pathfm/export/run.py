@@ -12,7 +12,7 @@ Formats (``OUT`` defaults to ``RUN/export/<format>``):
   card names the hub entry and its arguments (``DinoVisionTransformer(...)`` for sizes the hub lacks).
 
 Each also writes ``README.md`` (:mod:`pathfm.export.card`). The exported model computes pathfm's CLS and
-patch tokens at ``SIZE`` (default: the run's training resolution); see :mod:`pathfm.ssl.foreign_export` for
+patch tokens at ``SIZE`` (default: the run's training resolution); see :mod:`pathfm.backbone.foreign_export` for
 what happens at other sizes.
 """
 
@@ -89,7 +89,7 @@ def dinov2_constructor(model: Any, model_cfg: dict) -> tuple[str, dict[str, Any]
     """How the official DINOv2 code builds the model of a ``--format dinov2`` export: a hub entry
     (``dinov2_vits14_reg``) and the arguments it needs, or ``DinoVisionTransformer`` with every size argument
     for a model the hub does not name (the pico and tiny smoke models, patch 16, other register counts)."""
-    from pathfm.ssl.models import ARCH_SPECS
+    from pathfm.backbone.vit import ARCH_SPECS
 
     arch, patch = str(model_cfg.get("arch")), int(model.patch_size)
     regs, ffn = int(model_cfg.get("n_registers", 0)), model_cfg.get("ffn", "mlp")
@@ -117,7 +117,7 @@ def _kwargs(args: dict[str, Any]) -> str:
 
 def _load_snippet(fmt: str, out_dir: Path, name: str, img_size: int, model: Any = None, model_cfg: dict | None = None) -> str:
     if fmt == "timm":
-        from pathfm.ssl.foreign_export import timm_architecture
+        from pathfm.backbone.foreign_export import timm_architecture
 
         size_args = "".join(f" {k}={v}," for k, v in timm_architecture(model_cfg or {})[1].items())
         return (
@@ -148,7 +148,7 @@ def _load_snippet(fmt: str, out_dir: Path, name: str, img_size: int, model: Any 
             f"# or in pathfm: model.init_from={out_dir / name}"
         )
     return (
-        "from pathfm.ssl.export import load_backbone\n"
+        "from pathfm.backbone.backbone_file import load_backbone\n"
         f'model, meta = load_backbone("{RunFolder(out_dir).teacher_backbone}")\n'
         'feats = model.forward_features(x)  # {"cls": (B, D), "patch": (B, N, D)}'
     )
@@ -173,10 +173,10 @@ def export_run(source: str | Path, fmt: str = "pathfm", out: str | Path | None =
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt}: unknown; choose one of {', '.join(FORMATS)}")
     file = resolve_backbone_file(source)
+    from pathfm.backbone import foreign_export as fx
     from pathfm.eval.backbones import pathfm_backbone
     from pathfm.export.card import CardInputs, render_card
     from pathfm.io import atomic_write_text
-    from pathfm.ssl import foreign_export as fx
 
     backbone = pathfm_backbone(file)
     model, model_cfg = backbone.model, dict(backbone.model.cfg or {})

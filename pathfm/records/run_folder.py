@@ -8,16 +8,16 @@ from here; none spells one (tests/test_file_owner.py). Building a RunFolder read
     config_changes.jsonl         what each resume with another config changed (pathfm.ssl.run_files)
     metrics.jsonl                one record per logged step (pathfm.ssl.step_record)
     checkpoints/step_XXXXXXXX.pt + .sha256 (pathfm.io.checksum_path), or step_XXXXXXXX.dcp/ with train_state.pt
-                                 (run.strategy=fsdp; pathfm.ssl.checkpoint, pathfm.ssl.sharded_checkpoint)
-    teacher_backbone.pt + .sha256   the exported EMA teacher backbone (pathfm.ssl.export)
-    teacher_backbone_avg<K>[_<stage>].pt   the average of the last K checkpoints (pathfm.ssl.averaging)
+                                 (run.strategy=fsdp; pathfm.backbone.checkpoint, pathfm.backbone.sharded_checkpoint)
+    teacher_backbone.pt + .sha256   the exported EMA teacher backbone (pathfm.backbone.backbone_file)
+    teacher_backbone_avg<K>[_<stage>].pt   the average of the last K checkpoints (pathfm.backbone.averaging)
     training_slides.csv          the slides / patients trained on (pathfm.data.provenance)
     DONE                         the run finished (or a callback or guard stopped it)
     guard.json                   what stopped the run when a run.guards guard did (pathfm.ssl.guards)
     tracking.json                MLflow / W&B run ids; tensorboard/: TensorBoard's default log dir (pathfm.tracking)
     eval.parquet                 evaluation rows (pathfm.results.EVAL_SCHEMA); eval_diagnostics.jsonl beside it;
                                  eval_cache/: cached features (pathfm.eval.features)
-    export/<format>/             `pathfm export` (the format's own files inside: pathfm.ssl.foreign_export)
+    export/<format>/             `pathfm export` (the format's own files inside: pathfm.backbone.foreign_export)
     eva/<task>/                  `pathfm eva` (eva's own files inside: pathfm.eva)
     trial.json                   a sweep trial's record (:mod:`pathfm.records.trial`)
     STOP, ray_train/             a DDP trial: its driver asks the workers to stop; Ray Train's own folder

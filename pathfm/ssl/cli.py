@@ -71,6 +71,7 @@ def _default_run_dir(cfg, config_name: str) -> Path:
 def handle(args: argparse.Namespace) -> int:
     from pathfm.config import load_config
     from pathfm.errors import ConfigError
+    from pathfm.eval.hook import probe_teacher
     from pathfm.ssl.trainer import train
 
     config, resume, overrides = _split_items(args.items)
@@ -92,7 +93,7 @@ def handle(args: argparse.Namespace) -> int:
     if getattr(args, "dry_run", False):
         print(_dry_run_summary(cfg, run_dir, args.stage))
         return 0
-    result = train(cfg, run_dir, resume=bool(resume), stages=args.stage)
+    result = train(cfg, run_dir, resume=bool(resume), stages=args.stage, probe=probe_teacher)
     loss = result.metrics.get("loss")
     state = "stopped early" if result.stopped_early else "done"
     if result.stop_reason:  # a run.guards guard: collapsed / diverged / probe_dropped (run_dir/guard.json)
@@ -105,7 +106,7 @@ def handle(args: argparse.Namespace) -> int:
 def _dry_run_summary(cfg, run_dir: Path, stages: str) -> str:
     """What a run would do: model, stages, and the init weights file (a ConfigError if it is missing), after
     the start-up checks a real start runs (pathfm.ssl.sharding.startup_checks) at $WORLD_SIZE processes."""
-    from pathfm.ssl.foreign_weights import resolve_weights_source
+    from pathfm.backbone.foreign_weights import resolve_weights_source
     from pathfm.ssl.sharding import intended_device_type, startup_checks
     from pathfm.ssl.stages import plan_stages
 

@@ -91,10 +91,10 @@ def layerscale_magnitude(backbone: nn.Module) -> Tensor | None:
 
 @torch.no_grad()
 def effective_rank(x: Tensor) -> Tensor:
-    """RankMe effective rank of the (n, D) rows (:func:`pathfm.eval.metrics.rankme`, Garrido et al. 2023):
+    """RankMe effective rank of the (n, D) rows (:func:`pathfm.backbone.embedding_stats.rankme`, Garrido et al. 2023):
     1 when every row points the same way, up to min(n, D). One SVD of a batch-sized matrix on the host;
     NaN when there are no rows or any entry is not finite (a diverged step: the loss check reports it)."""
-    from pathfm.eval.metrics import rankme
+    from pathfm.backbone.embedding_stats import rankme
 
     if x.shape[0] == 0 or not bool(torch.isfinite(x).all()):
         return x.new_tensor(NAN, dtype=torch.float32)

@@ -142,7 +142,7 @@ def masked_patches(cfg) -> float:
 
 
 def ffn_hidden(ffn: str, dim: int) -> int:
-    """The FFN's hidden width (pathfm.ssl.models: MLP 4 D; SwiGLU round_up_8(floor(4 D x 2/3)))."""
+    """The FFN's hidden width (pathfm.backbone.vit: MLP 4 D; SwiGLU round_up_8(floor(4 D x 2/3)))."""
     return (int(4 * dim * 2 / 3) + 7) // 8 * 8 if ffn == "swiglu" else 4 * dim
 
 
@@ -163,7 +163,7 @@ def estimate_memory(cfg, world_size: int = 1, strategy: str = "ddp",
     """Per-device memory of the student/teacher step at ``cfg``'s model, crops, batch and precision, for
     ``strategy`` (``ddp`` | ``fsdp``) over ``world_size`` processes; ``activation_checkpointing`` None:
     ``cfg.model.activation_checkpointing``."""
-    from pathfm.ssl.models import ARCH_SPECS
+    from pathfm.backbone.vit import ARCH_SPECS
 
     if activation_checkpointing is None:
         activation_checkpointing = cfg.model.activation_checkpointing

@@ -5,13 +5,14 @@ run."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
+from pathfm.backbone import checkpoint as ckpt
 from pathfm.errors import PathfmError
 from pathfm.io import atomic_write_text, read_jsonl
 from pathfm.records import RunFolder
-from pathfm.ssl import checkpoint as ckpt
 
 
 def prepare_run_dir(run_dir: Path, resume: bool | str | Path) -> tuple[Path, dict] | None:
@@ -82,3 +83,25 @@ def truncate_metrics(path: Path, step: int) -> None:
     if len(kept) != len(records):
         text = "".join(json.dumps(r) + "\n" for r in kept)
         atomic_write_text(path, text)
+
+
+def start_run_files(cfg: Any, run_dir: Path) -> None:
+    """A new run's folder: created, its resolved config.yaml and its training-slides record written."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(RunFolder(run_dir).config, cfg.to_yaml())
+    record_training_slides(cfg, run_dir)
+
+
+def continue_run_files(cfg: Any, run_dir: Path, step: int) -> None:
+    """A resumed run's folder at ``step``: config.yaml updated (a change is printed and recorded),
+    metrics.jsonl cut back to ``step``, DONE removed, the training-slides record written if missing (a run
+    started before the record existed)."""
+    folder = RunFolder(run_dir)
+    changed = update_run_config(cfg, run_dir, step)
+    if changed:
+        print(f"resumed at step {step} with a changed config (config.yaml rewritten, {folder.config_changes.name} "
+              "records it): " + "; ".join(f"{k}: {a} -> {b}" for k, (a, b) in changed.items()), file=sys.stderr,
+              flush=True)
+    truncate_metrics(folder.metrics, step)
+    folder.done.unlink(missing_ok=True)
+    record_training_slides(cfg, run_dir, only_if_missing=True)

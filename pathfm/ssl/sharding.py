@@ -5,7 +5,7 @@ teacher are sharded, and the pieces of a step that must know about shards.
 gradients and AdamW state sharded over the ranks with ``torch.distributed.fsdp.fully_shard``, as DINOv2
 trains ViT-g), or ``auto`` (= :func:`resolve_strategy`: fsdp for vit_large / vit_giant on CUDA, ddp
 otherwise). In one process fsdp shards nothing (a world of one): the run is the plain one-process run,
-but it writes the same sharded (DCP) checkpoints (:mod:`pathfm.ssl.sharded_checkpoint`), so a run can
+but it writes the same sharded (DCP) checkpoints (:mod:`pathfm.backbone.sharded_checkpoint`), so a run can
 move between process counts.
 
 How a network is sharded (:func:`shard_net`): one FSDP unit per transformer block, one for the rest of

@@ -1,5 +1,5 @@
 """A run's stages (``main`` and, with ``highres.enabled``, ``highres``) and its progress counters (saved in
-checkpoints: :class:`pathfm.ssl.checkpoint.TrainState`)."""
+checkpoints: :class:`pathfm.backbone.checkpoint.TrainState`)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,15 @@ class Progress:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    def count_step(self, tiles: dict[str, float]) -> None:
+        """One optimizer step done, over ``tiles`` (summed over ranks: images, accepted, rejected, skipped)."""
+        self.stage_step += 1
+        self.global_step += 1
+        self.tiles_seen += int(tiles["images"])
+        self.tiles_accepted += int(tiles["accepted"])
+        self.tiles_rejected += int(tiles["rejected"])
+        self.slides_skipped += int(tiles["skipped"])
 
 
 def plan_stages(cfg: Config, which: str = "all") -> list[Stage]:

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from pathfm.backbone.vit import VisionTransformer, build_backbone
 from pathfm.errors import NonFiniteLossError
-from pathfm.ssl.models import VisionTransformer, build_backbone
 from pathfm.ssl.sharding import full_value, local_tensor
 
 AllReduce = Callable[[Tensor], Tensor]

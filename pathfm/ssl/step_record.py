@@ -1,9 +1,8 @@
-"""One ``metrics.jsonl`` record per logged step: its keys, the record of an optimizer step, and the
-in-training probe's scores (``cfg.probe``) added to it."""
+"""One ``metrics.jsonl`` record per logged step: its keys and the record of an optimizer step (the
+in-training probe's ``probe/*`` scores are added to it by the trainer)."""
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 from pathfm.ssl.stages import Progress
@@ -47,22 +46,3 @@ def step_record(progress: Progress, stage: str, step_out: dict, images_per_s: fl
         "slides_skipped": p.slides_skipped,
         **step_out["diagnostics"],
     }
-
-
-def probe_teacher(backbone: Any, probe_cfg: Any) -> dict[str, Any]:
-    """``probe/<task>/<metric>`` scores of the teacher backbone (in eval mode, restored after) on
-    ``probe_cfg.tasks``; empty when pathfm.eval cannot be imported."""
-    try:
-        from pathfm.eval import fast_probe
-    except ImportError:
-        warnings.warn("probe.every > 0 but pathfm.eval.fast_probe is not available; skipping the probe")
-        return {}
-    from pathfm.ssl.models import eager_blocks
-
-    was_training = backbone.training
-    backbone.eval()
-    try:
-        with eager_blocks():  # model.compile: no compile for the probe's shapes, modes and dtypes
-            return fast_probe(backbone, tasks=probe_cfg.tasks, probe=probe_cfg.probe)
-    finally:
-        backbone.train(was_training)

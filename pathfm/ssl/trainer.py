@@ -19,22 +19,21 @@ FSDP2 with ``run.strategy=fsdp``: pathfm.ssl.sharding).
 
 from __future__ import annotations
 
-import itertools
 import sys
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
 
-from pathfm.config import EXECUTION_ONLY_MODEL_FIELDS, Config, lr_scaled
+from pathfm.backbone import checkpoint as ckpt
+from pathfm.config import Config, lr_scaled
 from pathfm.errors import ConfigError, NonFiniteLossError
 from pathfm.io import append_jsonl, atomic_write_text, ensure_writable_dir, read_jsonl
 from pathfm.records import RunFolder
-from pathfm.ssl import checkpoint as ckpt
 from pathfm.ssl import run_files, sharding
 from pathfm.ssl.distributed import (
     DistEnv,
@@ -45,20 +44,24 @@ from pathfm.ssl.distributed import (
     broadcast_object,
     init_distributed,
 )
-from pathfm.ssl.export import config_sha, export_backbone
+from pathfm.backbone.backbone_file import config_sha, export_backbone
+from pathfm.backbone.foreign_weights import load_init_weights
+from pathfm.backbone.vit import count_parameters, eager_blocks
 from pathfm.ssl.finite_agreement import check_finite_on_all_ranks
-from pathfm.ssl.foreign_weights import load_init_weights
 from pathfm.ssl.guards import Guards, GuardState
-from pathfm.ssl.models import count_parameters
 from pathfm.ssl.runtime import build_centers, effective_precision, peak_memory_mb, reset_peak_memory, seed_everything
 from pathfm.ssl.stages import Progress, Stage, plan_stages
 from pathfm.ssl.step import LOSS_PARTS, build_student_teacher
+from pathfm.ssl.step_record import DIAGNOSTIC_KEYS, METRIC_KEYS, step_record
+from pathfm.ssl.train_state import TrainState, check_resumable, gather_rng_states, set_rng_state
 from pathfm.ssl.training_step import StepModels, StepPosition, training_step
-from pathfm.ssl.step_record import DIAGNOSTIC_KEYS, METRIC_KEYS, probe_teacher, step_record
 from pathfm.tracking import tracking_callbacks
 
-__all__ = ["DIAGNOSTIC_KEYS", "METRIC_KEYS", "Progress", "Stage", "StopTraining", "TrainResult", "plan_stages", "train"]
+# the in-training probe: (teacher backbone, cfg.probe) -> {"probe/<task>/<metric>": score} (pathfm.eval.hook)
+TeacherProbe = Callable[[nn.Module, Any], dict[str, float]]
 
+__all__ = ["DIAGNOSTIC_KEYS", "METRIC_KEYS", "Progress", "Stage", "StopTraining", "TeacherProbe", "TrainResult",
+           "plan_stages", "train"]
 
 
 class StopTraining(Exception):
@@ -79,8 +82,10 @@ class TrainResult:
 class _Run:
     """One training run: networks, optimizer, loader, counters, and the loop over stages."""
 
-    def __init__(self, cfg: Config, run_dir: Path, env: DistEnv, callbacks: Sequence[Any], stages: list[Stage]):
+    def __init__(self, cfg: Config, run_dir: Path, env: DistEnv, callbacks: Sequence[Any], stages: list[Stage],
+                 probe: TeacherProbe | None = None):
         self.cfg, self.run_dir, self.env, self.callbacks, self.stages = cfg, run_dir, env, list(callbacks), stages
+        self.probe = probe
         self.folder = RunFolder(run_dir)
         self.device = env.device
         self.precision = effective_precision(cfg, self.device)
@@ -105,7 +110,7 @@ class _Run:
         self.student_fwd: nn.Module = self.student
         self.shard_units: list[nn.Module] = []  # FSDP units of the student (gradient sync switch)
         if cfg.model.compile:
-            from pathfm.ssl.models import compile_blocks
+            from pathfm.backbone.vit import compile_blocks
 
             compile_blocks(self.student.backbone)
             compile_blocks(self.teacher.backbone)
@@ -132,7 +137,7 @@ class _Run:
         self.base_lr = lr_scaled(scfg, self.env.world_size)
 
     def _loader(self, stage: Stage) -> Iterator[dict]:
-        from pathfm.data import build_train_loader
+        from pathfm.data.loader import build_train_loader, iterate_outside_rng
 
         scfg = stage.cfg
         per_step = scfg.data.batch_size * self.env.world_size * scfg.optim.grad_accum
@@ -140,26 +145,13 @@ class _Run:
             scfg, rank=self.env.rank, world_size=self.env.world_size, start_sample=self.progress.stage_step * per_step,
             device=self.device,  # data.augment_on: auto/device apply the crops batched on the training device
         )
-        # torch's DataLoader draws a base seed from the global torch RNG when its iterator starts; keep that
-        # draw out of the training RNG stream (drop path), so a resumed run continues it bit-identically.
-        it = iter(loader)
-        with torch.random.fork_rng(devices=[]):
-            first = next(it)
-        return itertools.chain([first], it)
+        return iterate_outside_rng(loader)
 
     # ------------------------------------------------------------------------------ checkpoints
-    def _gather_rng(self) -> list[dict]:
-        state = ckpt.rng_state()
-        if not self.env.distributed:
-            return [state]
-        out: list[Any] = [None] * self.env.world_size
-        torch.distributed.all_gather_object(out, state)
-        return out
-
-    def _train_state(self, rngs: list[dict], with_nets: bool) -> ckpt.TrainState:
+    def _train_state(self, rngs: list[dict], with_nets: bool) -> TrainState:
         """The checkpoint payload; ``with_nets=False``: without the networks and optimizer (a sharded
         checkpoint holds those in its shards)."""
-        return ckpt.TrainState(
+        return TrainState(
             config=self.cfg.model_dump(mode="json"),
             model=self.cfg.model.model_dump(mode="json"),
             backbone_model=dict(self.teacher.backbone.cfg or {}),
@@ -177,13 +169,13 @@ class _Run:
         )
 
     def save(self) -> Path | None:
-        rngs = self._gather_rng()
+        rngs = gather_rng_states(self.env.distributed, self.env.world_size)
         step, keep = self.progress.global_step, self.cfg.run.keep_checkpoints
         path, teacher_state = None, None
         if self.strategy == "fsdp":  # every rank writes its shards; the exported teacher is gathered whole
-            from pathfm.ssl.sharded_checkpoint import save_sharded
+            from pathfm.backbone.sharded_checkpoint import save_sharded
 
-            path = save_sharded(self.run_dir, step, self._train_state(rngs, with_nets=False), self.student,
+            path = save_sharded(self.run_dir, step, self._train_state(rngs, with_nets=False).to_payload(), self.student,
                                 self.teacher, self.optimizer, keep, self.env.is_main)
             teacher_state = sharding.full_state_dict(self.teacher.backbone)
         elif self.env.is_main:
@@ -197,21 +189,10 @@ class _Run:
         barrier(self.env)
         return path
 
-    def restore(self, state: ckpt.TrainState, source: Path) -> None:
-        saved_model = state.model
-        runs_as = set(EXECUTION_ONLY_MODEL_FIELDS)
-        if {k: v for k, v in saved_model.items() if k not in runs_as} != self.cfg.model.model_dump(mode="json", exclude=runs_as):
-            raise ConfigError(
-                f"{source}: the checkpoint's model {saved_model} differs from the config's "
-                f"{self.cfg.model.model_dump(mode='json')}; resume with the run's own config.yaml"
-            )
+    def restore(self, state: TrainState, source: Path) -> None:
         names = [s.name for s in self.stages]
-        if state.stage not in names:
-            raise ConfigError(f"{source}: checkpoint is in stage '{state.stage}', not one of this run's {names}")
-        sharded = source.is_dir()  # a DCP checkpoint (pathfm.ssl.sharded_checkpoint), from any process count
-        if not sharded and self.shard_units:
-            raise ConfigError(f"{source}: a single-file (strategy ddp) checkpoint cannot be loaded into this "
-                              f"FSDP-sharded run of {self.env.world_size} processes; resume it with run.strategy=ddp")
+        check_resumable(state, self.cfg, names, source, sharded_run=bool(self.shard_units), world_size=self.env.world_size)
+        sharded = source.is_dir()  # a DCP checkpoint (pathfm.backbone.sharded_checkpoint), from any process count
         if not sharded:
             ckpt.load_net_state(self.student, state.student, source)
             ckpt.load_net_state(self.teacher, state.teacher, source)
@@ -219,7 +200,7 @@ class _Run:
         self.progress.stage_index = names.index(state.stage)
         self._setup_stage(self.stages[self.progress.stage_index])
         if sharded:
-            from pathfm.ssl.sharded_checkpoint import load_sharded
+            from pathfm.backbone.sharded_checkpoint import load_sharded
 
             load_sharded(source, self.student, self.teacher, self.optimizer)
         else:
@@ -237,7 +218,7 @@ class _Run:
         DataLoader iterator draws from torch's global RNG)."""
         rngs, source = self._saved_rng
         if len(rngs) == self.env.world_size:
-            ckpt.set_rng_state(rngs[self.env.rank])
+            set_rng_state(rngs[self.env.rank])
         else:
             warnings.warn(f"{source}: saved with {len(rngs)} processes, resuming with {self.env.world_size}: "
                           "random streams (drop path) are re-seeded, data order is unchanged")  # fmt: skip
@@ -274,13 +255,7 @@ class _Run:
             all_reduce=self.all_reduce, diagnose=logged,
             check_finite=lambda parts: check_finite_on_all_ranks(parts, p.global_step + 1, env, self.device),
         )  # fmt: skip
-        tiles = all_reduce_sum_dict(tiles, env, self.device)
-        p.stage_step += 1
-        p.global_step += 1
-        p.tiles_seen += int(tiles["images"])
-        p.tiles_accepted += int(tiles["accepted"])
-        p.tiles_rejected += int(tiles["rejected"])
-        p.slides_skipped += int(tiles["skipped"])
+        p.count_step(all_reduce_sum_dict(tiles, env, self.device))
         sums = {**result.values, **{f"grad_norm/{k}": v for k, v in result.grad_norms.items()}}
         means = all_reduce_mean_dict(sums, env, self.device)
         losses = {k: means[k] for k in LOSS_PARTS}
@@ -294,7 +269,14 @@ class _Run:
     def _maybe_probe(self, rec: dict[str, Any], stage: Stage) -> None:
         every = stage.cfg.probe.every
         if every > 0 and self.progress.global_step % every == 0:
-            rec.update(probe_teacher(self.teacher.backbone, stage.cfg.probe))
+            backbone = self.teacher.backbone
+            was_training = backbone.training
+            backbone.eval()
+            try:
+                with eager_blocks():  # model.compile: no compile for the probe's shapes, modes and dtypes
+                    rec.update(self.probe(backbone, stage.cfg.probe))
+            finally:
+                backbone.train(was_training)
 
     def _log(self, rec: dict[str, Any]) -> None:
         """Append the record, notify callbacks (rank 0), and agree on StopTraining across ranks."""
@@ -384,15 +366,23 @@ def train(
     callbacks: Sequence[Any] | None = None,
     *,
     stages: str = "all",
+    probe: TeacherProbe | None = None,
 ) -> TrainResult:
     """Train (or continue) a run in ``run_dir``; see the module docstring for what it writes.
 
     ``resume=True`` continues from the newest valid checkpoint in ``run_dir`` (bit-identical on CPU);
     ``resume=<path>`` from that checkpoint. ``stages``: ``all`` | ``main`` | ``highres`` (only the
-    post-training stage, usually with ``model.init_from`` = a finished run's checkpoint).
+    post-training stage, usually with ``model.init_from`` = a finished run's checkpoint). ``probe``: the
+    in-training probe ``probe(teacher_backbone, cfg.probe) -> {"probe/<task>/<metric>": score}``, called every
+    ``cfg.probe.every`` steps (:func:`pathfm.eval.hook.probe_teacher`; needed when ``probe.every > 0``).
     """
     if not isinstance(cfg, Config):
         raise TypeError("train() takes a pathfm.config.Config (see pathfm.config.load_config)")
+    plan = plan_stages(cfg, stages)
+    if probe is None and any(s.cfg.probe.every > 0 for s in plan):
+        raise ConfigError(f"probe.every={max(s.cfg.probe.every for s in plan)} asks for the in-training probe, but train() "
+                          "was given none: pass probe=pathfm.eval.hook.probe_teacher (the `pathfm train` command "
+                          "and sweeps do), or set probe.every=0")
     run_dir = Path(run_dir)
     folder = RunFolder(run_dir)
     env = init_distributed(cfg.run.device, cfg.run.collective_timeout_s)
@@ -401,36 +391,25 @@ def train(
         ensure_writable_dir(run_dir, "run directory")  # before building anything
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
-    plan = plan_stages(cfg, stages)
     found = run_files.prepare_run_dir(run_dir, resume)
-    if found is not None and folder.done.exists() and found[1]["progress"]["global_step"] >= sum(
-        s.cfg.optim.steps for s in plan
-    ):
+    if found is not None and folder.done.exists() and found[1]["progress"]["global_step"] >= sum(s.cfg.optim.steps for s in plan):
         rec = read_jsonl(folder.metrics)
         return TrainResult(run_dir, found[1]["progress"]["global_step"], rec[-1] if rec else {},
                            folder.teacher_backbone)  # fmt: skip
 
-    run = _Run(cfg, run_dir, env, tracking_callbacks(cfg, run_dir, callbacks) if env.is_main else callbacks or [], plan)
+    run = _Run(cfg, run_dir, env, tracking_callbacks(cfg, run_dir, callbacks) if env.is_main else callbacks or [], plan,
+               probe)
     if found is not None:
         path, state = found
-        run.restore(ckpt.TrainState.from_payload(state), path)
+        run.restore(TrainState.from_payload(state), path)
         first_it = run._loader(plan[run.progress.stage_index])
         run.restore_rng()
         if env.is_main:
-            changed = run_files.update_run_config(cfg, run_dir, run.progress.global_step)
-            if changed:
-                print(f"resumed at step {run.progress.global_step} with a changed config (config.yaml rewritten, "
-                      f"{folder.config_changes.name} records it): "
-                      + "; ".join(f"{k}: {a} -> {b}" for k, (a, b) in changed.items()), file=sys.stderr, flush=True)
-            run_files.truncate_metrics(folder.metrics, run.progress.global_step)
-            folder.done.unlink(missing_ok=True)
-            run_files.record_training_slides(cfg, run_dir, only_if_missing=True)  # a run started before the record existed
+            run_files.continue_run_files(cfg, run_dir, run.progress.global_step)
     else:
         run._setup_stage(plan[0])
         if env.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(folder.config, cfg.to_yaml())
-            run_files.record_training_slides(cfg, run_dir)
+            run_files.start_run_files(cfg, run_dir)
         first_it = run._loader(plan[0])
         seed_everything(cfg.seed, env.rank)
     total = sum(s.cfg.optim.steps for s in plan)

@@ -4,7 +4,7 @@
              -> clip + AdamW -> EMA teacher
 
 The trainer (:mod:`pathfm.ssl.trainer`) calls :func:`training_step` for every step it trains, and the DINOv2
-parity trace (:mod:`pathfm.ssl.step_trace`, tests/test_ssl_dinov2_parity.py) calls the same function, so the
+parity trace (benchmarks/step_trace.py, tests/test_ssl_dinov2_parity.py) calls the same function, so the
 step checked against facebookresearch/dinov2's is the step that trains. The pieces are in
 :mod:`pathfm.ssl.step` (models, masks, teacher, losses, clipping, EMA) and :mod:`pathfm.ssl.schedules`.
 """

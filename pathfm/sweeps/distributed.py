@@ -32,6 +32,7 @@ def _worker_loop(config: dict) -> None:
     """Runs on every Ray Train worker."""
     import yaml
 
+    from pathfm.eval.hook import probe_teacher
     from pathfm.ssl.trainer import train
 
     spec = spec_from_dict(yaml.safe_load(config["spec_yaml"]))
@@ -43,7 +44,7 @@ def _worker_loop(config: dict) -> None:
         return
     cfg = trial_config(spec, config["trial"])
     resume, _ = resume_point(run_dir, None)
-    train(cfg, run_dir, resume=resume, callbacks=[])
+    train(cfg, run_dir, resume=resume, callbacks=[], probe=probe_teacher)
 
 
 def run_ddp_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, node_id: str | None) -> None:
@@ -52,7 +53,7 @@ def run_ddp_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str,
     from ray import tune
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from pathfm.ssl import checkpoint as ckpt
+    from pathfm.backbone import checkpoint as ckpt
 
     r = spec.resources
     run_dir = Path(run_dir).resolve()

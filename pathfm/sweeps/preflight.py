@@ -30,6 +30,7 @@ def steps_per_trial(spec: SweepSpec, trials: list[dict], configs: list | None = 
 def measure_step_time(spec: SweepSpec, trial: dict, steps: int = 2) -> dict[str, float]:
     """Run ``steps`` CPU training steps of ``trial`` in a temporary folder; returns the seconds of the
     first step (start-up included) and of a steady step."""
+    from pathfm.eval.hook import probe_teacher
     from pathfm.ssl.trainer import train
     from pathfm.sweeps.trainable import trial_config
 
@@ -46,7 +47,7 @@ def measure_step_time(spec: SweepSpec, trial: dict, steps: int = 2) -> dict[str,
     scale = full_batch / cfg.data.batch_size
     with tempfile.TemporaryDirectory(prefix="pathfm_dryrun_") as d:
         t0 = time.perf_counter()
-        train(cfg, Path(d) / "run")
+        train(cfg, Path(d) / "run", probe=probe_teacher)
         wall = time.perf_counter() - t0
         recs = read_jsonl(RunFolder(Path(d) / "run").metrics)
     times = [r["time_s"] for r in recs]

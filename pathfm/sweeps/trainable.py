@@ -34,10 +34,10 @@ from pathfm.errors import StopTrial
 from pathfm.io import checksum_path
 from pathfm.records import RunFolder, TrialRecord, update_trial
 from pathfm.records.run_folder import TUNE_POINTER_FILE
-from pathfm.tracking import TrackingCallback, log_evaluation
 from pathfm.results import OBJECTIVE_METRIC
 from pathfm.sweeps.faults import fault_callbacks
 from pathfm.sweeps.spec import SweepSpec, check_slides, total_steps, trial_label, validate_trial
+from pathfm.tracking import TrackingCallback, log_evaluation
 
 
 def objective_from_eval(df: Any, tasks: list[str], probes: list[str]) -> dict[str, float]:
@@ -137,7 +137,7 @@ class TuneReporter:
 
 
 def copy_checkpoint(src: Path, dst: Path) -> None:
-    """Copy a checkpoint file, or a sharded checkpoint's directory (pathfm.ssl.sharded_checkpoint)."""
+    """Copy a checkpoint file, or a sharded checkpoint's directory (pathfm.backbone.sharded_checkpoint)."""
     if src.is_dir():
         shutil.copytree(src, dst, dirs_exist_ok=True)
     else:
@@ -165,7 +165,7 @@ def pointer_checkpoint_dir(step: int, path: Path, run_dir: Path, *, copy: bool =
 def resume_point(run_dir: Path, tune_checkpoint: Any) -> tuple[bool | Path, int]:
     """What to resume from: the newest valid checkpoint in the trial folder, else the copy inside Ray's
     checkpoint (no shared storage), else nothing. Returns ``(resume, step)``."""
-    from pathfm.ssl import checkpoint as ckpt
+    from pathfm.backbone import checkpoint as ckpt
 
     if ckpt.list_checkpoints(run_dir):
         found = ckpt.latest_valid(run_dir)
@@ -217,6 +217,7 @@ def run_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, swe
     """Train + evaluate one trial in ``run_dir``; returns its final metrics (``cfg``: the trial's Config as the
     driver built it, else built here; ``callbacks``: more trainer callbacks, e.g. the object-store push of
     :mod:`pathfm.sweeps.store_sync`). Raises on failure after recording the error in ``trial.json``."""
+    from pathfm.eval.hook import probe_teacher
     from pathfm.ssl.trainer import train
 
     run_dir = Path(run_dir).resolve()
@@ -259,7 +260,7 @@ def run_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, swe
                     if cfg.tracking.enabled else [])
         watchdog = start_hang_watchdog(cfg.run.hang_timeout_s, run_dir, cfg.run.startup_timeout_s)
         try:
-            result = train(cfg, run_dir, resume=resume, callbacks=[*fault_callbacks(trial, run_dir), reporter, *([watchdog] if watchdog else []), *trackers, *callbacks])
+            result = train(cfg, run_dir, resume=resume, callbacks=[*fault_callbacks(trial, run_dir), reporter, *([watchdog] if watchdog else []), *trackers, *callbacks], probe=probe_teacher)
         finally:
             if watchdog is not None:
                 watchdog.stop()

@@ -14,7 +14,7 @@ schedules. Drop path is 0 (its random draws cannot be matched across implementat
 (Midnight's term; DINOv2 has none).
 
 ``noise_envelope`` measures how far float32 rounding alone moves a trace (crops one ulp away, other float
-kernels and thread counts, each kernel setting in a fresh ``python -m pathfm.ssl.step_trace CASE... --steps
+kernels and thread counts, each kernel setting in a fresh ``python benchmarks/step_trace.py CASE... --steps
 N``, which prints the traces as JSON): the scale of the parity test's tolerance.
 """
 
@@ -25,15 +25,16 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from pathfm.config import Config, load_config, lr_scaled
+from pathfm.ssl import step as ssl_step
 from pathfm.ssl.centering import Center
 from pathfm.ssl.param_groups import param_groups
-from pathfm.ssl import step as ssl_step
 from pathfm.ssl.step import SSLNet, StudentOutputs, TeacherTargets
 from pathfm.ssl.training_step import StepModels, StepPosition, training_step
 
@@ -274,7 +275,7 @@ def trace_in_subprocess(cases: list[str], n_steps: int, kernel_env: dict[str, st
     default)."""
     env = {k: v for k, v in os.environ.items() if k not in KERNEL_ENV}
     env.update(kernel_env or {})
-    cmd = [sys.executable, "-m", "pathfm.ssl.step_trace", *cases, "--steps", str(n_steps)]
+    cmd = [sys.executable, str(Path(__file__).resolve()), *cases, "--steps", str(n_steps)]
     if threads is not None:
         cmd += ["--threads", str(threads)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -314,7 +315,7 @@ def noise_envelope(references: dict[str, dict[str, Any]], variants: dict[str, di
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m pathfm.ssl.step_trace CASE... [--steps N] [--threads T]``: the traces as JSON on stdout."""
+    """``python benchmarks/step_trace.py CASE... [--steps N] [--threads T]``: the traces as JSON on stdout."""
     import argparse
 
     ap = argparse.ArgumentParser(description="pathfm's parity trace of each case, as JSON")

@@ -1,7 +1,7 @@
 """pathfm backbones in other projects' layouts: timm ``vit_*_patch14[_reg4]_dinov2``, Hugging Face
 ``Dinov2Model`` / ``Dinov2WithRegistersModel``, and the official DINOv2 hub state dict.
 
-The inverse of :mod:`pathfm.ssl.foreign_weights` (which reads these layouts back): pure functions from a
+The inverse of :mod:`pathfm.backbone.foreign_weights` (which reads these layouts back): pure functions from a
 pathfm (= DINOv2-named) backbone state dict to another state dict, plus the writers of each format's files.
 
 Positional embeddings. pathfm keeps them on the grid they were trained for (16x16 from scratch at 224 px,
@@ -26,9 +26,9 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
+from pathfm.backbone.vit import ARCH_SPECS, interpolate_pos_embed
 from pathfm.errors import ConfigError
 from pathfm.io import atomic_checksummed, atomic_write_bytes, checksum_path, usual_mode, write_checksum
-from pathfm.ssl.models import ARCH_SPECS, interpolate_pos_embed
 
 # pathfm arch -> timm's DINOv2 size word; the ffn each timm model has (giant: SwiGLU, the others: MLP)
 TIMM_SIZES = {"vit_small": "small", "vit_base": "base", "vit_large": "large", "vit_giant": "giant"}

@@ -7,11 +7,11 @@ as valid when its sidecar exists and matches and it loads with ``torch.load(weig
 walks back from the newest one, so a file truncated by a crash or a full disk falls back to the
 previous checkpoint with a warning.
 
-A sharded run (``run.strategy=fsdp``, :mod:`pathfm.ssl.sharded_checkpoint`) writes a directory instead,
+A sharded run (``run.strategy=fsdp``, :mod:`pathfm.backbone.sharded_checkpoint`) writes a directory instead,
 ``step_00000010.dcp/`` (every rank's shard, torch.distributed.checkpoint, plus :data:`SHARDED_META`),
 renamed into place only when complete, with a sidecar over all its files (:func:`pathfm.io.checksum`).
 
-What a checkpoint holds is :class:`TrainState` (its fields are the file's top-level keys, plus ``format``,
+What a training checkpoint holds is :class:`pathfm.ssl.train_state.TrainState` (its fields are the file's top-level keys, plus ``format``,
 ``version`` and ``step`` that :func:`save_checkpoint` adds).
 """
 
@@ -19,15 +19,12 @@ from __future__ import annotations
 
 import errno
 import pickle
-import random
 import shutil
 import warnings
 import zipfile
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from pathfm.errors import PathfmError
@@ -64,37 +61,6 @@ def remove_checkpoint(path: Path) -> None:
     checksum_path(path).unlink(missing_ok=True)
 
 
-# ------------------------------------------------------------------------------------ the payload
-@dataclass
-class TrainState:
-    """Everything a training checkpoint saves and a resumed run restores (all weights_only-loadable)."""
-
-    config: dict[str, Any]  # the resolved config (Config.model_dump(mode="json"))
-    model: dict[str, Any]  # cfg.model, compared on resume
-    backbone_model: dict[str, Any]  # the backbone's own description (export, pos-embed settings)
-    config_sha: str
-    stage: str  # the stage name the run is in
-    progress: dict[str, Any]  # pathfm.ssl.stages.Progress.as_dict()
-    student: dict[str, dict]  # net_state(student): backbone / dino_head (/ ibot_head) state dicts
-    teacher: dict[str, dict]  # net_state(teacher)
-    optimizer: dict[str, Any]
-    scaler: dict[str, Any]  # GradScaler state ({} without fp16)
-    centers: dict[str, dict]  # softmax-centering state per head ({} with Sinkhorn-Knopp)
-    rng: list[dict]  # rng_state() of every rank, by rank
-    world_size: int
-    guards: dict[str, Any] | None = None  # pathfm.ssl.guards.GuardState.as_dict() (None: guards off / older file)
-
-    def to_payload(self) -> dict[str, Any]:
-        """The dict :func:`save_checkpoint` writes (no copies of the tensors)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> "TrainState":
-        """From a loaded checkpoint dict; keys of later versions are ignored, missing optional ones default."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in payload.items() if k in names})
-
-
 def net_state(net: Any) -> dict[str, dict]:
     """State dicts of an SSL network's parts (pathfm.ssl.step.SSLNet): backbone, dino_head (, ibot_head)."""
     out = {"backbone": net.backbone.state_dict(), "dino_head": net.dino_head.state_dict()}
@@ -105,8 +71,8 @@ def net_state(net: Any) -> dict[str, dict]:
 
 def load_net_state(net: Any, states: dict[str, dict], path: Path) -> None:
     """Load :func:`net_state` output into ``net`` (strict); ConfigError naming ``path`` when it does not fit."""
+    from pathfm.backbone.vit import adapt_state_dict
     from pathfm.errors import ConfigError
-    from pathfm.ssl.models import adapt_state_dict
 
     try:
         net.backbone.load_state_dict(adapt_state_dict(states["backbone"], net.backbone))
@@ -117,39 +83,6 @@ def load_net_state(net: Any, states: dict[str, dict], path: Path) -> None:
             net.ibot_head.load_state_dict(states["ibot_head"])
     except RuntimeError as e:
         raise ConfigError(f"{path}: weights do not fit this config's model/heads: {str(e).splitlines()[0]}") from None
-
-
-# ---------------------------------------------------------------------------------------- RNG state
-def rng_state() -> dict[str, Any]:
-    """torch (CPU and CUDA), numpy and python RNG states, as tensors/plain types (weights_only safe)."""
-    py_version, py_state, py_gauss = random.getstate()
-    np_state = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "python": {"version": py_version, "state": torch.tensor(py_state, dtype=torch.int64), "gauss": py_gauss},
-        "numpy": {
-            "kind": np_state[0],
-            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached_gaussian": float(np_state[4]),
-        },
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    py = state["python"]
-    random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
-    n = state["numpy"]
-    np.random.set_state(
-        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
-    )
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 # -------------------------------------------------------------------------------------- save/load

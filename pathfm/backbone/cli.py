@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from pathfm.ssl.weights_download import fetch_dinov2
+    from pathfm.backbone.weights_download import fetch_dinov2
 
     path = fetch_dinov2(args.name, args.dir, args.sha256, args.url)
     print(f"{args.name}: {path} (sha256 verified); use model.init_from={args.name}")

@@ -5,7 +5,7 @@ Meta publishes no checksums for ``dl.fbaipublicfiles.com/dinov2``; the pins belo
 public lock files of independent projects record for these exact file names (found by their file name in
 public source; not re-computed here, this machine has no network). A name without a pin is fetched only
 with ``--sha256 HEX`` given by the user. Training never downloads (``model.init_from`` only looks the file
-up, :func:`pathfm.ssl.foreign_weights.resolve_weights_source`): a 4.5 GB file fetched by every DDP rank
+up, :func:`pathfm.backbone.foreign_weights.resolve_weights_source`): a 4.5 GB file fetched by every DDP rank
 at once is the wrong default.
 
 The download streams into a temporary file next to the target while hashing, and only a file whose digest matches is renamed
@@ -19,9 +19,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from pathfm.backbone.foreign_weights import DINOV2_NAMES, DINOV2_URL, dinov2_file_name, weights_search_dirs
 from pathfm.errors import ConfigError
 from pathfm.io import atomic_path, sha256_file
-from pathfm.ssl.foreign_weights import DINOV2_NAMES, DINOV2_URL, dinov2_file_name, weights_search_dirs
 
 DINOV2_SHA256 = {
     "vits14": "b938bf1bc15cd2ec0feacfe3a1bb553fe8ea9ca46a7e1d8d00217f29aef60cd9",

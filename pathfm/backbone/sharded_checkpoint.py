@@ -28,8 +28,8 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from pathfm.backbone import checkpoint as ckpt
 from pathfm.io import write_checksum
-from pathfm.ssl import checkpoint as ckpt
 
 PARTIAL_SUFFIX = ".partial"
 
@@ -62,10 +62,10 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def save_sharded(run_dir: str | Path, step: int, meta: ckpt.TrainState, student: nn.Module, teacher: nn.Module,
+def save_sharded(run_dir: str | Path, step: int, meta: dict[str, Any], student: nn.Module, teacher: nn.Module,
                  optimizer: torch.optim.Optimizer, keep: int, is_main: bool) -> Path:
     """Collective: every rank writes its shards; rank 0 (``is_main``) completes, renames, checksums, prunes.
-    ``meta``: the TrainState without tensors of the networks (its student/teacher/optimizer are ignored)."""
+    ``meta``: the training state's payload without the networks' tensors (its student/teacher/optimizer are replaced)."""
     import torch.distributed.checkpoint as dcp
 
     final = ckpt.sharded_checkpoint_path(run_dir, step)
@@ -78,7 +78,7 @@ def save_sharded(run_dir: str | Path, step: int, meta: ckpt.TrainState, student:
         dcp.save(_state_dicts(student, teacher, optimizer), checkpoint_id=partial, no_dist=not _distributed())
     if is_main:
         payload = {"format": ckpt.FORMAT, "version": ckpt.VERSION, "step": int(step),
-                   **meta.to_payload(), "student": {}, "teacher": {}, "optimizer": {}}
+                   **meta, "student": {}, "teacher": {}, "optimizer": {}}
         torch.save(payload, partial / ckpt.SHARDED_META)
         ckpt.remove_checkpoint(final)  # a stale one of the same step (a resumed run passing it again)
         partial.rename(final)

@@ -19,10 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from pathfm.backbone.vit import VisionTransformer, adapt_state_dict, build_backbone
 from pathfm.errors import PathfmError
 from pathfm.io import atomic_checksummed, verify_checksum, warn_unverified
 from pathfm.records.run_folder import TEACHER_BACKBONE_FILE
-from pathfm.ssl.models import VisionTransformer, adapt_state_dict, build_backbone
 
 FORMAT = "pathfm-backbone"
 VERSION = 1
@@ -90,7 +90,7 @@ def _read(path: Path) -> tuple[Any, str | None]:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise BackboneFileError(
             f"{path}: not a readable pathfm backbone ({msg}); export one with pathfm train "
-            f"(run_dir/{TEACHER_BACKBONE_FILE}) or pathfm.ssl.export.export_backbone"
+            f"(run_dir/{TEACHER_BACKBONE_FILE}) or pathfm.backbone.backbone_file.export_backbone"
         ) from None
 
 

@@ -3,7 +3,7 @@
 A late average of weights (Polyak averaging over time, a "model soup" of one run) is often at least as good
 as the final checkpoint and smooths out where the run happened to stop. ``pathfm export RUN --average-last K``
 averages the teacher backbones of the newest K checkpoints of one stage (``main`` or ``highres``; the
-stages' checkpoints never mix) and writes an exported backbone (:mod:`pathfm.ssl.export` format, plus
+stages' checkpoints never mix) and writes an exported backbone (:mod:`pathfm.backbone.backbone_file` format, plus
 ``averaged_steps``) that ``pathfm eval`` reads like ``teacher_backbone.pt``. Floating-point tensors are
 averaged in float64 and cast back to their dtype; any other tensor must be equal in every checkpoint.
 K checkpoints exist only if ``run.keep_checkpoints >= K`` during training.
@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from pathfm.backbone import checkpoint as ckpt
+from pathfm.backbone.backbone_file import export_backbone
+from pathfm.backbone.vit import build_backbone
 from pathfm.errors import PathfmError
 from pathfm.records import RunFolder
-from pathfm.ssl import checkpoint as ckpt
-from pathfm.ssl.export import export_backbone
-from pathfm.ssl.models import build_backbone
 
 
 def average_state_dicts(states: list[dict[str, Tensor]]) -> dict[str, Tensor]:
@@ -55,7 +55,7 @@ def last_checkpoints(run_dir: str | Path, k: int, stage: str | None = None) -> l
     for step, path in reversed(ckpt.list_checkpoints(run_dir)):
         state = ckpt.load_checkpoint(path)  # a corrupt one is an error here: an average must not skip silently
         if "sharded_dir" in state:  # a sharded (fsdp) run's checkpoint: its teacher is in the shards
-            from pathfm.ssl.sharded_checkpoint import read_full_teacher
+            from pathfm.backbone.sharded_checkpoint import read_full_teacher
 
             state["teacher"] = read_full_teacher(path)
         stage = stage or state["stage"]

@@ -10,7 +10,7 @@
 * a name ``dinov2:vits14`` ... ``dinov2:vitg14_reg4``, found as ``dinov2_<name>_pretrain.pth`` in
   ``$PATHFM_WEIGHTS_DIR`` or the torch hub cache (``torch.hub.get_dir()/checkpoints``, where
   ``torch.hub.load`` keeps it). Loading never downloads: a missing file is an error naming the file, its
-  official address, where to put it and ``pathfm weights fetch`` (:mod:`pathfm.ssl.weights_download`,
+  official address, where to put it and ``pathfm weights fetch`` (:mod:`pathfm.backbone.weights_download`,
   checksum-verified).
 
 Loading is strict: a weight the model has and the file lacks (missing) or the file has and the model lacks
@@ -37,9 +37,9 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from pathfm.backbone import checkpoint as ckpt
 from pathfm.errors import ConfigError
-from pathfm.ssl import checkpoint as ckpt
-from pathfm.ssl.models import (
+from pathfm.backbone.vit import (
     ARCH_SPECS,
     POS_EMBED_ANTIALIAS,
     POS_EMBED_OFFSET,
@@ -295,7 +295,7 @@ def load_init_weights(student: Any, teacher: Any, model_cfg: Any) -> str:
     """``model.init_from`` for the trainer: a pathfm training checkpoint (student, teacher and heads), else
     backbone weights of any layout this module reads (strict), into both networks (pathfm.ssl.step.SSLNet).
     Returns a one-line description."""
-    from pathfm.ssl import checkpoint as ckpt
+    from pathfm.backbone import checkpoint as ckpt
 
     path = resolve_weights_source(model_cfg.init_from)
     obj = read_weights_file(path)

@@ -1,0 +1,1 @@
+"""The backbone layer under ssl and eval: the ViT, its files (pathfm backbone file, checkpoints, sharded checkpoints), foreign weights and export layouts, checkpoint averaging, embedding statistics."""
