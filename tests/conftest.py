@@ -12,6 +12,10 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("XFORMERS_DISABLED", "1")
+# Ray starts its workers at niceness 15 (its worker_niceness default): on a busy CI machine a trial then gets a few
+# per cent of a core beside any process at niceness 0 and runs past its test's timeout. Tests run the trials at
+# the priority of pytest itself, inherited by every Ray started here or in a subprocess.
+os.environ.setdefault("RAY_worker_niceness", "0")
 
 import pytest  # noqa: E402
 
