@@ -86,6 +86,7 @@ def test_importance_without_searched_params_is_a_clear_error():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_report_has_tables_and_embedded_figures(tmp_path):
     synthetic_results(seeds=2, tasks=("crc", "osteo"), folds=2, steps=(10,)).write_parquet(tmp_path / "results.parquet")
     (tmp_path / "sweep_meta.json").write_text(json.dumps({"study": "smoke", "baseline_arm": "baseline"}))

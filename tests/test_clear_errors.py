@@ -214,6 +214,7 @@ def test_a_truncated_trials_json_on_sweep_resume_is_named_with_the_fix(tmp_path,
     assert trials.read_text() == expected
 
 
+@pytest.mark.timeout(120)
 def test_sweep_collect_on_a_full_disk_says_so_and_keeps_the_previous_results(tmp_path):
     from pathfm.sweeps.collect import collect
 

@@ -17,6 +17,7 @@ from pathfm.config import REPO_ROOT, load_config
 from pathfm.errors import ConfigError, PathfmError
 
 
+@pytest.mark.timeout(120)
 def test_python_dash_m_pathfm_runs_the_cli():
     out = subprocess.run([sys.executable, "-m", "pathfm", "--version"], capture_output=True, text=True,
                          env={"PYTHONPATH": str(REPO_ROOT), "PATH": ""}, timeout=60)
@@ -43,6 +44,7 @@ def test_analyze_a_tidy_table_skips_filters_on_absent_columns(tmp_path, capsys):
 
 
 @pytest.mark.slow  # an SQLite Optuna study and a server in a subprocess: ~20 s on the shared 2 cores
+@pytest.mark.timeout(300)
 def test_dashboard_serves_the_study_of_a_sweep_folder(tmp_path):
     pytest.importorskip("optuna_dashboard")
     import optuna

@@ -201,6 +201,7 @@ def test_slide_deleted_during_training_is_skipped_and_counted_with_device_augmen
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_resume_is_bit_identical_with_device_augmentation(tmp_path):
     from pathfm.io import read_jsonl
     from pathfm.ssl.trainer import StopTraining, train

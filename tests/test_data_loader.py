@@ -77,6 +77,7 @@ def test_resume_and_ranks_partition_the_stream(dataset):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_two_workers_give_the_same_batches(dataset):
     cfg0 = small_cfg()
     cfg2 = small_cfg("data.num_workers=2")

@@ -38,6 +38,7 @@ def test_pool_scan_gives_the_serial_rows_and_reports_slides_per_second(tmp_path,
     assert not journal_path(tmp_path / "b.csv").exists()  # removed once the manifest is written
 
 
+@pytest.mark.timeout(120)
 def test_a_killed_scan_resumes_without_rescanning(tmp_path, pyramid_slide, capsys):
     folder = cohort(tmp_path / "c", pyramid_slide, 12)
     out = tmp_path / "slides.csv"

@@ -71,6 +71,7 @@ def _child_opens(cache, path, q):
     q.put((len(cache), cache.opens))
 
 
+@pytest.mark.timeout(120)
 def test_handle_cache_is_bounded_and_reopened_after_fork(wsi_dir):
     paths = sorted(p for p in wsi_dir.iterdir() if p.suffix in (".svs", ".tiff"))
     cache = SlideCache(max_open=2)

@@ -34,6 +34,7 @@ def probed_run(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_three_candidates_evaluated_side_by_side(probed_run: Path):
     cands, notes = candidates(probed_run, 3, ["pcam_train"])
     names = {c.name: c.steps for c in cands}

@@ -18,6 +18,7 @@ def pico_run(make_pico_run):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_evaluate_both_tasks_with_baselines(pico_run, capsys):
     df = evaluate(pico_run, tasks=["crc", "osteo"], probes=["linear", "knn"], resize=112, progress=False)
     assert df.columns == list(SCHEMA)
@@ -70,6 +71,7 @@ def test_cli_bad_inputs_exit_2_with_a_clear_message(pico_run, tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_cli_runs_on_a_run_dir(pico_run, tmp_path, capsys):
     out = tmp_path / "elsewhere.parquet"
     rc = main(["eval", str(pico_run), "--task", "osteo", "--probe", "knn,linear", "--no-baselines", "--resize",
@@ -81,6 +83,7 @@ def test_cli_runs_on_a_run_dir(pico_run, tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_real_training_run_probe_hook_and_checkpoint_evaluation(tmp_path):
     """`pathfm train` (2 smoke steps) logs the fast probe; its checkpoint file is evaluated into the run."""
     from pathfm.eval.features import extract_features

@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 STUDY, SCALE, SEEDS, STEPS = "photometric", "cpu", 2, 4  # PATHFM_DEMO_SIZE=tiny in scripts/demo.sh
 PROBES = ("knn", "linear")  # one report per probe: report-knn, report-linear

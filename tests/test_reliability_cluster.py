@@ -15,7 +15,7 @@ import pytest
 from pathfm.io import read_jsonl
 from pathfm.records import SweepFolder, read_trial
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 STEPS = 12
 

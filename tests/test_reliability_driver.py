@@ -23,7 +23,7 @@ import yaml
 from pathfm.io import read_jsonl
 from pathfm.records import SweepFolder, read_trial
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 STEPS = 8
 SPEC = {

@@ -99,6 +99,7 @@ def _listening_ports() -> set[int]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_local_ray_of_a_sweep_starts_no_dashboard():
     import ray
 

@@ -37,6 +37,7 @@ class AtStep:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_slides_deleted_or_corrupted_mid_training_are_skipped_and_counted(tmp_path: Path, cmu_slide: Path):
     slides = tmp_path / "slides"
     slides.mkdir()
@@ -67,6 +68,7 @@ def test_slides_deleted_or_corrupted_mid_training_are_skipped_and_counted(tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_disk_full_mid_run_fails_clearly_and_the_run_resumes_from_the_last_good_checkpoint(tmp_path: Path):
     """RLIMIT_FSIZE makes writes past the limit fail with EFBIG, the same path as ENOSPC on a full disk;
     unlike chmod it stops root too. The limit is set after the first checkpoint (step 2), so the
@@ -124,6 +126,7 @@ def test_unwritable_sweep_storage_fails_before_ray_starts(under_a_file: Path):
     assert not ray.is_initialized()
 
 
+@pytest.mark.timeout(120)
 def test_cli_reports_unwritable_storage_without_a_traceback(tmp_path: Path, repo_root: Path):
     spec = tmp_path / "s.yaml"
     spec.write_text("name: nowhere\noverrides: {data.assume_mpp: 0.5, optim.steps: 2}\neval: {enabled: false}\n"

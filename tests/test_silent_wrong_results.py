@@ -128,6 +128,7 @@ def _optuna_spec(name: str, steps: int, space: dict) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_optuna_refuses_to_join_a_study_with_another_spec(tmp_path, capsys):
     import optuna
     import yaml
@@ -170,6 +171,7 @@ def test_a_config_path_that_does_not_exist_is_an_error_not_a_preset(tmp_path, mo
 
 # -------------------------------------------------- 4. resume with overrides rewrites the run's config.yaml
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_resume_with_overrides_rewrites_config_yaml_and_records_the_change(tmp_path, capsys):
     run = tmp_path / "run"
     items = [f"{k}={json.dumps(v)}" for k, v in FAST.items()]

@@ -33,6 +33,7 @@ def test_average_of_state_dicts_is_the_mean_and_refuses_mismatches():
 
 
 @pytest.mark.slow  # ~12 s on 2 cores: 4 training steps and a kNN evaluation
+@pytest.mark.timeout(600)
 def test_export_average_last_k_equals_the_mean_and_evaluates(tmp_path, capsys):
     run = tmp_path / "run"
     cfg = load_config("smoke", TINY + ["optim.steps=4", "run.checkpoint_every=1", "run.keep_checkpoints=3"])

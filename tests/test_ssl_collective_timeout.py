@@ -8,6 +8,7 @@ import os
 import time
 from pathlib import Path
 
+import pytest
 import torch.multiprocessing as mp
 
 from gloo_helpers import free_port
@@ -43,6 +44,7 @@ def test_the_default_is_minutes_not_hours():
     assert load_config("smoke").run.collective_timeout_s == 600
 
 
+@pytest.mark.timeout(120)
 def test_a_hung_rank_makes_the_other_fail_within_the_collective_timeout(tmp_path: Path):
     ctx = mp.get_context("fork")  # no re-import in the children; nothing in this process has started a group
     port, out = free_port(), tmp_path / "rank0.json"

@@ -29,6 +29,7 @@ COMMON = [
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_two_process_step_equals_one_process_step_on_the_same_global_batch(tmp_path):
     """Sinkhorn-Knopp targets (the default). Softmax centering is not compared: its iBOT center is the
     mean of per-rank means (DINOv2's rule), which by design differs from the one-process mean."""

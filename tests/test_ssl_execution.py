@@ -43,6 +43,7 @@ def test_activation_checkpointing_gives_identical_loss_and_gradients():
 
 
 @pytest.mark.slow  # inductor compiles each block's forward and backward: minutes on 2 shared cores
+@pytest.mark.timeout(300)
 def test_compiled_blocks_give_the_eager_loss_and_gradients():
     torch.manual_seed(1)
     images = [torch.randn(2, 3, 56, 56), torch.randn(3, 3, 28, 28)]

@@ -41,6 +41,7 @@ def _rank(rank: int, port: int, out_dir: str) -> None:
     shutdown_distributed()
 
 
+@pytest.mark.timeout(120)
 def test_nan_on_rank_1_stops_both_ranks_at_that_step_naming_rank_1(tmp_path: Path):
     port = free_port()
     assert run_ranks(_rank, lambda r: (r, port, str(tmp_path)), timeout_s=60) == [0, 0]
@@ -91,6 +92,7 @@ def _train_rank(rank: int, port: int, run_dir: str, out_dir: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_ddp_training_with_nan_on_one_rank_stops_both_as_diverged_naming_the_rank(tmp_path: Path):
     from pathfm.ssl.guards import read_guard_trip
 

@@ -49,6 +49,7 @@ def test_cpu_preset_dino_targets_stay_informative(cpu_run):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_cpu_preset_teacher_beats_random_init_on_crc9_knn(cpu_run):
     df = evaluate(cpu_run, tasks=["crc9"], probes=("knn",), seeds=[0], progress=False, verbose=False)
     scores = df.filter(pl.col("metric") == "balanced_accuracy").group_by("backbone").agg(pl.col("value").mean())

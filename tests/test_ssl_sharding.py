@@ -49,6 +49,7 @@ def _teacher(path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_two_process_fsdp_equals_one_process_and_its_dcp_checkpoint_resumes_in_one(tmp_path):
     from pathfm.backbone.sharded_checkpoint import read_full_teacher
     from pathfm.ssl.trainer import train

@@ -31,6 +31,7 @@ def _losses(run_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_smoke_preset_via_cli_on_real_slides_loss_falls(tmp_path, monkeypatch, capsys):
     """`pathfm train configs/smoke.yaml` as a new user runs it: run dir, metrics, export, DONE, falling loss."""
     from pathfm.cli import main
@@ -66,6 +67,7 @@ def test_smoke_preset_via_cli_on_real_slides_loss_falls(tmp_path, monkeypatch, c
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_resume_is_bit_identical_on_cpu(tmp_path):
     overrides = TINY + ["optim.steps=4", "run.checkpoint_every=2", "loss.centering=softmax",
                         "model.drop_path=0.2", "optim.grad_accum=2", "loss.koleo_weight=0.1"]  # fmt: skip
@@ -96,6 +98,7 @@ def test_resume_is_bit_identical_on_cpu(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_highres_stage_chains_with_interpolated_pos_embed(tmp_path):
     cfg = load_config("smoke", TINY + [
         "optim.steps=2", "highres.enabled=true", "highres.steps=2", "highres.tile_size=192",
@@ -114,6 +117,7 @@ def test_highres_stage_chains_with_interpolated_pos_embed(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_non_finite_loss_stops_with_named_loss_and_saves_nothing_corrupt(tmp_path, nan_dino_head_from_call):
     cfg = load_config("smoke", TINY + ["optim.steps=6", "run.checkpoint_every=2"])
     with nan_dino_head_from_call(4):

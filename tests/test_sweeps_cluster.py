@@ -10,7 +10,7 @@ from pathfm.records import SweepFolder, read_trial
 from pathfm.sweeps.runner import run_sweep
 from pathfm.sweeps.spec import spec_from_dict
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def _two_trial_spec(name: str, steps: int):

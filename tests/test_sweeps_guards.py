@@ -50,6 +50,7 @@ def test_collapsed_trial_stops_with_its_reason_in_the_sweep_tables(tmp_path: Pat
 
 
 @pytest.mark.slow  # ~6 s: a plain Optuna study on real SQLite around one 2-step trial
+@pytest.mark.timeout(600)
 def test_plain_optuna_prunes_a_collapsed_trial_and_keeps_the_reason(tmp_path: Path):
     spec = _spec("optuna_guard", space={"kde_weight": {"choice": [0.05]}},
                  search={"algorithm": "optuna", "num_samples": 1, "seed": 0})

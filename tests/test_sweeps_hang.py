@@ -35,6 +35,7 @@ from pathfm.sweeps.spec import expand_trials, spec_from_dict, trial_configs
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.timeout(120)
 def test_watchdog_fires_only_after_the_timeout_without_progress(tmp_path: Path):
     killed, messages = threading.Event(), []
     dog = HangWatchdog(1.5, tmp_path, on_hang=messages.append, kill=killed.set, poll_s=0.05, startup_s=30).start()
@@ -52,6 +53,7 @@ def test_watchdog_fires_only_after_the_timeout_without_progress(tmp_path: Path):
     assert "after step 7" in messages[0] and "run.hang_timeout_s=1.5" in messages[0]
 
 
+@pytest.mark.timeout(120)
 def test_watchdog_watches_startup_with_its_own_allowance(tmp_path: Path):
     killed, messages = threading.Event(), []
     dog = HangWatchdog(0.2, tmp_path, on_hang=messages.append, kill=killed.set, poll_s=0.05, startup_s=1.0).start()
@@ -76,6 +78,7 @@ def test_startup_allowance_is_the_knob_or_a_multiple_of_the_hang_timeout():
     assert startup_allowance(10, 7) == 7
 
 
+@pytest.mark.timeout(120)
 def test_trial_hung_before_its_first_step_is_killed_and_recorded(tmp_path: Path):
     """A real trial process (run_trial, the Tune function's body) blocks before training
     (``PATHFM_TEST_HANG_AT_STEP=0``): the watchdog records the start-up hang and SIGKILLs the process."""
@@ -122,6 +125,7 @@ def _rank_with_a_peer_that_never_joins(rank: int, port: int, run_dir: str) -> No
 
 
 @pytest.mark.slow  # 10-12 s: two spawned processes importing torch
+@pytest.mark.timeout(300)
 def test_ddp_rank_that_never_joins_training_is_caught_by_rank_0s_startup_allowance(tmp_path: Path):
     """Real 2-process gloo group: rank 0 is killed by its watchdog after the start-up allowance, long before the
     collective timeout (without start-up watching it would wait the full 120 s, then fail with an error)."""
@@ -180,6 +184,7 @@ def test_sweep_that_cannot_retry_a_hung_trial_warns_at_start(tmp_path: Path, cap
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_hung_rank_of_a_ddp_trial_is_killed_and_retried_from_its_checkpoint_in_a_ray_sweep(tmp_path: Path, monkeypatch):
     """2 Ray Train gloo workers: rank 0 blocks after logging step 2, its watchdog kills it after
     ``run.hang_timeout_s``, rank 1's next collective fails, Tune retries the trial from checkpoint 1."""

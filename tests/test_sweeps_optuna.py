@@ -21,7 +21,7 @@ from pathfm.records import SweepFolder, read_trial
 from pathfm.sweeps.optuna_study import TRIAL_DIR_ATTR, budget, run_optuna_study
 from pathfm.sweeps.spec import spec_from_dict
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 FAST = {"data.assume_mpp": 0.5, "optim.steps": 4, "optim.warmup_steps": 1, "run.checkpoint_every": 2,
         "data.batch_size": 4, "data.crops.n_local": 2, "data.n_slides": 1, "data.tissue.thumbnail_size": 256}

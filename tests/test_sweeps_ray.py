@@ -15,7 +15,7 @@ from pathfm.sweeps.faults import ENV_VAR
 from pathfm.sweeps.runner import SweepError, run_sweep
 from pathfm.sweeps.spec import spec_from_dict
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 FAST = {  # the smoke preset, shortened for tests
     "data.assume_mpp": 0.5, "optim.steps": 6, "optim.warmup_steps": 1, "run.checkpoint_every": 3,

@@ -30,6 +30,7 @@ def _write(tmp_path: Path, storage: Path, *extra: str) -> Path:
     return out
 
 
+@pytest.mark.timeout(120)
 def test_script_is_valid_bash_and_asks_for_the_allocation(tmp_path: Path):
     out = _write(tmp_path, tmp_path / "shared", "--account", "lab42", "--sbatch=--qos=high")
     text = out.read_text()
@@ -91,6 +92,7 @@ def _run_script(tmp_path: Path, out: Path, **env_extra: str) -> tuple[subprocess
     return proc, calls
 
 
+@pytest.mark.timeout(120)
 def test_script_starts_head_then_workers_then_the_sweep(tmp_path: Path):
     storage = tmp_path / "shared"
     out = _write(tmp_path, storage)
@@ -124,6 +126,7 @@ def test_script_starts_head_then_workers_then_the_sweep(tmp_path: Path):
     assert not (token_dir / "777.token").exists()  # removed at exit
 
 
+@pytest.mark.timeout(120)
 def test_an_existing_sweep_is_resumed_and_sigterm_reaches_the_driver(tmp_path: Path):
     storage = tmp_path / "shared"
     out = _write(tmp_path, storage)
@@ -145,6 +148,7 @@ def test_an_existing_sweep_is_resumed_and_sigterm_reaches_the_driver(tmp_path: P
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_wait_nodes_against_a_real_ray_head():
     """The script's `wait-nodes` step, against a real local Ray head: 1 node up at once; 2 nodes never come."""
     import sys

@@ -163,6 +163,7 @@ def _collect_many(path: str, n: int) -> None:
         collect(path)
 
 
+@pytest.mark.timeout(120)
 def test_concurrent_collectors_never_corrupt(tmp_path: Path):
     sweep = tmp_path / "sw"
     for i in range(6):
@@ -209,6 +210,7 @@ def test_cli_status_and_collect(tmp_path: Path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_dry_run_validates_counts_and_estimates_cost(tmp_path: Path, capsys):
     from pathfm.cli import main
 

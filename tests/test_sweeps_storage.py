@@ -97,6 +97,7 @@ def _optimize_on_journal(path: str, n: int) -> None:
     study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0) ** 2, n_trials=n)
 
 
+@pytest.mark.timeout(120)
 def test_two_processes_write_one_file_locked_journal_without_losing_a_trial(tmp_path: Path):
     import multiprocessing as mp
 
@@ -116,6 +117,7 @@ def test_two_processes_write_one_file_locked_journal_without_losing_a_trial(tmp_
 
 
 @pytest.mark.slow  # ~18 s in a fresh process (imports); the trial itself is 2 steps
+@pytest.mark.timeout(300)
 def test_pathfm_sweep_optuna_runs_on_a_journal(tmp_path: Path):
     spec = spec_from_dict({
         "name": "journal1", "space": {"kde_weight": {"choice": [0.05]}},

@@ -118,6 +118,7 @@ def test_tensorboard_runs_opened_in_the_same_second_keep_their_own_event_files(t
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_a_training_run_is_logged_to_mlflow_wandb_and_tensorboard(tmp_path, monkeypatch):
     pytest.importorskip("mlflow")
     pytest.importorskip("wandb")
@@ -165,6 +166,7 @@ def test_a_training_run_is_logged_to_mlflow_wandb_and_tensorboard(tmp_path, monk
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_a_two_trial_sweep_logs_one_tracked_run_per_trial(tmp_path, monkeypatch):
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
