@@ -12,7 +12,7 @@ import importlib
 import sys
 
 from pathfm import __version__
-from pathfm.errors import PathfmError
+from pathfm.errors import PathfmError, TrainingInterrupted
 
 VERBS = {
     "data": "pathfm.data.cli",
@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     except PathfmError as e:
         print(f"pathfm {args.verb}: error: {e}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as e:
+        print(f"pathfm {args.verb}: {e}", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -25,5 +25,10 @@ class NonFiniteLossError(PathfmError, RuntimeError):
     a sweep trial records it in trial.json, a run.guards guard in DONE)."""
 
 
+class TrainingInterrupted(Exception):
+    """SIGTERM stopped training at the end of a step, after a checkpoint of that step was saved; the message names
+    it and how to continue (the CLI prints it as one line and exits 143 = 128 + SIGTERM, as the signal would)."""
+
+
 class StopTrial(Exception):
     """Raised by a sweep's report function to stop a trial early (a pruner's or scheduler's decision)."""

@@ -1,11 +1,16 @@
 """Progress bars that suit where they are written: tqdm's bar on a terminal; in a log file or a pipe (SLURM,
 Ray, ``nohup``, ``| tee``), where tqdm would write an update every tenth of a second joined by carriage
-returns, one plain line every ``every`` steps (default: about twenty lines in all) and a last one at the end."""
+returns, one plain line every ``every`` steps (default: about twenty lines in all) and a last one at the end.
+A child process that prints little for a long time (eva) gets a heartbeat line instead: :func:`run_with_heartbeat`."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
-from typing import Any, Iterable
+import threading
+import time
+from collections import deque
+from typing import Any, Iterable, Sequence
 
 from tqdm import tqdm
 
@@ -77,3 +82,36 @@ def progress_bar(iterable: Iterable | None = None, *, every: int | None = None, 
         every = max(1, -(-int(total) // LINES)) if total else UNKNOWN_TOTAL_EVERY
     return LineProgress(iterable, mininterval=0, maxinterval=float("inf"), miniters=every, dynamic_ncols=False,
                         ascii=True, **kwargs)
+
+
+def run_with_heartbeat(cmd: Sequence[str], what: str, *, every_s: float = 15.0, timeout_s: float | None = None,
+                       stream: Any = None, keep_lines: int = 200) -> tuple[int, str]:
+    """Run ``cmd`` with its output (stdout and stderr) kept, writing ``<what>: <N> s, last output: <line>`` to
+    ``stream`` (default stderr) every ``every_s`` seconds while it runs. A progress bar's carriage returns
+    end lines too, so "last output" is its latest state. Returns the exit code and the last ``keep_lines``
+    non-empty lines; ``subprocess.TimeoutExpired`` (the child killed) after ``timeout_s``."""
+    stream = stream if stream is not None else sys.stderr
+    proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            errors="replace")
+    lines: deque[str] = deque(maxlen=keep_lines)
+    ended = threading.Event()
+
+    def read() -> None:
+        for line in proc.stdout:  # universal newlines: "\r" ends a line as "\n" does
+            if line.strip():
+                lines.append(line.strip())
+        ended.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    start = time.monotonic()
+    while not ended.wait(every_s):
+        elapsed = time.monotonic() - start
+        if timeout_s is not None and elapsed > timeout_s:
+            proc.kill()
+            proc.wait()
+            raise subprocess.TimeoutExpired(list(cmd), timeout_s, output="\n".join(lines))
+        last = lines[-1][:160] if lines else "(none yet)"
+        print(f"{what}: {elapsed:.0f} s, last output: {last}", file=stream, flush=True)
+    reader.join()
+    return proc.wait(), "\n".join(lines)

@@ -7,15 +7,9 @@ hang); each one joins the group through torchrun's environment variables, as ``p
 from __future__ import annotations
 
 import os
-import socket
 
 import torch.multiprocessing as mp
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from ports import free_port
 
 
 def train_worker(rank: int, world: int, port: int, run_dir: str, preset: str, overrides: list[str]) -> None:

@@ -4,7 +4,6 @@ the Optuna dashboard command."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ import urllib.request
 
 import pytest
 
+from ports import free_port
 from pathfm.cli import main
 from pathfm.config import REPO_ROOT, load_config
 from pathfm.errors import ConfigError, PathfmError
@@ -56,9 +56,7 @@ def test_dashboard_serves_the_study_of_a_sweep_folder(tmp_path):
     study = optuna.create_study(study_name="kde-sweep", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=0.5))
     assert storage_url(tmp_path) == f"sqlite:///{tmp_path / 'optuna.db'}"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "pathfm", "sweep", "dashboard", str(tmp_path), "--port", str(port)],
                             env={"PYTHONPATH": str(REPO_ROOT), "PATH": ""}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)

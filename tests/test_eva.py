@@ -4,6 +4,7 @@ linear-probe pipeline end to end on the bundled CRC tiles (needs pip install 'pa
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +67,7 @@ def test_eva_results_become_pathfm_rows(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # ~1-2 min on an idle 2-core machine; 10+ min when it is shared
-def test_eva_pipeline_on_bundled_crc_matches_pathfm(make_pico_run, tmp_path):
+def test_eva_pipeline_on_bundled_crc_matches_pathfm(make_pico_run, tmp_path, capsys):
     """eva's own predict_fit on pathfm's crc fold 0: eva's embeddings are pathfm's features, eva's reported
     balanced accuracy is pathfm's metric on eva's head, and the rows land in the run's eval.parquet."""
     pytest.importorskip("eva", reason="the eva test needs pip install 'pathfm[eva]'")
@@ -82,6 +83,8 @@ def test_eva_pipeline_on_bundled_crc_matches_pathfm(make_pico_run, tmp_path):
     out = tmp_path / "eva"
     assert main(["eva", "run", str(run), "--task", "pathfm:crc", "--out", str(out), "--n-runs", "1",
                  "--max-steps", "300"]) == 0
+    err = capsys.readouterr().err  # eva's minute of start-up is not silent: a heartbeat line every 15 s
+    assert re.search(r"^eva predict_fit: \d+ s, last output: ", err, re.M), err[-2000:]
     results = next(out.rglob("results.json"))
     cmp = compare_with_pathfm(out, results, source=str(run), task="crc")
     assert cmp["feature_max_abs_diff"] <= 1e-5, cmp  # eva's embeddings are pathfm's features

@@ -4,12 +4,15 @@ update per step or a carriage-return bar."""
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 
 import numpy as np
+import pytest
 import torch
 from tqdm import tqdm
 
-from pathfm.progress import LineProgress, progress_bar
+from pathfm.progress import LineProgress, progress_bar, run_with_heartbeat
 
 
 class _Terminal(io.StringIO):
@@ -61,3 +64,25 @@ def test_a_disabled_bar_in_a_log_iterates_and_writes_nothing():
         bar.update(3)
         bar.set_postfix(loss=1.0)
     assert out.getvalue() == ""
+
+
+@pytest.mark.timeout(120)
+def test_a_quiet_child_gets_heartbeat_lines_with_its_latest_output():
+    """A real child that prints a progress bar (carriage returns) and then works silently for 2 s: a heartbeat
+    line every 0.2 s names the bar's latest state; the exit code and the kept lines come back."""
+    child = ("import sys, time; sys.stdout.write('loading\\n10%\\r50%\\r100%\\n'); sys.stdout.flush(); "
+             "time.sleep(2); print('done'); sys.exit(3)")
+    out = io.StringIO()
+    code, lines = run_with_heartbeat([sys.executable, "-c", child], "child", every_s=0.2, stream=out)
+    assert code == 3
+    assert lines.splitlines() == ["loading", "10%", "50%", "100%", "done"]
+    beats = out.getvalue().splitlines()
+    assert len(beats) >= 2 and all(b.startswith("child: ") and ", last output: " in b for b in beats)
+    assert any(b.endswith("last output: 100%") for b in beats)
+
+
+@pytest.mark.timeout(120)
+def test_a_child_past_its_timeout_is_killed():
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_with_heartbeat([sys.executable, "-c", "import time; print('x', flush=True); time.sleep(60)"], "child",
+                           every_s=0.1, timeout_s=0.5, stream=io.StringIO())

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch.multiprocessing as mp
 
-from gloo_helpers import free_port
+from ports import free_port
 
 from pathfm.config import load_config
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from gloo_helpers import free_port, run_ranks
+from gloo_helpers import run_ranks
+from ports import free_port
 
 from pathfm.errors import NonFiniteLossError
 from pathfm.ssl.distributed import DistEnv

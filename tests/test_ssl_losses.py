@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+from ports import free_port
 
 from pathfm.errors import ConfigError
 from pathfm.ssl.centering import Center, sinkhorn_knopp, softmax_center
@@ -195,12 +195,6 @@ def test_center_ignores_empty_batch() -> None:
 
 
 # -------------------------------------------------------------------- two real processes (gloo)
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _distributed_worker(rank: int, port: int, logits: torch.Tensor, rows: list[int], out_dir: str) -> None:
     import torch.distributed as dist
 
@@ -226,7 +220,7 @@ def test_sinkhorn_and_center_across_two_gloo_processes_equal_one_process(tmp_pat
     logits = 3 * torch.randn(8, 6, generator=torch.Generator().manual_seed(7))
     rows = [3, 5]
     # spawned, not forked: forking the pytest process after other tests started threads can hang
-    mp.spawn(_distributed_worker, args=(_free_port(), logits, rows, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_distributed_worker, args=(free_port(), logits, rows, str(tmp_path)), nprocs=2, join=True)
     results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     p = torch.cat([results[0][0], results[1][0]])
     centers = [results[0][1], results[1][1]]

@@ -10,13 +10,13 @@ every column a non-additive pattern, so no prototype is a mere offset of another
 from __future__ import annotations
 
 import os
-import socket
 
 import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
 
+from ports import free_port
 from pathfm.ssl.centering import sinkhorn_knopp
 
 TEMP = 0.05
@@ -87,12 +87,6 @@ def test_extended_and_float64_references_agree_where_float64_suffices() -> None:
 
 
 # -------------------------------------------------------------------- two real processes (gloo)
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(rank: int, port: int, cases: list[torch.Tensor], rows: list[int], out_dir: str) -> None:
     import torch.distributed as dist
 
@@ -115,7 +109,7 @@ def test_sinkhorn_across_two_gloo_processes_equals_a3_at_every_spread(tmp_path) 
     rows = [9, 15]
     # spawned, not forked: a fork of the pytest process after earlier tests started torch / Ray threads hung
     # in the full suite (measured: the 120 s timeout)
-    mp.spawn(_worker, args=(_free_port(), cases, rows, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(free_port(), cases, rows, str(tmp_path)), nprocs=2, join=True)
     per_rank = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     for i, (spread, logits) in enumerate(zip(SPREADS, cases)):
         out = torch.cat([per_rank[0][i], per_rank[1][i]]).double().numpy()

@@ -1,8 +1,13 @@
-"""The trainer on the bundled real slides: smoke run, resume, checkpoints, stages, non-finite losses."""
+"""The trainer on the bundled real slides: smoke run, resume, checkpoints, stages, non-finite losses, SIGTERM."""
 
 from __future__ import annotations
 
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -10,7 +15,7 @@ import torch
 from pathfm.backbone import checkpoint as ckpt
 from pathfm.backbone.backbone_file import load_backbone
 from pathfm.config import load_config
-from pathfm.errors import ConfigError, NonFiniteLossError, PathfmError
+from pathfm.errors import ConfigError, NonFiniteLossError, PathfmError, TrainingInterrupted
 from pathfm.io import read_jsonl
 from pathfm.ssl.train_state import rng_state, set_rng_state
 from pathfm.ssl.trainer import DIAGNOSTIC_KEYS, METRIC_KEYS, StopTraining, train
@@ -207,3 +212,60 @@ def test_rng_state_round_trip():
     set_rng_state(state)
     b = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_sigterm_saves_the_step_it_ends_and_the_run_resumes_bit_identically(tmp_path):
+    """A real SIGTERM to this process after step 3 (as Ray, SLURM and Kubernetes send before a kill): the step
+    ends, its checkpoint is saved although checkpoint_every is 100, TrainingInterrupted names it, no DONE is
+    written, the handler is put back, and the resumed run equals an uninterrupted one exactly."""
+    cfg = load_config("smoke", TINY + ["optim.steps=5", "run.checkpoint_every=100", "model.drop_path=0.2"])
+    full = train(cfg, tmp_path / "full")
+
+    class SigtermAt3:
+        def on_log(self, rec):
+            if rec["step"] == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainingInterrupted, match=r"SIGTERM: stopped after step 3, its checkpoint saved .*step_00000003\.pt"):
+        train(cfg, tmp_path / "part", callbacks=[SigtermAt3()])
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "part")] == [3]
+    assert not (tmp_path / "part" / "DONE").exists()
+    resumed = train(cfg, tmp_path / "part", resume=True)
+    assert resumed.final_step == 5
+    assert _losses(tmp_path / "part") == _losses(tmp_path / "full")  # exact equality
+    a = torch.load(full.teacher_path, weights_only=True)["state_dict"]
+    b = torch.load(resumed.teacher_path, weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_pathfm_train_on_sigterm_says_where_it_saved_and_exits_143(tmp_path, repo_root):
+    """`pathfm train` in its own process, SIGTERM once its first step is logged (read from metrics.jsonl, with
+    2 DataLoader workers in the same process group, as a scheduler signals them): one line, exit 143."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "pathfm.cli", "train", "smoke", *TINY, "optim.steps=2000", "run.log_every=1",
+           "data.num_workers=2", "--run-dir", str(run)]
+    proc = subprocess.Popen(cmd, cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (run / "metrics.jsonl").exists() or not (run / "metrics.jsonl").read_text().strip():
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "no step logged in 240 s"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGTERM)  # the whole process group: trainer and loader workers
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, err
+    (line,) = [ln for ln in err.splitlines() if "SIGTERM" in ln]
+    assert line.startswith("pathfm train: SIGTERM: stopped after step ") and f"resume={run}" in line
+    assert "Traceback" not in err
+    step = int(line.split("stopped after step ")[1].split(",")[0])
+    assert [s for s, _ in ckpt.list_checkpoints(run)] == [step]

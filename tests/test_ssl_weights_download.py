@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import socket
 
 import pytest
 
+from ports import free_port
 from pathfm.backbone import weights_download as wd
 from pathfm.backbone.foreign_weights import resolve_weights_source
 from pathfm.cli import main
@@ -49,9 +49,7 @@ def test_fetch_verifies_renames_and_then_finds_the_file(release, tmp_path, monke
 
 
 def test_offline_error_names_the_file_and_where_to_put_it(tmp_path):
-    with socket.socket() as s:  # a local port nobody listens on: the connection is refused, as offline
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a local port nobody listens on: the connection is refused, as offline
     with pytest.raises(ConfigError, match=r"could not download http://127.0.0.1:\d+/x .*copy it to .*"
                                           r"dinov2_vitg14_pretrain.pth.*fetch dinov2:vitg14 --dir "):
         wd.fetch_dinov2("dinov2:vitg14", tmp_path, url=f"http://127.0.0.1:{port}/x", timeout_s=5)

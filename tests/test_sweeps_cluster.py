@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from ports import free_port
 from pathfm.records import SweepFolder, read_trial
 from pathfm.sweeps.runner import run_sweep
 from pathfm.sweeps.spec import spec_from_dict
@@ -64,16 +65,13 @@ def test_sweep_through_a_ray_client_address(tmp_path: Path):
     suite run, with the same error on the first connection; ``connect`` now retries that error
     (``CLIENT_SERVER_ATTEMPTS``)."""
     pytest.importorskip("grpc", reason="Ray Client needs the `client` extra: pip install -e '.[client]'")
-    import socket
     import subprocess
     import sys
     import time
 
     import ray
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     out, err = tmp_path / "head.out", tmp_path / "head.err"
     with open(out, "w") as fo, open(err, "w") as fe:
         head = subprocess.Popen([sys.executable, "-c", HEAD_NODE, str(port)], stdin=subprocess.PIPE,

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch.multiprocessing as mp
 
-from gloo_helpers import free_port
+from ports import free_port
 
 from pathfm.io import read_jsonl
 from pathfm.records import SweepFolder, read_trial

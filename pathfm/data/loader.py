@@ -13,6 +13,7 @@ Micro-batch ``m`` of rank ``r`` holds samples ``k = start_sample + m * B * world
 from __future__ import annotations
 
 import itertools
+import signal
 from collections.abc import Iterator
 
 import torch
@@ -27,7 +28,10 @@ from pathfm.errors import ConfigError
 def _worker_init(_worker_id: int) -> None:
     """One BLAS thread per worker: the small per-tile products must not oversubscribe the cores.
     (Leave OpenCV's thread count alone here: ``cv2.setNumThreads`` in a forked child whose parent already
-    ran a parallel OpenCV call deadlocks, opencv-python-headless 5.0.0.)"""
+    ran a parallel OpenCV call deadlocks, opencv-python-headless 5.0.0.)
+    A scheduler's SIGTERM to the whole job is the training process's to handle (it saves the step,
+    pathfm.ssl.termination): a worker ignores it and ends with its parent, as torch's workers do."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         from threadpoolctl import threadpool_limits
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 from pathfm.errors import PathfmError
+from pathfm.progress import run_with_heartbeat
 
 EVA_PROBE = "eva_linear"
 METRIC_NAMES = {"MulticlassAccuracy": "balanced_accuracy", "BinaryBalancedAccuracy": "balanced_accuracy",
@@ -40,11 +40,11 @@ def run_eva(config_path: str | Path, *, timeout_s: float | None = None) -> Path:
     cfg = yaml.safe_load(config_path.read_text())
     log_root = Path(cfg["trainer"]["init_args"]["default_root_dir"])
     before = set(log_root.rglob("results.json")) if log_root.exists() else set()
-    proc = subprocess.run([sys.executable, "-m", "eva", "predict_fit", "--config", str(config_path)],
-                          capture_output=True, text=True, timeout=timeout_s)  # fmt: skip
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
-        raise PathfmError(f"eva predict_fit --config {config_path} failed (exit {proc.returncode}):\n{tail}")
+    code, output = run_with_heartbeat([sys.executable, "-m", "eva", "predict_fit", "--config", str(config_path)],
+                                      "eva predict_fit", timeout_s=timeout_s)
+    if code != 0:
+        tail = "\n".join(output.splitlines()[-15:])
+        raise PathfmError(f"eva predict_fit --config {config_path} failed (exit {code}):\n{tail}")
     new = sorted(set(log_root.rglob("results.json")) - before, key=lambda p: p.stat().st_mtime)
     if not new:
         raise PathfmError(f"eva finished but wrote no results.json under {log_root}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pathfm.backbone.vit import eager_blocks
 from pathfm.ssl.stages import Progress
 from pathfm.ssl.step import LOSS_PARTS
 
@@ -46,3 +47,15 @@ def step_record(progress: Progress, stage: str, step_out: dict, images_per_s: fl
         "slides_skipped": p.slides_skipped,
         **step_out["diagnostics"],
     }
+
+
+def probe_scores(probe: Any, backbone: Any, probe_cfg: Any) -> dict[str, float]:
+    """``probe(backbone, probe_cfg)`` (the in-training probe train() was handed) with the teacher ``backbone`` in
+    eval mode (restored after) and its blocks eager (model.compile: no compile for the probe's shapes and modes)."""
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with eager_blocks():
+            return probe(backbone, probe_cfg)
+    finally:
+        backbone.train(was_training)

@@ -31,7 +31,7 @@ from torch import nn
 
 from pathfm.backbone import checkpoint as ckpt
 from pathfm.config import Config, lr_scaled
-from pathfm.errors import ConfigError, NonFiniteLossError
+from pathfm.errors import ConfigError, NonFiniteLossError, TrainingInterrupted
 from pathfm.io import append_jsonl, atomic_write_text, ensure_writable_dir, read_jsonl
 from pathfm.records import RunFolder
 from pathfm.ssl import run_files, sharding
@@ -46,14 +46,15 @@ from pathfm.ssl.distributed import (
 )
 from pathfm.backbone.backbone_file import config_sha, export_backbone
 from pathfm.backbone.foreign_weights import load_init_weights
-from pathfm.backbone.vit import count_parameters, eager_blocks
+from pathfm.backbone.vit import count_parameters
 from pathfm.ssl.finite_agreement import check_finite_on_all_ranks
 from pathfm.ssl.guards import Guards, GuardState
 from pathfm.ssl.runtime import build_centers, effective_precision, peak_memory_mb, reset_peak_memory, seed_everything
 from pathfm.ssl.stages import Progress, Stage, plan_stages
 from pathfm.ssl.step import LOSS_PARTS, build_student_teacher
-from pathfm.ssl.step_record import DIAGNOSTIC_KEYS, METRIC_KEYS, step_record
+from pathfm.ssl.step_record import DIAGNOSTIC_KEYS, METRIC_KEYS, probe_scores, step_record
 from pathfm.ssl.train_state import TrainState, check_resumable, gather_rng_states, set_rng_state
+from pathfm.ssl.termination import SigtermFlag, agreed
 from pathfm.ssl.training_step import StepModels, StepPosition, training_step
 from pathfm.tracking import tracking_callbacks
 
@@ -96,6 +97,7 @@ class _Run:
         self.stopped_early = False
         self.guards = Guards(cfg.run.guards, run_dir) if cfg.run.guards is not None else None
         self.stop_reason: str | None = None
+        self.sigterm = SigtermFlag()  # entered by train() around the loop
         self._tqdm = None
 
         # what the strategy cannot run is refused before anything is built
@@ -269,14 +271,7 @@ class _Run:
     def _maybe_probe(self, rec: dict[str, Any], stage: Stage) -> None:
         every = stage.cfg.probe.every
         if every > 0 and self.progress.global_step % every == 0:
-            backbone = self.teacher.backbone
-            was_training = backbone.training
-            backbone.eval()
-            try:
-                with eager_blocks():  # model.compile: no compile for the probe's shapes, modes and dtypes
-                    rec.update(self.probe(backbone, stage.cfg.probe))
-            finally:
-                backbone.train(was_training)
+            rec.update(probe_scores(self.probe, self.teacher.backbone, stage.cfg.probe))
 
     def _log(self, rec: dict[str, Any]) -> None:
         """Append the record, notify callbacks (rank 0), and agree on StopTraining across ranks."""
@@ -340,8 +335,12 @@ class _Run:
                     self.stopped_early = True
                     self.save()
                     raise
-            if self.progress.global_step % self.cfg.run.checkpoint_every == 0 or last:
-                self.save()
+            interrupted = agreed(self.sigterm.received, self.env, self.device)  # SIGTERM: save this step and stop
+            if self.progress.global_step % self.cfg.run.checkpoint_every == 0 or last or interrupted:
+                path = self.save()
+            if interrupted:
+                raise TrainingInterrupted(f"SIGTERM: stopped after step {self.progress.global_step}, its checkpoint "
+                                          f"saved ({path}); continue with `pathfm train resume={self.run_dir}`")
 
     def banner(self) -> str:
         b = self.student.backbone
@@ -420,20 +419,21 @@ def train(
             from pathfm.progress import progress_bar
 
             bar = progress_bar(total=total, initial=run.progress.global_step, desc="train", unit="step", file=sys.stderr)
-    try:
-        for index in range(run.progress.stage_index, len(plan)):
-            it = None
-            if index != run.progress.stage_index:  # entering a new stage
-                run.progress.stage_index, run.progress.stage_step = index, 0
-                run._setup_stage(plan[index])
-            else:
-                it = first_it
-            run.run_stage(plan[index], bar, it)
-    except StopTraining:
-        pass
-    finally:
-        if bar is not None:
-            bar.close()
+    with run.sigterm:  # SIGTERM: the step ends, is saved, and TrainingInterrupted says so
+        try:
+            for index in range(run.progress.stage_index, len(plan)):
+                it = None
+                if index != run.progress.stage_index:  # entering a new stage
+                    run.progress.stage_index, run.progress.stage_step = index, 0
+                    run._setup_stage(plan[index])
+                else:
+                    it = first_it
+                run.run_stage(plan[index], bar, it)
+        except StopTraining:
+            pass
+        finally:
+            if bar is not None:
+                bar.close()
     teacher_path = folder.teacher_backbone
     if env.is_main:
         status = "stopped" if run.stopped_early else "finished"
