@@ -234,3 +234,23 @@ def test_sweep_collect_on_a_full_disk_says_so_and_keeps_the_previous_results(tmp
     assert len(proc.stderr.strip().splitlines()) == 1
     assert (sweep / "results.parquet").read_bytes() == previous
     assert not list(sweep.glob(".results.parquet.*"))  # no temporary file left behind
+
+
+# ------------------------------------------------------------------------------ extra trial callbacks
+def test_trial_callbacks_named_in_the_environment_are_loaded_or_named_with_the_fix(tmp_path, monkeypatch):
+    from fault_injection import ENV_VAR, FaultInjector, fault_environment
+
+    from pathfm.sweeps.trainable import TRIAL_CALLBACKS_ENV, extra_trial_callbacks
+
+    trial = {"params": {"kde_weight": 0.01}, "arm": None, "seed": 0, "index": 0}
+    assert extra_trial_callbacks(trial, tmp_path, environ={}) == []
+    rules = tmp_path / "faults.json"
+    rules.write_text(json.dumps([{"when": {"kde_weight": 0.01}, "at_step": 2}]))
+    env = fault_environment(rules)
+    assert env[TRIAL_CALLBACKS_ENV] == "fault_injection:fault_callbacks"
+    monkeypatch.setenv(ENV_VAR, str(rules))  # the loaded function reads its rules from the environment
+    (injector,) = extra_trial_callbacks(trial, tmp_path, environ=env)
+    assert isinstance(injector, FaultInjector) and injector.rule.at_step == 2
+    for entry in ("no_such_module_xyz:make", "fault_injection:no_such_function", "fault_injection"):
+        with pytest.raises(PathfmError, match=rf"{TRIAL_CALLBACKS_ENV}: cannot load '{entry}'.*module:function"):
+            extra_trial_callbacks(trial, tmp_path, environ={TRIAL_CALLBACKS_ENV: entry})

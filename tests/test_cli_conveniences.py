@@ -49,7 +49,7 @@ def test_dashboard_serves_the_study_of_a_sweep_folder(tmp_path):
     pytest.importorskip("optuna_dashboard")
     import optuna
 
-    from pathfm.sweeps.dashboard import storage_url
+    from pathfm.infra.dashboard import storage_url
 
     with pytest.raises(PathfmError, match="no optuna.db"):
         storage_url(tmp_path)

@@ -22,15 +22,14 @@ from ports import free_port
 
 from pathfm.io import read_jsonl
 from pathfm.records import SweepFolder, read_trial
-from pathfm.sweeps.hang import (
+from pathfm.infra.hang import (
     STARTUP_FACTOR,
     TEST_HANG_ENV,
     HangWatchdog,
     no_retry_warning,
     startup_allowance,
-    sweep_hang_timeouts,
 )
-from pathfm.sweeps.spec import expand_trials, spec_from_dict, trial_configs
+from pathfm.sweeps.spec import expand_trials, spec_from_dict, sweep_hang_timeouts, trial_configs
 
 REPO = Path(__file__).resolve().parents[1]
 

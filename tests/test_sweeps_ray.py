@@ -9,9 +9,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from fault_injection import fault_environment
+
 from pathfm.io import read_jsonl
 from pathfm.records import SweepFolder, read_trial
-from pathfm.sweeps.faults import ENV_VAR
 from pathfm.sweeps.runner import SweepError, run_sweep
 from pathfm.sweeps.spec import spec_from_dict
 
@@ -25,16 +26,19 @@ FAST = {  # the smoke preset, shortened for tests
 
 @pytest.fixture(scope="module")
 def fault_file(tmp_path_factory):
-    """The test-fault rules file (pathfm.sweeps.faults): named in the environment before Ray starts, so the
-    trial workers inherit it; a test writes rules into it and removes it afterwards."""
+    """The test-fault rules file (tests/fault_injection.py): named in the environment before Ray starts, with
+    the trial-callback hook and PYTHONPATH that load it, so the trial workers inherit them; a test writes rules
+    into it and removes it afterwards."""
     path = tmp_path_factory.mktemp("faults") / "faults.json"
-    old = os.environ.get(ENV_VAR)
-    os.environ[ENV_VAR] = str(path)
+    env = fault_environment(path)
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     yield path
-    if old is None:
-        os.environ.pop(ENV_VAR, None)
-    else:
-        os.environ[ENV_VAR] = old
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,13 @@ import pyarrow.fs as pafs
 import pytest
 
 from pathfm.errors import PathfmError
+from pathfm.infra import object_store
+from pathfm.infra.sweep_sync import mirror_sweep
 from pathfm.io import atomic_write_json
 from pathfm.records.run_folder import SYNC_MANIFEST_FILE, TRIAL_FILE
 from pathfm.records.sweep_folder import MIRROR_FILE, RESULTS_FILE
 from pathfm.results import eval_frame
-from pathfm.sweeps import remote
-from pathfm.sweeps.collect import collect
-from pathfm.sweeps.store_sync import collect_from_store, mirror_sweep
+from pathfm.sweeps.collect import collect, collect_from_store
 
 
 def _sweep_folder(root: Path, name: str = "s3sweep") -> Path:
@@ -45,7 +45,7 @@ def _read(fs, path: str) -> pl.DataFrame:
 
 @pytest.mark.parametrize("store", ["memory", "subtree"])
 def test_a_sweep_mirrored_to_a_store_is_collected_back_through_its_filesystem(tmp_path, monkeypatch, store):
-    monkeypatch.setenv(remote.STAGING_ENV, str(tmp_path / "staging"))
+    monkeypatch.setenv(object_store.STAGING_ENV, str(tmp_path / "staging"))
     local = _sweep_folder(tmp_path / "local")
     expected = pl.read_parquet(collect(local))
     (local / RESULTS_FILE).unlink()
@@ -54,7 +54,7 @@ def test_a_sweep_mirrored_to_a_store_is_collected_back_through_its_filesystem(tm
     else:
         (tmp_path / "bucket").mkdir()
         uri, fs_obj = "sweeps", pafs.SubTreeFileSystem(str(tmp_path / "bucket"), pafs.LocalFileSystem())
-    target = remote.open_storage(uri, fs_obj).child("s3sweep")
+    target = object_store.open_storage(uri, fs_obj).child("s3sweep")
     mirror_sweep(local, target)
     info = target.filesystem.get_file_info(f"{target.root}/trial_0001/{TRIAL_FILE}")
     assert info.type == pafs.FileType.File
@@ -69,15 +69,15 @@ def test_a_sweep_mirrored_to_a_store_is_collected_back_through_its_filesystem(tm
 
 def test_storage_uris_fail_clearly(tmp_path):
     with pytest.raises(PathfmError, match=r"absolute path \(file:///abs/path"):
-        remote.local_root("file://runs/sweeps")
-    assert remote.local_root(f"file://{tmp_path}") == tmp_path
+        object_store.local_root("file://runs/sweeps")
+    assert object_store.local_root(f"file://{tmp_path}") == tmp_path
     try:
         import adlfs  # noqa: F401
     except ImportError:  # the backend is not installed here: the message names it and the extra
         with pytest.raises(PathfmError, match=r"needs adlfs .*pip install 'pathfm\[remote\]' adlfs"):
-            remote.open_storage("az://container/sweeps")
+            object_store.open_storage("az://container/sweeps")
     with pytest.raises(PathfmError, match="no filesystem for the scheme 'nosuchfs'"):
-        remote.open_storage("nosuchfs://x/y")
+        object_store.open_storage("nosuchfs://x/y")
     with pytest.raises(PathfmError, match="no sweep folder there"):
         collect_from_store(f"memory://empty-{tmp_path.name}/nothing")
 
@@ -90,7 +90,7 @@ def test_a_ray_sweep_on_a_memory_uri_is_mirrored_and_collected(tmp_path, monkeyp
     from pathfm.sweeps.runner import run_sweep
     from pathfm.sweeps.spec import spec_from_dict
 
-    monkeypatch.setenv(remote.STAGING_ENV, str(tmp_path / "staging"))
+    monkeypatch.setenv(object_store.STAGING_ENV, str(tmp_path / "staging"))
     spec = spec_from_dict({
         "name": "mem2", "space": {"kde_weight": {"grid": [0.0, 0.05]}}, "eval": {"enabled": False},
         "objective": {"metric": "loss", "mode": "min"}, "report_every": 1, "max_concurrent_trials": 2,
@@ -104,18 +104,18 @@ def test_a_ray_sweep_on_a_memory_uri_is_mirrored_and_collected(tmp_path, monkeyp
     finally:
         ray.shutdown()
     assert staged == tmp_path / "staging" / "memory" / f"sweeps-{tmp_path.name}" / "mem2"
-    fs = remote.open_storage(uri).filesystem
+    fs = object_store.open_storage(uri).filesystem
     names = {i.base_name for i in fs.get_file_info(pafs.FileSelector(f"sweeps-{tmp_path.name}/mem2"))}
     assert {"sweep_meta.json", RESULTS_FILE} <= names and sum(n.startswith("trial_") for n in names) == 2
     in_store = _read(fs, f"sweeps-{tmp_path.name}/mem2/{RESULTS_FILE}")
     assert in_store.equals(pl.read_parquet(staged / RESULTS_FILE))
     assert (staged / MIRROR_FILE).read_text().strip() == f"{uri}/mem2"  # `sweep resume` mirrors there again
-    from pathfm.sweeps.store_sync import local_files, stored_files
+    from pathfm.infra.folder_mirror import local_files, stored_files
 
     for trial_dir in sorted(staged.glob("trial_*")):
         # memory:// lives in one process: the trials' own pushes (from Ray workers) went to theirs, so the
         # driver's end-of-sweep upload found these files missing in its store and copied them
-        trial_files = stored_files(remote.open_storage(f"{uri}/mem2/{trial_dir.name}"))
+        trial_files = stored_files(object_store.open_storage(f"{uri}/mem2/{trial_dir.name}"))
         assert trial_files == {rel: size for rel, (size, _) in local_files(trial_dir).items()}
         assert any(r.startswith("checkpoints/step_") and r.endswith(".pt") for r in trial_files)
         assert SYNC_MANIFEST_FILE not in trial_files and (trial_dir / SYNC_MANIFEST_FILE).is_file()

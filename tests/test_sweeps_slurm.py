@@ -16,7 +16,7 @@ import pytest
 
 from pathfm.cli import main
 from pathfm.errors import ConfigError
-from pathfm.sweeps.slurm import SlurmJob, sbatch_script
+from pathfm.infra.slurm import SlurmJob, sbatch_script
 from pathfm.sweeps.spec import load_spec, spec_from_dict
 
 SPEC = "sweeps/examples/kde_smoke.yaml"
@@ -111,8 +111,8 @@ def test_script_starts_head_then_workers_then_the_sweep(tmp_path: Path):
     def index(prefix: str) -> int:
         return next(i for i, c in enumerate(log) if c.startswith(prefix))
 
-    wait_head = index("python -m pathfm.sweeps.slurm wait-nodes --address 10.1.2.3:6379 --nodes 1")
-    wait_all = index("python -m pathfm.sweeps.slurm wait-nodes --address 10.1.2.3:6379 --nodes 3")
+    wait_head = index("python -m pathfm.infra.slurm wait-nodes --address 10.1.2.3:6379 --nodes 1")
+    wait_all = index("python -m pathfm.infra.slurm wait-nodes --address 10.1.2.3:6379 --nodes 3")
     run = index("python -m pathfm sweep run")
     # the sruns run in the background, so only these orders are fixed: workers start after the head answered,
     # the sweep after all nodes joined
@@ -158,7 +158,7 @@ def test_wait_nodes_against_a_real_ray_head():
     ray.init(address="local", num_cpus=1, include_dashboard=False, object_store_memory=128 * 2**20, log_to_driver=False)
     try:
         address = ray.get_runtime_context().gcs_address
-        cmd = [sys.executable, "-m", "pathfm.sweeps.slurm", "wait-nodes", "--address", address]
+        cmd = [sys.executable, "-m", "pathfm.infra.slurm", "wait-nodes", "--address", address]
         up = subprocess.run(cmd + ["--nodes", "1", "--timeout", "60"], capture_output=True, text=True, timeout=120)
         missing = subprocess.run(cmd + ["--nodes", "2", "--timeout", "2"], capture_output=True, text=True, timeout=120)
     finally:

@@ -14,7 +14,7 @@ from pathfm.errors import PathfmError
 from pathfm.records import read_trial
 from pathfm.sweeps.optuna_study import TRIAL_DIR_ATTR, fail_dead_trials, run_optuna_study
 from pathfm.sweeps.spec import spec_from_dict
-from pathfm.sweeps.storage import (
+from pathfm.infra.optuna_storage import (
     check_storage,
     filesystem_type,
     heartbeat_grace,

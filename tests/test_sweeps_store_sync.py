@@ -1,4 +1,4 @@
-"""Object-store sweeps trial by trial (pathfm.sweeps.store_sync), on real filesystems (no mocks): fsspec's
+"""Object-store sweeps trial by trial (pathfm.infra.sweep_sync, pathfm.infra.folder_mirror), on real filesystems (no mocks): fsspec's
 in-memory filesystem (the code path of the fsspec-served ``s3://``/``gs://``/``az://`` URIs) and pyarrow's local
 filesystem behind a ``file:///`` URI (pyarrow's path, as for ``s3://``/``gs://``). A trial folder pushed and
 pulled, incrementally; the store wins only when it holds a later attempt; the driver's gather and upload; and a
@@ -15,22 +15,24 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 
+from fault_injection import fault_environment
+
 from pathfm.errors import PathfmError
+from pathfm.infra import object_store
+from pathfm.infra.folder_mirror import FolderMirror, local_files, renames_atomically, stored_files
+from pathfm.infra.sweep_sync import (SweepFilesMirror, gather_trials, mirror_sweep, set_aside_in_store,
+                                     stage_from_store, synced_trial)
 from pathfm.io import atomic_write_json, read_jsonl
 from pathfm.records import read_trial
 from pathfm.records.run_folder import INJECTED_FAILURES_FILE, TRIAL_FILE
-from pathfm.sweeps import faults, remote
 from pathfm.sweeps.collect import collect
-from pathfm.sweeps.store_sync import (FolderMirror, SweepFilesMirror, gather_trials, local_files, mirror_sweep,
-                                      renames_atomically, set_aside_in_store, stage_from_store, stored_files,
-                                      synced_trial)
 
 
-def _store(kind: str, tmp_path: Path) -> remote.RemoteStorage:
+def _store(kind: str, tmp_path: Path) -> object_store.RemoteStorage:
     if kind == "memory":
-        return remote.open_storage(f"memory://bucket-{tmp_path.name}/sweeps")
+        return object_store.open_storage(f"memory://bucket-{tmp_path.name}/sweeps")
     (tmp_path / "bucket").mkdir(exist_ok=True)
-    return remote.open_storage(f"file://{tmp_path}/bucket/sweeps")
+    return object_store.open_storage(f"file://{tmp_path}/bucket/sweeps")
 
 
 def _checkpoint(folder: Path, step: int) -> None:
@@ -82,7 +84,7 @@ def test_a_trial_folder_is_pushed_incrementally_and_pulled_back(tmp_path, kind):
 def test_atomic_uploads_rename_only_where_a_rename_is_atomic(tmp_path):
     local = pafs.LocalFileSystem()
     assert renames_atomically(local) and renames_atomically(pafs.SubTreeFileSystem(str(tmp_path), local))
-    assert not renames_atomically(remote.open_storage(f"memory://x-{tmp_path.name}").filesystem)  # visible when closed
+    assert not renames_atomically(object_store.open_storage(f"memory://x-{tmp_path.name}").filesystem)  # visible when closed
 
 
 def test_a_trial_is_pulled_only_when_the_store_holds_a_later_attempt(tmp_path):
@@ -129,7 +131,7 @@ def test_the_driver_gathers_other_nodes_trials_and_uploads_the_sweep_files(tmp_p
 def test_the_sweep_state_reaches_the_store_while_the_sweep_runs_and_a_new_machine_stages_it(tmp_path, monkeypatch):
     store = _store("file", tmp_path).child("sw")
     driver = tmp_path / "driver" / "sw"
-    remote.record_mirror(driver, store)
+    object_store.record_mirror(driver, store)
     atomic_write_json(driver / "sweep_meta.json", {"sweep": "sw"})
     (driver / "experiment_state-1.json").write_text('{"v": 1}')
     t = _trial_folder(driver / "trial_0000")
@@ -146,7 +148,7 @@ def test_the_sweep_state_reaches_the_store_while_the_sweep_runs_and_a_new_machin
 
     # the driver's machine is lost: `sweep resume URI` elsewhere stages the store's copy where the driver ran it
     shutil.rmtree(tmp_path / "driver")
-    monkeypatch.setenv(remote.STAGING_ENV, str(tmp_path / "elsewhere"))
+    monkeypatch.setenv(object_store.STAGING_ENV, str(tmp_path / "elsewhere"))
     staged = stage_from_store(store.uri)
     assert staged == driver and not (tmp_path / "elsewhere").exists()
     assert (staged / "experiment_state-1.json").read_text() == '{"v": 22, "resumed": 1}'
@@ -184,7 +186,8 @@ def test_a_trial_restarted_on_a_node_without_its_folder_resumes_from_the_store(t
 
     rules = tmp_path / "faults.json"
     rules.write_text(json.dumps([{"when": {"kde_weight": 0.0}, "at_step": 3, "times": 1}]))
-    monkeypatch.setenv(faults.ENV_VAR, str(rules))
+    for name, value in fault_environment(rules).items():
+        monkeypatch.setenv(name, value)
     spec = _fast_spec()
     (trial,) = expand_trials(spec)
     store = _store("memory", tmp_path).child("moved")
@@ -200,13 +203,13 @@ def test_a_trial_restarted_on_a_node_without_its_folder_resumes_from_the_store(t
     info = read_trial(run_dir)
     assert (info["status"], info["attempts"], info["restored_from_step"]) == ("TERMINATED", 2, 2)
     assert [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl")] == [1, 2, 3, 4, 5]
-    in_store = json.loads(remote.open_storage(f"memory://bucket-{tmp_path.name}/sweeps").filesystem
+    in_store = json.loads(object_store.open_storage(f"memory://bucket-{tmp_path.name}/sweeps").filesystem
                           .open_input_stream(f"{store.root}/trial_0/{TRIAL_FILE}").read())
     assert in_store["status"] == "TERMINATED" and in_store["final_step"] == 5
 
 
 def test_ddp_trials_of_an_object_store_sweep_on_several_nodes_are_warned_about():
-    from pathfm.sweeps.store_sync import ddp_store_warning
+    from pathfm.infra.sweep_sync import ddp_store_warning
 
     assert ddp_store_warning(1, 4) is None  # single-process trials sync from their node
     assert ddp_store_warning(4, 1) is None  # one node: the driver's staging folder holds every trial

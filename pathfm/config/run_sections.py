@@ -49,7 +49,7 @@ class RunConfig(StrictModel):
     hang_timeout_s: float | None = Field(
         None, gt=0, description="in a sweep trial: seconds without training progress (a logged step or a checkpoint) "
         "after which the trial process is killed and the sweep retries it from its last checkpoint (needs the spec's "
-        "max_failures >= 1); null: off. See pathfm/sweeps/hang.py")
+        "max_failures >= 1); null: off. See pathfm/infra/hang.py")
     startup_timeout_s: float | None = Field(
         None, gt=0, description="with run.hang_timeout_s: seconds from a trial attempt's start to its first logged "
         "step or checkpoint (model build, slide checks, DDP wrap, a first step that compiles) before it counts as "

@@ -22,8 +22,8 @@ from here; none spells one (tests/test_file_owner.py). Building a RunFolder read
     trial.json                   a sweep trial's record (:mod:`pathfm.records.trial`)
     STOP, ray_train/             a DDP trial: its driver asks the workers to stop; Ray Train's own folder
     checkpoint_*/pathfm_checkpoint.json   Ray Tune's checkpoint of a trial: a pointer to (or copy of) ours
-    .pathfm_pushed.json          object-store sync manifest (also in a sweep folder: pathfm.sweeps.store_sync)
-    .injected_failures, .test_hang_done   test fault injection (pathfm.sweeps.faults, pathfm.sweeps.hang)
+    .pathfm_pushed.json          object-store sync manifest (also in a sweep folder: pathfm.infra.folder_mirror)
+    .injected_failures, .test_hang_done   test fault injection (tests/fault_injection.py, pathfm.infra.hang)
 """
 
 from __future__ import annotations

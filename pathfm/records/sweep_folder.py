@@ -17,7 +17,7 @@ nothing.
                            as in a run folder (pathfm.sweeps.reference)
     optuna.db, budget.lock the plain-Optuna study's default storage and its workers' budget lock
     mirror_uri.txt, staged_at.txt   a staged object-store sweep: where it is mirrored, where it was staged
-                           (pathfm.sweeps.remote, pathfm.sweeps.store_sync)
+                           (pathfm.infra.object_store, pathfm.infra.sweep_sync)
     tuner.pkl              Ray Tune's own experiment state (Tune names it; read here to tell a sweep folder)
     ../.pathfm_reference/<key>.parquet   reference rows cached for every sweep of the same storage folder
 """

@@ -13,7 +13,8 @@ Public API (imported lazily so ``pathfm --help`` stays instant)::
 
 Modules: ``spec`` (the spec and its expansion), ``search`` (Tune space, OptunaSearch, ASHA),
 ``trainable`` (the trial), ``distributed`` (DDP trials via Ray Train), ``runner`` (launch/resume/status),
-``collect`` (results.parquet), ``optuna_study`` (plain Optuna), ``cli`` (``pathfm sweep``).
+``collect`` (results.parquet), ``optuna_study`` (plain Optuna), ``cli`` (``pathfm sweep``). What a sweep runs
+on (Ray, object stores, Optuna storage, the hang watchdog, SLURM) is :mod:`pathfm.infra`.
 """
 
 from __future__ import annotations

@@ -157,14 +157,13 @@ def _status(args) -> int:
 
 
 def _collect(args) -> int:
-    from pathfm.sweeps import remote
-    from pathfm.sweeps.collect import collect
-    from pathfm.sweeps.store_sync import collect_from_store
+    from pathfm.infra import object_store
+    from pathfm.sweeps.collect import collect, collect_from_store
 
-    if remote.is_uri(args.sweep_dir) and not args.sweep_dir.startswith("file://"):
+    if object_store.is_uri(args.sweep_dir) and not args.sweep_dir.startswith("file://"):
         print(collect_from_store(args.sweep_dir))  # trial folders read from the store, results written back
         return 0
-    print(collect(remote.local_root(args.sweep_dir) if args.sweep_dir.startswith("file://") else args.sweep_dir))
+    print(collect(object_store.local_root(args.sweep_dir) if args.sweep_dir.startswith("file://") else args.sweep_dir))
     return 0
 
 
@@ -204,7 +203,7 @@ def _slurm_script(args) -> int:
     from pathlib import Path
 
     from pathfm.io import atomic_write_text
-    from pathfm.sweeps.slurm import SlurmJob, sbatch_script
+    from pathfm.infra.slurm import SlurmJob, sbatch_script
     from pathfm.sweeps.spec import load_spec
 
     spec = load_spec(args.spec)
@@ -220,7 +219,7 @@ def _slurm_script(args) -> int:
 
 
 def _dashboard(args) -> int:
-    from pathfm.sweeps.dashboard import serve
+    from pathfm.infra.dashboard import serve
 
     try:
         serve(args.target, host=args.host, port=args.port)

@@ -20,8 +20,13 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pathfm.errors import PathfmError
+from pathfm.infra.folder_mirror import FolderMirror, upload_file
+from pathfm.infra.object_store import open_storage, staging_dir
+from pathfm.infra.sweep_sync import gather_trials
 from pathfm.io import read_jsonl, write_parquet
 from pathfm.records import RunFolder, SweepFolder, TrialRecord
+from pathfm.records.sweep_folder import RESULTS_FILE, TRIAL_PREFIX
 from pathfm.results import REFERENCE_TRIAL_ID, param_column, sweep_frame
 
 if TYPE_CHECKING:
@@ -144,8 +149,6 @@ def collect(sweep_dir: str | Path) -> Path:
     """(Re)write ``sweep_dir/results.parquet`` from the trial folders; idempotent and atomic."""
     sweep_dir = Path(sweep_dir).resolve()
     if not sweep_dir.is_dir():
-        from pathfm.errors import PathfmError
-
         raise PathfmError(f"sweep folder '{sweep_dir}' does not exist")
     df = with_arm_label_columns(results_frame(sweep_dir), {"arms": arm_label_records(sweep_dir)})
     return write_parquet(df, SweepFolder(sweep_dir).results, "sweep results")  # a full disk: a clear error, old file kept
@@ -210,3 +213,24 @@ def summarize(sweep_dir: str | Path) -> list[dict]:
             "wall_time_s": info.wall_time_s, "attempts": info.attempts, "dir": d.name, "stop_reason": info.stop_reason,
         })
     return out
+
+
+def collect_from_store(uri: str, filesystem: Any = None) -> str:
+    """``pathfm sweep collect URI`` (an object-store sweep, :mod:`pathfm.infra.sweep_sync`): fetch the sweep folder at ``uri`` into its staging folder (trial folders
+    without their checkpoints), rebuild ``results.parquet`` from its trial folders, write it back to ``uri``;
+    returns the URI of the results file."""
+    import pyarrow.fs as pafs
+
+    store = open_storage(uri, filesystem)
+    info = store.filesystem.get_file_info(store.root)
+    if info.type != pafs.FileType.Directory:
+        raise PathfmError(f"{store.uri}: no sweep folder there ({info.type.name.lower()})")
+    local = staging_dir(store)
+    FolderMirror(local, store).pull(skip_prefixes=(TRIAL_PREFIX,))
+    gather_trials(local, store)
+    out = collect(local)
+    try:
+        upload_file(out, store.filesystem, store.child(RESULTS_FILE).root)
+    except OSError as e:
+        raise PathfmError(f"writing {RESULTS_FILE} to {store.uri} failed: {e}") from None
+    return store.child(RESULTS_FILE).uri

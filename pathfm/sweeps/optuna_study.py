@@ -7,9 +7,9 @@ the same train + evaluate as a Ray trial and writes the same trial folder
 
 * Storage: ``sqlite:///<sweep_dir>/optuna.db`` by default (one host); ``journal:///PATH`` for Optuna's
   file-locked JournalStorage (no server; shared filesystems); any SQLAlchemy URL otherwise
-  (:mod:`pathfm.sweeps.storage`). SQLite on a network filesystem with more than one worker is refused
+  (:mod:`pathfm.infra.optuna_storage`). SQLite on a network filesystem with more than one worker is refused
   with the fix, and so is a storage that cannot be opened or written (a damaged file, a folder that cannot be
-  created; :func:`pathfm.sweeps.storage.open_checked`), before any trial. The study is created once by the
+  created; :func:`pathfm.infra.optuna_storage.open_checked`), before any trial. The study is created once by the
   launcher before workers start (avoids SQLite's schema race).
 * Sampler: TPE seeded with ``search.seed``, the worker index and the number of trials already in the
   study (so workers, and a run that continues a study, do not replay the same random start points).
@@ -30,9 +30,9 @@ the same train + evaluate as a Ray trial and writes the same trial folder
   may differ. A spec whose search space has nothing to choose is refused before any trial.
 * Dead workers: trials send a heartbeat every ``heartbeat_s`` seconds. A trial whose worker was killed
   (SIGKILL, OOM, node lost) stays RUNNING until ``grace`` seconds without heartbeat
-  (:func:`pathfm.sweeps.storage.heartbeat_grace`: ``2 x heartbeat_s``, or more when this sweep's finished
+  (:func:`pathfm.infra.optuna_storage.heartbeat_grace`: ``2 x heartbeat_s``, or more when this sweep's finished
   trials measured longer pauses; a journal storage has no heartbeats: there, ``grace`` (at least 600) seconds
-  without a write in the trial's folder, :func:`pathfm.sweeps.storage.dead_after`); the next trial
+  without a write in the trial's folder, :func:`pathfm.infra.optuna_storage.dead_after`); the next trial
   start of any worker then marks it FAIL and Optuna's ``RetryHeartbeatStaleTrialCallback`` queues a
   retry (up to ``max_retry`` times) with the same parameters. A trial interrupted by Ctrl-C/SIGTERM is
   marked FAIL and queued for retry at once. A retry runs in the original trial's folder, so it resumes
@@ -51,11 +51,11 @@ from typing import Any
 from filelock import FileLock
 
 from pathfm.errors import PathfmError, StopTrial, SweepError
+from pathfm.infra.optuna_storage import (check_storage, dead_after, journal_path, journal_storage, longest_pause,
+                                         open_checked, storage_error)
 from pathfm.records import SweepFolder, TrialRecord, optuna_trial_dirname, optuna_trial_number, update_trial
 from pathfm.sweeps.spec import (SweepSpec, check_search_space, expand_trials, load_spec, optuna_categories,
                                total_steps, trial_from_sample)
-from pathfm.sweeps.storage import (check_storage, dead_after, journal_path, journal_storage, longest_pause,
-                                   open_checked, storage_error)
 
 
 TRIAL_DIR_ATTR = "trial_dir"  # user attribute naming a trial's folder; copied to its retries

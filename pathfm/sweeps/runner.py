@@ -1,5 +1,5 @@
 """Launch and resume sweeps on local Ray or an existing Ray cluster (connecting and resource checks:
-:mod:`pathfm.sweeps.cluster`; ``--dry-run``: :mod:`pathfm.sweeps.preflight`; status: :mod:`pathfm.sweeps.status`).
+:mod:`pathfm.infra.ray_cluster`; ``--dry-run``: :mod:`pathfm.sweeps.preflight`; status: :mod:`pathfm.sweeps.status`).
 
 ``run_sweep(spec)`` validates every trial, connects to Ray (embedded local Ray by default,
 ``address="auto"`` or ``"ray://head:10001"`` for a cluster), checks that the cluster can ever run a
@@ -20,20 +20,25 @@ import sys
 import time
 from pathlib import Path
 
+from typing import Any, Callable
+
 from pathfm.errors import SweepError
+from pathfm.infra import object_store
+from pathfm.infra.hang import no_retry_warning
+from pathfm.infra.object_store import RemoteStorage
+from pathfm.infra.ray_cluster import check_resources, client_server_failed_to_start, connect, trial_resources
+from pathfm.infra.sweep_sync import (SweepFilesMirror, ddp_store_warning, gather_trial, gather_trials, mirror_sweep,
+                                     recorded_store, set_aside_in_store, stage_from_store)
 from pathfm.io import ensure_writable_dir, read_jsonl
 from pathfm.records import RunFolder, SweepFolder, TrialRecord, sweep_meta, trial_dirname, update_trial
 from pathfm.records.sweep_folder import LOST_TRIALS_DIR, SPEC_FILE, TRIALS_FILE
-from pathfm.sweeps.cluster import check_resources, client_server_failed_to_start, connect, trial_resources
 from pathfm.sweeps.collect import collect
 from pathfm.sweeps.cost import concurrent_trials
-from pathfm.sweeps.hang import no_retry_warning, sweep_hang_timeouts
 from pathfm.sweeps.preflight import preflight, steps_per_trial
 from pathfm.sweeps.reference import finish_reference, start_reference
-from pathfm.sweeps.spec import SweepSpec, check_search_space, expand_trials, load_spec, spec_from_dict, trial_configs
+from pathfm.sweeps.spec import (SweepSpec, check_search_space, expand_trials, load_spec, spec_from_dict,
+                                sweep_hang_timeouts, trial_configs)
 from pathfm.sweeps.status import format_status, trial_summary_line
-from pathfm.sweeps.store_sync import (SweepFilesMirror, ddp_store_warning, gather_trial, gather_trials, mirror_sweep,
-                                      recorded_store, set_aside_in_store, stage_from_store)
 from pathfm.tracking import prepare_tracking
 
 
@@ -106,12 +111,10 @@ def _make_callback(spec: SweepSpec, trials: list[dict], sweep_dir: str, verbose:
 def storage_root(storage: str | Path) -> Path:
     """The local folder for ``--storage``: a path, a ``file:///abs`` URI, or for an object-store URI
     (``s3://``, ``gs://``, ...) the local staging folder the sweep runs in before it is mirrored there
-    (:mod:`pathfm.sweeps.remote`)."""
-    from pathfm.sweeps import remote
-
-    if remote.is_uri(storage) and not str(storage).startswith("file://"):
-        return remote.staging_dir(remote.open_storage(str(storage)))
-    return remote.local_root(storage)
+    (:mod:`pathfm.infra.object_store`)."""
+    if object_store.is_uri(storage) and not str(storage).startswith("file://"):
+        return object_store.staging_dir(object_store.open_storage(str(storage)))
+    return object_store.local_root(storage)
 
 
 def _write_sweep_files(sweep_dir: Path, spec: SweepSpec, trials: list[dict]) -> None:
@@ -175,20 +178,18 @@ def run_sweep(spec: SweepSpec | str | Path, storage: str | Path = "runs/sweeps",
     """Run every trial of ``spec`` and return the sweep folder ``<storage>/<spec.name>`` (holding
     ``results.parquet``). ``dry_run``: validate, print count/resources/cost, run one CPU step, stop.
     An object-store ``storage`` URI (or a pyarrow/fsspec ``filesystem`` with ``storage`` its path) runs in
-    a local staging folder, returned, and mirrors it to ``<storage>/<spec.name>`` (:mod:`pathfm.sweeps.remote`)."""
-    from pathfm.sweeps import remote as remote_fs
-
+    a local staging folder, returned, and mirrors it to ``<storage>/<spec.name>`` (:mod:`pathfm.infra.object_store`)."""
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec)
     check_search_space(spec)  # an Optuna search over nothing: refused before anything starts
-    on_remote = filesystem is not None or (remote_fs.is_uri(storage) and not str(storage).startswith("file://"))
-    remote = remote_fs.open_storage(str(storage), filesystem).child(spec.name) if on_remote else None
+    on_remote = filesystem is not None or (object_store.is_uri(storage) and not str(storage).startswith("file://"))
+    remote = object_store.open_storage(str(storage), filesystem).child(spec.name) if on_remote else None
     trials = expand_trials(spec, validate=False)
     configs = trial_configs(spec, trials)  # built (and so validated) once, before anything expensive; shipped to the trials
     no_retry = no_retry_warning(spec.max_failures, sweep_hang_timeouts(spec, configs))
     if no_retry:
         print(f"pathfm sweep: warning: {no_retry}", file=sys.stderr, flush=True)
-    sweep_dir = remote_fs.staging_dir(remote) if remote else storage_root(storage) / spec.name
+    sweep_dir = object_store.staging_dir(remote) if remote else storage_root(storage) / spec.name
     if dry_run:
         preflight(spec, trials, step_time=step_time)
         return sweep_dir
@@ -196,8 +197,8 @@ def run_sweep(spec: SweepSpec | str | Path, storage: str | Path = "runs/sweeps",
         raise SweepError(f"{sweep_dir} already holds a sweep; continue it with `pathfm sweep resume {sweep_dir}` "
                          "or give the spec another name (or another --storage)")
     ensure_writable_dir(sweep_dir.parent, "sweep storage (--storage)")  # before Ray starts
-    started = connect(address, num_cpus=num_cpus, verbose=verbose)
-    try:
+
+    def start_tuner():
         totals = check_resources(spec, autoscaling=autoscaling)
         concurrency = concurrent_trials(spec.resources, spec.max_concurrent_trials, totals)
         if remote is not None:
@@ -210,34 +211,15 @@ def run_sweep(spec: SweepSpec | str | Path, storage: str | Path = "runs/sweeps",
             concurrency = max(concurrency, len(trials))
         _write_sweep_files(sweep_dir, spec, trials)
         if remote is not None and filesystem is None:
-            remote_fs.record_mirror(sweep_dir, remote)
+            object_store.record_mirror(sweep_dir, remote)
         prepare_tracking(spec.tracking)
         if verbose >= 1:
             print(f"pathfm sweep: '{spec.name}' with {len(trials)} trial(s), up to {concurrency} at once, "
                   f"in {sweep_dir}", file=sys.stderr, flush=True)
-        tuner = _build_tuner(spec, sweep_dir, trials, concurrency, verbose, configs=configs, store=remote)
-        t0 = time.time()
-        reference = start_reference(spec, sweep_dir, trials, verbose=verbose)  # once per sweep, beside the trials
-        tuner.fit()
-        finish_reference(reference)
-        _record_driver_time(sweep_dir, time.time() - t0)
-    except BaseException:
-        if remote is not None:  # a stopped sweep: its sweep-level files are in the store too
-            mirror_sweep(sweep_dir, remote)
-        raise
-    finally:
-        if started:
-            import ray
+        return _build_tuner(spec, sweep_dir, trials, concurrency, verbose, configs=configs, store=remote)
 
-            ray.shutdown()
-    if remote is not None:
-        gather_trials(sweep_dir, remote)  # the trials other nodes ran, for results.parquet
-    out = _collect_and_report(sweep_dir, verbose)
-    if remote is not None:
-        mirror_sweep(sweep_dir, remote)
-        if verbose >= 1:
-            print(f"pathfm sweep: mirrored {sweep_dir} to {remote.uri}", file=sys.stderr, flush=True)
-    return out
+    return _drive(spec, sweep_dir, trials, start_tuner, store=remote, address=address, num_cpus=num_cpus,
+                  verbose=verbose)
 
 
 def resume_sweep(sweep_dir: str | Path, *, address: str | None = None, num_cpus: int | None = None,
@@ -246,12 +228,10 @@ def resume_sweep(sweep_dir: str | Path, *, address: str | None = None, num_cpus:
     last checkpoint, pending ones start; ``retry_errored`` also retries errored trials. ``sweep_dir`` is the
     sweep folder, its staging folder, or for an object-store sweep its URI (``<--storage URI>/<name>``: staged
     from the store first, e.g. on another machine after the driver's node was lost)."""
-    from pathfm.sweeps import remote as remote_fs
-
-    if remote_fs.is_uri(sweep_dir) and not str(sweep_dir).startswith("file://"):
+    if object_store.is_uri(sweep_dir) and not str(sweep_dir).startswith("file://"):
         sweep_dir = stage_from_store(str(sweep_dir))
-    elif remote_fs.is_uri(sweep_dir):
-        sweep_dir = remote_fs.local_root(sweep_dir)
+    elif object_store.is_uri(sweep_dir):
+        sweep_dir = object_store.local_root(sweep_dir)
     sweep_dir = Path(sweep_dir).expanduser().resolve()
     spec_path = SweepFolder(sweep_dir).spec
     if not spec_path.exists():
@@ -259,29 +239,54 @@ def resume_sweep(sweep_dir: str | Path, *, address: str | None = None, num_cpus:
     spec = load_spec(spec_path)
     trials = sweep_trials(sweep_dir, spec)
     store = recorded_store(sweep_dir)  # a sweep staged for an object store: its trials sync with it again
-    started = connect(address, num_cpus=num_cpus, verbose=verbose)
-    try:
+
+    def restore_tuner():
         from ray import tune
 
         if not tune.Tuner.can_restore(str(sweep_dir)):
             raise SweepError(f"{sweep_dir}: Ray wrote no experiment state yet (the driver died at start-up); "
                              f"remove the folder and run the spec again")
         check_resources(spec, autoscaling=autoscaling)
-        tuner = _build_tuner(spec, sweep_dir, trials, 0, verbose, restore=True, resume_errored=retry_errored,
-                             store=store)
+        return _build_tuner(spec, sweep_dir, trials, 0, verbose, restore=True, resume_errored=retry_errored,
+                            store=store)
+
+    def set_aside_lost(results) -> None:
+        _set_aside_lost_trials(sweep_dir, {Path(r.path).name for r in results if r.path}, verbose, store)
+
+    return _drive(spec, sweep_dir, trials, restore_tuner, store=store, address=address, num_cpus=num_cpus,
+                  verbose=verbose, after_fit=set_aside_lost)
+
+
+def _drive(spec: SweepSpec, sweep_dir: Path, trials: list[dict], make_tuner: Callable[[], Any], *,
+           store: RemoteStorage | None, address: str | None, num_cpus: int | None, verbose: int,
+           after_fit: Callable[[Any], None] | None = None) -> Path:
+    """What a run and a resumed sweep share once the sweep folder is known: connect to Ray, ``make_tuner()``
+    (resource checks, sweep files, the Tuner: new or restored), fit it beside the reference evaluation, record
+    the driver's time and ``after_fit(results)``; upload the sweep-level files to the ``store`` when the driver
+    stops early, disconnect; then gather the trials other nodes ran, collect ``results.parquet``, report and
+    mirror the sweep folder to the store. Returns ``sweep_dir``."""
+    started = connect(address, num_cpus=num_cpus, verbose=verbose)
+    try:
+        tuner = make_tuner()
         t0 = time.time()
-        reference = start_reference(spec, sweep_dir, trials, verbose=verbose)  # no-op when already there
+        reference = start_reference(spec, sweep_dir, trials, verbose=verbose)  # once per sweep, beside the trials
+        # (a no-op for a resumed sweep whose reference rows are there)
         results = tuner.fit()
         finish_reference(reference)
         _record_driver_time(sweep_dir, time.time() - t0)
-        _set_aside_lost_trials(sweep_dir, {Path(r.path).name for r in results if r.path}, verbose, store)
+        if after_fit is not None:
+            after_fit(results)
+    except BaseException:
+        if store is not None and sweep_dir.is_dir():  # a stopped sweep: its sweep-level files are in the store too
+            mirror_sweep(sweep_dir, store)
+        raise
     finally:
         if started:
             import ray
 
             ray.shutdown()
     if store is not None:
-        gather_trials(sweep_dir, store)
+        gather_trials(sweep_dir, store)  # the trials other nodes ran, for results.parquet
     out = _collect_and_report(sweep_dir, verbose)
     if store is not None:
         mirror_sweep(sweep_dir, store)

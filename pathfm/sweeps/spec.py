@@ -267,6 +267,18 @@ def validate_trial(spec: SweepSpec, trial: dict, where: str = "") -> Any:
     return cfg
 
 
+def sweep_hang_timeouts(spec: SweepSpec, configs: list[Any]) -> list[float | None]:
+    """``run.hang_timeout_s`` of every trial config of a sweep; for an adaptive search (no configs built
+    before it runs) the base config's with each arm's overrides, plus a positive stand-in when the search
+    space samples it (the watchdog: :mod:`pathfm.infra.hang`)."""
+    if configs:
+        return [c.run.hang_timeout_s for c in configs]
+    arms = [a.name for a in spec.arms] if spec.arms else [None]
+    found = [load_config(spec.base, trial_overrides(spec, arm, None, {}), resolved=True).run.hang_timeout_s
+             for arm in arms]
+    return found + [1.0 for key in spec.space if spec.dotted(key) == "run.hang_timeout_s"]
+
+
 def trial_label(trial: dict) -> str:
     return f"trial {trial.get('index')} (arm={trial.get('arm')}, params={trial.get('params')})"
 

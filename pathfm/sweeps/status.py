@@ -38,7 +38,7 @@ def trial_summary_line(sweep: str, info: TrialRecord | dict) -> str:
         parts.append(f"{key}={obj[key]:.4f}")
     if t.wall_time_s is not None:
         parts.append(f"{t.wall_time_s:.1f}s")
-    if t.hangs:  # run.hang_timeout_s killed it (pathfm/sweeps/hang.py)
+    if t.hangs:  # run.hang_timeout_s killed it (pathfm/infra/hang.py)
         parts.append(f"hung {t.hangs}x (killed and retried)")
     if t.status == "ERROR" and t.error:
         parts.append(f"error: {str(t.error).splitlines()[0][:200]}")

@@ -17,25 +17,29 @@ Inside a trial (a Ray actor, ``CUDA_VISIBLE_DEVICES`` set by Ray; the Tune entry
 
 Only ``ray.tune.report / Checkpoint`` are used here (Train V2 rule); ``workers > 1`` trials run this on
 every Ray Train worker (:mod:`pathfm.sweeps.distributed`).
+
+Extra trainer callbacks for every trial: ``PATHFM_TRIAL_CALLBACKS=module:function[,module:function...]``
+(:func:`extra_trial_callbacks`; e.g. a logger of one's own, or the suite's fault injection).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import shutil
 import socket
 import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from pathfm.errors import StopTrial
+from pathfm.errors import PathfmError, StopTrial
 from pathfm.io import checksum_path
 from pathfm.records import RunFolder, TrialRecord, update_trial
 from pathfm.records.run_folder import TUNE_POINTER_FILE
 from pathfm.results import OBJECTIVE_METRIC
-from pathfm.sweeps.faults import fault_callbacks
 from pathfm.sweeps.spec import SweepSpec, check_slides, total_steps, trial_label, validate_trial
 from pathfm.tracking import TrackingCallback, log_evaluation
 
@@ -216,7 +220,7 @@ def run_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, swe
               cfg: Any = None, callbacks: Sequence[Any] = ()) -> dict:
     """Train + evaluate one trial in ``run_dir``; returns its final metrics (``cfg``: the trial's Config as the
     driver built it, else built here; ``callbacks``: more trainer callbacks, e.g. the object-store push of
-    :mod:`pathfm.sweeps.store_sync`). Raises on failure after recording the error in ``trial.json``."""
+    :mod:`pathfm.infra.sweep_sync`). Raises on failure after recording the error in ``trial.json``."""
     from pathfm.eval.hook import probe_teacher
     from pathfm.ssl.trainer import train
 
@@ -260,7 +264,9 @@ def run_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, swe
                     if cfg.tracking.enabled else [])
         watchdog = start_hang_watchdog(cfg.run.hang_timeout_s, run_dir, cfg.run.startup_timeout_s)
         try:
-            result = train(cfg, run_dir, resume=resume, callbacks=[*fault_callbacks(trial, run_dir), reporter, *([watchdog] if watchdog else []), *trackers, *callbacks], probe=probe_teacher)
+            result = train(cfg, run_dir, resume=resume, callbacks=[*extra_trial_callbacks(trial, run_dir), reporter,
+                                                                   *([watchdog] if watchdog else []), *trackers, *callbacks],
+                           probe=probe_teacher)
         finally:
             if watchdog is not None:
                 watchdog.stop()
@@ -303,13 +309,37 @@ def run_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, swe
         raise
 
 
+TRIAL_CALLBACKS_ENV = "PATHFM_TRIAL_CALLBACKS"
+
+
+def extra_trial_callbacks(trial: dict, run_dir: Path, environ: Mapping[str, str] = os.environ) -> list[Any]:
+    """The trainer callbacks that ``$PATHFM_TRIAL_CALLBACKS`` adds to a trial attempt: a comma-separated list of
+    ``module:function``; each function is called as ``function(trial, run_dir)`` when the attempt starts (``trial``:
+    the trial's ``params``, ``arm``, ``seed``, ``index``...; ``run_dir``: its folder) and returns the callbacks
+    (objects with optional ``on_log`` / ``on_checkpoint`` / ``on_end``, :func:`pathfm.ssl.trainer.train`) to run
+    before pathfm's own; ``[]`` when unset. The module must be importable where the trial runs: Ray's worker
+    processes inherit the environment (``PATHFM_TRIAL_CALLBACKS`` and ``PYTHONPATH``) of the process that
+    starts a local Ray; on a cluster give it to ``ray start`` or the job's ``runtime_env``. An entry that cannot
+    be imported fails the trial with a PathfmError naming it."""
+    out: list[Any] = []
+    for entry in filter(None, (e.strip() for e in environ.get(TRIAL_CALLBACKS_ENV, "").split(","))):
+        module_name, _, function_name = entry.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), function_name)
+        except (ImportError, AttributeError, ValueError) as e:
+            raise PathfmError(f"{TRIAL_CALLBACKS_ENV}: cannot load '{entry}' ({type(e).__name__}: {e}); give "
+                              "module:function with the module importable in the trial's process (PYTHONPATH)") from None
+        out.extend(factory(trial, run_dir))
+    return out
+
+
 def start_hang_watchdog(timeout_s: float | None, run_dir: Path, startup_timeout_s: float | None = None):
-    """A started :class:`pathfm.sweeps.hang.HangWatchdog` that records a hang in ``trial.json`` before it
+    """A started :class:`pathfm.infra.hang.HangWatchdog` that records a hang in ``trial.json`` before it
     kills the trial process (None when ``run.hang_timeout_s`` is off); it watches start-up too
-    (``run.startup_timeout_s``, :func:`pathfm.sweeps.hang.startup_allowance`)."""
+    (``run.startup_timeout_s``, :func:`pathfm.infra.hang.startup_allowance`)."""
     if timeout_s is None:
         return None
-    from pathfm.sweeps.hang import HangWatchdog, startup_allowance
+    from pathfm.infra.hang import HangWatchdog, startup_allowance
 
     def record(message: str) -> None:
         hangs = int((TrialRecord.read(run_dir) or TrialRecord()).hangs or 0) + 1

@@ -4,7 +4,7 @@
 (:func:`pathfm.sweeps.search.trial_of_config`), then runs it in ``<sweep_dir>/trial_<id>``: in this
 process (:func:`pathfm.sweeps.trainable.run_trial`) or, with ``resources.workers > 1``, as a Ray Train
 DDP run driven from here (:func:`pathfm.sweeps.distributed.run_ddp_trial`). On an object-store sweep a
-single-process trial syncs its folder with the store from its node (:func:`pathfm.sweeps.store_sync.synced_trial`). Only
+single-process trial syncs its folder with the store from its node (:func:`pathfm.infra.sweep_sync.synced_trial`). Only
 ``ray.tune.report / get_checkpoint / get_context`` are used (Train V2 rule).
 """
 
@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from pathfm.infra.sweep_sync import synced_trial
 from pathfm.records import SweepFolder
 from pathfm.sweeps.search import trial_of_config
 from pathfm.sweeps.spec import SweepSpec
-from pathfm.sweeps.store_sync import synced_trial
 from pathfm.sweeps.trainable import run_trial
 
 
@@ -30,7 +30,7 @@ class SweepContext:
     sweep_dir: str  # absolute local path (shared on clusters)
     trials: list[dict] = field(default_factory=list)  # expanded trials (grid/random); placeholders for optuna
     configs: list[Any] = field(default_factory=list)  # their training Configs as the driver built them (grid/random)
-    store: Any = None  # object-store sweeps: the sweep folder's RemoteStorage (pathfm.sweeps.remote); None: local
+    store: Any = None  # object-store sweeps: the sweep folder's RemoteStorage (pathfm.infra.object_store); None: local
 
     def trial_for(self, config: dict, trial_id: str = "") -> dict:
         return trial_of_config(self.spec, self.trials, config, trial_id)
@@ -67,7 +67,7 @@ def sweep_trainable(config: dict, ctx: SweepContext) -> None:
 
 def metrics_only(report: Callable[..., None]) -> Callable[..., None]:
     """``report`` without Ray checkpoints, for object-store sweeps: there the trial folder in the store is the
-    checkpoint a restarted trial resumes from (:mod:`pathfm.sweeps.store_sync`), and Ray's own checkpoint
+    checkpoint a restarted trial resumes from (:mod:`pathfm.infra.sweep_sync`), and Ray's own checkpoint
     upload would need its ``storage_path`` (the driver's staging folder) on every node: Ray refuses a
     checkpoint from a node without it."""
 

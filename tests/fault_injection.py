@@ -1,17 +1,20 @@
-"""Test-only fault injection: real exceptions inside real sweep trials, for the resilience tests.
+"""Fault injection for the resilience tests: real exceptions inside real sweep trials (test support, not pathfm).
 
-Off unless the environment variable ``PATHFM_TEST_FAULTS`` names a JSON file holding a list of rules;
-nothing of it is in the sweep spec. A trial worker reads the file once, when the trial starts
-(:func:`fault_callbacks`), and only a trial that a rule matches gets the extra trainer callback, so the
-reporter's per-step path is untouched. A rule::
+Off unless the environment variable ``PATHFM_TEST_FAULTS`` names a JSON file holding a list of rules; nothing
+of it is in the sweep spec. pathfm runs :func:`fault_callbacks` in every trial through its generic hook for
+extra trainer callbacks (``PATHFM_TRIAL_CALLBACKS=fault_injection:fault_callbacks``,
+:func:`pathfm.sweeps.trainable.extra_trial_callbacks`); :func:`fault_environment` gives the variables that turn
+it on. A trial worker reads the rules file once, when the trial starts, and only a trial that a rule matches
+gets the extra trainer callback, so the reporter's per-step path is untouched. A rule::
 
     {"when": {"kde_weight": 0.01}, "at_step": 2, "times": 1}
 
 ``when`` matches the trial's params, ``arm``, ``seed`` and ``index``; the trial raises ``RuntimeError`` at
 training step ``at_step`` in at most ``times`` attempts (counted in the trial folder), so ``times: 1`` with
 ``max_failures >= 1`` tests restart-from-checkpoint and the default (unlimited) tests an errored trial.
-Ray workers inherit the variable from the process that started Ray: set it before ``ray.init``; the file
-may be written later, up to the start of the trials.
+Ray workers inherit the variables (and ``PYTHONPATH``, which must name this folder for them to import this
+module) from the process that started Ray: set them before ``ray.init``; the rules file may be written later,
+up to the start of the trials.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from typing import Any, Mapping
 from pathfm.records import RunFolder
 
 ENV_VAR = "PATHFM_TEST_FAULTS"
+HOOK = f"{Path(__file__).stem}:fault_callbacks"  # for PATHFM_TRIAL_CALLBACKS
+TESTS_DIR = Path(__file__).resolve().parent
 
 
 @dataclass(frozen=True)
@@ -69,3 +74,13 @@ def fault_callbacks(trial: dict, run_dir: Path) -> list[FaultInjector]:
     """``[FaultInjector]`` for a trial a test rule matches, else ``[]`` (the normal case)."""
     rule = matching_rule(load_rules(), trial)
     return [FaultInjector(rule, run_dir)] if rule is not None else []
+
+
+def fault_environment(rules: Path, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The environment variables that inject the faults of the rules file ``rules`` into every sweep trial of a
+    process (and of the Ray workers it starts): the rules file, pathfm's trial-callback hook naming
+    :func:`fault_callbacks`, and ``PYTHONPATH`` with this folder first (the current value kept after it)."""
+    from pathfm.sweeps.trainable import TRIAL_CALLBACKS_ENV
+
+    path = os.pathsep.join(p for p in (str(TESTS_DIR), environ.get("PYTHONPATH", "")) if p)
+    return {ENV_VAR: str(rules), TRIAL_CALLBACKS_ENV: HOOK, "PYTHONPATH": path}

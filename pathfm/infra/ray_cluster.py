@@ -8,10 +8,13 @@ from __future__ import annotations
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from pathfm.errors import SweepError
 from pathfm.io import redact_url
-from pathfm.sweeps.spec import SweepSpec
+
+if TYPE_CHECKING:  # a spec is read (its resources), never built here
+    from pathfm.sweeps.spec import SweepSpec
 
 
 def _default_env(address: str | None) -> None:

@@ -27,10 +27,13 @@ import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pathfm.errors import ConfigError
 from pathfm.records.sweep_folder import SPEC_FILE
-from pathfm.sweeps.spec import SweepSpec
+
+if TYPE_CHECKING:  # a spec is read (its name and resources), never built here
+    from pathfm.sweeps.spec import SweepSpec
 
 
 @dataclass(frozen=True)
@@ -160,7 +163,7 @@ srun --nodes=1 --ntasks=1 -w "$head_node" \\
     "$RAY" start --head --node-ip-address="$head_ip" --port="$PORT" \\
     --num-cpus="$CPUS_PER_NODE" --num-gpus="$GPUS_PER_NODE" --include-dashboard=false --block &
 
-"$PYTHON" -m pathfm.sweeps.slurm wait-nodes --address "$address" --nodes 1 --timeout "$WAIT_S"
+"$PYTHON" -m pathfm.infra.slurm wait-nodes --address "$address" --nodes 1 --timeout "$WAIT_S"
 
 for ((i = 1; i < NODES; i++)); do
     srun --nodes=1 --ntasks=1 -w "${{nodes[$i]}}" \\
@@ -168,7 +171,7 @@ for ((i = 1; i < NODES; i++)); do
         --num-cpus="$CPUS_PER_NODE" --num-gpus="$GPUS_PER_NODE" --block &
 done
 
-"$PYTHON" -m pathfm.sweeps.slurm wait-nodes --address "$address" --nodes "$NODES" --timeout "$WAIT_S"
+"$PYTHON" -m pathfm.infra.slurm wait-nodes --address "$address" --nodes "$NODES" --timeout "$WAIT_S"
 
 # SLURM's warning signal (--signal=B:TERM@...) or scancel: the driver saves the Tune state and exits
 # (the trap is set before the driver starts, so a signal in between is not lost)
@@ -224,10 +227,10 @@ def wait_for_nodes(address: str, nodes: int, timeout_s: float, poll_s: float = 5
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pathfm.sweeps.slurm wait-nodes --address A --nodes N --timeout S`` (used by the script)."""
+    """``python -m pathfm.infra.slurm wait-nodes --address A --nodes N --timeout S`` (used by the script)."""
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m pathfm.sweeps.slurm")
+    p = argparse.ArgumentParser(prog="python -m pathfm.infra.slurm")
     sub = p.add_subparsers(dest="cmd", required=True)
     w = sub.add_parser("wait-nodes")
     w.add_argument("--address", required=True)

@@ -6,8 +6,8 @@ with ordinary file I/O, so a sweep on an object store runs in a local *staging* 
 (``$PATHFM_SWEEP_STAGING``, default ``~/.cache/pathfm/sweeps``, + the URI's host and path); each trial pushes
 its own folder to the URI from the node it runs on, and the driver the sweep-level files when the sweep ends
 (also when it stops early); ``pathfm sweep collect URI/NAME`` rebuilds ``results.parquet`` from the trial
-folders in the store and writes it back there: :mod:`pathfm.sweeps.store_sync`. This module opens the store
-and names the staging folder.
+folders in the store and writes it back there (:mod:`pathfm.infra.sweep_sync`, transfers in
+:mod:`pathfm.infra.folder_mirror`). This module opens the store and names the staging folder.
 
 The filesystem is ``pyarrow.fs.FileSystem.from_uri`` (s3, gs, abfs, hdfs: the filesystems Ray's
 ``RunConfig(storage_path=...)`` accepts), else fsspec's (``fsspec.core.url_to_fs``, wrapped as a pyarrow

@@ -142,18 +142,3 @@ def block_for_test(step: int, run_dir: Path) -> None:
     marker.write_text(str(step))
     while True:
         time.sleep(3600)
-
-
-def sweep_hang_timeouts(spec: Any, configs: list[Any]) -> list[float | None]:
-    """``run.hang_timeout_s`` of every trial config of a sweep; for an adaptive search (no configs built
-    before it runs) the base config's with each arm's overrides, plus a positive stand-in when the search
-    space samples it."""
-    if configs:
-        return [c.run.hang_timeout_s for c in configs]
-    from pathfm.config import load_config
-    from pathfm.sweeps.spec import trial_overrides
-
-    arms = [a.name for a in spec.arms] if spec.arms else [None]
-    found = [load_config(spec.base, trial_overrides(spec, arm, None, {}), resolved=True).run.hang_timeout_s
-             for arm in arms]
-    return found + [1.0 for key in spec.space if spec.dotted(key) == "run.hang_timeout_s"]
