@@ -97,6 +97,7 @@ def demo_output(repo_root: Path, tmp_path_factory) -> Path:
         ["bash", str(repo_root / "scripts" / "demo.sh")], env=env, capture_output=True, text=True, timeout=900
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
+    (out.parent / "demo.log").write_text(proc.stdout + proc.stderr)  # what the user saw (tests/test_main_job.py)
     return out
 
 

@@ -5,6 +5,7 @@ and vs random init) is recomputed here from results.parquet."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import polars as pl
@@ -122,3 +123,16 @@ def test_power_from_the_demo_results(demo_output: Path, capsys) -> None:
     assert main(["analyze", "power", str(demo_output / STUDY), "--probe", "knn", "--effect", "0.05"]) == 0
     out = capsys.readouterr().out
     assert f"seeds per arm: {SEEDS}-{SEEDS}" in out and "An effect of 0.05 needs" in out
+
+
+def test_the_main_job_prints_a_line_per_trial_not_ray_tunes_tables(demo_output: Path) -> None:
+    """The terminal shows pathfm's own line as each trial starts and ends; Ray Tune's per-trial configuration and
+    result tables (hundreds of box-drawing lines) only with --verbose."""
+    log = (demo_output.parent / "demo.log").read_text()
+    done = [int(m) for m in re.findall(r"\((\d+) of (?:\d+) done\)", log)]
+    started = re.findall(r"\(started (\d+) of (\d+)\)", log)
+    assert started and done, log[-3000:]
+    total = int(started[0][1])
+    assert total == _plan().n_trials
+    assert sorted(done) == list(range(1, total + 1)) and len(started) >= total
+    assert not set("╭╮╰╯│─") & set(log), [ln for ln in log.splitlines() if set("╭│") & set(ln)][:5]

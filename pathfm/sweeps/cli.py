@@ -41,8 +41,8 @@ def register(subparsers) -> None:
                      help="seconds per training step on the target device (for the --dry-run cost estimate)")
     run.add_argument("--autoscaling", action="store_true",
                      help="the cluster adds nodes on demand: skip the up-front check that a node can host a trial")
-    run.add_argument("-q", "--quiet", action="store_true", help="no Ray table, only our summary lines")
-    run.add_argument("-v", "--verbose", action="store_true", help="also forward the trials' logs")
+    run.add_argument("-q", "--quiet", action="store_true", help="no line per trial (default: a line as each starts and ends)")
+    run.add_argument("-v", "--verbose", action="store_true", help="also Ray Tune's status and per-trial tables and the trials' logs")
     run.set_defaults(func=_run)
 
     res = sub.add_parser("resume", help="continue a sweep whose driver stopped (finished trials are kept)")
@@ -52,7 +52,8 @@ def register(subparsers) -> None:
     res.add_argument("--num-cpus", type=int, default=None)
     res.add_argument("--retry-errored", action="store_true", help="also retry trials that failed")
     res.add_argument("--autoscaling", action="store_true", help="see `pathfm sweep run --autoscaling`")
-    res.add_argument("-q", "--quiet", action="store_true")
+    res.add_argument("-q", "--quiet", action="store_true", help="no line per trial")
+    res.add_argument("-v", "--verbose", action="store_true", help="also Ray Tune's status and per-trial tables and the trials' logs")
     res.set_defaults(func=_resume)
 
     st = sub.add_parser("status", help="table of the trials of a sweep folder (no Ray needed)")

@@ -53,9 +53,24 @@ def _make_callback(spec: SweepSpec, trials: list[dict], sweep_dir: str, verbose:
     sweep_files = SweepFilesMirror(Path(sweep_dir), store) if store is not None else None
 
     class TrialSummary(tune.Callback):
-        """Driver-side: prints one line per finished trial and makes sure trial.json holds the final
-        status even when the trial process could not write it (killed, stopped by the scheduler); on an
-        object-store sweep, keeps the store's copy of the sweep-level files (Tune's state) current."""
+        """Driver-side: prints one line per started and per finished trial (Ray Tune's own tables only with
+        --verbose) and makes sure trial.json holds the final status even when the trial process could not
+        write it (killed, stopped by the scheduler); on an object-store sweep, keeps the store's copy of the
+        sweep-level files (Tune's state) current."""
+
+        started = finished = 0
+
+        def on_trial_start(self, iteration, trials_now, trial, **info):
+            self.started += 1
+            if verbose >= 1:
+                try:
+                    planned = trial_of_config(spec, trials, trial.config, trial.trial_id)
+                except ValueError:  # not one of the expanded trials (an adaptive search's own point)
+                    planned = {"params": {k: v for k, v in trial.config.items() if k != "index"}}
+                record = TrialRecord.from_dict({"trial_id": trial.trial_id, "status": "RUNNING",
+                                                **{k: planned.get(k) for k in ("arm", "seed", "params")}})
+                print(f"{trial_summary_line(sweep_name, record)}  (started {self.started} of {len(trials)})",
+                      file=sys.stderr, flush=True)
 
         def on_step_end(self, iteration, trials, **info):
             if sweep_files is not None:
@@ -87,8 +102,10 @@ def _make_callback(spec: SweepSpec, trials: list[dict], sweep_dir: str, verbose:
                     gpu_hours=wall * float(info.gpus or 0.0) / 3600, final_step=last.get("step"),
                     tiles_seen=last.get("tiles_seen"), train_time_s=last.get("time_s"),
                     stopped_by="scheduler" if status == "STOPPED" else None))
+            self.finished += 1
             if verbose >= 1:
-                print(trial_summary_line(sweep_name, info), file=sys.stderr, flush=True)
+                print(f"{trial_summary_line(sweep_name, info)}  ({self.finished} of {len(trials)} done)",
+                      file=sys.stderr, flush=True)
             if sweep_files is not None:
                 sweep_files.push_now(time.monotonic())
 
@@ -162,7 +179,7 @@ def _build_tuner(spec: SweepSpec, sweep_dir: Path, trials: list[dict], concurren
     run_config = tune.RunConfig(
         name=sweep_dir.name,
         storage_path=str(sweep_dir.parent),
-        verbose=1 if verbose >= 1 else 0,
+        verbose=1 if verbose >= 2 else 0,  # Tune's per-trial tables: --verbose (pathfm prints a line per trial)
         callbacks=[_make_callback(spec, trials, str(sweep_dir), verbose), JsonLoggerCallback(), CSVLoggerCallback()],
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
