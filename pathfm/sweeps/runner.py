@@ -49,6 +49,7 @@ def _make_callback(spec: SweepSpec, trials: list[dict], sweep_dir: str, verbose:
     from pathfm.sweeps.search import trial_of_config
 
     sweep_name = spec.name
+    expanded = trials  # the sweep's trials (Tune's callbacks get its own Trial objects as `trials`)
     store = recorded_store(Path(sweep_dir))  # an object-store sweep: trials of other nodes are read from there
     sweep_files = SweepFilesMirror(Path(sweep_dir), store) if store is not None else None
 
@@ -60,16 +61,16 @@ def _make_callback(spec: SweepSpec, trials: list[dict], sweep_dir: str, verbose:
 
         started = finished = 0
 
-        def on_trial_start(self, iteration, trials_now, trial, **info):
+        def on_trial_start(self, iteration, trials, trial, **info):  # Tune passes these by keyword
             self.started += 1
             if verbose >= 1:
                 try:
-                    planned = trial_of_config(spec, trials, trial.config, trial.trial_id)
+                    planned = trial_of_config(spec, expanded, trial.config, trial.trial_id)
                 except ValueError:  # not one of the expanded trials (an adaptive search's own point)
                     planned = {"params": {k: v for k, v in trial.config.items() if k != "index"}}
                 record = TrialRecord.from_dict({"trial_id": trial.trial_id, "status": "RUNNING",
                                                 **{k: planned.get(k) for k in ("arm", "seed", "params")}})
-                print(f"{trial_summary_line(sweep_name, record)}  (started {self.started} of {len(trials)})",
+                print(f"{trial_summary_line(sweep_name, record)}  (started {self.started} of {len(expanded)})",
                       file=sys.stderr, flush=True)
 
         def on_step_end(self, iteration, trials, **info):
@@ -104,7 +105,7 @@ def _make_callback(spec: SweepSpec, trials: list[dict], sweep_dir: str, verbose:
                     stopped_by="scheduler" if status == "STOPPED" else None))
             self.finished += 1
             if verbose >= 1:
-                print(f"{trial_summary_line(sweep_name, info)}  ({self.finished} of {len(trials)} done)",
+                print(f"{trial_summary_line(sweep_name, info)}  ({self.finished} of {len(expanded)} done)",
                       file=sys.stderr, flush=True)
             if sweep_files is not None:
                 sweep_files.push_now(time.monotonic())
