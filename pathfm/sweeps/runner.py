@@ -15,12 +15,12 @@ baselines, once per sweep: :mod:`pathfm.sweeps.reference`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
 from pathlib import Path
-
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from pathfm.errors import SweepError
 from pathfm.infra import object_store
@@ -189,6 +189,25 @@ def _build_tuner(spec: SweepSpec, sweep_dir: Path, trials: list[dict], concurren
                       run_config=run_config)
 
 
+@contextlib.contextmanager
+def tune_terminal_output(verbose: int) -> Iterator[None]:
+    """Ray Tune's own terminal output: its status and per-trial tables only at ``verbose >= 2`` (--verbose).
+    Below that, none: Tune's new output engine prints its experiment table even at verbosity 0, the legacy
+    one nothing, so the legacy one runs (pathfm prints its own line per trial)."""
+    if verbose >= 2:
+        yield
+        return
+    before = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = before
+
+
 # ------------------------------------------------------------------------------------ public API
 def run_sweep(spec: SweepSpec | str | Path, storage: str | Path = "runs/sweeps", *, address: str | None = None,
               num_cpus: int | None = None, dry_run: bool = False, verbose: int = 1,
@@ -289,7 +308,8 @@ def _drive(spec: SweepSpec, sweep_dir: Path, trials: list[dict], make_tuner: Cal
         t0 = time.time()
         reference = start_reference(spec, sweep_dir, trials, verbose=verbose)  # once per sweep, beside the trials
         # (a no-op for a resumed sweep whose reference rows are there)
-        results = tuner.fit()
+        with tune_terminal_output(verbose):
+            results = tuner.fit()
         finish_reference(reference)
         _record_driver_time(sweep_dir, time.time() - t0)
         if after_fit is not None:
