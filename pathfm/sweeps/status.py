@@ -59,13 +59,14 @@ def format_status(sweep_dir: str | Path) -> str:
     if total:
         head += f" ({len(rows)} of {total} started)"
     obj_key = (meta.get("objective") or {}).get("metric", "eval/mean_balanced_accuracy")
-    lines = [head, f"{'trial':<14} {'status':<20} {'arm':<12} {'seed':>4} {'step':>9}  {obj_key:<28} params"]
+    arm_w = max([12] + [len(str(r["arm"] or "-")) for r in rows])  # the columns stay aligned for long arm names
+    lines = [head, f"{'trial':<14} {'status':<20} {'arm':<{arm_w}} {'seed':>4} {'step':>9}  {obj_key:<28} params"]
     for r in rows:
         obj = r["objective"].get(obj_key)
         params = " ".join(f"{k}={format_value(v)}" for k, v in r["params"].items())
         step = f"{r['step']}/{r['total_steps'] or '?'}"
         status = f"{r['status']} ({r['stop_reason']})" if r.get("stop_reason") else str(r["status"])
-        lines.append(f"{str(r['trial_id']):<14} {status:<20} {str(r['arm'] or '-'):<12} "
+        lines.append(f"{str(r['trial_id']):<14} {status:<20} {str(r['arm'] or '-'):<{arm_w}} "
                      f"{str(r['seed'] if r['seed'] is not None else '-'):>4} {step:>9}  "
                      f"{(f'{obj:.4f}' if isinstance(obj, float) else '-'):<28} {params}")
         if r["status"] == "ERROR" and r["error"]:
