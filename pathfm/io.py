@@ -12,8 +12,8 @@ import json
 import os
 import tempfile
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable, Iterator, Mapping
 
 
 def _current_umask() -> int:
@@ -145,21 +145,34 @@ def checksum_path(path: str | Path) -> Path:
     return path.with_name(path.name + CHECKSUM_SUFFIX)
 
 
+def folder_files(path: str | Path) -> list[str]:
+    """The relative names (posix) of every file under the folder ``path``, in the order :func:`checksum` uses."""
+    path = Path(path)
+    return [f.relative_to(path).as_posix() for f in sorted(path.rglob("*")) if f.is_file()]
+
+
+def combine_checksums(file_sha256: Mapping[str, str]) -> str:
+    """A folder's checksum from its files' sha256 (relative name -> hex digest): the sha256 over the
+    ``<file sha256>  <relative name>`` lines, sorted by name as :func:`folder_files` sorts them."""
+    names = sorted(file_sha256, key=lambda n: PurePosixPath(n).parts)
+    return hashlib.sha256("".join(f"{file_sha256[n]}  {n}\n" for n in names).encode()).hexdigest()
+
+
 def checksum(path: str | Path) -> str:
     """sha256 of a file; of a folder (a sharded checkpoint), the sha256 over the sorted
-    ``<file sha256>  <relative name>`` lines of every file in it."""
+    ``<file sha256>  <relative name>`` lines of every file in it (:func:`combine_checksums`)."""
     path = Path(path)
     if not path.is_dir():
         return sha256_file(path)
-    lines = [f"{sha256_file(f)}  {f.relative_to(path).as_posix()}\n" for f in sorted(path.rglob("*")) if f.is_file()]
-    return hashlib.sha256("".join(lines).encode()).hexdigest()
+    return combine_checksums({name: sha256_file(path / name) for name in folder_files(path)})
 
 
-def write_checksum(path: str | Path) -> Path:
-    """Write ``path``'s sidecar (atomically) from its current bytes; returns the sidecar."""
+def write_checksum(path: str | Path, digest: str | None = None) -> Path:
+    """Write ``path``'s sidecar (atomically) from its current bytes, or with ``digest`` when the caller computed
+    :func:`checksum` already (a sharded checkpoint's ranks hash their own files); returns the sidecar."""
     path = Path(path)
     side = checksum_path(path)
-    atomic_write_text(side, f"{checksum(path)}  {path.name}\n")
+    atomic_write_text(side, f"{digest or checksum(path)}  {path.name}\n")
     return side
 
 
@@ -173,11 +186,12 @@ def atomic_checksummed(path: str | Path) -> Iterator[Path]:
     write_checksum(path)
 
 
-def checksum_mismatch(path: str | Path) -> str | None:
-    """Why ``path`` does not match its existing sidecar (None when it does)."""
+def checksum_mismatch(path: str | Path, compute: Callable[[Path], str] | None = None) -> str | None:
+    """Why ``path`` does not match its existing sidecar (None when it does); ``compute``: how its checksum is
+    computed (default :func:`checksum`; the ranks of a sharded run share the work, pathfm.backbone.sharded_checkpoint)."""
     side = checksum_path(path)
     recorded = (side.read_text().split() or [""])[0]
-    actual = checksum(path)
+    actual = (compute or checksum)(Path(path))
     if recorded == actual:
         return None
     return f"sha256 mismatch (file {actual[:12]}..., {side.name} {recorded[:12]}...)"

@@ -23,7 +23,7 @@ import shutil
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -119,20 +119,24 @@ def prune(run_dir: str | Path, keep: int) -> None:
         remove_checkpoint(path)
 
 
-def verify(path: Path) -> str | None:
-    """None if ``path`` matches its sha256 sidecar, else the reason it does not."""
+Checksum = Callable[[Path], str]  # how a checkpoint's checksum is computed (default pathfm.io.checksum)
+
+
+def verify(path: Path, checksum: Checksum | None = None) -> str | None:
+    """None if ``path`` matches its sha256 sidecar, else the reason it does not. ``checksum``: how the sum is
+    computed (the ranks of a sharded run share it: pathfm.backbone.sharded_checkpoint.shared_checksum)."""
     if not checksum_path(path).exists():
         return "no .sha256 sidecar (the write did not finish)"
-    why = checksum_mismatch(path)
+    why = checksum_mismatch(path, checksum)
     return f"{why}: corrupt or truncated" if why else None
 
 
-def load_checkpoint(path: str | Path, *, check: bool = True) -> dict[str, Any]:
+def load_checkpoint(path: str | Path, *, check: bool = True, checksum: Checksum | None = None) -> dict[str, Any]:
     """Load one checkpoint (CPU tensors). CheckpointError if it is not a valid pathfm checkpoint."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint")
-    if check and (why := verify(path)):
+    if check and (why := verify(path, checksum)):
         raise CheckpointError(f"{path}: {why}")
     try:
         obj = torch.load(path / SHARDED_META if path.is_dir() else path, map_location="cpu", weights_only=True)
@@ -160,11 +164,11 @@ def set_aside_unusable(run_dir: str | Path) -> list[Path]:
     return moved
 
 
-def latest_valid(run_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
+def latest_valid(run_dir: str | Path, checksum: Checksum | None = None) -> tuple[Path, dict[str, Any]] | None:
     """The newest checkpoint that verifies and loads, skipping (and logging) corrupt ones; None if none."""
     for step, path in reversed(list_checkpoints(run_dir)):
         try:
-            return path, load_checkpoint(path)
+            return path, load_checkpoint(path, checksum=checksum)
         except CheckpointError as e:
             warnings.warn(f"skipping checkpoint at step {step}: {e}", stacklevel=2)
     return None

@@ -129,6 +129,18 @@ class SwiGLU(nn.Module):
         return self.w3(F.silu(a) * b)
 
 
+class LayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` whose weight and bias take the input's dtype: under FSDP's bf16 compute parameters the
+    fp32 residual stream is normalised in fp32, as CUDA autocast does for every LayerNorm (CPU autocast would
+    refuse the mixed dtypes). A no-op when the dtypes agree (fp32, DDP + autocast)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        w, b = self.weight, self.bias
+        if w is not None and w.dtype != x.dtype:
+            w, b = w.to(x.dtype), (b.to(x.dtype) if b is not None else None)
+        return F.layer_norm(x, self.normalized_shape, w, b, self.eps)
+
+
 class LayerScale(nn.Module):
     def __init__(self, dim: int, init: float) -> None:
         super().__init__()
@@ -157,10 +169,10 @@ class Block(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, ffn: str, layerscale: float | None, drop_path_rate: float) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm1 = LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, num_heads)
         self.ls1 = LayerScale(dim, layerscale) if layerscale else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm2 = LayerNorm(dim, eps=1e-6)
         self.mlp = SwiGLU(dim, 4 * dim) if ffn == "swiglu" else Mlp(dim, 4 * dim)
         self.ls2 = LayerScale(dim, layerscale) if layerscale else nn.Identity()
         self.drop_path_rate = drop_path_rate

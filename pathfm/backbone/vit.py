@@ -32,7 +32,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import Tensor, nn
 
-from pathfm.backbone.layers import Block, PatchEmbed, select_attention_backend
+from pathfm.backbone.layers import Block, LayerNorm, PatchEmbed, select_attention_backend
 from pathfm.errors import ConfigError
 
 
@@ -131,10 +131,11 @@ class VisionTransformer(nn.Module):
         self.blocks = nn.ModuleList(
             Block(embed_dim, num_heads, ffn, layerscale, drop_path_rate) for _ in range(depth)
         )
-        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.norm = LayerNorm(embed_dim, eps=1e-6)
         self.cfg: dict[str, Any] | None = None  # the ModelConfig dump, set by build_backbone
         self.activation_checkpointing = False  # recompute each block in backward (model.activation_checkpointing)
         self.compiled_blocks = False  # set by compile_blocks
+        self.residual_dtype: torch.dtype | None = None  # None: the parameters' dtype (prepare_tokens)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -171,12 +172,13 @@ class VisionTransformer(nn.Module):
             if masks.shape != tokens.shape[:2]:
                 raise ValueError(f"masks of shape {tuple(masks.shape)} do not match {tuple(tokens.shape[:2])} patches")
             tokens = torch.where(masks.unsqueeze(-1), self.mask_token.to(tokens.dtype), tokens)
-        # The residual stream is in the parameters' dtype from the first block on: under autocast the patch
-        # embedding returns bf16, and LayerScale's fp32 gamma would promote the residual to fp32 after the
-        # first block (two dtypes per run: two torch.compile variants of every block). DINOv2 promotes here
-        # too (its torch.cat of the fp32 CLS token and the bf16 patches). A no-op in fp32; under FSDP's bf16
-        # parameters the stream is bf16 throughout.
-        tokens = tokens.to(self.pos_embed.dtype)
+        # The residual stream has one dtype from the first block on: under autocast the patch embedding returns
+        # bf16, and LayerScale's fp32 gamma would promote the residual to fp32 after the first block (two dtypes
+        # per run: two torch.compile variants of every block). DINOv2 promotes here too (its torch.cat of the
+        # fp32 CLS token and the bf16 patches). ``residual_dtype`` None: the parameters' dtype (a no-op in fp32);
+        # FSDP's bf16 compute parameters set it to fp32 (pathfm.ssl.sharding.shard_net), so the stream is fp32
+        # there as under DDP + autocast (docs/large-backbones.md).
+        tokens = tokens.to(self.residual_dtype or self.pos_embed.dtype)
         grid = (h // self.patch_size, w // self.patch_size)
         pos = interpolate_pos_embed(
             self.pos_embed[:, 1:], grid, offset=self.pos_embed_offset, antialias=self.pos_embed_antialias

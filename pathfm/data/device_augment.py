@@ -192,9 +192,12 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, max_sigma: float = 2.0) 
     k = box_kernels(sigma, max_sigma).repeat_interleave(c, 0)  # (N * 3, 2R + 1), symmetric
     reach = k.shape[1] // 2
     y = x.reshape(1, n * c, h, w)
-    for weight, pad in ((k[:, None, None, :], (reach, reach, 0, 0)), (k[:, None, :, None], (0, 0, reach, reach))):
-        for _ in range(PASSES):
-            y = torch.nn.functional.conv2d(torch.nn.functional.pad(y, pad, mode="replicate"), weight, groups=n * c)
+    # full fp32 on a GPU too: cuDNN's default TF32 convolutions (10-bit mantissa) would move the blur away from
+    # the CPU path (and PIL) that tests/test_data_device_augment.py holds it to
+    with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=False):
+        for weight, pad in ((k[:, None, None, :], (reach, reach, 0, 0)), (k[:, None, :, None], (0, 0, reach, reach))):
+            for _ in range(PASSES):
+                y = torch.nn.functional.conv2d(torch.nn.functional.pad(y, pad, mode="replicate"), weight, groups=n * c)
     return y.view(n, c, h, w)
 
 

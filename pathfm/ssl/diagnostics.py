@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -96,9 +97,11 @@ def effective_rank(x: Tensor) -> Tensor:
     NaN when there are no rows or any entry is not finite (a diverged step: the loss check reports it)."""
     from pathfm.backbone.embedding_stats import rankme
 
-    if x.shape[0] == 0 or not bool(torch.isfinite(x).all()):
+    if x.shape[0] == 0:
         return x.new_tensor(NAN, dtype=torch.float32)
-    return torch.tensor(rankme(x.detach().float().cpu().numpy()), dtype=torch.float32)
+    rows = x.detach().float().cpu().numpy()  # the one wait for the device (on logged steps): the finite check is on the host
+    value = rankme(rows) if np.isfinite(rows).all() else NAN
+    return torch.tensor(value, dtype=torch.float32, device=x.device)  # stacked with the other values on the device
 
 
 def dino_ce_per_pair(loss_values: dict[str, float], dino_weight: float) -> float:

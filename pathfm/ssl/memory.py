@@ -36,8 +36,8 @@ config as the trainer resolves them):
                  + P_trainable x 4                  (in ``gradients``) with optim.grad_accum > 1: FSDP keeps the
                                                     unsharded fp32 gradients between micro-batches
     checkpointing activations = T x (L x D x r + b_block + 4 D + 3 p^2 a)   each block keeps only its input
-                                                    (r = 4: the fp32 residual stream; 2 under multi-process fsdp
-                                                    with bf16 parameters); one block is recomputed at a time
+                                                    (r = 4: the residual stream is fp32, also under fsdp's bf16
+                                                    parameters); one block is recomputed at a time
 
 :func:`check_fits` refuses a trial whose estimate exceeds the GPU it will get (``run.gpu_memory_gib`` or
 the visible CUDA device) less :data:`HEADROOM` (allocator fragmentation, cached blocks), and names the fixes
@@ -177,7 +177,7 @@ def estimate_memory(cfg, world_size: int = 1, strategy: str = "ddp",
     act = 2 if low else 4
     sharded = strategy == "fsdp" and world_size > 1  # one process shards nothing: the plain run
     param_bytes = 2 if low and sharded else 4  # a gathered FSDP unit: bf16 policy, else fp32
-    residual = 2 if low and sharded else 4  # the residual stream is in the parameters' dtype (prepare_tokens)
+    residual = 4  # the residual stream is fp32, also under fsdp's bf16 parameters (pathfm.ssl.sharding.shard_net)
     block = block_bytes_per_token(d, spec.num_heads, m.ffn, bool(m.layerscale), act)
     outside = 4 * d + 3 * m.patch_size**2 * act  # the final LayerNorm's fp32 input, the patch embedding's input
     if activation_checkpointing:

@@ -15,8 +15,10 @@ from pathfm.io import atomic_write_text, read_jsonl
 from pathfm.records import RunFolder
 
 
-def prepare_run_dir(run_dir: Path, resume: bool | str | Path) -> tuple[Path, dict] | None:
-    """Validate the run dir against ``resume`` and return the checkpoint to resume from (or None)."""
+def prepare_run_dir(run_dir: Path, resume: bool | str | Path,
+                    checksum: ckpt.Checksum | None = None) -> tuple[Path, dict] | None:
+    """Validate the run dir against ``resume`` and return the checkpoint to resume from (or None);
+    ``checksum``: how checkpoints are verified (every rank of a distributed run calls this together)."""
     if resume is False or resume is None:
         if ckpt.list_checkpoints(run_dir):
             raise PathfmError(
@@ -25,12 +27,12 @@ def prepare_run_dir(run_dir: Path, resume: bool | str | Path) -> tuple[Path, dic
             )
         return None
     if resume is True:
-        found = ckpt.latest_valid(run_dir)
+        found = ckpt.latest_valid(run_dir, checksum)
         if found is None:
             raise ckpt.CheckpointError(f"{RunFolder(run_dir).checkpoints_dir}: no valid checkpoint to resume from")
         return found
     path = Path(resume)
-    return path, ckpt.load_checkpoint(path)
+    return path, ckpt.load_checkpoint(path, checksum=checksum)
 
 
 def _leaf(tree: Any, key: str) -> Any:

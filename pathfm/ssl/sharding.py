@@ -13,7 +13,9 @@ the backbone (patch embedding, tokens, final norm; ``forward_features_list`` reg
 forward method because the trainer calls it instead of ``forward``), one per head. Student and EMA
 teacher are sharded alike, so their local shards line up and the EMA update works shard by shard
 (pathfm.ssl.step.ema_update). Mixed precision (:func:`mixed_precision_policy`): bf16 parameters in
-compute with fp32 master weights and fp32 gradient reductions on CUDA; fp32 on CPU.
+compute with fp32 master weights and fp32 gradient reductions on CUDA; fp32 on CPU. The residual stream
+stays fp32 under the bf16 parameters, as under DDP + autocast (:func:`residual_unchanged_fraction` measures
+why: docs/large-backbones.md).
 
 Gradient clipping stays per submodule (backbone, DINO head, iBOT head, as DINOv2): the gradients are
 DTensors and ``torch.nn.utils.clip_grad_norm_`` computes their global norm (the shard norms reduced over
@@ -93,7 +95,9 @@ def mixed_precision_policy(device_type: str, precision: str) -> Any:
     from torch.distributed.fsdp import MixedPrecisionPolicy
 
     if device_type == "cuda" and precision == "bf16":
-        return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        # the units' inputs are not cast to bf16: the residual stream stays fp32 as under DDP + autocast
+        # (shard_net sets the backbone's residual dtype; docs/large-backbones.md, "Residual stream")
+        return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32, cast_forward_inputs=False)
     return MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32)
 
 
@@ -106,6 +110,7 @@ def shard_net(net: nn.Module, policy: Any) -> list[nn.Module]:
     # the EMA update and checkpoints need the sharded parameters back
     kw = {"mp_policy": policy, "reshard_after_forward": True}
     backbone = net.backbone
+    backbone.residual_dtype = torch.float32  # the master weights' dtype, whatever the compute parameters' dtype
     for block in backbone.blocks:
         fully_shard(block, **kw)
     fully_shard(backbone, **kw)
@@ -119,6 +124,14 @@ def shard_net(net: nn.Module, policy: Any) -> list[nn.Module]:
             fully_shard(head, **kw)
             units.append(head)
     return units
+
+
+def residual_unchanged_fraction(before: Tensor, after: Tensor) -> float:
+    """The fraction of residual-stream elements a block leaves bit-identical (``after == before``): with
+    LayerScale 1e-5 at init a bf16 residual (resolution 2^-8 relative) swallows nearly every block update."""
+    if before.shape != after.shape:
+        raise ValueError(f"shapes differ: {tuple(before.shape)} vs {tuple(after.shape)}")
+    return float((after == before).float().mean()) if before.numel() else 1.0
 
 
 def set_gradient_sync(units: Iterable[nn.Module], sync: bool) -> None:

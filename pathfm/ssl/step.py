@@ -46,9 +46,10 @@ class SSLNet(nn.Module):
     def patch_head(self) -> nn.Module:
         return self.ibot_head if self.ibot_head is not None else self.dino_head
 
-    def forward(self, global_crops: Tensor, local_crops: Tensor, masks: Tensor) -> "StudentOutputs":
+    def forward(self, global_crops: Tensor, local_crops: Tensor, masks: Tensor,
+                rows: Tensor | None = None) -> "StudentOutputs":
         g, loc = self.backbone.forward_features_list([global_crops, local_crops], [masks, None])
-        masked_patches = g["patch"][masks]  # (M, D), row-major over (crop, patch)
+        masked_patches = select_masked(g["patch"], masks, rows)  # (M, D), row-major over (crop, patch)
         n_g, n_l = g["cls"].shape[0], loc["cls"].shape[0]
         if self.ibot_head is None:  # shared head: one call over [global CLS; local CLS; masked patches]
             logits = self.dino_head(torch.cat([g["cls"], loc["cls"], masked_patches]))
@@ -129,6 +130,42 @@ def make_ibot_masks(
     return masks, weights
 
 
+@dataclass(frozen=True)
+class MaskedRows:
+    """Where the masked patches are, found on the host where the masks are drawn (DINOv2's loader passes mask
+    indices too), so that selecting them never makes the host wait for the device as boolean-mask indexing
+    on a GPU does (it must learn how many rows there are): ``rows`` the flat (crop x patch) indices in
+    row-major order, as ``x[masks]`` takes them; ``weights`` each masked patch's iBOT weight."""
+
+    rows: Tensor
+    weights: Tensor
+
+
+def masked_rows(masks: Tensor, mask_weights: Tensor, device: torch.device) -> MaskedRows:
+    """:class:`MaskedRows` of host masks (n_crops*B, P) and per-crop weights (n_crops*B,), copied to ``device``
+    without waiting (pinned memory, non-blocking) on CUDA."""
+    m = masks.numpy()
+    rows = torch.from_numpy(np.flatnonzero(m))
+    weights = torch.from_numpy(np.ascontiguousarray(np.broadcast_to(mask_weights.numpy()[:, None], m.shape)[m]))
+    return MaskedRows(to_device(rows, device), to_device(weights, device))
+
+
+def to_device(t: Tensor, device: torch.device) -> Tensor:
+    """A host tensor on ``device``; on CUDA through pinned memory and a non-blocking copy (a plain copy from
+    pageable memory synchronises the stream)."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def select_masked(x: Tensor, masks: Tensor, rows: Tensor | None) -> Tensor:
+    """The rows of ``x`` (N, P, D) where ``masks`` (N, P) is set: ``x[masks]``, by host-computed ``rows``
+    (:func:`masked_rows`) when given, the same rows in the same order without a device-to-host sync."""
+    if rows is None:
+        return x[masks]
+    return x.flatten(0, 1).index_select(0, rows)
+
+
 # ---------------------------------------------------------------------------------------- teacher
 def _targets_from_logits(
     logits: Tensor, temp: float, loss_cfg: Any, center: Any | None, all_reduce: AllReduce | None
@@ -150,10 +187,12 @@ def teacher_targets(
     loss_cfg: Any,
     centers: dict[str, Any] | None,
     all_reduce: AllReduce | None,
+    rows: Tensor | None = None,
 ) -> TeacherTargets:
-    """Teacher on the unmasked global crops -> DINO targets (CLS) and iBOT targets (masked positions)."""
+    """Teacher on the unmasked global crops -> DINO targets (CLS) and iBOT targets (masked positions;
+    ``rows``: their host-computed indices, :func:`masked_rows`)."""
     feats = teacher.backbone.forward_features(global_crops)
-    masked = feats["patch"][masks]
+    masked = select_masked(feats["patch"], masks, rows)
     if teacher.ibot_head is None:
         n = feats["cls"].shape[0]
         dino_logits, ibot_logits = teacher.dino_head(torch.cat([feats["cls"], masked])).split([n, masked.shape[0]])
@@ -167,15 +206,18 @@ def teacher_targets(
 
 # ----------------------------------------------------------------------------------------- losses
 def ssl_losses(
-    out: StudentOutputs, targets: TeacherTargets, masks: Tensor, mask_weights: Tensor, loss_cfg: Any, n_global: int
+    out: StudentOutputs, targets: TeacherTargets, masks: Tensor, mask_weights: Tensor, loss_cfg: Any, n_global: int,
+    patch_weights: Tensor | None = None,
 ) -> dict[str, Tensor]:
-    """The weighted loss parts (float32); their sum is the training loss."""
+    """The weighted loss parts (float32); their sum is the training loss. ``patch_weights``: each masked
+    patch's weight computed on the host (:func:`masked_rows`), else from ``masks`` and ``mask_weights``."""
     from pathfm.ssl.losses import dino_loss, ibot_loss
     from pathfm.ssl.regularizers import kde, koleo
 
     t = loss_cfg.student_temp
     local, glob = dino_loss(out.dino_global.float(), out.dino_local.float(), targets.dino, t, n_global=n_global)
-    patch_weights = mask_weights.to(out.ibot.device)[:, None].expand_as(masks)[masks]
+    if patch_weights is None:
+        patch_weights = mask_weights.to(out.ibot.device)[:, None].expand_as(masks)[masks]
     ibot = ibot_loss(out.ibot.float(), targets.ibot, patch_weights, masks.shape[0], t)
     zero = out.global_cls.new_zeros((), dtype=torch.float32)
     koleo_term, kde_term = zero, zero

@@ -45,6 +45,7 @@ from pathfm.ssl.distributed import (
     init_distributed,
 )
 from pathfm.backbone.backbone_file import config_sha, export_backbone
+from pathfm.backbone.sharded_checkpoint import shared_checksum
 from pathfm.backbone.foreign_weights import load_init_weights
 from pathfm.backbone.vit import count_parameters
 from pathfm.ssl.finite_agreement import check_finite_on_all_ranks
@@ -390,7 +391,7 @@ def train(
         ensure_writable_dir(run_dir, "run directory")  # before building anything
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
-    found = run_files.prepare_run_dir(run_dir, resume)
+    found = run_files.prepare_run_dir(run_dir, resume, shared_checksum if env.distributed else None)
     if found is not None and folder.done.exists() and found[1]["progress"]["global_step"] >= sum(s.cfg.optim.steps for s in plan):
         rec = read_jsonl(folder.metrics)
         return TrainResult(run_dir, found[1]["progress"]["global_step"], rec[-1] if rec else {},

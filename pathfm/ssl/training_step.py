@@ -30,8 +30,10 @@ from pathfm.ssl.step import (
     clip_and_step,
     ema_update,
     make_ibot_masks,
+    masked_rows,
     ssl_losses,
     teacher_targets,
+    to_device,
 )
 
 
@@ -118,17 +120,19 @@ def training_step(
             rank_images=slice(position.rank * b, (position.rank + 1) * b),
             grid=global_crops.shape[-1] // cfg.model.patch_size,
         )
-        masks = masks.to(device)
+        where = masked_rows(masks, mask_w, device)  # on the host: no device sync to find the masked patches
+        masks = to_device(masks, device)
         sync = micro == accum - 1
         with autocast_for(device, precision):
             targets = teacher_targets(models.teacher, global_crops, masks, sched["teacher_temp"], cfg.loss,
-                                      models.centers, all_reduce)
-            ddp = isinstance(student_fwd, nn.parallel.DistributedDataParallel)
-            no_sync = student_fwd.no_sync() if (ddp and not sync) else contextlib.nullcontext()
-            sharding.set_gradient_sync(models.shard_units, sync)
-            with no_sync:
-                out = student_fwd(global_crops, local_crops, masks)
-                parts = ssl_losses(out, targets, masks, mask_w, cfg.loss, n_g)
+                                      models.centers, all_reduce, where.rows)
+        ddp = isinstance(student_fwd, nn.parallel.DistributedDataParallel)
+        no_sync = student_fwd.no_sync() if (ddp and not sync) else contextlib.nullcontext()
+        sharding.set_gradient_sync(models.shard_units, sync)
+        with no_sync:  # the forward under autocast; the backward outside it (PyTorch's recommendation)
+            with autocast_for(device, precision):
+                out = student_fwd(global_crops, local_crops, masks, where.rows)
+                parts = ssl_losses(out, targets, masks, mask_w, cfg.loss, n_g, where.weights)
                 diag = step_diagnostics(
                     teacher_dino_logits=targets.dino_logits, teacher_dino_targets=targets.dino,
                     teacher_ibot_targets=targets.ibot, teacher_cls=targets.cls[:b],
@@ -136,13 +140,13 @@ def training_step(
                     student_dino_global=out.dino_global, student_temp=cfg.loss.student_temp,
                     student_backbone=models.student.backbone,
                 ) if diagnose else {}  # fmt: skip  (only on the steps that are logged)
-                # one device->host sync for all loss parts and diagnostics (not one per value)
-                named = {**parts, **diag}
-                values = dict(zip(named, torch.stack([v.detach().float() for v in named.values()]).tolist()))
-                if check_finite is not None:
-                    check_finite({k: values[k] for k in parts})
-                loss = sum(parts.values()) / accum
-                (models.scaler.scale(loss) if models.scaler is not None else loss).backward()
+            # one device->host sync for all loss parts and diagnostics (not one per value)
+            named = {**parts, **diag}
+            values = dict(zip(named, torch.stack([v.detach().float() for v in named.values()]).tolist()))
+            if check_finite is not None:
+                check_finite({k: values[k] for k in parts})
+            loss = sum(parts.values()) / accum
+            (models.scaler.scale(loss) if models.scaler is not None else loss).backward()
         for k, v in values.items():
             sums[k] = sums.get(k, 0.0) + v / accum
         if keep:
