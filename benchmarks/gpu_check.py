@@ -216,7 +216,7 @@ def part_sharded(st: Stand, work: Path) -> None:
 
     from pathfm.backbone.sharded_checkpoint import load_sharded, read_full_teacher, save_sharded
     from pathfm.backbone.vit import compile_blocks
-    from pathfm.ssl.host_syncs import HostSyncCounter
+    from host_syncs import HostSyncCounter  # beside this script
     from pathfm.ssl.sharding import mixed_precision_policy, shard_net
     from pathfm.ssl.training_step import StepPosition, training_step
 
