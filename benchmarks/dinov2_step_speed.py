@@ -189,10 +189,11 @@ def measure(args: argparse.Namespace, heads: str) -> dict[str, Any]:
         for s in sides.values():
             s.close()
     med = {k: statistics.median(v["cpu_s"] for v in vals) for k, vals in runs.items() if vals}
-    out: dict[str, Any] = {"heads": heads, "cpu_s": med, "all_cpu_s": {k: [v["cpu_s"] for v in vals] for k, vals in runs.items()},
-                           "peak_rss_mb": {k: vals[-1]["peak_rss_mb"] for k, vals in runs.items() if vals},
-                           "diag_cpu_s": statistics.median(v["diag_cpu_s"] for v in runs["pathfm_diag"]),
-                           "first_step_loss": first_loss}  # fmt: skip
+    out: dict[str, Any] = {
+        "heads": heads, "cpu_s": med, "all_cpu_s": {k: [v["cpu_s"] for v in vals] for k, vals in runs.items()},
+        "peak_rss_mb": {k: vals[-1]["peak_rss_mb"] for k, vals in runs.items() if vals},
+        "diag_cpu_s": statistics.median(v["diag_cpu_s"] for v in runs["pathfm_diag"]), "first_step_loss": first_loss,
+    }  # fmt: skip
     out["diag_share"] = out["diag_cpu_s"] / med["pathfm_diag"]
     if "dinov2" in med:
         out["time_ratio"] = {k: med[k] / med["dinov2"] for k in ("pathfm_diag", "pathfm")}
@@ -201,22 +202,23 @@ def measure(args: argparse.Namespace, heads: str) -> dict[str, Any]:
 
 
 def report(results: list[dict], args: argparse.Namespace, load: tuple, load_end: tuple) -> None:
-    print(f"\nload average (1/5/15 min) at start {load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}, "
-          f"at end {load_end[0]:.2f}/{load_end[1]:.2f}/{load_end[2]:.2f}; one thread per side; batch {args.batch}; "
+    print(f"\nload average (1/5/15 min) at start {'/'.join(f'{x:.2f}' for x in load)}, at end "
+          f"{'/'.join(f'{x:.2f}' for x in load_end)}; one thread per side; batch {args.batch}; "
           f"median of {args.rounds} alternated rounds after {args.warmup} warm-up")  # fmt: skip
-    why = "" if args.dinov2 else f" (DINOv2 side skipped: no checkout given, --dinov2 or ${DINOV2_ENV})"
-    print(f"| heads | pathfm + diag CPU-s | pathfm CPU-s | DINOv2 CPU-s | ratio (+diag / without) | diag CPU-s (% of step) "
-          f"| peak RSS MB pathfm / DINOv2 (ratio) | step-1 loss pathfm / DINOv2 |{why}")  # fmt: skip
+    if not args.dinov2:
+        print(f"DINOv2 side skipped: no checkout given (--dinov2 or ${DINOV2_ENV}); its columns are '-'")
+    print("| heads | pathfm + diag CPU-s | pathfm CPU-s | DINOv2 CPU-s | ratio (+diag / without) "
+          "| diag CPU-s (% of step) | peak RSS MB pathfm / DINOv2 (ratio) | step-1 loss pathfm / DINOv2 |")
     for r in results:
-        c, m, d2 = r["cpu_s"], r["peak_rss_mb"], "dinov2" in r["cpu_s"]
-        ratio = f"{r['time_ratio']['pathfm_diag']:.3f} / {r['time_ratio']['pathfm']:.3f}" if d2 else "-"
-        mem = f"{m['pathfm_diag']:,.0f} / {m['dinov2']:,.0f} ({r['memory_ratio']:.3f})" if d2 else f"{m['pathfm_diag']:,.0f} / -"
-        loss = r["first_step_loss"]
-        print(f"| {r['heads']} | {c['pathfm_diag']:.3f} | {c['pathfm']:.3f} | {c['dinov2']:.3f} | {ratio} " if d2 else
-              f"| {r['heads']} | {c['pathfm_diag']:.3f} | {c['pathfm']:.3f} | - | - ", end="")  # fmt: skip
-        print(f"| {r['diag_cpu_s']:.4f} ({100 * r['diag_share']:.2f} %) | {mem} "
-              f"| {loss['pathfm_diag']:.6f} / {loss['dinov2']:.6f} |" if d2 else
-              f"| {r['diag_cpu_s']:.4f} ({100 * r['diag_share']:.2f} %) | {mem} | {loss['pathfm_diag']:.6f} / - |")  # fmt: skip
+        c, m, loss = r["cpu_s"], r["peak_rss_mb"], r["first_step_loss"]
+        if "dinov2" in c:
+            theirs = f"{c['dinov2']:.3f} | {r['time_ratio']['pathfm_diag']:.3f} / {r['time_ratio']['pathfm']:.3f}"
+            mem = f"{m['pathfm_diag']:,.0f} / {m['dinov2']:,.0f} ({r['memory_ratio']:.3f})"
+            loss_cell = f"{loss['pathfm_diag']:.6f} / {loss['dinov2']:.6f}"
+        else:
+            theirs, mem, loss_cell = "- | -", f"{m['pathfm_diag']:,.0f} / -", f"{loss['pathfm_diag']:.6f} / -"
+        print(f"| {r['heads']} | {c['pathfm_diag']:.3f} | {c['pathfm']:.3f} | {theirs} "
+              f"| {r['diag_cpu_s']:.4f} ({100 * r['diag_share']:.2f} %) | {mem} | {loss_cell} |")
 
 
 def main(argv: list[str] | None = None) -> None:
