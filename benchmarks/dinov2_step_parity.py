@@ -15,8 +15,9 @@ patch-embed multiplier, no-decay rules, last-layer flag), ``build_schedulers`` /
 or a multi-process launch, and each with the operation it stands for:
 
 * xformers (CUDA-only) by a stand-in module: ``BlockDiagonalMask`` as concatenation / splitting of token
-  groups and ``memory_efficient_attention`` as PyTorch's SDPA under the equivalent dense block-diagonal mask
-  (its dropout and stochastic-depth helpers are never called: drop path is 0);
+  groups and ``memory_efficient_attention`` as PyTorch's SDPA within each block of the block-diagonal mask
+  (each sequence attends to itself only, as in xformers; its dropout and stochastic-depth helpers are never
+  called: drop path is 0);
 * ``.cuda()`` on the input tensors by the identity; a one-process gloo group for its ``all_reduce`` calls;
 * FSDP's ``clip_grad_norm_`` per student submodule by ``torch.nn.utils.clip_grad_norm_`` on that
   submodule's parameters, and ``update_teacher`` (which walks FSDP modules only) by its two foreach lines
@@ -100,11 +101,25 @@ class BlockDiagonalMask:
         return ids[:, None] == ids[None, :]
 
 
-def memory_efficient_attention(q, k, v, attn_bias=None):
-    """(B, T, H, hd) in, (B, T, H, hd) out; softmax scale 1/sqrt(hd) as in xformers."""
-    mask = attn_bias.dense(q.device) if attn_bias is not None else None
+def _sdpa(q, k, v, mask=None):
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
     return out.transpose(1, 2)
+
+
+def memory_efficient_attention(q, k, v, attn_bias=None):
+    """(B, T, H, hd) in, (B, T, H, hd) out; softmax scale 1/sqrt(hd) as in xformers. Under a block-diagonal
+    mask of known groups (DINOv2's nested blocks: b sequences of n tokens per crop size) attention runs within
+    each sequence only, as xformers computes it, not over the concatenation under a dense mask (T^2 work)."""
+    groups = getattr(attn_bias, "_batch_sizes", None)
+    if attn_bias is None or groups is None or q.shape[0] != 1:
+        return _sdpa(q, k, v, attn_bias.dense(q.device) if attn_bias is not None else None)
+    outs, start, i = [], 0, 0
+    for b in groups:
+        n = attn_bias.seqlens[i]
+        part = [t[:, start : start + b * n].reshape(b, n, *t.shape[2:]) for t in (q, k, v)]
+        outs.append(_sdpa(*part).reshape(1, b * n, *q.shape[2:]))
+        start, i = start + b * n, i + b
+    return torch.cat(outs, dim=1)
 
 
 def _not_used(*_a, **_k):
@@ -222,7 +237,10 @@ def cuda_calls_as_identity():
 
 
 class DinoV2Side:
-    def __init__(self, d2, cfg) -> None:
+    """DINOv2's model, schedules and optimizer for ``cfg``; ``observe`` records head outputs and targets for
+    the comparison (off for timing: then a step is DINOv2's training step and nothing else)."""
+
+    def __init__(self, d2, cfg, observe: bool = True) -> None:
         self.cfg = dinov2_cfg(d2, cfg)
         self.d2 = d2
         self.model = d2.SSLMetaArch(self.cfg)
@@ -232,7 +250,8 @@ class DinoV2Side:
         self.scheds = d2.build_schedulers(self.cfg)
         self.step = 0
         self.seen: dict[str, Any] = {}
-        self._hook_outputs()
+        if observe:
+            self._hook_outputs()
 
     def build_optimizer(self) -> None:
         self.groups = list(self.model.get_params_groups())
@@ -268,7 +287,7 @@ class DinoV2Side:
             "n_masked_patches": torch.full((1,), fill_value=idx.shape[0], dtype=torch.long),
         }  # fmt: skip
 
-    def run_step(self, global_crops, local_crops, masks) -> dict:
+    def run_step(self, global_crops, local_crops, masks, keep_grads: bool = True) -> dict:
         lr_s, wd_s, mom_s, tt_s, ll_s = self.scheds
         it = self.step
         sched = {"lr": float(lr_s[it]), "wd": float(wd_s[it]), "momentum": float(mom_s[it]),
@@ -278,7 +297,8 @@ class DinoV2Side:
         self.seen.clear()
         with cuda_calls_as_identity():
             loss_dict = self.model.forward_backward(self.collated(global_crops, local_crops, masks), sched["teacher_temp"])
-        grads = {n: p.grad.detach().clone() for n, p in self.model.student.named_parameters() if p.grad is not None}
+        grads = {n: p.grad.detach().clone() for n, p in self.model.student.named_parameters()
+                 if p.grad is not None} if keep_grads else {}
         norms = {}
         for k, v in self.model.student.items():  # FSDP's v.clip_grad_norm_(clip) on plain modules
             norms[k] = float(torch.nn.utils.clip_grad_norm_(list(v.parameters()), self.cfg.optim.clip_grad))

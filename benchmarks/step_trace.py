@@ -36,7 +36,7 @@ from pathfm.ssl import step as ssl_step
 from pathfm.ssl.centering import Center
 from pathfm.ssl.param_groups import param_groups
 from pathfm.ssl.step import SSLNet, StudentOutputs, TeacherTargets
-from pathfm.ssl.training_step import StepModels, StepPosition, training_step
+from pathfm.ssl.training_step import StepModels, StepPosition, StepResult, training_step
 
 _COMMON = {
     "seed": 0,
@@ -100,6 +100,15 @@ def fixed_crops(cfg: Config, seed: int) -> tuple[Tensor, Tensor]:
     return global_crops, local_crops
 
 
+def step_masks(cfg: Config, step: int) -> tuple[Tensor, Tensor]:
+    """The iBOT masks and per-crop weights that training_step draws at ``step`` (stage 0, one process)."""
+    b = cfg.data.batch_size
+    return ssl_step.make_ibot_masks(
+        cfg.loss, seed_key=[cfg.seed, 0, step, 0], n_global=cfg.data.crops.n_global,
+        images_global=b, rank_images=slice(0, b), grid=cfg.data.crops.global_size // cfg.model.patch_size,
+    )  # fmt: skip
+
+
 @dataclass
 class StepRecord:
     """Everything one optimizer step produced (tensors detached, on CPU)."""
@@ -146,19 +155,21 @@ class PathfmStepper:
     def masks(self) -> tuple[Tensor, Tensor]:
         """The iBOT masks and per-crop weights the coming step will draw (training_step, one process), for
         feeding another implementation the same masks."""
-        b = self.cfg.data.batch_size
-        grid = self.cfg.data.crops.global_size // self.cfg.model.patch_size
-        return ssl_step.make_ibot_masks(
-            self.cfg.loss, seed_key=[self.cfg.seed, 0, self.step, 0], n_global=self.cfg.data.crops.n_global,
-            images_global=b, rank_images=slice(0, b), grid=grid,
-        )  # fmt: skip
+        return step_masks(self.cfg, self.step)
 
-    def run_step(self, global_crops: Tensor, local_crops: Tensor) -> StepRecord:
-        """One step of the trainer's :func:`~pathfm.ssl.training_step.training_step` on these crops."""
+    def step_result(self, global_crops: Tensor, local_crops: Tensor, *, diagnose: bool = False,
+                    keep: bool = False) -> StepResult:
+        """One step of the trainer's :func:`~pathfm.ssl.training_step.training_step` on these crops, as the
+        trainer calls it (``diagnose``: with the diag/* signals of a logged step; ``keep``: with its trace)."""
         models = StepModels(self.student, self.teacher, self.optimizer, self.centers)
         r = training_step(models, self.cfg, self.base_lr, StepPosition(0, self.step, self.step),
-                          [(global_crops, local_crops)], keep=True)
+                          [(global_crops, local_crops)], diagnose=diagnose, keep=keep)
         self.step += 1
+        return r
+
+    def run_step(self, global_crops: Tensor, local_crops: Tensor) -> StepRecord:
+        """One step on these crops, with everything a comparison needs kept."""
+        r = self.step_result(global_crops, local_crops, keep=True)
         t = r.trace
         return StepRecord(
             sched=r.sched, masks=t.masks, mask_weights=t.mask_weights, targets=t.targets, outputs=t.outputs,

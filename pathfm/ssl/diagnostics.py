@@ -34,13 +34,27 @@ from torch import Tensor, nn
 NAN = float("nan")
 
 
+#: on the CPU, :func:`mean_entropy` works through blocks of about this many elements, in place: the iBOT
+#: targets are (masked patches, K), 0.2-0.3 GB at K = 65,536-131,072, and three passes over whole-matrix
+#: temporaries cost 3x the log itself (docs/benchmarks.md, "Training step against DINOv2's own step")
+CPU_BLOCK = 1 << 20
+
+
 @torch.no_grad()
 def mean_entropy(probs: Tensor) -> Tensor:
-    """Mean over rows of -sum_k p_k log p_k (nats) of an (R, K) probability matrix; NaN for R = 0."""
+    """Mean over rows of -sum_k p_k log p_k (nats) of an (R, K) probability matrix; NaN for R = 0. The same
+    operations per row whatever the blocking, so the same value."""
     p = probs.float()
     if p.shape[0] == 0:
         return p.new_tensor(NAN)
-    return -(p * torch.log(p.clamp_min(1e-30))).sum(-1).mean()
+    rows = max(1, CPU_BLOCK // max(1, p.shape[1])) if p.device.type == "cpu" else p.shape[0]
+    if rows >= p.shape[0]:
+        return -(p * torch.log(p.clamp_min(1e-30))).sum(-1).mean()
+    per_row = p.new_empty(p.shape[0])
+    for i in range(0, p.shape[0], rows):
+        block = p[i : i + rows]
+        per_row[i : i + rows] = block.clamp_min(1e-30).log_().mul_(block).sum(-1)
+    return -per_row.mean()
 
 
 @torch.no_grad()
