@@ -25,9 +25,11 @@ class NonFiniteLossError(PathfmError, RuntimeError):
     a sweep trial records it in trial.json, a run.guards guard in DONE)."""
 
 
-class TrainingInterrupted(Exception):
+class TrainingInterrupted(KeyboardInterrupt):
     """SIGTERM stopped training at the end of a step, after a checkpoint of that step was saved; the message names
-    it and how to continue (the CLI prints it as one line and exits 143 = 128 + SIGTERM, as the signal would)."""
+    it and how to continue (the CLI prints it as one line and exits 143 = 128 + SIGTERM, as the signal would).
+    A KeyboardInterrupt: what stops on Ctrl-C stops on it (a `pathfm sweep optuna` worker queues the trial's retry
+    and ends), and no ``except Exception`` takes it for a failed trial."""
 
 
 class StopTrial(Exception):
