@@ -62,8 +62,9 @@ def test_sweep_through_a_ray_client_address(tmp_path: Path):
     The head node runs in its own process, as `ray start --head` would: started from inside the pytest
     process, its Ray Client proxy's per-client server exited at once in 3 of 4 runs alone and in the full
     suite even with pytest's capture off (measured). In its own process it still failed once in a full
-    suite run, with the same error on the first connection; ``connect`` now retries that error
-    (``CLIENT_SERVER_ATTEMPTS``)."""
+    suite run, with the same error on the first connection, and once more in a suite run beside two CPU-burning
+    processes with another failure of the session's start; ``connect`` retries every "Initialization failure
+    from server" (``CLIENT_SERVER_ATTEMPTS``)."""
     pytest.importorskip("grpc", reason="Ray Client needs the `client` extra: pip install -e '.[client]'")
     import subprocess
     import sys

@@ -228,5 +228,8 @@ def test_only_a_ray_client_server_start_failure_is_retried():
 
     msg = "Initialization failure from server:\nRuntimeError: Starting Ray client server failed. See ray_client_server_23000.err"
     assert client_server_failed_to_start("ray://head:10001", msg)
+    slow = "Initialization failure from server:\nRuntimeError: Proxy failed to Connect to backend! Check `ray_client_server.err`"
+    assert client_server_failed_to_start("ray://head:10001", slow)  # the per-session server was too slow to start
+    assert not client_server_failed_to_start("ray://head:10001", "Failed to connect to server at head:10001")
     assert not client_server_failed_to_start("head:6379", msg)  # not a Ray Client address
     assert not client_server_failed_to_start("ray://head:10001", "Connection refused")  # no server there at all
