@@ -1,6 +1,7 @@
 """``pathfm data scan`` throughput on a cohort-sized folder, with the serial scan measured in the same run.
 
     .venv/bin/python benchmarks/data_scan.py [--n 1000] [--workers 2] [--serial-n 200]
+    .venv/bin/python benchmarks/data_scan.py --quick     # 12 entries, serial baseline on 6
 
 The folder holds ``--n`` symlinks (``slide_0000.svs`` ...) cycling over the three bundled slides, so every
 entry is opened, measured and tissue-masked exactly as a real slide (a 1024 px thumbnail each). Rows:
@@ -58,7 +59,10 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--serial-n", type=int, default=200, help="entries of the serial baseline (0: all)")
+    ap.add_argument("--quick", action="store_true", help="--n 12 --serial-n 6: a check that it runs")
     args = ap.parse_args()
+    if args.quick:
+        args.n, args.serial_n = 12, 6
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "cohort"
         make_cohort(folder, args.n)
