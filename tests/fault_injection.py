@@ -12,6 +12,9 @@ gets the extra trainer callback, so the reporter's per-step path is untouched. A
 ``when`` matches the trial's params, ``arm``, ``seed`` and ``index``; the trial raises ``RuntimeError`` at
 training step ``at_step`` in at most ``times`` attempts (counted in the trial folder), so ``times: 1`` with
 ``max_failures >= 1`` tests restart-from-checkpoint and the default (unlimited) tests an errored trial.
+With ``"hang": true`` the trial blocks for ever instead, in its first attempt only (a marker file in the trial
+folder records the step): after logging step ``at_step``, or with ``at_step: 0`` when the attempt starts,
+before training (the hang watchdog, ``run.hang_timeout_s``, has started by then and beats before it).
 Ray workers inherit the variables (and ``PYTHONPATH``, which must name this folder for them to import this
 module) from the process that started Ray: set them before ``ray.init``; the rules file may be written later,
 up to the start of the trials.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -37,6 +41,7 @@ class FaultRule:
     when: dict[str, Any] = field(default_factory=dict)
     at_step: int = 1
     times: int = 1_000_000
+    hang: bool = False
 
 
 def load_rules(environ: Mapping[str, str] = os.environ) -> list[FaultRule]:
@@ -70,10 +75,38 @@ class FaultInjector:
         raise RuntimeError(f"injected failure at step {step} ({ENV_VAR}, attempt {n + 1} of {self.rule.times})")
 
 
-def fault_callbacks(trial: dict, run_dir: Path) -> list[FaultInjector]:
-    """``[FaultInjector]`` for a trial a test rule matches, else ``[]`` (the normal case)."""
+def block_once(run_dir: Path, step: int) -> None:
+    """Block for ever, unless an earlier attempt of this trial did (then return at once)."""
+    marker = RunFolder(run_dir).test_hang_marker
+    if marker.exists():
+        return
+    marker.write_text(str(step))
+    while True:
+        time.sleep(3600)
+
+
+class HangInjector:
+    """Trainer callback that blocks after step ``rule.at_step`` is logged, in the trial's first attempt."""
+
+    def __init__(self, rule: FaultRule, run_dir: Path):
+        self.rule, self.run_dir = rule, run_dir
+
+    def on_log(self, record: dict) -> None:
+        if int(record.get("step", 0)) == self.rule.at_step:
+            block_once(self.run_dir, self.rule.at_step)
+
+
+def fault_callbacks(trial: dict, run_dir: Path) -> list:
+    """``[FaultInjector]`` or ``[HangInjector]`` for a trial a test rule matches, else ``[]`` (the normal case);
+    a hang rule at step 0 blocks here, when the attempt starts."""
     rule = matching_rule(load_rules(), trial)
-    return [FaultInjector(rule, run_dir)] if rule is not None else []
+    if rule is None:
+        return []
+    if not rule.hang:
+        return [FaultInjector(rule, run_dir)]
+    if rule.at_step == 0:
+        block_once(run_dir, 0)
+    return [HangInjector(rule, run_dir)]
 
 
 def fault_environment(rules: Path, environ: Mapping[str, str] = os.environ) -> dict[str, str]:

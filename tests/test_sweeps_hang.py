@@ -1,11 +1,12 @@
 """Hung trials: the watchdog fires only after ``run.hang_timeout_s`` without progress (or, before the first step,
 after the start-up allowance); a trial process hung before its first step is killed and recorded; a sweep that
 could not retry a hung trial says so at start; and in a real local Ray sweep a 2-worker gloo DDP trial whose
-rank 0 blocks (test hook ``PATHFM_TEST_HANG_AT_STEP``) is killed, retried by Tune from its last checkpoint and
+rank 0 blocks (a hang rule of tests/fault_injection.py) is killed, retried by Tune from its last checkpoint and
 finishes."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -22,13 +23,8 @@ from ports import free_port
 
 from pathfm.io import read_jsonl
 from pathfm.records import SweepFolder, read_trial
-from pathfm.infra.hang import (
-    STARTUP_FACTOR,
-    TEST_HANG_ENV,
-    HangWatchdog,
-    no_retry_warning,
-    startup_allowance,
-)
+from fault_injection import fault_environment
+from pathfm.infra.hang import STARTUP_FACTOR, HangWatchdog, no_retry_warning, startup_allowance
 from pathfm.sweeps.spec import expand_trials, spec_from_dict, sweep_hang_timeouts, trial_configs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.timeout(120)
 def test_watchdog_fires_only_after_the_timeout_without_progress(tmp_path: Path):
     killed, messages = threading.Event(), []
-    dog = HangWatchdog(1.5, tmp_path, on_hang=messages.append, kill=killed.set, poll_s=0.05, startup_s=30).start()
+    dog = HangWatchdog(1.5, on_hang=messages.append, kill=killed.set, poll_s=0.05, startup_s=30).start()
     try:
         for step in range(1, 8):  # steady progress every 0.1 s (margin for a loaded machine): never fires
             time.sleep(0.1)
@@ -55,7 +51,7 @@ def test_watchdog_fires_only_after_the_timeout_without_progress(tmp_path: Path):
 @pytest.mark.timeout(120)
 def test_watchdog_watches_startup_with_its_own_allowance(tmp_path: Path):
     killed, messages = threading.Event(), []
-    dog = HangWatchdog(0.2, tmp_path, on_hang=messages.append, kill=killed.set, poll_s=0.05, startup_s=1.0).start()
+    dog = HangWatchdog(0.2, on_hang=messages.append, kill=killed.set, poll_s=0.05, startup_s=1.0).start()
     t0 = time.monotonic()
     try:
         assert killed.wait(10)
@@ -65,7 +61,7 @@ def test_watchdog_watches_startup_with_its_own_allowance(tmp_path: Path):
     assert messages[0].startswith("no first training step within 1 s of the trial's start (run.startup_timeout_s=1)")
 
     killed = threading.Event()
-    dog = HangWatchdog(0.2, tmp_path, on_hang=lambda m: None, kill=killed.set, poll_s=0.05).start()
+    dog = HangWatchdog(0.2, on_hang=lambda m: None, kill=killed.set, poll_s=0.05).start()
     assert not killed.wait(0.6)  # without a start-up allowance start-up is not watched
     dog.stop()
     dog.on_log({"step": 1})
@@ -79,8 +75,8 @@ def test_startup_allowance_is_the_knob_or_a_multiple_of_the_hang_timeout():
 
 @pytest.mark.timeout(120)
 def test_trial_hung_before_its_first_step_is_killed_and_recorded(tmp_path: Path):
-    """A real trial process (run_trial, the Tune function's body) blocks before training
-    (``PATHFM_TEST_HANG_AT_STEP=0``): the watchdog records the start-up hang and SIGKILLs the process."""
+    """A real trial process (run_trial, the Tune function's body) blocks before training (a hang rule at step 0):
+    the watchdog records the start-up hang and SIGKILLs the process."""
     code = (
         "import sys; from pathlib import Path\n"
         "from pathfm.sweeps.spec import spec_from_dict, expand_trials\n"
@@ -89,7 +85,9 @@ def test_trial_hung_before_its_first_step_is_killed_and_recorded(tmp_path: Path)
         " 'run.startup_timeout_s': 1.5}})\n"
         "run_trial(spec, expand_trials(spec)[0], Path(sys.argv[1]), trial_id='t0', sweep='h', report=None)\n"
     )
-    env = dict(os.environ, PYTHONPATH=str(REPO), **{TEST_HANG_ENV: "0"})
+    rules = tmp_path / "faults.json"
+    rules.write_text(json.dumps([{"at_step": 0, "hang": True}]))
+    env = dict(os.environ, **fault_environment(rules, {"PYTHONPATH": str(REPO)}))
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "t0")], env=env, capture_output=True, text=True,
                           timeout=120)
@@ -191,7 +189,10 @@ def test_hung_rank_of_a_ddp_trial_is_killed_and_retried_from_its_checkpoint_in_a
 
     from pathfm.sweeps.runner import run_sweep, trial_summary_line
 
-    monkeypatch.setenv(TEST_HANG_ENV, "2")  # inherited by the local Ray's worker processes
+    rules = tmp_path / "faults.json"
+    rules.write_text(json.dumps([{"at_step": 2, "hang": True}]))
+    for name, value in fault_environment(rules).items():
+        monkeypatch.setenv(name, value)  # inherited by the local Ray's worker processes
     # Ray Train's spot-preemption watcher is one more actor process per attempt; this test needs none
     monkeypatch.setenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     hang_timeout = 3  # margin over a healthy step + checkpoint (3 steps took train_time_s 0.6 s in a measured run)

@@ -19,9 +19,9 @@ healthy run: ``run.log_every`` steps plus a checkpoint save plus an in-training 
 In a DDP trial the watchdog runs on rank 0 (the trainer's callbacks run there); a rank that hangs stops
 rank 0 too, at its next collective, so rank 0's watchdog fires and the other ranks' collectives fail.
 
-For tests, ``PATHFM_TEST_HANG_AT_STEP=N`` makes the first attempt of every trial block after logging step N,
-or with ``N=0`` when the watchdog starts, before training (a marker file in the trial folder keeps later
-attempts from blocking again).
+The suite makes real hangs through its fault injection (tests/fault_injection.py, a rule with ``hang``): the
+watchdog runs first among a trial's trainer callbacks, so a callback after it that blocks at step N leaves
+step N as the last heartbeat.
 """
 
 from __future__ import annotations
@@ -31,12 +31,8 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any, Callable
 
-from pathfm.records import RunFolder
-
-TEST_HANG_ENV = "PATHFM_TEST_HANG_AT_STEP"
 STARTUP_FACTOR = 3.0  # run.startup_timeout_s: null -> this x run.hang_timeout_s
 
 
@@ -70,12 +66,11 @@ class HangWatchdog:
     ``kill`` is ``os.kill(own pid, SIGKILL)`` unless a test passes another action. ``startup_s``: the
     allowance before the first heartbeat (None: start-up is not watched)."""
 
-    def __init__(self, timeout_s: float, run_dir: Path, on_hang: Callable[[str], None],
+    def __init__(self, timeout_s: float, on_hang: Callable[[str], None],
                  kill: Callable[[], None] | None = None, poll_s: float | None = None,
                  startup_s: float | None = None):
         self.timeout_s = float(timeout_s)
         self.startup_s = float(startup_s) if startup_s is not None else None
-        self.run_dir = Path(run_dir)
         self.on_hang = on_hang
         self.kill = kill or (lambda: os.kill(os.getpid(), signal.SIGKILL))
         self.poll_s = poll_s if poll_s is not None else min(5.0, max(0.1, self.timeout_s / 10))
@@ -90,7 +85,6 @@ class HangWatchdog:
     def on_log(self, record: dict[str, Any]) -> None:
         self.last_step = int(record.get("step", 0))
         self._beat()
-        block_for_test(self.last_step, self.run_dir)
 
     def on_checkpoint(self, step: int, path: Path) -> None:
         self.last_step = int(step)
@@ -102,11 +96,9 @@ class HangWatchdog:
 
     # ------------------------------------------------------------------ thread
     def start(self) -> "HangWatchdog":
-        """Start watching (the start-up allowance counts from here); ``PATHFM_TEST_HANG_AT_STEP=0`` blocks
-        the caller here."""
+        """Start watching (the start-up allowance counts from here)."""
         self.last_beat = time.monotonic()
         self._thread.start()
-        block_for_test(0, self.run_dir)
         return self
 
     def stop(self) -> None:
@@ -129,16 +121,3 @@ class HangWatchdog:
                     self.kill()
                 return
 
-
-def block_for_test(step: int, run_dir: Path) -> None:
-    """``PATHFM_TEST_HANG_AT_STEP=N``: block forever after step N (0: at the watchdog's start), once per trial
-    folder (tests only)."""
-    at = os.environ.get(TEST_HANG_ENV)
-    if not at or int(at) != step:
-        return
-    marker = RunFolder(run_dir).test_hang_marker
-    if marker.exists():
-        return
-    marker.write_text(str(step))
-    while True:
-        time.sleep(3600)

@@ -23,7 +23,7 @@ from here; none spells one (tests/test_file_owner.py). Building a RunFolder read
     STOP, ray_train/             a DDP trial: its driver asks the workers to stop; Ray Train's own folder
     checkpoint_*/pathfm_checkpoint.json   Ray Tune's checkpoint of a trial: a pointer to (or copy of) ours
     .pathfm_pushed.json          object-store sync manifest (also in a sweep folder: pathfm.infra.folder_mirror)
-    .injected_failures, .test_hang_done   test fault injection (tests/fault_injection.py, pathfm.infra.hang)
+    .injected_failures, .test_hang_done   test fault injection (tests/fault_injection.py)
 """
 
 from __future__ import annotations

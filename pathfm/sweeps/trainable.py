@@ -264,8 +264,10 @@ def run_trial(spec: SweepSpec, trial: dict, run_dir: Path, *, trial_id: str, swe
                     if cfg.tracking.enabled else [])
         watchdog = start_hang_watchdog(cfg.run.hang_timeout_s, run_dir, cfg.run.startup_timeout_s)
         try:
-            result = train(cfg, run_dir, resume=resume, callbacks=[*extra_trial_callbacks(trial, run_dir), reporter,
-                                                                   *([watchdog] if watchdog else []), *trackers, *callbacks],
+            # the watchdog first: its heartbeat for a step comes before anything else that step's log runs
+            result = train(cfg, run_dir, resume=resume, callbacks=[*([watchdog] if watchdog else []),
+                                                                   *extra_trial_callbacks(trial, run_dir), reporter,
+                                                                   *trackers, *callbacks],
                            probe=probe_teacher)
         finally:
             if watchdog is not None:
@@ -317,8 +319,8 @@ def extra_trial_callbacks(trial: dict, run_dir: Path, environ: Mapping[str, str]
     ``module:function``; each function is called as ``function(trial, run_dir)`` when the attempt starts (``trial``:
     the trial's ``params``, ``arm``, ``seed``, ``index``...; ``run_dir``: its folder) and returns the callbacks
     (objects with optional ``on_log`` / ``on_checkpoint`` / ``on_end``, :func:`pathfm.ssl.trainer.train`) to run
-    before pathfm's own; ``[]`` when unset. The module must be importable where the trial runs: Ray's worker
-    processes inherit the environment (``PATHFM_TRIAL_CALLBACKS`` and ``PYTHONPATH``) of the process that
+    after the hang watchdog's heartbeat and before pathfm's other callbacks; ``[]`` when unset. The module must
+    be importable where the trial runs: Ray's worker processes inherit the environment (``PATHFM_TRIAL_CALLBACKS`` and ``PYTHONPATH``) of the process that
     starts a local Ray; on a cluster give it to ``ray start`` or the job's ``runtime_env``. An entry that cannot
     be imported fails the trial with a PathfmError naming it."""
     out: list[Any] = []
@@ -345,7 +347,7 @@ def start_hang_watchdog(timeout_s: float | None, run_dir: Path, startup_timeout_
         hangs = int((TrialRecord.read(run_dir) or TrialRecord()).hangs or 0) + 1
         update_trial(run_dir, hangs=hangs, last_hang=message, error=f"Hang: {message}")
 
-    return HangWatchdog(timeout_s, run_dir, on_hang=record, startup_s=startup_allowance(timeout_s, startup_timeout_s)).start()
+    return HangWatchdog(timeout_s, on_hang=record, startup_s=startup_allowance(timeout_s, startup_timeout_s)).start()
 
 
 def arm_labels(spec: SweepSpec, arm: str | None) -> dict[str, Any]:
