@@ -31,6 +31,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 STARTUP_FACTOR = 3.0  # run.startup_timeout_s: null -> this x run.hang_timeout_s

@@ -320,9 +320,10 @@ def extra_trial_callbacks(trial: dict, run_dir: Path, environ: Mapping[str, str]
     the trial's ``params``, ``arm``, ``seed``, ``index``...; ``run_dir``: its folder) and returns the callbacks
     (objects with optional ``on_log`` / ``on_checkpoint`` / ``on_end``, :func:`pathfm.ssl.trainer.train`) to run
     after the hang watchdog's heartbeat and before pathfm's other callbacks; ``[]`` when unset. The module must
-    be importable where the trial runs: Ray's worker processes inherit the environment (``PATHFM_TRIAL_CALLBACKS`` and ``PYTHONPATH``) of the process that
-    starts a local Ray; on a cluster give it to ``ray start`` or the job's ``runtime_env``. An entry that cannot
-    be imported fails the trial with a PathfmError naming it."""
+    be importable where the trial runs: Ray's worker processes inherit the environment
+    (``PATHFM_TRIAL_CALLBACKS`` and ``PYTHONPATH``) of the process that starts a local Ray; on a cluster give
+    it to ``ray start`` or the job's ``runtime_env``. An entry that cannot be imported fails the trial with a
+    PathfmError naming it."""
     out: list[Any] = []
     for entry in filter(None, (e.strip() for e in environ.get(TRIAL_CALLBACKS_ENV, "").split(","))):
         module_name, _, function_name = entry.partition(":")
